@@ -1,0 +1,1 @@
+"""The engine: torch + stdlib only. Import submodules directly; this package imports nothing."""

@@ -1,0 +1,108 @@
+"""Turning a script's `inputs` into one batch per iteration, and calling its loss (DESIGN section 1)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from modscope.core.loader import MISSING
+
+
+class InputsError(Exception):
+    """The script's `inputs` cannot produce a batch."""
+
+
+def spread(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The positional and keyword arguments a batch is spread into: `model(*args, **kwargs)`."""
+    if isinstance(batch, torch.Tensor):
+        return (batch,), {}
+    if isinstance(batch, tuple | list):
+        return tuple(batch), {}
+    if isinstance(batch, Mapping):
+        return (), dict(batch)
+    return (batch,), {}
+
+
+def describe_inputs(inputs: Any) -> str:
+    """How `inputs` is read, in words for the UI."""
+    if inputs is MISSING:
+        return "no inputs"
+    if isinstance(inputs, torch.Tensor):
+        return "one tensor"
+    if isinstance(inputs, tuple):
+        return f"a tuple of {len(inputs)} positional arguments"
+    if isinstance(inputs, Mapping):
+        return f"keyword arguments {', '.join(map(str, inputs))}"
+    if callable(inputs) and not isinstance(inputs, nn.Module):
+        return "a fresh batch from a function each step"
+    return f"batches from {type(inputs).__name__}, in turn"
+
+
+class BatchSource:
+    """Yields the batch for each iteration from a script's `inputs`.
+
+    The order is DESIGN's: a tensor, a tuple, a mapping, a zero-argument callable (a fresh batch
+    per step), or any other iterable (its items in turn, started again when exhausted).
+    """
+
+    def __init__(self, inputs: Any) -> None:
+        self.inputs = inputs
+        self._iterator: Iterator[Any] | None = None
+
+    @property
+    def defined(self) -> bool:
+        return self.inputs is not MISSING
+
+    def next(self) -> Any:
+        inputs = self.inputs
+        if inputs is MISSING:
+            raise InputsError(
+                "the script defines no `inputs`; set `inputs = ...` (a tensor, a tuple of "
+                "arguments, a dict, a function returning a batch, or a DataLoader)"
+            )
+        if isinstance(inputs, torch.Tensor | tuple | Mapping):
+            return inputs
+        if callable(inputs) and not isinstance(inputs, nn.Module):
+            return inputs()
+        return self._next_item()
+
+    def _next_item(self) -> Any:
+        if self._iterator is None:
+            self._iterator = self._start()
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            self._iterator = self._start()
+            try:
+                return next(self._iterator)
+            except StopIteration:
+                raise InputsError("`inputs` is an empty iterable: it yields no batch") from None
+
+    def _start(self) -> Iterator[Any]:
+        try:
+            return iter(self.inputs)
+        except TypeError:
+            raise InputsError(
+                f"`inputs` is a {type(self.inputs).__name__}: not a tensor, tuple, dict, "
+                "function or iterable"
+            ) from None
+
+
+def takes_batch(fn: Callable[..., Any]) -> bool:
+    """True when `loss_fn` takes two arguments: `loss_fn(output, batch)`."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values()):
+        return True
+    return len(positional) >= 2

@@ -1,0 +1,435 @@
+"""Attaching and detaching modscope's module hooks, and recording what they see (DESIGN section 5)."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from modscope.core.summary import PendingSummary, capture, flatten_tensors
+from modscope.core.types import HookAction, HookKind, Phase
+
+# Observing gradients through a module-level full backward hook wraps inputs and outputs in
+# BackwardHookFunction nodes: an in-place op after the module then raises (PyTorch #61519) and
+# MultiheadAttention takes another path (`query is key` stops holding). Tensor hooks do neither.
+INPUT_GRAD_NOTE = "grad_input is each input's whole gradient (from all its uses)"
+LEGACY_NOTE = (
+    "legacy hook: grad_input/grad_output are those of the last operation inside forward, "
+    "not of the module's inputs"
+)
+FULL_HOOK_COST = (
+    "changing a gradient needs a module-level full backward hook: it wraps inputs and outputs in "
+    "new autograd nodes (an in-place op right after this module then fails, PyTorch #61519)"
+)
+
+_KINDS = {kind.value: kind for kind in HookKind}
+_ACTIONS = {action.value: action for action in HookAction}
+
+
+class HookSpecError(ValueError):
+    """A `--hook` spec that does not parse, or names no module."""
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    """`MODULE:KIND[:ACTION[=ARG]]`: where to hook, which kind, and what the hook does."""
+
+    module: str
+    kind: HookKind
+    action: HookAction = HookAction.OBSERVE
+    factor: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> HookSpec:
+        """Parse `logModel:forward-pre:scale=2` (module paths may themselves contain colons)."""
+        parts = text.split(":")
+        if len(parts) >= 2 and parts[-1] in _KINDS:
+            module, kind_text, action_text = ":".join(parts[:-1]), parts[-1], "observe"
+        elif len(parts) >= 3 and parts[-2] in _KINDS:
+            module, kind_text, action_text = ":".join(parts[:-2]), parts[-2], parts[-1]
+        else:
+            raise HookSpecError(
+                f"hook spec {text!r}: expected MODULE:KIND[:ACTION[=ARG]] with KIND one of "
+                f"{', '.join(_KINDS)}"
+            )
+        name, _, arg = action_text.partition("=")
+        if name not in _ACTIONS:
+            raise HookSpecError(
+                f"hook spec {text!r}: action {name!r} is not one of {', '.join(_ACTIONS)}"
+            )
+        action = _ACTIONS[name]
+        factor: float | None = None
+        if action is HookAction.SCALE:
+            try:
+                factor = float(arg)
+            except ValueError:
+                raise HookSpecError(
+                    f"hook spec {text!r}: scale needs a number, e.g. scale=2"
+                ) from None
+        elif arg:
+            raise HookSpecError(f"hook spec {text!r}: action {name!r} takes no argument")
+        if module == ".":
+            module = ""
+        return cls(module, _KINDS[kind_text], action, factor)
+
+    def __str__(self) -> str:
+        action = self.action.value
+        if self.action is HookAction.SCALE:
+            action += f"={self.factor:g}"
+        return f"{self.module or '.'}:{self.kind.value}:{action}"
+
+
+ALL_OBSERVED = (HookKind.FORWARD_PRE, HookKind.FORWARD, HookKind.BACKWARD, HookKind.BACKWARD_PRE)
+
+
+def all_hooks_specs() -> list[HookSpec]:
+    """`--hooks all`: observing forward-pre, forward, backward and backward-pre on every module."""
+    return [HookSpec("*", kind) for kind in ALL_OBSERVED]
+
+
+@dataclass
+class EventDraft:
+    """A hook firing as recorded in the hook: pending summaries, resolved later in a batch."""
+
+    step: int
+    phase: Phase
+    module: str
+    kind: HookKind
+    action: HookAction
+    args: list[PendingSummary | None] | None = None
+    output: list[PendingSummary | None] | None = None
+    grad_input: list[PendingSummary | None] | None = None
+    grad_output: list[PendingSummary | None] | None = None
+    note: str | None = None
+
+
+class IterationAbandoned(Exception):
+    """Raised inside a paused hook when the user quits: unwinds the iteration."""
+
+
+@dataclass
+class AttachedHook:
+    """One modscope hook on one module, owning the handles that remove it."""
+
+    hook_id: str
+    path: str
+    spec: HookSpec
+    handles: list[RemovableHandle] = field(default_factory=list)
+    uses_full_backward: bool = False
+    flag_before: bool | None = None
+    fired: int = 0
+
+    @property
+    def kind(self) -> HookKind:
+        return self.spec.kind
+
+    @property
+    def action(self) -> HookAction:
+        return self.spec.action
+
+
+def _captures(values: Sequence[Any]) -> list[PendingSummary | None]:
+    return [capture(t) if isinstance(t, torch.Tensor) else None for t in values]
+
+
+def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(_map_tensors(v, fn) for v in value))
+    if isinstance(value, tuple | list):
+        return type(value)(_map_tensors(v, fn) for v in value)
+    if isinstance(value, dict):
+        return type(value)((k, _map_tensors(v, fn)) for k, v in value.items())
+    return value
+
+
+class _BackwardCall:
+    """The gradients of one forward call of an observed module, gathered by tensor hooks."""
+
+    def __init__(self, manager: HookManager, hook: AttachedHook, n_in: int, n_out: int) -> None:
+        self.manager = manager
+        self.hook = hook
+        self.grad_input: list[PendingSummary | None] = [None] * n_in
+        self.grad_output: list[PendingSummary | None] = [None] * n_out
+        self.waiting_in: set[int] = set()
+        self.waiting_out: set[int] = set()
+        self.arrived = False
+        self.done = False
+
+    def got(self, side: str, index: int, grad: torch.Tensor) -> None:
+        self.arrived = True
+        if side == "in":
+            self.grad_input[index] = capture(grad)
+            self.waiting_in.discard(index)
+        else:
+            self.grad_output[index] = capture(grad)
+            self.waiting_out.discard(index)
+        if self.waiting_out:
+            return
+        if self.hook.kind is HookKind.BACKWARD_PRE or not self.waiting_in:
+            self.finish()
+
+    def finish(self, note: str | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        backward = self.hook.kind is HookKind.BACKWARD
+        if backward and self.grad_input:
+            note = f"{INPUT_GRAD_NOTE}; {note}" if note else INPUT_GRAD_NOTE
+        self.manager._fire(
+            self.hook,
+            grad_input=list(self.grad_input) if backward else None,
+            grad_output=list(self.grad_output),
+            note=note,
+        )
+
+
+class HookManager:
+    """The hooks modscope attached to one model, and the per-iteration tensor hooks they add.
+
+    `emit` receives an `EventDraft` each time a hook fires; `context` says the current step and
+    phase; `pause` (the app's) blocks a `pause` hook until the user continues, or raises
+    `IterationAbandoned`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        emit: Callable[[EventDraft], None],
+        context: Callable[[], tuple[int, Phase]],
+        pause: Callable[[EventDraft], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.emit = emit
+        self.context = context
+        self.pause = pause
+        self.attached: dict[str, AttachedHook] = {}
+        self._ids = itertools.count(1)
+        self._transient: list[RemovableHandle] = []
+        self._calls: list[_BackwardCall] = []
+
+    # -- attaching ---------------------------------------------------------------------------
+
+    def resolve_modules(self, pattern: str) -> list[tuple[str, nn.Module]]:
+        """The modules a spec's MODULE names: a dotted path, `""`/`.` the root, `*` every one."""
+        if pattern == "*":
+            return list(self.model.named_modules())
+        if pattern in ("", "."):
+            return [("", self.model)]
+        module = self.model
+        for part in pattern.split("."):
+            child = module._modules.get(part)
+            if child is None:
+                names = [name for name, _ in self.model.named_modules() if name]
+                close = [n for n in names if n.endswith(part) or part in n][:5]
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise HookSpecError(f"no module {pattern!r} in the model{hint}")
+            module = child
+        return [(pattern, module)]
+
+    def attach(self, spec: HookSpec) -> list[AttachedHook]:
+        """Attach `spec` to each module it names; returns the hooks added."""
+        if spec.action is HookAction.PAUSE and self.pause is None:
+            raise HookSpecError("the pause action works only in the app (modscope SCRIPT)")
+        added: list[AttachedHook] = []
+        try:
+            for path, module in self.resolve_modules(spec.module):
+                hook = AttachedHook(f"m{next(self._ids)}", path, spec)
+                self._register(hook, module)
+                self.attached[hook.hook_id] = hook
+                added.append(hook)
+        except BaseException:
+            for hook in added:
+                self.detach(hook.hook_id)
+            raise
+        return added
+
+    def _register(self, hook: AttachedHook, module: nn.Module) -> None:
+        kind, action = hook.kind, hook.action
+        if kind is HookKind.FORWARD_PRE:
+            hook.handles.append(
+                module.register_forward_pre_hook(self._forward_pre(hook), with_kwargs=True)
+            )
+        elif kind is HookKind.FORWARD:
+            hook.handles.append(
+                module.register_forward_hook(self._forward(hook), with_kwargs=True)
+            )
+        elif kind is HookKind.LEGACY_BACKWARD:
+            if module._backward_hooks and module._is_full_backward_hook:
+                raise HookSpecError(
+                    f"{hook.path or 'the root'} already has a full backward hook; PyTorch forbids "
+                    "a legacy backward hook beside it"
+                )
+            hook.flag_before = module._is_full_backward_hook
+            # PyTorch warns at every forward; the hook's event carries LEGACY_NOTE instead.
+            warnings.filterwarnings(
+                "ignore", message="Using a non-full backward hook", category=FutureWarning
+            )
+            hook.handles.append(module.register_backward_hook(self._legacy(hook)))
+        elif action in (HookAction.OBSERVE, HookAction.PAUSE):
+            hook.handles.append(module.register_forward_hook(self._observe_grads(hook)))
+        elif kind is HookKind.BACKWARD:
+            if module._backward_hooks and module._is_full_backward_hook is False:
+                raise HookSpecError(
+                    f"{hook.path or 'the root'} has a legacy backward hook; PyTorch forbids a full "
+                    "backward hook beside it"
+                )
+            hook.uses_full_backward = True
+            hook.flag_before = module._is_full_backward_hook
+            hook.handles.append(module.register_full_backward_hook(self._change_grad(hook)))
+        else:
+            hook.uses_full_backward = True
+            hook.flag_before = module._is_full_backward_hook
+            hook.handles.append(module.register_full_backward_pre_hook(self._change_grad(hook)))
+
+    def detach(self, hook_id: str) -> None:
+        """Remove a modscope hook and restore its module exactly as it was."""
+        hook = self.attached.pop(hook_id, None)
+        if hook is None:
+            raise KeyError(f"no modscope hook {hook_id!r}")
+        for handle in hook.handles:
+            handle.remove()
+        hook.handles.clear()
+        if hook.kind is HookKind.LEGACY_BACKWARD or hook.uses_full_backward:
+            module = self.model.get_submodule(hook.path) if hook.path else self.model
+            still_ours = any(
+                other.path == hook.path
+                and (other.uses_full_backward or other.kind is HookKind.LEGACY_BACKWARD)
+                for other in self.attached.values()
+            )
+            # handle.remove() leaves _is_full_backward_hook set, and a later legacy hook on the
+            # module then raises: put the flag back as it was before modscope touched it.
+            if not still_ours and not module._backward_hooks:
+                module._is_full_backward_hook = hook.flag_before
+
+    def detach_all(self) -> None:
+        """Remove every modscope hook (on exit, on reload, on error)."""
+        self.end_iteration()
+        for hook_id in list(self.attached):
+            self.detach(hook_id)
+
+    def end_backward(self) -> None:
+        """After `loss.backward()`: report gradients that never arrived, drop tensor hooks."""
+        for call in self._calls:
+            if call.arrived and not call.done:
+                call.finish("some gradients never arrived (inputs not used by the loss)")
+        self.end_iteration()
+
+    def end_iteration(self) -> None:
+        """Remove the tensor hooks added during this iteration (also when it failed)."""
+        for handle in self._transient:
+            handle.remove()
+        self._transient.clear()
+        self._calls.clear()
+
+    # -- the hooks themselves ----------------------------------------------------------------
+
+    def _fire(self, hook: AttachedHook, **captured: Any) -> None:
+        hook.fired += 1
+        step, phase = self.context()
+        draft = EventDraft(step, phase, hook.path, hook.kind, hook.action, **captured)
+        self.emit(draft)
+        if hook.action is HookAction.PAUSE and self.pause is not None:
+            self.pause(draft)
+
+    def _scaled(self, hook: AttachedHook) -> Callable[[torch.Tensor], torch.Tensor]:
+        if hook.action is HookAction.ZERO:
+            return torch.zeros_like
+        factor = hook.spec.factor if hook.spec.factor is not None else 1.0
+        return lambda t: t * factor
+
+    def _changes(self, hook: AttachedHook) -> bool:
+        return hook.action in (HookAction.SCALE, HookAction.ZERO)
+
+    def _forward_pre(self, hook: AttachedHook) -> Callable[..., Any]:
+        def forward_pre(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            seen = flatten_tensors(args) + flatten_tensors(list(kwargs.values()))
+            self._fire(hook, args=_captures(seen))
+            if self._changes(hook):
+                fn = self._scaled(hook)
+                return _map_tensors(args, fn), _map_tensors(kwargs, fn)
+            return None
+
+        return forward_pre
+
+    def _forward(self, hook: AttachedHook) -> Callable[..., Any]:
+        def forward(
+            module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+        ) -> Any:
+            seen = flatten_tensors(args) + flatten_tensors(list(kwargs.values()))
+            self._fire(hook, args=_captures(seen), output=_captures(flatten_tensors(output)))
+            if self._changes(hook):
+                return _map_tensors(output, self._scaled(hook))
+            return None
+
+        return forward
+
+    def _observe_grads(self, hook: AttachedHook) -> Callable[..., Any]:
+        def observe(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            outputs = flatten_tensors(output)
+            inputs = flatten_tensors(args) if hook.kind is HookKind.BACKWARD else []
+            call = _BackwardCall(self, hook, len(inputs), len(outputs))
+            for side, tensors, waiting in (
+                ("out", outputs, call.waiting_out),
+                ("in", inputs, call.waiting_in),
+            ):
+                for i, t in enumerate(tensors):
+                    if isinstance(t, torch.Tensor) and t.requires_grad:
+                        waiting.add(i)
+                        self._transient.append(t.register_hook(_grad_hook(call, side, i)))
+            if call.waiting_out:
+                self._calls.append(call)
+            return None
+
+        return observe
+
+    def _legacy(self, hook: AttachedHook) -> Callable[..., Any]:
+        def legacy(module: nn.Module, grad_input: Any, grad_output: Any) -> Any:
+            self._fire(
+                hook,
+                grad_input=_captures(list(grad_input)),
+                grad_output=_captures(list(grad_output)),
+                note=LEGACY_NOTE,
+            )
+            if self._changes(hook):
+                fn = self._scaled(hook)
+                return tuple(fn(g) if g is not None else None for g in grad_input)
+            return None
+
+        return legacy
+
+    def _change_grad(self, hook: AttachedHook) -> Callable[..., Any]:
+        fn = self._scaled(hook)
+        if hook.kind is HookKind.BACKWARD:
+
+            def backward(module: nn.Module, grad_input: Any, grad_output: Any) -> Any:
+                self._fire(
+                    hook,
+                    grad_input=_captures(list(grad_input)),
+                    grad_output=_captures(list(grad_output)),
+                    note=FULL_HOOK_COST,
+                )
+                return tuple(fn(g) if g is not None else None for g in grad_input)
+
+            return backward
+
+        def backward_pre(module: nn.Module, grad_output: Any) -> Any:
+            self._fire(hook, grad_output=_captures(list(grad_output)), note=FULL_HOOK_COST)
+            return tuple(fn(g) if g is not None else None for g in grad_output)
+
+        return backward_pre
+
+
+def _grad_hook(call: _BackwardCall, side: str, index: int) -> Callable[[torch.Tensor], None]:
+    def on_grad(grad: torch.Tensor) -> None:
+        call.got(side, index, grad)
+
+    return on_grad

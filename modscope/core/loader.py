@@ -1,0 +1,232 @@
+"""Loading a model script as module `__modscope__` and reading its contract names (DESIGN section 1)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from modscope.core.errors import ScriptError, user_error
+from modscope.core.types import Phase, UserError
+
+MODULE_NAME = "__modscope__"
+
+
+class _Missing:
+    """The script does not define the name (distinct from defining it as None)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Any = _Missing()
+
+PrintSink = Callable[[str], None]
+
+
+class _SinkWriter(io.TextIOBase):
+    """A text stream that hands each complete line of the user's prints to a sink."""
+
+    def __init__(self, sink: PrintSink) -> None:
+        self._sink = sink
+        self._pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        while "\n" in self._pending:
+            line, self._pending = self._pending.split("\n", 1)
+            self._sink(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._sink(self._pending)
+            self._pending = ""
+
+
+@contextlib.contextmanager
+def captured_prints(sink: PrintSink | None) -> Iterator[None]:
+    """Route what the user's code prints to `sink` (stdout stays clean for JSON)."""
+    if sink is None:
+        yield
+        return
+    writer = _SinkWriter(sink)
+    with contextlib.redirect_stdout(writer):  # type: ignore[type-var]
+        try:
+            yield
+        finally:
+            writer.flush()
+
+
+def stderr_sink(line: str) -> None:
+    """The headless commands' sink: the script's prints go to stderr."""
+    print(line, file=sys.__stderr__ or sys.stderr)
+
+
+@dataclass
+class LoadedScript:
+    """A model script after it ran: the model and the contract names it defined."""
+
+    path: str
+    module: Any
+    model: nn.Module
+    model_name: str
+    inputs: Any = MISSING
+    loss_fn: Any = MISSING
+    compute_loss: Callable[..., Any] | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    train_step: Callable[..., Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _fail(path: str, message: str, hint: str, line: int | None = None) -> ScriptError:
+    return ScriptError(
+        UserError(message=message, exc_type="ScriptError", file=path, line=line,
+                  phase=Phase.LOAD, hint=hint)
+    )
+
+
+def _has_state(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
+
+
+def find_model(namespace: dict[str, Any], path: str, model_name: str | None = None) -> tuple[
+    str, nn.Module
+]:
+    """The model a script names or, failing that, the one top-level module holding state."""
+    if model_name is not None:
+        if model_name not in namespace:
+            raise _fail(path, f"the script defines no top-level name {model_name!r}",
+                        "Pass --model with one of the script's top-level module names.")
+        value = namespace[model_name]
+        if not isinstance(value, nn.Module):
+            raise _fail(path, f"{model_name!r} is a {type(value).__name__}, not an nn.Module",
+                        "Pass --model with the name of an nn.Module instance.")
+        return model_name, value
+    if "model" in namespace:
+        value = namespace["model"]
+        if not isinstance(value, nn.Module):
+            raise _fail(path, f"`model` is a {type(value).__name__}, not an nn.Module",
+                        "Set `model = YourModule(...)` at the top level of the script.")
+        return "model", value
+    seen: dict[int, str] = {}
+    for name, value in namespace.items():
+        if name.startswith("__") or not isinstance(value, nn.Module) or id(value) in seen:
+            continue
+        if _has_state(value):
+            seen[id(value)] = name
+    candidates = {name: namespace[name] for name in seen.values()}
+    contained = set()
+    for name, value in candidates.items():
+        for other_name, other in candidates.items():
+            if other_name != name and any(m is value for m in other.modules()):
+                contained.add(name)
+    top = [name for name in candidates if name not in contained]
+    if len(top) == 1:
+        return top[0], candidates[top[0]]
+    if not top:
+        raise _fail(path, "the script defines no model (no top-level nn.Module with parameters "
+                    "or buffers)", "Add `model = YourModule(...)` at the top level of the script.")
+    listed = ", ".join(top)
+    raise _fail(path, f"several top-level modules could be the model: {listed}",
+                f"Name one with --model NAME (one of: {listed}), or set `model = ...`.")
+
+
+def _optional(namespace: dict[str, Any], name: str) -> Any:
+    return namespace.get(name, MISSING)
+
+
+def _read_contract(module: Any, path: str, model_name: str | None) -> LoadedScript:
+    namespace = vars(module)
+    name, model = find_model(namespace, path, model_name)
+    optimizer = namespace.get("optimizer")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise _fail(path, f"`optimizer` is a {type(optimizer).__name__}, not a "
+                    "torch.optim.Optimizer", "Set `optimizer = torch.optim.SGD(model.parameters()"
+                    ", lr=...)`, or remove the name.")
+    loaded = LoadedScript(
+        path=path,
+        module=module,
+        model=model,
+        model_name=name,
+        inputs=_optional(namespace, "inputs"),
+        loss_fn=_optional(namespace, "loss_fn"),
+        compute_loss=namespace.get("compute_loss"),
+        optimizer=optimizer,
+        scheduler=namespace.get("scheduler"),
+        train_step=namespace.get("train_step"),
+    )
+    for attr in ("compute_loss", "train_step"):
+        value = getattr(loaded, attr)
+        if value is not None and not callable(value):
+            raise _fail(path, f"`{attr}` is a {type(value).__name__}, not a function",
+                        f"Define `def {attr}(...)` or remove the name.")
+    if loaded.loss_fn is not MISSING and loaded.loss_fn is not None and not callable(
+        loaded.loss_fn
+    ):
+        raise _fail(path, f"`loss_fn` is a {type(loaded.loss_fn).__name__}, not a function",
+                    "Define `def loss_fn(output): ...`, set it to None, or remove the name.")
+    return loaded
+
+
+def load_script(
+    path: str, *, model_name: str | None = None, sink: PrintSink | None = None
+) -> LoadedScript:
+    """Run the script as module `__modscope__` and read its contract names.
+
+    Raises `ScriptError` (with the script's file and line) when the file is missing, does not
+    parse, raises while it runs, or defines no model.
+    """
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise _fail(path, "no such file", "Check the path of the model script.")
+    spec = importlib.util.spec_from_file_location(MODULE_NAME, path)
+    if spec is None or spec.loader is None:
+        raise _fail(path, "not a Python file modscope can load", "Pass a .py model script.")
+    module = importlib.util.module_from_spec(spec)
+    # Registered before it runs, so classes defined in the script pickle (torch.save(model)).
+    previous = sys.modules.get(MODULE_NAME)
+    sys.modules[MODULE_NAME] = module
+    script_dir = os.path.dirname(path)
+    if script_dir not in sys.path:
+        sys.path.insert(0, script_dir)
+    argv = sys.argv
+    sys.argv = [path]
+    try:
+        with captured_prints(sink):
+            spec.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:
+        _restore(previous)
+        hint = "Fix the script and load it again."
+        if isinstance(exc, SystemExit):
+            hint = "The script called sys.exit() (or exit()) at the top level; remove that call."
+        raise ScriptError(user_error(exc, phase=Phase.LOAD, script=path, hint=hint)) from exc
+    finally:
+        sys.argv = argv
+    try:
+        return _read_contract(module, path, model_name)
+    except ScriptError:
+        _restore(previous)
+        raise
+
+
+def _restore(previous: Any) -> None:
+    if previous is None:
+        sys.modules.pop(MODULE_NAME, None)
+    else:
+        sys.modules[MODULE_NAME] = previous

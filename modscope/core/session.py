@@ -1,0 +1,430 @@
+"""The Session facade: one model under inspection, stepped phase by phase, with its hooks and history."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from modscope.core.batches import BatchSource, InputsError, describe_inputs, spread, takes_batch
+from modscope.core.errors import user_error
+from modscope.core.hooks import (
+    AttachedHook,
+    EventDraft,
+    HookManager,
+    HookSpec,
+    IterationAbandoned,
+)
+from modscope.core.inventory import build_inventory
+from modscope.core.loader import MISSING, LoadedScript, PrintSink, captured_prints, load_script
+from modscope.core.statediff import StateTracker
+from modscope.core.summary import capture, first_tensor, resolve
+from modscope.core.types import (
+    HookEvent,
+    Inventory,
+    Phase,
+    PhaseResult,
+    StepRecord,
+    TensorSummary,
+    UserError,
+)
+
+EVENT_LIMIT = 5000
+HISTORY_LIMIT = 1000
+
+
+class LossError(Exception):
+    """The loss a script produced cannot be back-propagated."""
+
+
+class Session:
+    """A loaded model script: steps its training one phase or one iteration at a time.
+
+    Used from one thread at a time (the app's worker). Every result is a frozen snapshot; live
+    tensors never leave the session.
+    """
+
+    def __init__(
+        self,
+        script: LoadedScript,
+        *,
+        sink: PrintSink | None = None,
+        pause: Callable[[EventDraft], None] | None = None,
+    ) -> None:
+        self.script = script
+        self.model: nn.Module = script.model
+        self.sink = sink
+        self.batches = BatchSource(script.inputs)
+        self.step = 0
+        self.events: deque[HookEvent] = deque(maxlen=EVENT_LIMIT)
+        self.history: deque[StepRecord] = deque(maxlen=HISTORY_LIMIT)
+        self.hooks = HookManager(self.model, emit=self._drafts_append, context=self._context,
+                                 pause=pause)
+        self.last_output: TensorSummary | None = None
+        self.last_loss: float | None = None
+        self._drafts: list[EventDraft] = []
+        self._event_seq = 0
+        self._phase: Phase | None = None
+        self._pending_phases: list[Phase] = []
+        self._batch: Any = None
+        self._output: Any = None
+        self._loss: torch.Tensor | None = None
+        self._output_summary: Any = None
+        self._loss_summary: Any = None
+        self._root_output: Any = None
+        self._tracker = StateTracker()
+        self._tracker.reset(self.model.state_dict())
+
+    @classmethod
+    def load(
+        cls,
+        path: str,
+        *,
+        model_name: str | None = None,
+        sink: PrintSink | None = None,
+        pause: Callable[[EventDraft], None] | None = None,
+    ) -> Session:
+        """Load a model script (raises `ScriptError` naming the file and line)."""
+        return cls(load_script(path, model_name=model_name, sink=sink), sink=sink, pause=pause)
+
+    # -- what the script defines --------------------------------------------------------------
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        return self.script.optimizer
+
+    @property
+    def training(self) -> bool:
+        return self.model.training
+
+    @property
+    def forward_only(self) -> bool:
+        """True when iterations run the forward pass only (no loss to back-propagate)."""
+        s = self.script
+        if s.train_step is not None or s.compute_loss is not None:
+            return False
+        return s.loss_fn is None or s.loss_fn is MISSING and self._output_is_loss is False
+
+    _output_is_loss: bool | None = None
+
+    def phases(self) -> tuple[Phase, ...]:
+        """The phases one iteration runs, in order."""
+        if self.script.train_step is not None:
+            return (Phase.TRAIN_STEP,)
+        if self.forward_only:
+            return (Phase.FORWARD,)
+        if self.optimizer is None:
+            return (Phase.FORWARD, Phase.BACKWARD)
+        return (Phase.FORWARD, Phase.BACKWARD, Phase.OPTIMIZER)
+
+    @property
+    def next_phase(self) -> Phase:
+        """The phase `run_phase()` runs next."""
+        return self._pending_phases[0] if self._pending_phases else self.phases()[0]
+
+    @property
+    def in_iteration(self) -> bool:
+        """True between phases of a partly run iteration."""
+        return bool(self._pending_phases)
+
+    def notes(self) -> list[str]:
+        """What a person should know about how iterations run, in words."""
+        s = self.script
+        notes = list(s.notes)
+        if s.train_step is not None:
+            notes.append("train_step(model) runs whole iterations (no phases)")
+        elif s.compute_loss is not None:
+            notes.append("forward phase: compute_loss(model, batch)")
+        elif s.loss_fn is None:
+            notes.append("loss_fn = None: iterations are forward only")
+        elif s.loss_fn is MISSING:
+            notes.append(
+                "no loss_fn: the output is the loss when it is a scalar tensor, else forward only"
+            )
+        if s.train_step is None:
+            notes.append(f"inputs: {describe_inputs(s.inputs)}")
+            if s.optimizer is None and not self.forward_only:
+                notes.append(
+                    "no optimizer: backward runs and gradients are reset each iteration; "
+                    "parameters do not change"
+                )
+        return notes
+
+    # -- inspection ---------------------------------------------------------------------------
+
+    def inventory(self) -> Inventory:
+        """The module tree as it is now."""
+        return build_inventory(self.model)
+
+    def attach(self, spec: HookSpec) -> list[AttachedHook]:
+        """Attach a modscope hook (raises `HookSpecError` for a bad spec or module)."""
+        return self.hooks.attach(spec)
+
+    def detach(self, hook_id: str) -> None:
+        """Detach a modscope hook, restoring the module exactly."""
+        self.hooks.detach(hook_id)
+
+    def set_training(self, training: bool) -> None:
+        """Switch the whole model to train or eval mode (`model.train(training)`)."""
+        self.model.train(training)
+
+    def close(self) -> None:
+        """Remove every hook modscope added and drop the partial iteration."""
+        self._reset_iteration()
+        self.hooks.detach_all()
+
+    # -- stepping -----------------------------------------------------------------------------
+
+    def run_phase(self) -> PhaseResult:
+        """Run the next phase only: forward (with the loss), backward, or the optimizer step."""
+        if not self._pending_phases:
+            self._pending_phases = list(self.phases())
+        phase = self._pending_phases[0]
+        self._phase = phase
+        try:
+            with captured_prints(self.sink):
+                self._run(phase)
+        except IterationAbandoned:
+            events = self._flush_events()
+            self._reset_iteration()
+            return PhaseResult(self.step + 1, phase, events=events, abandoned=True)
+        except Exception as exc:
+            error = self._error(exc, phase)
+            events = self._flush_events()
+            self._reset_iteration()
+            return PhaseResult(self.step + 1, phase, events=events, error=error)
+        finally:
+            self._phase = None
+        self._pending_phases.pop(0)
+        events = self._flush_events()
+        if phase in (Phase.FORWARD, Phase.TRAIN_STEP):
+            output, loss = resolve([self._output_summary, self._loss_summary])
+            self.last_output = output
+            self.last_loss = _loss_value(loss)
+        record = None if self._pending_phases else self._finish_iteration()
+        return PhaseResult(
+            record.step if record else self.step + 1,
+            phase,
+            events=events,
+            output=self.last_output,
+            loss=self.last_loss,
+            record=record,
+        )
+
+    def run_iteration(self) -> PhaseResult:
+        """Run one whole iteration, or finish the one a `run_phase()` started."""
+        events: list[HookEvent] = []
+        while True:
+            result = self.run_phase()
+            events.extend(result.events)
+            if result.record or result.error or result.abandoned:
+                return PhaseResult(
+                    result.step,
+                    result.phase,
+                    events=tuple(events),
+                    output=result.output,
+                    loss=result.loss,
+                    record=result.record,
+                    error=result.error,
+                    abandoned=result.abandoned,
+                )
+
+    def _run(self, phase: Phase) -> None:
+        if phase is Phase.FORWARD:
+            self._forward()
+        elif phase is Phase.BACKWARD:
+            loss = self._loss
+            if loss is None:
+                return
+            try:
+                loss.backward()
+            finally:
+                self.hooks.end_backward()
+        elif phase is Phase.OPTIMIZER:
+            assert self.optimizer is not None
+            self.optimizer.step()
+            if self.script.scheduler is not None:
+                self.script.scheduler.step()
+        else:
+            with self._root_output_capture():
+                loss = self.script.train_step(self.model)  # type: ignore[misc]
+            self._output = self._root_output
+            self._capture_results(loss if isinstance(loss, torch.Tensor) else None)
+
+    def _forward(self) -> None:
+        s = self.script
+        trains = not self.forward_only
+        if trains:
+            if self.optimizer is not None:
+                self.optimizer.zero_grad()
+            else:
+                self.model.zero_grad(set_to_none=True)
+        try:
+            batch = self.batches.next()
+        except InputsError as exc:
+            raise InputsError(str(exc)) from None
+        self._batch = batch
+        if s.compute_loss is not None:
+            with self._root_output_capture():
+                loss = s.compute_loss(self.model, batch)
+            self._output = self._root_output
+            self._check_loss(loss, "compute_loss")
+        else:
+            args, kwargs = spread(batch)
+            self._output = output = self.model(*args, **kwargs)
+            loss = self._loss_of(output, batch)
+        self._loss = loss
+        self._capture_results(loss)
+
+    def _loss_of(self, output: Any, batch: Any) -> torch.Tensor | None:
+        fn = self.script.loss_fn
+        if fn is None:
+            return None
+        if fn is MISSING:
+            is_loss = (
+                isinstance(output, torch.Tensor)
+                and output.numel() == 1
+                and (output.is_floating_point() or output.is_complex())
+            )
+            if self._output_is_loss is None:
+                self._output_is_loss = is_loss
+            return output if is_loss else None
+        loss = fn(output, batch) if takes_batch(fn) else fn(output)
+        self._check_loss(loss, "loss_fn")
+        return loss
+
+    @staticmethod
+    def _check_loss(loss: Any, source: str) -> None:
+        if not isinstance(loss, torch.Tensor):
+            raise LossError(f"{source} returned a {type(loss).__name__}, not a tensor")
+        if loss.numel() != 1:
+            raise LossError(
+                f"{source} returned a tensor of shape {list(loss.shape)}: reduce it to a scalar "
+                "(e.g. .mean())"
+            )
+
+    def _capture_results(self, loss: torch.Tensor | None) -> None:
+        output = first_tensor(self._output)
+        self._output_summary = capture(output) if output is not None else None
+        self._loss_summary = capture(loss) if loss is not None else None
+
+    @contextmanager
+    def _root_output_capture(self) -> Iterator[None]:
+        self._root_output = None
+
+        def keep_first(module: nn.Module, args: Any, output: Any) -> None:
+            if self._root_output is None:
+                self._root_output = output
+
+        handle = self.model.register_forward_hook(keep_first)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def _finish_iteration(self) -> StepRecord:
+        self.step += 1
+        record = self._record()
+        self.history.append(record)
+        self._reset_iteration()
+        return record
+
+    def _record(self) -> StepRecord:
+        state = self.model.state_dict(keep_vars=True)
+        diff = self._tracker.diff(state)
+        named = list(self.model.named_parameters(remove_duplicate=False))
+        state_items = [(k, v) for k, v in state.items() if isinstance(v, torch.Tensor)]
+        pending = [capture(v) for _, v in state_items]
+        pending += [capture(p.grad) if p.grad is not None else None for _, p in named]
+        summaries = resolve(pending)
+        n = len(state_items)
+        lr = tuple(
+            float(g["lr"]) for g in (self.optimizer.param_groups if self.optimizer else [])
+            if isinstance(g.get("lr"), float | int)
+        )
+        return StepRecord(
+            step=self.step,
+            mode="train" if self.model.training else "eval",
+            loss=self.last_loss,
+            output=self.last_output,
+            state={k: s for (k, _), s in zip(state_items, summaries[:n], strict=True)},
+            grads={name: s for (name, _), s in zip(named, summaries[n:], strict=True)},
+            diff=diff,
+            lr=lr,
+        )
+
+    def _reset_iteration(self) -> None:
+        self.hooks.end_iteration()
+        self._pending_phases = []
+        self._batch = self._output = self._loss = self._root_output = None
+
+    def _error(self, exc: Exception, phase: Phase) -> UserError:
+        hint = None
+        if isinstance(exc, InputsError | LossError):
+            hint = "Fix the script, then reload it."
+        return user_error(
+            exc, phase=phase, step=self.step + 1, script=self.script.path, hint=hint
+        )
+
+    # -- hook events --------------------------------------------------------------------------
+
+    def _context(self) -> tuple[int, Phase]:
+        return self.step + 1, self._phase or Phase.FORWARD
+
+    def _drafts_append(self, draft: EventDraft) -> None:
+        self._drafts.append(draft)
+
+    def _flush_events(self) -> tuple[HookEvent, ...]:
+        """Resolve this phase's hook drafts into events, all summaries in one batch."""
+        drafts, self._drafts = self._drafts, []
+        if not drafts:
+            return ()
+        fields = ("args", "output", "grad_input", "grad_output")
+        flat = [p for d in drafts for f in fields for p in (getattr(d, f) or ())]
+        summaries = iter(resolve(flat))
+        events = []
+        for d in drafts:
+            self._event_seq += 1
+            resolved = {
+                f: tuple(next(summaries) for _ in getattr(d, f))
+                for f in fields
+                if getattr(d, f) is not None
+            }
+            events.append(
+                HookEvent(self._event_seq, d.step, d.phase, d.module, d.kind, d.action,
+                          note=d.note, **resolved)
+            )
+        self.events.extend(events)
+        return tuple(events)
+
+    # -- saving -------------------------------------------------------------------------------
+
+    def save_state(self, path: str) -> None:
+        """Write the `state_dict` with `torch.save`, atomically (a temporary file, then rename)."""
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".modscope-", suffix=".pt", dir=directory)
+        os.close(fd)
+        try:
+            torch.save(self.model.state_dict(), tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+def _loss_value(summary: TensorSummary | None) -> float | None:
+    if summary is None:
+        return None
+    if summary.values:
+        value = summary.values[0]
+        if isinstance(value, complex):
+            return abs(value)
+        return float(value)
+    return summary.mean

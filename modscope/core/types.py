@@ -1,0 +1,395 @@
+"""Frozen snapshot types that cross from the engine to reports and the UI (no torch here)."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class HookKind(str, enum.Enum):
+    """The module hook kinds modscope attaches (DESIGN section 2)."""
+
+    FORWARD_PRE = "forward-pre"
+    FORWARD = "forward"
+    BACKWARD = "backward"
+    BACKWARD_PRE = "backward-pre"
+    LEGACY_BACKWARD = "legacy-backward"
+
+    @property
+    def is_backward(self) -> bool:
+        return self in (HookKind.BACKWARD, HookKind.BACKWARD_PRE, HookKind.LEGACY_BACKWARD)
+
+
+class HookAction(str, enum.Enum):
+    """What a modscope hook does when it fires."""
+
+    OBSERVE = "observe"
+    SCALE = "scale"
+    ZERO = "zero"
+    PAUSE = "pause"
+
+
+class Phase(str, enum.Enum):
+    """Where in an iteration something happened."""
+
+    LOAD = "load"
+    FORWARD = "forward"
+    BACKWARD = "backward"
+    OPTIMIZER = "optimizer"
+    TRAIN_STEP = "train_step"
+
+
+class Severity(str, enum.Enum):
+    """How bad a doctor finding is; ordered from worst to mildest."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        return {"error": 0, "warning": 1, "info": 2}[self.value]
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """A float for strict JSON: NaN and infinities become None."""
+    if value is None or not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class TensorSummary:
+    """The numbers a person reads about one tensor, captured at one moment.
+
+    Statistics are over the real values (magnitudes for complex tensors) and skip NaN and Inf;
+    they are None when there is nothing to compute them over (empty, meta, all non-finite).
+    """
+
+    shape: tuple[int, ...]
+    dtype: str
+    device: str
+    numel: int
+    norm: float | None = None
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    nan: int = 0
+    inf: int = 0
+    zeros: int = 0
+    values: tuple[Any, ...] | None = None
+    layout: str = "strided"
+    requires_grad: bool = False
+    grad_fn: str | None = None
+    note: str | None = None
+
+    @property
+    def all_zero(self) -> bool:
+        return self.numel > 0 and self.zeros == self.numel
+
+    def to_json(self) -> dict[str, Any]:
+        """DESIGN section 2's tensor summary object (strict JSON: non-finite floats as None)."""
+        out: dict[str, Any] = {
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "device": self.device,
+            "numel": self.numel,
+            "norm": finite_or_none(self.norm),
+            "min": finite_or_none(self.min),
+            "max": finite_or_none(self.max),
+            "mean": finite_or_none(self.mean),
+            "std": finite_or_none(self.std),
+            "nan": self.nan,
+            "inf": self.inf,
+        }
+        if self.values is not None:
+            out["values"] = [_json_value(v) for v in self.values]
+        if self.layout != "strided":
+            out["layout"] = self.layout
+        if self.grad_fn is not None:
+            out["grad_fn"] = self.grad_fn
+        if self.note is not None:
+            out["note"] = self.note
+        return out
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, float):
+        return finite_or_none(v)
+    if isinstance(v, complex):
+        return [finite_or_none(v.real), finite_or_none(v.imag)]
+    return v
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A parameter or buffer as registered on its module (no statistics)."""
+
+    name: str
+    path: str
+    shape: tuple[int, ...]
+    dtype: str
+    device: str
+    numel: int
+    nbytes: int
+    requires_grad: bool
+    is_parameter: bool
+    persistent: bool = True
+    shared_with: tuple[str, ...] = ()
+    has_grad_fn: bool = False
+    note: str | None = None
+
+    @property
+    def frozen(self) -> bool:
+        return self.is_parameter and not self.requires_grad
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Counts over a module's whole subtree; a shared parameter counts once."""
+
+    parameters: int = 0
+    trainable: int = 0
+    buffers: int = 0
+    bytes: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "parameters": self.parameters,
+            "trainable": self.trainable,
+            "buffers": self.buffers,
+            "bytes": self.bytes,
+        }
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    """One module of the tree: its own parameters and buffers, its children's paths."""
+
+    path: str
+    name: str
+    type_name: str
+    training: bool
+    parameters: tuple[TensorInfo, ...]
+    buffers: tuple[TensorInfo, ...]
+    children: tuple[str, ...]
+    totals: Totals
+    depth: int
+    extra_repr: str = ""
+
+
+@dataclass(frozen=True)
+class Unregistered:
+    """Something held by a module that `nn.Module` did not register.
+
+    `path` uses Python subscripts for containers (`blocks[0]`, `heads['q']`); `what` is
+    "module", "parameter" or "tensor"; `attribute` is the module attribute it hangs from.
+    """
+
+    path: str
+    what: str
+    type_name: str
+    owner: str
+    attribute: str
+    container: str | None = None
+    shape: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The whole module tree at one moment, in `named_modules()` order (root first)."""
+
+    modules: tuple[ModuleInfo, ...]
+    unregistered: tuple[Unregistered, ...]
+    shared: tuple[tuple[str, ...], ...] = ()
+
+    def module(self, path: str) -> ModuleInfo | None:
+        for m in self.modules:
+            if m.path == path:
+                return m
+        return None
+
+    @property
+    def root(self) -> ModuleInfo:
+        return self.modules[0]
+
+
+@dataclass(frozen=True)
+class StateDiff:
+    """How the `state_dict` after a step differs from the one before it."""
+
+    changed: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    max_abs_delta: dict[str, float | None] = field(default_factory=dict)
+    rel_change: dict[str, float | None] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "changed": list(self.changed),
+            "added": list(self.added),
+            "removed": list(self.removed),
+            "max_abs_delta": {k: finite_or_none(v) for k, v in self.max_abs_delta.items()},
+            "rel_change": {k: finite_or_none(v) for k, v in self.rel_change.items()},
+        }
+
+
+SummaryList = tuple["TensorSummary | None", ...]
+
+
+@dataclass(frozen=True)
+class HookEvent:
+    """One firing of a modscope hook, with summaries of what the hook saw."""
+
+    seq: int
+    step: int
+    phase: Phase
+    module: str
+    kind: HookKind
+    action: HookAction
+    args: SummaryList | None = None
+    output: SummaryList | None = None
+    grad_input: SummaryList | None = None
+    grad_output: SummaryList | None = None
+    note: str | None = None
+    count: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "event": "hook",
+            "step": self.step,
+            "phase": self.phase.value,
+            "module": self.module,
+            "kind": self.kind.value,
+            "action": self.action.value,
+        }
+        for name in ("args", "output", "grad_input", "grad_output"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = [s.to_json() if s is not None else None for s in value]
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+@dataclass(frozen=True)
+class UserError:
+    """An exception raised by the user's code, located in the user's file."""
+
+    message: str
+    exc_type: str
+    file: str | None
+    line: int | None
+    phase: Phase
+    step: int | None = None
+    source_line: str | None = None
+    traceback: str = ""
+    hint: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event": "error",
+            "step": self.step,
+            "phase": self.phase.value,
+            "file": self.file,
+            "line": self.line,
+            "message": self.message,
+            "type": self.exc_type,
+        }
+
+    def describe(self) -> str:
+        """One paragraph a person reads: where, what, and what to do."""
+        where = f"{self.file}:{self.line}" if self.file and self.line else (self.file or "?")
+        when = self.phase.value if self.step is None else f"step {self.step}, {self.phase.value}"
+        text = f"{where}: {self.exc_type}: {self.message} ({when})"
+        if self.source_line:
+            text += f"\n    {self.source_line.strip()}"
+        if self.hint:
+            text += f"\n{self.hint}"
+        return text
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one completed iteration did: loss, output, gradients, state and its diff."""
+
+    step: int
+    mode: str
+    loss: float | None
+    output: TensorSummary | None
+    state: dict[str, TensorSummary]
+    grads: dict[str, TensorSummary | None]
+    diff: StateDiff
+    lr: tuple[float, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event": "step",
+            "step": self.step,
+            "mode": self.mode,
+            "loss": finite_or_none(self.loss),
+            "output": self.output.to_json() if self.output is not None else None,
+            "state": {k: v.to_json() for k, v in self.state.items()},
+            "grads": {k: (v.to_json() if v is not None else None) for k, v in self.grads.items()},
+            "diff": self.diff.to_json(),
+        }
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """What one phase (or whole iteration) produced; `record` is set when an iteration ended."""
+
+    step: int
+    phase: Phase
+    events: tuple[HookEvent, ...] = ()
+    output: TensorSummary | None = None
+    loss: float | None = None
+    record: StepRecord | None = None
+    error: UserError | None = None
+    abandoned: bool = False
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One pitfall the doctor found (DESIGN section 4)."""
+
+    kind: str
+    severity: Severity
+    path: str
+    message: str
+    fix: str
+    paths: tuple[str, ...] = ()
+    step: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "severity": self.severity.value,
+            "path": self.path,
+            "message": self.message,
+            "fix": self.fix,
+        }
+        if self.paths:
+            out["paths"] = list(self.paths)
+        if self.step is not None:
+            out["step"] = self.step
+        return out
+
+
+@dataclass(frozen=True)
+class HookInfo:
+    """One hook that can fire on a module, whoever registered it."""
+
+    hook_id: str
+    module: str
+    kind: str
+    owner: str
+    qualname: str
+    location: str | None
+    action: str | None = None
+    flags: tuple[str, ...] = ()
+    target: str | None = None
