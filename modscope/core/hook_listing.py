@@ -1,0 +1,140 @@
+"""Every hook that can fire on a module, whoever registered it, and detaching a foreign one."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import nn
+from torch.nn.modules import module as torch_module
+
+from modscope.core.hooks import HookManager
+from modscope.core.types import HookInfo
+
+# (kind shown, dict attribute on the module, the module-global dict of the same kind)
+_MODULE_HOOKS = (
+    ("forward-pre", "_forward_pre_hooks", "_global_forward_pre_hooks"),
+    ("forward", "_forward_hooks", "_global_forward_hooks"),
+    ("backward-pre", "_backward_pre_hooks", "_global_backward_pre_hooks"),
+    ("backward", "_backward_hooks", "_global_backward_hooks"),
+)
+
+
+def describe_callable(fn: Callable[..., Any]) -> tuple[str, str | None]:
+    """A hook function's qualified name and `file:line`, looking through partials and wrappers."""
+    target: Any = fn
+    while isinstance(target, functools.partial):
+        target = target.func
+    target = inspect.unwrap(target) if callable(target) else target
+    name = getattr(target, "__qualname__", None)
+    if name is None:
+        name = type(target).__qualname__
+        target = getattr(type(target), "__call__", target)
+    module = getattr(target, "__module__", None)
+    qualname = f"{module}.{name}" if module and module not in ("__modscope__", "__main__") else name
+    code = getattr(target, "__code__", None)
+    if code is not None:
+        return qualname, f"{code.co_filename}:{code.co_firstlineno}"
+    try:
+        file = inspect.getsourcefile(target)
+        _, line = inspect.getsourcelines(target)
+    except (OSError, TypeError):
+        return qualname, None
+    return qualname, f"{file}:{line}" if file else None
+
+
+def _owner(fn: Callable[..., Any], script: str | None) -> str:
+    _, location = describe_callable(fn)
+    if location and script:
+        file = location.rsplit(":", 1)[0]
+        if os.path.realpath(file) == os.path.realpath(script):
+            return "script"
+    module = getattr(fn, "__module__", "") or ""
+    if module.startswith("torch"):
+        return "torch"
+    return "other"
+
+
+def _flags(module: nn.Module, attr: str, hook_id: int) -> tuple[str, ...]:
+    flags = []
+    if attr == "_forward_pre_hooks" and hook_id in module._forward_pre_hooks_with_kwargs:
+        flags.append("with_kwargs")
+    if attr == "_forward_hooks":
+        if hook_id in module._forward_hooks_with_kwargs:
+            flags.append("with_kwargs")
+        if hook_id in module._forward_hooks_always_called:
+            flags.append("always_call")
+    if attr == "_backward_hooks":
+        flags.append("full" if module._is_full_backward_hook else "legacy")
+    return tuple(flags)
+
+
+def list_hooks(
+    model: nn.Module,
+    path: str,
+    *,
+    manager: HookManager | None = None,
+    script: str | None = None,
+) -> list[HookInfo]:
+    """Every hook that can fire on the module at `path`: its own, the global module hooks, and
+    post-accumulate-grad hooks on its parameters. modscope's own carry their action."""
+    module = model.get_submodule(path) if path else model
+    ours: dict[int, tuple[str, str, str]] = {}
+    if manager is not None:
+        for hook in manager.attached.values():
+            if hook.path != path:
+                continue
+            for handle in hook.handles:
+                ours[handle.id] = (hook.hook_id, str(hook.spec), hook.kind.value)
+    found: list[HookInfo] = []
+    for kind, attr, global_attr in _MODULE_HOOKS:
+        hooks: Mapping[int, Callable[..., Any]] = getattr(module, attr)
+        for hook_id, fn in hooks.items():
+            qualname, location = describe_callable(fn)
+            if hook_id in ours:
+                modscope_id, spec, our_kind = ours[hook_id]
+                flags = _flags(module, attr, hook_id)
+                if our_kind != kind:
+                    # observing gradients: a forward hook that adds tensor hooks each iteration
+                    flags += ("via tensor hooks",)
+                found.append(HookInfo(modscope_id, path, our_kind, "modscope", qualname, location,
+                                      action=spec, flags=flags))
+                continue
+            found.append(HookInfo(f"{attr}:{hook_id}", path, kind, _owner(fn, script), qualname,
+                                  location, flags=_flags(module, attr, hook_id)))
+        for hook_id, fn in getattr(torch_module, global_attr).items():
+            qualname, location = describe_callable(fn)
+            found.append(HookInfo(f"{global_attr}:{hook_id}", path, kind, "global", qualname,
+                                  location))
+    for name, param in module.named_parameters(recurse=False):
+        for hook_id, fn in (getattr(param, "_post_accumulate_grad_hooks", None) or {}).items():
+            qualname, location = describe_callable(fn)
+            found.append(HookInfo(f"post_accumulate:{name}:{hook_id}", path,
+                                  "post-accumulate-grad", _owner(fn, script), qualname, location,
+                                  target=name))
+    return found
+
+
+def detach_foreign(model: nn.Module, info: HookInfo) -> None:
+    """Remove a hook modscope did not add (only when the user asks for it explicitly)."""
+    module = model.get_submodule(info.module) if info.module else model
+    attr, _, rest = info.hook_id.partition(":")
+    if attr == "post_accumulate":
+        name, _, hook_id = rest.rpartition(":")
+        param = getattr(module, name)
+        param._post_accumulate_grad_hooks.pop(int(hook_id), None)
+        return
+    hook_id = int(rest)
+    if attr.startswith("_global_"):
+        getattr(torch_module, attr).pop(hook_id, None)
+        torch_module._global_forward_hooks_always_called.pop(hook_id, None)
+        return
+    getattr(module, attr).pop(hook_id, None)
+    for extra in ("_forward_pre_hooks_with_kwargs", "_forward_hooks_with_kwargs",
+                  "_forward_hooks_always_called"):
+        getattr(module, extra).pop(hook_id, None)
+    if attr == "_backward_hooks" and not module._backward_hooks:
+        module._is_full_backward_hook = None

@@ -1,0 +1,169 @@
+"""`modscope tree`: the module tree as a rich tree on a terminal, or one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+from rich.tree import Tree
+
+from modscope.core.fmt import format_bytes, format_count, format_shape
+from modscope.core.inventory import fold_runs
+from modscope.core.types import Inventory, ModuleInfo, TensorInfo, Unregistered
+from modscope.report.common import load_session, write_json_line
+
+FOLD_MIN = 3
+
+
+def inventory_json(inv: Inventory) -> dict[str, Any]:
+    """DESIGN section 2's `tree --json` object."""
+
+    def tensor(t: TensorInfo) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "shape": list(t.shape),
+            "dtype": t.dtype,
+            "device": t.device,
+            "numel": t.numel,
+            "requires_grad": t.requires_grad,
+            "shared_with": list(t.shared_with),
+        }
+        if not t.is_parameter:
+            out["persistent"] = t.persistent
+        if t.has_grad_fn:
+            out["has_grad_fn"] = True
+        return out
+
+    return {
+        "modules": [
+            {
+                "path": m.path,
+                "type": m.type_name,
+                "training": m.training,
+                "parameters": {p.name: tensor(p) for p in m.parameters},
+                "buffers": {b.name: tensor(b) for b in m.buffers},
+                "totals": m.totals.to_json(),
+            }
+            for m in inv.modules
+        ],
+        "unregistered": [
+            {"path": u.path, "what": u.what, "type": u.type_name} for u in inv.unregistered
+        ],
+    }
+
+
+def tensor_label(t: TensorInfo) -> Text:
+    """One line for a parameter or buffer: name, shape, dtype, count and its marks."""
+    text = Text()
+    text.append("◆ " if t.is_parameter else "◇ ", style="cyan" if t.is_parameter else "magenta")
+    text.append(t.name, style="bold")
+    text.append(f" {format_shape(t.shape)}")
+    if t.dtype != "float32":
+        text.append(f" {t.dtype}", style="yellow")
+    if t.device != "cpu":
+        text.append(f" {t.device}", style="yellow")
+    text.append(f" n={format_count(t.numel)}", style="dim")
+    if t.frozen:
+        text.append(" frozen", style="blue")
+    if not t.is_parameter and not t.persistent:
+        text.append(" non-persistent", style="dim")
+    if t.has_grad_fn:
+        text.append(" carries autograd history!", style="bold red")
+    if t.shared_with:
+        text.append(f" shared with {', '.join(t.shared_with)}", style="green")
+    return text
+
+
+def module_label(m: ModuleInfo, *, name: str | None = None) -> Text:
+    text = Text()
+    text.append(name if name is not None else (m.name or "(root)"), style="bold")
+    text.append(f" {m.type_name}", style="dim")
+    totals = m.totals
+    if totals.parameters:
+        text.append(f"  {plural(totals.parameters, 'param')}")
+        if totals.trainable != totals.parameters:
+            text.append(f" ({format_count(totals.trainable)} trainable)", style="blue")
+    if totals.buffers:
+        text.append(f"  {format_count(totals.buffers)} in buffers", style="dim")
+    if not m.training:
+        text.append("  eval", style="yellow")
+    return text
+
+
+def unregistered_label(u: Unregistered) -> Text:
+    text = Text()
+    text.append("✗ ", style="bold red")
+    text.append(u.path.rsplit(".", 1)[-1] if u.owner else u.path, style="red")
+    text.append(f" {u.type_name}", style="dim")
+    where = f"in a plain {u.container}" if u.container else "a plain attribute"
+    text.append(f"  not registered ({u.what}, {where})", style="red")
+    return text
+
+
+def plural(n: int, word: str) -> str:
+    return f"{format_count(n)} {word}{'' if n == 1 else 's'}"
+
+
+def build_tree(
+    inv: Inventory, *, depth: int | None = None, fold: bool = True, name: str = "model"
+) -> Tree:
+    """A rich Tree of modules, parameters, buffers and what failed to register."""
+    by_path = {m.path: m for m in inv.modules}
+    unregistered: dict[str, list[Unregistered]] = defaultdict(list)
+    for u in inv.unregistered:
+        unregistered[u.owner].append(u)
+
+    def fill(node: Tree, m: ModuleInfo, level: int) -> None:
+        for p in m.parameters:
+            node.add(tensor_label(p))
+        for b in m.buffers:
+            node.add(tensor_label(b))
+        for u in unregistered.get(m.path, ()):
+            node.add(unregistered_label(u))
+        if depth is not None and level >= depth:
+            if m.children:
+                node.add(Text(f"… {len(m.children)} children (--depth)", style="dim"))
+            return
+        children = [by_path[c] for c in m.children if c in by_path]
+        for run in fold_runs(children, inv):
+            if fold and run.count >= FOLD_MIN:
+                label = Text()
+                label.append(f"{run.first.name}-{run.last.name}", style="bold")
+                label.append(f": {format_count(run.count)} × {run.first.type_name}")
+                label.append(f"  {plural(run.first.totals.parameters, 'param')} each", style="dim")
+                fill(node.add(label).add(module_label(run.first)), run.first, level + 1)
+            else:
+                for child in children[run.start : run.start + run.count]:
+                    fill(node.add(module_label(child)), child, level + 1)
+
+    root = inv.root
+    tree = Tree(module_label(root, name=name))
+    fill(tree, root, 0)
+    return tree
+
+
+def totals_line(inv: Inventory) -> Text:
+    t = inv.root.totals
+    text = Text(f"{format_count(t.parameters)} parameters ({format_count(t.trainable)} trainable)")
+    text.append(f", {format_count(t.buffers)} buffer elements, {format_bytes(t.bytes)}")
+    if inv.unregistered:
+        text.append(f"; {len(inv.unregistered)} not registered", style="bold red")
+    if inv.shared:
+        text.append(f"; {len(inv.shared)} shared", style="green")
+    return text
+
+
+def tree_command(args: argparse.Namespace) -> int:
+    session = load_session(args)
+    if session is None:
+        return 2
+    inv = session.inventory()
+    if args.json:
+        write_json_line(inventory_json(inv))
+        return 0
+    console = Console(highlight=False)
+    console.print(build_tree(inv, depth=args.depth, name=session.script.model_name))
+    console.print(totals_line(inv))
+    return 0
