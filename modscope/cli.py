@@ -51,11 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="JSON lines on stdout")
     run.add_argument("--eval", action="store_true", help="run in eval mode (model.eval())")
     run.add_argument(
-        "--hook", action="append", default=[], metavar="SPEC",
+        "--hook",
+        action="append",
+        default=[],
+        metavar="SPEC",
         help="MODULE:KIND[:ACTION[=ARG]], e.g. logModel:forward-pre:scale=2 (repeatable)",
     )
     run.add_argument(
-        "--hooks", choices=["all"],
+        "--hooks",
+        choices=["all"],
         help="observe forward-pre, forward, backward and backward-pre on every module",
     )
     run.add_argument("--save-state", metavar="PATH", help="write the final state_dict here")
@@ -81,7 +85,10 @@ def build_app_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"modscope {__version__}")
     _add_common(parser)
     parser.add_argument(
-        "--hook", action="append", default=[], metavar="SPEC",
+        "--hook",
+        action="append",
+        default=[],
+        metavar="SPEC",
         help="attach MODULE:KIND[:ACTION[=ARG]] at start (repeatable)",
     )
     return parser
@@ -100,8 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             from modscope.tui.launch import run_app
 
-            return run_app(args.script, hooks=args.hook, model_name=args.model,
-                           traceback=args.traceback)
+            return run_app(
+                args.script, hooks=args.hook, model_name=args.model, traceback=args.traceback
+            )
         if args.command == "tree":
             from modscope.report.tree_command import tree_command
 

@@ -1,4 +1,4 @@
-"""Turning a script's `inputs` into one batch per iteration, and calling its loss (DESIGN section 1)."""
+"""Turning a script's `inputs` into one batch per iteration, and calling its loss."""
 
 from __future__ import annotations
 

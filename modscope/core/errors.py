@@ -1,4 +1,4 @@
-"""Turning exceptions raised by the user's code into `UserError`s that name the user's file and line."""
+"""Turning exceptions from the user's code into `UserError`s naming the user's file and line."""
 
 from __future__ import annotations
 

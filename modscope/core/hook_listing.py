@@ -32,7 +32,7 @@ def describe_callable(fn: Callable[..., Any]) -> tuple[str, str | None]:
     name = getattr(target, "__qualname__", None)
     if name is None:
         name = type(target).__qualname__
-        target = getattr(type(target), "__call__", target)
+        target = type(target).__call__
     module = getattr(target, "__module__", None)
     qualname = f"{module}.{name}" if module and module not in ("__modscope__", "__main__") else name
     code = getattr(target, "__code__", None)
@@ -100,21 +100,49 @@ def list_hooks(
                 if our_kind != kind:
                     # observing gradients: a forward hook that adds tensor hooks each iteration
                     flags += ("via tensor hooks",)
-                found.append(HookInfo(modscope_id, path, our_kind, "modscope", qualname, location,
-                                      action=spec, flags=flags))
+                found.append(
+                    HookInfo(
+                        modscope_id,
+                        path,
+                        our_kind,
+                        "modscope",
+                        qualname,
+                        location,
+                        action=spec,
+                        flags=flags,
+                    )
+                )
                 continue
-            found.append(HookInfo(f"{attr}:{hook_id}", path, kind, _owner(fn, script), qualname,
-                                  location, flags=_flags(module, attr, hook_id)))
+            found.append(
+                HookInfo(
+                    f"{attr}:{hook_id}",
+                    path,
+                    kind,
+                    _owner(fn, script),
+                    qualname,
+                    location,
+                    flags=_flags(module, attr, hook_id),
+                )
+            )
         for hook_id, fn in getattr(torch_module, global_attr).items():
             qualname, location = describe_callable(fn)
-            found.append(HookInfo(f"{global_attr}:{hook_id}", path, kind, "global", qualname,
-                                  location))
+            found.append(
+                HookInfo(f"{global_attr}:{hook_id}", path, kind, "global", qualname, location)
+            )
     for name, param in module.named_parameters(recurse=False):
         for hook_id, fn in (getattr(param, "_post_accumulate_grad_hooks", None) or {}).items():
             qualname, location = describe_callable(fn)
-            found.append(HookInfo(f"post_accumulate:{name}:{hook_id}", path,
-                                  "post-accumulate-grad", _owner(fn, script), qualname, location,
-                                  target=name))
+            found.append(
+                HookInfo(
+                    f"post_accumulate:{name}:{hook_id}",
+                    path,
+                    "post-accumulate-grad",
+                    _owner(fn, script),
+                    qualname,
+                    location,
+                    target=name,
+                )
+            )
     return found
 
 
@@ -133,8 +161,11 @@ def detach_foreign(model: nn.Module, info: HookInfo) -> None:
         torch_module._global_forward_hooks_always_called.pop(hook_id, None)
         return
     getattr(module, attr).pop(hook_id, None)
-    for extra in ("_forward_pre_hooks_with_kwargs", "_forward_hooks_with_kwargs",
-                  "_forward_hooks_always_called"):
+    for extra in (
+        "_forward_pre_hooks_with_kwargs",
+        "_forward_hooks_with_kwargs",
+        "_forward_hooks_always_called",
+    ):
         getattr(module, extra).pop(hook_id, None)
     if attr == "_backward_hooks" and not module._backward_hooks:
         module._is_full_backward_hook = None

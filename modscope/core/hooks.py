@@ -1,4 +1,4 @@
-"""Attaching and detaching modscope's module hooks, and recording what they see (DESIGN section 5)."""
+"""Attaching and detaching modscope's module hooks and recording what they see."""
 
 from __future__ import annotations
 
@@ -259,9 +259,7 @@ class HookManager:
                 module.register_forward_pre_hook(self._forward_pre(hook), with_kwargs=True)
             )
         elif kind is HookKind.FORWARD:
-            hook.handles.append(
-                module.register_forward_hook(self._forward(hook), with_kwargs=True)
-            )
+            hook.handles.append(module.register_forward_hook(self._forward(hook), with_kwargs=True))
         elif kind is HookKind.LEGACY_BACKWARD:
             if module._backward_hooks and module._is_full_backward_hook:
                 raise HookSpecError(

@@ -1,4 +1,4 @@
-"""Loading a model script as module `__modscope__` and reading its contract names (DESIGN section 1)."""
+"""Loading a model script as module `__modscope__` and reading its contract names."""
 
 from __future__ import annotations
 
@@ -96,8 +96,14 @@ class LoadedScript:
 
 def _fail(path: str, message: str, hint: str, line: int | None = None) -> ScriptError:
     return ScriptError(
-        UserError(message=message, exc_type="ScriptError", file=path, line=line,
-                  phase=Phase.LOAD, hint=hint)
+        UserError(
+            message=message,
+            exc_type="ScriptError",
+            file=path,
+            line=line,
+            phase=Phase.LOAD,
+            hint=hint,
+        )
     )
 
 
@@ -105,24 +111,33 @@ def _has_state(module: nn.Module) -> bool:
     return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
 
 
-def find_model(namespace: dict[str, Any], path: str, model_name: str | None = None) -> tuple[
-    str, nn.Module
-]:
+def find_model(
+    namespace: dict[str, Any], path: str, model_name: str | None = None
+) -> tuple[str, nn.Module]:
     """The model a script names or, failing that, the one top-level module holding state."""
     if model_name is not None:
         if model_name not in namespace:
-            raise _fail(path, f"the script defines no top-level name {model_name!r}",
-                        "Pass --model with one of the script's top-level module names.")
+            raise _fail(
+                path,
+                f"the script defines no top-level name {model_name!r}",
+                "Pass --model with one of the script's top-level module names.",
+            )
         value = namespace[model_name]
         if not isinstance(value, nn.Module):
-            raise _fail(path, f"{model_name!r} is a {type(value).__name__}, not an nn.Module",
-                        "Pass --model with the name of an nn.Module instance.")
+            raise _fail(
+                path,
+                f"{model_name!r} is a {type(value).__name__}, not an nn.Module",
+                "Pass --model with the name of an nn.Module instance.",
+            )
         return model_name, value
     if "model" in namespace:
         value = namespace["model"]
         if not isinstance(value, nn.Module):
-            raise _fail(path, f"`model` is a {type(value).__name__}, not an nn.Module",
-                        "Set `model = YourModule(...)` at the top level of the script.")
+            raise _fail(
+                path,
+                f"`model` is a {type(value).__name__}, not an nn.Module",
+                "Set `model = YourModule(...)` at the top level of the script.",
+            )
         return "model", value
     seen: dict[int, str] = {}
     for name, value in namespace.items():
@@ -140,11 +155,17 @@ def find_model(namespace: dict[str, Any], path: str, model_name: str | None = No
     if len(top) == 1:
         return top[0], candidates[top[0]]
     if not top:
-        raise _fail(path, "the script defines no model (no top-level nn.Module with parameters "
-                    "or buffers)", "Add `model = YourModule(...)` at the top level of the script.")
+        raise _fail(
+            path,
+            "the script defines no model (no top-level nn.Module with parameters or buffers)",
+            "Add `model = YourModule(...)` at the top level of the script.",
+        )
     listed = ", ".join(top)
-    raise _fail(path, f"several top-level modules could be the model: {listed}",
-                f"Name one with --model NAME (one of: {listed}), or set `model = ...`.")
+    raise _fail(
+        path,
+        f"several top-level modules could be the model: {listed}",
+        f"Name one with --model NAME (one of: {listed}), or set `model = ...`.",
+    )
 
 
 def _optional(namespace: dict[str, Any], name: str) -> Any:
@@ -156,9 +177,11 @@ def _read_contract(module: Any, path: str, model_name: str | None) -> LoadedScri
     name, model = find_model(namespace, path, model_name)
     optimizer = namespace.get("optimizer")
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-        raise _fail(path, f"`optimizer` is a {type(optimizer).__name__}, not a "
-                    "torch.optim.Optimizer", "Set `optimizer = torch.optim.SGD(model.parameters()"
-                    ", lr=...)`, or remove the name.")
+        raise _fail(
+            path,
+            f"`optimizer` is a {type(optimizer).__name__}, not a torch.optim.Optimizer",
+            "Set `optimizer = torch.optim.SGD(model.parameters(), lr=...)`, or remove the name.",
+        )
     loaded = LoadedScript(
         path=path,
         module=module,
@@ -174,13 +197,21 @@ def _read_contract(module: Any, path: str, model_name: str | None) -> LoadedScri
     for attr in ("compute_loss", "train_step"):
         value = getattr(loaded, attr)
         if value is not None and not callable(value):
-            raise _fail(path, f"`{attr}` is a {type(value).__name__}, not a function",
-                        f"Define `def {attr}(...)` or remove the name.")
-    if loaded.loss_fn is not MISSING and loaded.loss_fn is not None and not callable(
-        loaded.loss_fn
+            raise _fail(
+                path,
+                f"`{attr}` is a {type(value).__name__}, not a function",
+                f"Define `def {attr}(...)` or remove the name.",
+            )
+    if (
+        loaded.loss_fn is not MISSING
+        and loaded.loss_fn is not None
+        and not callable(loaded.loss_fn)
     ):
-        raise _fail(path, f"`loss_fn` is a {type(loaded.loss_fn).__name__}, not a function",
-                    "Define `def loss_fn(output): ...`, set it to None, or remove the name.")
+        raise _fail(
+            path,
+            f"`loss_fn` is a {type(loaded.loss_fn).__name__}, not a function",
+            "Define `def loss_fn(output): ...`, set it to None, or remove the name.",
+        )
     return loaded
 
 

@@ -1,4 +1,4 @@
-"""The Session facade: one model under inspection, stepped phase by phase, with its hooks and history."""
+"""The Session facade: one model under inspection, stepped by phase, with hooks and history."""
 
 from __future__ import annotations
 
@@ -64,8 +64,9 @@ class Session:
         self.step = 0
         self.events: deque[HookEvent] = deque(maxlen=EVENT_LIMIT)
         self.history: deque[StepRecord] = deque(maxlen=HISTORY_LIMIT)
-        self.hooks = HookManager(self.model, emit=self._drafts_append, context=self._context,
-                                 pause=pause)
+        self.hooks = HookManager(
+            self.model, emit=self._drafts_append, context=self._context, pause=pause
+        )
         self.last_output: TensorSummary | None = None
         self.last_loss: float | None = None
         self._drafts: list[EventDraft] = []
@@ -109,7 +110,7 @@ class Session:
         s = self.script
         if s.train_step is not None or s.compute_loss is not None:
             return False
-        return s.loss_fn is None or s.loss_fn is MISSING and self._output_is_loss is False
+        return s.loss_fn is None or (s.loss_fn is MISSING and self._output_is_loss is False)
 
     _output_is_loss: bool | None = None
 
@@ -345,7 +346,8 @@ class Session:
         summaries = resolve(pending)
         n = len(state_items)
         lr = tuple(
-            float(g["lr"]) for g in (self.optimizer.param_groups if self.optimizer else [])
+            float(g["lr"])
+            for g in (self.optimizer.param_groups if self.optimizer else [])
             if isinstance(g.get("lr"), float | int)
         )
         return StepRecord(
@@ -368,9 +370,7 @@ class Session:
         hint = None
         if isinstance(exc, InputsError | LossError):
             hint = "Fix the script, then reload it."
-        return user_error(
-            exc, phase=phase, step=self.step + 1, script=self.script.path, hint=hint
-        )
+        return user_error(exc, phase=phase, step=self.step + 1, script=self.script.path, hint=hint)
 
     # -- hook events --------------------------------------------------------------------------
 
@@ -397,8 +397,16 @@ class Session:
                 if getattr(d, f) is not None
             }
             events.append(
-                HookEvent(self._event_seq, d.step, d.phase, d.module, d.kind, d.action,
-                          note=d.note, **resolved)
+                HookEvent(
+                    self._event_seq,
+                    d.step,
+                    d.phase,
+                    d.module,
+                    d.kind,
+                    d.action,
+                    note=d.note,
+                    **resolved,
+                )
             )
         self.events.extend(events)
         return tuple(events)

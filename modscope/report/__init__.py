@@ -1,1 +1,1 @@
-"""Headless rendering of `tree`, `run` and `check`: rich tables on a terminal, strict JSON otherwise."""
+"""Headless rendering of `tree`, `run` and `check`: rich tables, or strict JSON."""

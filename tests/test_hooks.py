@@ -1,0 +1,243 @@
+"""modscope's hooks: specs, what they see, bit-identical observation, and leaving no trace."""
+
+from __future__ import annotations
+
+import copy
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+
+from modscope.core.hook_listing import detach_foreign, list_hooks
+from modscope.core.hooks import HookSpec, HookSpecError, all_hooks_specs
+from modscope.core.loader import LoadedScript
+from modscope.core.session import Session
+from modscope.core.types import HookAction, HookKind
+
+
+class Mixed(nn.Module):
+    """Dropout, MultiheadAttention (self-attention: query is key) and an in-place ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(8, 16)
+        self.attn = nn.MultiheadAttention(16, 4, dropout=0.1, batch_first=True)
+        self.block = nn.Sequential(
+            nn.Linear(16, 16), nn.ReLU(inplace=True), nn.Dropout(0.2), nn.Linear(16, 4)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        a, _ = self.attn(h, h, h)
+        return self.block(a + h)
+
+
+def loss_of(out: torch.Tensor) -> torch.Tensor:
+    return out.pow(2).mean()
+
+
+def make_session(model: nn.Module, optimizer, inputs) -> Session:
+    script = LoadedScript(
+        path=__file__,
+        module=None,
+        model=model,
+        model_name="model",
+        inputs=inputs,
+        loss_fn=loss_of,
+        optimizer=optimizer,
+    )
+    return Session(script)
+
+
+def hook_dicts(model: nn.Module) -> list:
+    attrs = (
+        "_forward_pre_hooks",
+        "_forward_hooks",
+        "_backward_pre_hooks",
+        "_backward_hooks",
+        "_forward_pre_hooks_with_kwargs",
+        "_forward_hooks_with_kwargs",
+        "_forward_hooks_always_called",
+        "_is_full_backward_hook",
+    )
+    return [
+        (name, attr, copy.copy(getattr(m, attr)))
+        for name, m in model.named_modules()
+        for attr in attrs
+    ]
+
+
+def test_spec_parsing():
+    assert HookSpec.parse("logModel:forward-pre:scale=2") == HookSpec(
+        "logModel", HookKind.FORWARD_PRE, HookAction.SCALE, 2.0
+    )
+    assert HookSpec.parse(".:forward") == HookSpec("", HookKind.FORWARD)
+    assert HookSpec.parse("a:b:backward:zero") == HookSpec(
+        "a:b", HookKind.BACKWARD, HookAction.ZERO
+    )
+    assert str(HookSpec.parse("m:backward-pre:scale=0.5")) == "m:backward-pre:scale=0.5"
+    for bad in (
+        "logModel",
+        "logModel:sideways",
+        "m:forward:scale",
+        "m:forward:explode",
+        "m:forward:zero=3",
+    ):
+        with pytest.raises(HookSpecError):
+            HookSpec.parse(bad)
+
+
+def test_unknown_module_is_a_clear_error():
+    session = make_session(Mixed(), None, torch.ones(2, 3, 8))
+    with pytest.raises(HookSpecError, match="no module 'blok'"):
+        session.attach(HookSpec.parse("blok:forward"))
+
+
+def test_all_hooks_run_is_bit_identical_to_the_plain_loop():
+    torch.manual_seed(0)
+    plain = Mixed()
+    observed = copy.deepcopy(plain)
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    plain_opt = torch.optim.SGD(plain.parameters(), lr=0.1, momentum=0.9)
+    observed_opt = torch.optim.SGD(observed.parameters(), lr=0.1, momentum=0.9)
+
+    torch.manual_seed(1)
+    for _ in range(3):
+        plain_opt.zero_grad()
+        loss = loss_of(plain(x))
+        loss.backward()
+        plain_opt.step()
+    plain_rng = torch.get_rng_state()
+
+    session = make_session(observed, observed_opt, x)
+    before = hook_dicts(observed)
+    for spec in all_hooks_specs():
+        session.attach(spec)
+    torch.manual_seed(1)
+    kinds = set()
+    for _ in range(3):
+        result = session.run_iteration()
+        assert result.error is None, result.error
+        kinds |= {(e.module, e.kind) for e in result.events}
+    assert torch.equal(plain_rng, torch.get_rng_state())
+    for (name, a), b in zip(
+        plain.state_dict().items(), observed.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    # the in-place ReLU after block.0 and the attention's inputs were observed without a failure
+    assert ("block.0", HookKind.BACKWARD) in kinds and ("attn", HookKind.BACKWARD_PRE) in kinds
+    session.close()
+    assert hook_dicts(observed) == before
+
+
+def test_changing_a_gradient_uses_a_full_hook_and_detach_restores_the_flag():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+    session = make_session(model, None, torch.ones(1, 2))
+    target = model[1]
+    assert target._is_full_backward_hook is None
+    [hook] = session.attach(HookSpec.parse("1:backward:zero"))
+    assert target._is_full_backward_hook is True
+    result = session.run_iteration()
+    # layer 1's grad_input is zeroed: nothing reaches layer 0; layer 1's own grads stay
+    assert result.record.grads["0.weight"].all_zero
+    assert result.record.grads["1.weight"].norm > 0
+    event = next(e for e in result.events if e.kind is HookKind.BACKWARD)
+    assert "full backward hook" in event.note
+    session.detach(hook.hook_id)
+    assert target._is_full_backward_hook is None
+    # a legacy hook is now allowed on the same module (PyTorch refuses it beside a full one)
+    session.attach(HookSpec.parse("1:legacy-backward"))
+
+
+def test_zero_on_backward_pre_zeroes_upstream_gradients():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+    session = make_session(model, None, torch.ones(1, 2))
+    session.attach(HookSpec.parse("1:backward-pre:zero"))
+    record = session.run_iteration().record
+    assert record.grads["0.weight"].all_zero and record.grads["1.weight"].all_zero
+
+
+def test_foreign_hooks_are_listed_with_name_and_line_and_detached_on_request():
+    model = nn.Sequential(nn.Linear(2, 2))
+
+    def tap(module, args, output):
+        return None
+
+    handle = model[0].register_forward_hook(tap, always_call=True)
+    session = make_session(model, None, torch.ones(1, 2))
+    session.attach(HookSpec.parse("0:backward"))
+    hooks = list_hooks(model, "0", manager=session.hooks, script=__file__)
+    foreign = next(h for h in hooks if h.qualname.endswith("tap"))
+    assert foreign.owner == "script" and "always_call" in foreign.flags
+    assert foreign.location.endswith(f"test_hooks.py:{tap.__code__.co_firstlineno}")
+    ours = next(h for h in hooks if h.owner == "modscope")
+    assert ours.kind == "backward" and "via tensor hooks" in ours.flags
+    session.close()
+    assert list(model[0]._forward_hooks.values()) == [tap]  # foreign hooks stay unless asked
+    detach_foreign(model, foreign)
+    assert not model[0]._forward_hooks and not model[0]._forward_hooks_always_called
+    handle.remove()
+
+
+def test_global_hooks_are_listed():
+    model = nn.Linear(2, 2)
+
+    def global_tap(module, args):
+        return None
+
+    handle = nn.modules.module.register_module_forward_pre_hook(global_tap)
+    try:
+        hooks = list_hooks(model, "")
+        assert any(h.owner == "global" and h.qualname.endswith("global_tap") for h in hooks)
+    finally:
+        handle.remove()
+
+
+def test_error_mid_backward_leaves_no_tensor_hook_behind():
+    model = nn.Linear(2, 1)
+    x = torch.ones(1, 2, requires_grad=True)
+
+    def bad_loss(out):
+        return out.sum() * float("nan")
+
+    script = LoadedScript(
+        path=__file__, module=None, model=model, model_name="model", inputs=x, loss_fn=bad_loss
+    )
+    session = Session(script)
+    session.attach(HookSpec.parse(".:backward"))
+    session.run_phase()
+    assert session.hooks._transient  # tensor hooks live during the iteration
+    session.run_phase()
+    assert not session.hooks._transient
+    assert x._backward_hooks in (None, {}) or not x._backward_hooks
+
+
+def test_pause_needs_the_app():
+    session = make_session(nn.Linear(2, 1), None, torch.ones(2))
+    with pytest.raises(HookSpecError, match="app"):
+        session.attach(HookSpec.parse(".:forward:pause"))
+
+
+def test_headless_run_does_not_import_textual(tmp_path):
+    import subprocess
+    import sys
+
+    code = textwrap.dedent("""
+        import contextlib, io, sys
+        from modscope.cli import main
+        with contextlib.redirect_stdout(io.StringIO()):
+            for argv in (["run", "examples/powlog.py", "--steps", "2", "--hooks", "all"],
+                         ["tree", "examples/tiny_lm.py"], ["run", "examples/hooks.py", "--json"]):
+                assert main(argv) == 0, argv
+        leaked = sorted(m for m in sys.modules if m.split(".")[0] == "textual")
+        assert not leaked, leaked
+        assert "modscope.tui" not in sys.modules
+    """)
+    import os
+
+    root = os.path.dirname(os.path.dirname(__file__))
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
