@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import warnings
 from collections.abc import Callable, Sequence
@@ -229,7 +230,7 @@ class HookManager:
             child = module._modules.get(part)
             if child is None:
                 names = [name for name, _ in self.model.named_modules() if name]
-                close = [n for n in names if n.endswith(part) or part in n][:5]
+                close = difflib.get_close_matches(pattern, names, n=5, cutoff=0.6)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 raise HookSpecError(f"no module {pattern!r} in the model{hint}")
             module = child

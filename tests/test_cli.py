@@ -1,0 +1,138 @@
+"""The headless command line: every example under `modscope run`, flags, JSON shapes, tables."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from modscope import __version__
+from modscope.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(__file__))
+EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.py")))
+
+
+def strict_lines(text: str) -> list[dict]:
+    def refuse(token):
+        raise ValueError(f"bare {token} in JSON")
+
+    return [json.loads(line, parse_constant=refuse) for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
+def test_every_example_runs_under_modscope(path, capsys):
+    assert main(["run", path, "--steps", "2", "--json"]) == 0
+    events = strict_lines(capsys.readouterr().out)
+    assert [e["step"] for e in events if e["event"] == "step"] == [1, 2]
+
+
+def test_save_state_writes_a_loadable_state_dict(tmp_path, capsys):
+    target = tmp_path / "final.pt"
+    assert (
+        main(["run", f"{ROOT}/examples/powlog.py", "--steps", "10", "--save-state", str(target)])
+        == 0
+    )
+    state = torch.load(target, weights_only=True)
+    assert list(state) == ["powModel.powParam", "logModel.logParam"]
+    assert state["powModel.powParam"].item() == pytest.approx(1.2430, abs=5e-5)
+    assert not list(tmp_path.glob(".modscope-*"))  # the temporary file was renamed, not left
+
+
+def test_eval_flag_runs_in_eval_mode_and_buffers_stay(capsys):
+    assert main(["run", f"{ROOT}/examples/buffers.py", "--steps", "3", "--eval", "--json"]) == 0
+    rows = [e for e in strict_lines(capsys.readouterr().out) if e["event"] == "step"]
+    assert {r["mode"] for r in rows} == {"eval"}
+    assert all(r["diff"]["changed"] == [] for r in rows)
+    assert rows[0]["state"]["powModel.powBuff"]["values"] == [0.0]
+
+
+def test_tree_json_shape(capsys):
+    assert main(["tree", f"{ROOT}/examples/tiny_lm.py", "--json"]) == 0
+    [tree] = strict_lines(capsys.readouterr().out)
+    root = tree["modules"][0]
+    assert root["path"] == "" and root["type"] == "TinyLM" and root["training"] is True
+    assert root["buffers"]["causal_mask"]["persistent"] is False
+    embed = next(m for m in tree["modules"] if m["path"] == "embed")
+    assert embed["parameters"]["weight"]["shared_with"] == ["head.weight"]
+    assert (
+        root["totals"]["parameters"]
+        == sum(p["numel"] for m in tree["modules"] for p in m["parameters"].values())
+        - embed["parameters"]["weight"]["numel"]
+    )  # a tied weight counts once
+    assert tree["unregistered"] == []
+
+
+def test_tree_shows_what_failed_to_register_and_honours_depth(capsys):
+    assert main(["tree", f"{ROOT}/examples/containers.py"]) == 0
+    out = capsys.readouterr().out
+    assert "modelList[0]" in out and "not registered" in out
+    assert main(["tree", f"{ROOT}/examples/tiny_lm.py", "--depth", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "encoder" in out and "layers" not in out and "(--depth)" in out
+
+
+def test_run_tables_without_a_terminal(capsys):
+    assert (
+        main(["run", f"{ROOT}/examples/powlog.py", "--steps", "10", "--hook", "logModel:forward"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "Iterations" in out and "26.7463" in out
+    assert "1.2430" in out and "1.9815" in out  # the final state table
+    assert "Hooks fired" in out and "logModel" in out
+    assert "\x1b[" not in out  # no progress bar or colour codes when stdout is not a terminal
+
+
+def test_bad_hook_specs_exit_2(capsys):
+    assert main(["run", f"{ROOT}/examples/powlog.py", "--hook", "logModel:sideways"]) == 2
+    assert "expected MODULE:KIND" in capsys.readouterr().err
+    assert main(["run", f"{ROOT}/examples/powlog.py", "--hook", "logModle:forward"]) == 2
+    assert "did you mean logModel" in capsys.readouterr().err
+    assert main(["run", f"{ROOT}/examples/powlog.py", "--hook", "logModel:forward:pause"]) == 2
+    assert "app" in capsys.readouterr().err
+
+
+def test_module_named_with_brackets_is_printed_literally(tmp_path, capsys):
+    script = tmp_path / "brackets.py"
+    script.write_text(
+        "import torch\nfrom torch import nn\n"
+        "model = nn.Sequential()\nmodel.add_module('blocks[attn]', nn.Linear(2, 2))\n"
+        "model.add_module('x[/y]', nn.Linear(2, 1))\ninputs = torch.ones(1, 2)\n"
+    )
+    assert main(["tree", str(script)]) == 0
+    out = capsys.readouterr().out
+    assert "blocks[attn]" in out and "x[/y]" in out
+    assert main(["run", str(script), "--hook", "blocks[attn]:forward", "--json"]) == 0
+    events = strict_lines(capsys.readouterr().out)
+    assert any(e["event"] == "hook" and e["module"] == "blocks[attn]" for e in events)
+
+
+def test_nan_loss_is_not_an_error(tmp_path, capsys):
+    script = tmp_path / "nan.py"
+    script.write_text(
+        "import torch\nfrom torch import nn\nmodel = nn.Linear(2, 1)\n"
+        "inputs = torch.ones(1, 2)\n"
+        "def loss_fn(out):\n    return out.sum() * float('nan')\n"
+        "optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+    )
+    assert main(["run", str(script), "--steps", "2", "--json"]) == 0
+    rows = [e for e in strict_lines(capsys.readouterr().out) if e["event"] == "step"]
+    assert rows[0]["loss"] is None  # NaN is written as null: strict JSON
+    assert rows[1]["state"]["weight"]["nan"] == 2
+
+
+def test_version_and_python_dash_m():
+    result = subprocess.run(
+        [sys.executable, "-m", "modscope", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == f"modscope {__version__}"
