@@ -94,6 +94,38 @@ class Session:
         """Load a model script (raises `ScriptError` naming the file and line)."""
         return cls(load_script(path, model_name=model_name, sink=sink), sink=sink, pause=pause)
 
+    @classmethod
+    def from_objects(
+        cls,
+        model: nn.Module,
+        *,
+        inputs: Any = MISSING,
+        loss_fn: Any = MISSING,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any = None,
+        compute_loss: Callable[..., Any] | None = None,
+        train_step: Callable[..., Any] | None = None,
+        origin: str = "<inspect>",
+        sink: PrintSink | None = None,
+        pause: Callable[[EventDraft], None] | None = None,
+    ) -> Session:
+        """A session on live objects (`modscope.inspect()`), with the script contract's names."""
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model is a {type(model).__name__}, not an nn.Module")
+        script = LoadedScript(
+            path=origin,
+            module=None,
+            model=model,
+            model_name="model",
+            inputs=inputs,
+            loss_fn=loss_fn,
+            compute_loss=compute_loss,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            train_step=train_step,
+        )
+        return cls(script, sink=sink, pause=pause)
+
     # -- what the script defines --------------------------------------------------------------
 
     @property
