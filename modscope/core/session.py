@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from modscope.core.batches import BatchSource, InputsError, describe_inputs, spread, takes_batch
 from modscope.core.errors import user_error
@@ -80,7 +81,7 @@ class Session:
         self._loss_summary: Any = None
         self._root_output: Any = None
         self._tracker = StateTracker()
-        self._tracker.reset(self.model.state_dict())
+        self._tracker.reset(self._state())
 
     @classmethod
     def load(
@@ -369,12 +370,14 @@ class Session:
         return record
 
     def _record(self) -> StepRecord:
-        state = self.model.state_dict(keep_vars=True)
+        state = self._state()
         diff = self._tracker.diff(state)
         named = list(self.model.named_parameters(remove_duplicate=False))
-        state_items = [(k, v) for k, v in state.items() if isinstance(v, torch.Tensor)]
+        state_items = list(state.items())
         pending = [capture(v) for _, v in state_items]
-        pending += [capture(p.grad) if p.grad is not None else None for _, p in named]
+        pending += [
+            capture(p.grad) if p.grad is not None and not is_lazy(p) else None for _, p in named
+        ]
         summaries = resolve(pending)
         n = len(state_items)
         lr = tuple(
@@ -392,6 +395,14 @@ class Session:
             diff=diff,
             lr=lr,
         )
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        """The `state_dict` tensors (live, not detached), less lazy ones not yet initialised."""
+        return {
+            key: value
+            for key, value in self.model.state_dict(keep_vars=True).items()
+            if isinstance(value, torch.Tensor) and not is_lazy(value)
+        }
 
     def _reset_iteration(self) -> None:
         self.hooks.end_iteration()

@@ -59,6 +59,9 @@ def tensor_label(t: TensorInfo) -> Text:
     text = Text()
     text.append("◆ " if t.is_parameter else "◇ ", style="cyan" if t.is_parameter else "magenta")
     text.append(t.name, style="bold")
+    if t.note:
+        text.append(f" {t.note}", style="yellow")
+        return text
     text.append(f" {format_shape(t.shape)}")
     if t.dtype != "float32":
         text.append(f" {t.dtype}", style="yellow")
