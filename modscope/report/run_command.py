@@ -12,10 +12,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
+from modscope.core.doctor import StepWatcher
 from modscope.core.fmt import format_number, summary_line
 from modscope.core.hooks import HookSpec, HookSpecError, all_hooks_specs
 from modscope.core.session import Session
 from modscope.core.types import Finding, HookEvent, StepRecord, UserError
+from modscope.report.check_command import findings_report
 from modscope.report.common import load_session, print_error, print_message, write_json_line
 
 ROWS_SHOWN = 20
@@ -43,7 +45,7 @@ class JsonReport:
         write_json_line(record.to_json())
 
     def finding(self, finding: Finding) -> None:
-        write_json_line({"event": "finding", **finding.to_json()})
+        write_json_line({"event": "finding", "step": finding.step, **finding.to_json()})
 
     def error(self, error: UserError, show_traceback: bool) -> None:
         write_json_line(error.to_json())
@@ -105,11 +107,10 @@ class TableReport:
             c.print(self._state_table(self.records[-1]))
         if self.fired:
             c.print(self._hooks_table())
-        for f in self.findings:
-            line = Text(f"{f.severity.value}: ", style="bold red" if f.severity.rank == 0 else "")
-            line.append(f"{f.kind} at {f.path or '(root)'}: {f.message}")
-            c.print(line)
+        if self.findings:
+            c.print(findings_report(self.findings, title="Findings"))
         self.records = []
+        self.findings = []
         self.fired.clear()
 
     def _steps_table(self) -> Table:
@@ -183,6 +184,11 @@ def run_command(args: argparse.Namespace) -> int:
         if args.eval:
             session.set_training(False)
         report = JsonReport() if args.json else TableReport(session, args.steps)
+        # The doctor's static findings (step 0), then those of the iterations as they run: a
+        # NaN loss is a `nonfinite` finding, not an error, and the run goes on.
+        watcher = StepWatcher(session)
+        for finding in watcher.initial():
+            report.finding(finding)
         for _ in range(args.steps):
             result = session.run_iteration()
             for event in result.events:
@@ -192,6 +198,8 @@ def run_command(args: argparse.Namespace) -> int:
                 return 2
             assert result.record is not None
             report.step(result.record)
+            for finding in watcher.after_step(result.record):
+                report.finding(finding)
         report.close()
         if args.save_state:
             try:

@@ -1,0 +1,178 @@
+"""Findings from the iterations a session runs anyway: no extra forward passes, each one once."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from modscope.core.doctor import rules, static
+from modscope.core.doctor.walk import distinct_modules, group_by_module
+from modscope.core.types import Finding, StepRecord
+
+if TYPE_CHECKING:
+    from modscope.core.session import Session
+
+
+class StepWatcher:
+    """Watches one session's iterations for the doctor's findings; free of UI code.
+
+    `initial()` gives the static findings (step 0); `after_step(record)` gives the findings new
+    in that iteration, from its `StepRecord` and the model as it is after it: non-finite loss,
+    output, parameters, gradients or buffers; buffers that gained autograd history; trainable
+    parameters without a gradient after the first backward; exploding or vanishing gradients;
+    submodules left in the other train/eval mode. Each finding is reported once per session
+    (keyed by kind and path). Call it from the thread that steps the session.
+    """
+
+    def __init__(self, session: Session, *, reported: Iterable[Finding] = ()) -> None:
+        """`reported`: findings already known (not reported again)."""
+        self.session = session
+        self.findings: list[Finding] = []
+        self._keys: set[tuple[str, str]] = {rules.dedup_key(f) for f in reported}
+        self._checked_unused = False
+
+    @property
+    def model(self) -> nn.Module:
+        return self.session.model
+
+    def initial(self) -> list[Finding]:
+        """The static findings, stamped step 0; call once, before the first iteration."""
+        found = static.static_findings(self.model, self.session.optimizer)
+        return self._new(found, step=0)
+
+    def after_step(
+        self, record: StepRecord, *, nonfinite_module: tuple[str, str] | None = None
+    ) -> list[Finding]:
+        """The findings first seen in the iteration `record` describes (stamped with its step).
+
+        `nonfinite_module` (path, type name), when the caller knows it, names the first module
+        whose output was non-finite in that iteration (`modscope check` knows; `run` does not).
+        """
+        step = record.step
+        modules = distinct_modules(self.model)
+        named = _first_names(modules)
+        found = self._nonfinite(record, named, nonfinite_module)
+        found += static.buffer_history_findings(modules, step)
+        found += self._unused(record, modules, named)
+        found += self._gradient_scale(record, named)
+        found += static.mode_findings(modules, step)
+        return self._new(found, step=step)
+
+    def _new(self, found: Iterable[Finding], *, step: int) -> list[Finding]:
+        out = []
+        for f in found:
+            key = rules.dedup_key(f)
+            if key in self._keys:
+                continue
+            self._keys.add(key)
+            f = _with_step(f, step)
+            out.append(f)
+            self.findings.append(f)
+        return out
+
+    # -- the rules ------------------------------------------------------------------------------
+
+    def _nonfinite(
+        self,
+        record: StepRecord,
+        named: list[tuple[str, nn.Parameter]],
+        module: tuple[str, str] | None,
+    ) -> list[Finding]:
+        step = record.step
+        path, type_name = module if module is not None else (None, None)
+        out = []
+        if record.loss is not None and not math.isfinite(record.loss):
+            out.append(rules.nonfinite("loss", (), step, path, type_name, record.loss))
+        elif record.loss is None and record.output is not None and _bad(record.output):
+            value = math.nan if record.output.nan else math.inf
+            out.append(rules.nonfinite("output", (), step, path, type_name, value))
+        param_names = {n for n, _ in named}
+        bad_params = [k for k, s in record.state.items() if k in param_names and _bad(s)]
+        # Buffers: NaN only, since attention masks hold -inf by design.
+        bad_buffers = [k for k, s in record.state.items() if k not in param_names and s.nan]
+        bad_grads = [k for k, s in record.grads.items() if k in param_names and s and _bad(s)]
+        for what, names in (
+            ("gradients", bad_grads),
+            ("parameters", bad_params),
+            ("buffers", bad_buffers),
+        ):
+            if names:
+                out.append(rules.nonfinite(what, names, step, path, type_name))
+        return out
+
+    def _unused(
+        self,
+        record: StepRecord,
+        modules: list[tuple[str, nn.Module]],
+        named: list[tuple[str, nn.Parameter]],
+    ) -> list[Finding]:
+        if self._checked_unused or self.session.forward_only:
+            return []
+        trainable = [(n, p) for n, p in named if p.requires_grad]
+        got = [n for n, _ in trainable if record.grads.get(n) is not None]
+        if not got:
+            # No backward ran, or the script cleared every gradient (a train_step that ends
+            # with zero_grad): nothing to tell used parameters from unused ones by.
+            return []
+        self._checked_unused = True
+        missing = {id(p) for n, p in trainable if record.grads.get(n) is None}
+        return static.grouped(
+            group_by_module(modules, missing),
+            lambda path, type_name, names: rules.unused_parameter(
+                path, type_name, names, record.step
+            ),
+        )
+
+    def _gradient_scale(
+        self, record: StepRecord, named: list[tuple[str, nn.Parameter]]
+    ) -> list[Finding]:
+        norms = []
+        for name, p in named:
+            s = record.grads.get(name)
+            if p.requires_grad and s is not None and s.norm is not None and not _bad(s):
+                norms.append(s.norm)
+        if not norms:
+            return []
+        total = math.sqrt(math.fsum(n * n for n in norms))
+        if total > rules.EXPLODING_GRAD_NORM:
+            return [rules.exploding_gradient(total, record.step)]
+        loss = record.loss
+        if (
+            total < rules.VANISHING_GRAD_NORM
+            and loss is not None
+            and math.isfinite(loss)
+            and abs(loss) > rules.VANISHING_MIN_LOSS
+        ):
+            return [rules.vanishing_gradient(total, loss, record.step)]
+        return []
+
+
+def _first_names(modules: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Parameter]]:
+    seen: set[int] = set()
+    out = []
+    for path, module in modules:
+        prefix = path + "." if path else ""
+        for name, p in module._parameters.items():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                out.append((prefix + name, p))
+    return out
+
+
+def _bad(summary: object) -> bool:
+    return bool(getattr(summary, "nan", 0) or getattr(summary, "inf", 0))
+
+
+def _with_step(f: Finding, step: int) -> Finding:
+    return Finding(
+        kind=f.kind,
+        severity=f.severity,
+        path=f.path,
+        message=f.message,
+        fix=f.fix,
+        paths=f.paths,
+        step=step,
+    )

@@ -1,0 +1,127 @@
+"""`modscope check`: the doctor's findings, readable on a terminal or as one strict JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
+from rich.text import Text
+
+from modscope.core.doctor import CheckResult, run_checks
+from modscope.core.errors import ScriptError
+from modscope.core.loader import stderr_sink
+from modscope.core.session import Session
+from modscope.core.types import Finding, Severity
+from modscope.report.common import error_console, print_error, write_json_line
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_FAILED = 2
+
+_STYLES = {
+    Severity.ERROR: ("✗", "bold red", "errors"),
+    Severity.WARNING: ("!", "bold yellow", "warnings"),
+    Severity.INFO: ("i", "bold cyan", "info"),
+}
+
+
+def finding_block(f: Finding) -> RenderableType:
+    """One finding: its mark, kind and path on a line, then the message and the fix, indented.
+
+    Every piece of user text (paths, messages naming the user's modules) is a `Text`, never
+    markup: `blocks[attn]` shows as typed.
+    """
+    mark, style, _ = _STYLES[f.severity]
+    head = Text()
+    head.append(f"{mark} ", style=style)
+    head.append(f.kind, style=style)
+    head.append("  ")
+    head.append(f.path or "(model)", style="bold")
+    if f.step:
+        head.append(f"  step {f.step}", style="dim")
+    body = Text(f.message)
+    fix = Text("fix: ", style="green")
+    fix.append(f.fix)
+    return Group(head, Padding(Group(body, fix), (0, 0, 0, 4), expand=False))
+
+
+def counts_line(findings: Sequence[Finding]) -> Text:
+    """`1 error, 2 warnings, 0 info`."""
+    n = {s: sum(1 for f in findings if f.severity is s) for s in Severity}
+    errors = n[Severity.ERROR]
+    warnings = n[Severity.WARNING]
+    text = Text()
+    text.append(f"{errors} error{'' if errors == 1 else 's'}", style="bold red" if errors else "")
+    text.append(", ")
+    text.append(
+        f"{warnings} warning{'' if warnings == 1 else 's'}",
+        style="bold yellow" if warnings else "",
+    )
+    text.append(f", {n[Severity.INFO]} info")
+    return text
+
+
+def findings_report(findings: Sequence[Finding], *, title: str | None = None) -> RenderableType:
+    """Findings grouped by severity (errors, then warnings, then info), then the counts line."""
+    parts: list[RenderableType] = []
+    if title:
+        parts.append(Text(title, style="bold"))
+    for severity in Severity:
+        group = [f for f in findings if f.severity is severity]
+        if not group:
+            continue
+        _, style, heading = _STYLES[severity]
+        parts.append(Text(f"{heading} ({len(group)})", style=style))
+        parts.extend(finding_block(f) for f in group)
+        parts.append(Text(""))
+    if not findings:
+        parts.append(Text("no findings", style="green"))
+    parts.append(counts_line(findings))
+    return Group(*parts)
+
+
+def result_json(result: CheckResult) -> dict[str, object]:
+    """DESIGN section 2's `check --json` object (plus `error` when an iteration failed)."""
+    out: dict[str, object] = {
+        "findings": [f.to_json() for f in result.findings],
+        "steps_run": result.steps_run,
+    }
+    if result.error is not None:
+        out["error"] = result.error.to_json()
+    return out
+
+
+def check_command(args: argparse.Namespace) -> int:
+    """Load the script, run the doctor; 0 no error-level finding, 1 some, 2 a failure."""
+    try:
+        session = Session.load(args.script, model_name=args.model, sink=stderr_sink)
+    except ScriptError as exc:
+        print_error(exc.error, show_traceback=args.traceback)
+        return EXIT_FAILED
+    try:
+        result = run_checks(session, steps=args.steps)
+        if args.json:
+            write_json_line(result_json(result))
+            if result.notes:
+                notes = error_console()
+                for note in result.notes:
+                    notes.print(Text(f"modscope check: {note}", style="dim"))
+        else:
+            console = Console(highlight=False)
+            steps = f"{result.steps_run} step{'' if result.steps_run == 1 else 's'} run"
+            console.print(Text(f"modscope check {args.script} ({steps})", style="bold"))
+            for note in (result.where, *result.notes):
+                if note:
+                    console.print(Text(note, style="dim"))
+            console.print()
+            console.print(findings_report(result.findings))
+        if result.error is not None:
+            print_error(result.error, show_traceback=args.traceback)
+            return EXIT_FAILED
+        return EXIT_FINDINGS if result.has_errors else EXIT_OK
+    finally:
+        session.close()
+        sys.stdout.flush()
