@@ -68,8 +68,12 @@ class TableReport:
         self.progress: Progress | None = None
         if self.console.is_terminal and steps > 1:
             self.progress = Progress(
-                TextColumn("step"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"), console=self.console, transient=True,
+                TextColumn("step"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                console=self.console,
+                transient=True,
             )
             self.task = self.progress.add_task("run", total=steps, loss="?")
             self.progress.start()
@@ -118,13 +122,15 @@ class TableReport:
         for name in ("step", "mode", "loss", "output", "changed", "largest change"):
             table.add_column(name, justify="right" if name in ("step", "loss") else "left")
         rows = self.records
-        shown = rows if len(rows) <= ROWS_SHOWN else rows[:5] + rows[-(ROWS_SHOWN - 5):]
+        shown = rows if len(rows) <= ROWS_SHOWN else rows[:5] + rows[-(ROWS_SHOWN - 5) :]
         for i, r in enumerate(shown):
             if len(rows) > ROWS_SHOWN and i == 5:
                 table.add_row("…", "", Text(f"{len(rows) - ROWS_SHOWN} more", style="dim"))
             top = max(r.diff.max_abs_delta.items(), key=lambda kv: kv[1] or 0.0, default=None)
             table.add_row(
-                str(r.step), r.mode, format_number(r.loss),
+                str(r.step),
+                r.mode,
+                format_number(r.loss) if r.loss is not None else "-",
                 Text(summary_line(r.output)) if r.output else Text("-"),
                 str(len(r.diff.changed)),
                 Text(f"{top[0]} Δ{format_number(top[1])}") if top else Text("-"),
@@ -160,7 +166,10 @@ class TableReport:
             seen = event.output or event.grad_input or event.grad_output or event.args or ()
             first = next((s for s in seen if s is not None), None)
             table.add_row(
-                Text(key[0]), key[1], key[2], str(count),
+                Text(key[0]),
+                key[1],
+                key[2],
+                str(count),
                 Text(summary_line(first)) if first else Text("-"),
             )
         return table
