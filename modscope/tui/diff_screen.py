@@ -1,0 +1,142 @@
+"""The `state_dict` diff view: every key before and after the last step, changed ones first."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Footer, Static
+
+from modscope.core.fmt import format_count, format_number, summary_line
+from modscope.tui.model_view import ModelView
+
+ROW_LIMIT = 2000
+"""At most this many keys are listed ("showing N of M" in the title)."""
+
+
+class DiffScreen(ModalScreen[None]):
+    """What the last iteration changed in the `state_dict`."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "dismiss", "Close", id="close_diff"),
+        Binding("d", "dismiss", "Close", show=False),
+        Binding("u", "toggle_unchanged", "Hide/show unchanged", id="toggle_unchanged"),
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+    ]
+
+    DEFAULT_CSS = """
+    DiffScreen {
+        align: center middle;
+    }
+    DiffScreen > Vertical {
+        width: 96%;
+        height: 92%;
+        border: round $accent;
+        background: $surface;
+    }
+    DiffScreen #diff-caption {
+        height: auto;
+        padding: 0 1;
+    }
+    DiffScreen DataTable {
+        height: 1fr;
+    }
+    """
+
+    def __init__(self, view: ModelView) -> None:
+        super().__init__()
+        self.view = view
+        self.show_unchanged = True
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(id="diff-caption")
+            yield DataTable(id="diff-table", zebra_stripes=True, cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for label in ("key", "before", "after", "max |Δ|", "rel. change"):
+            table.add_column(label, key=label)
+        self._fill()
+        table.focus()
+
+    def action_toggle_unchanged(self) -> None:
+        self.show_unchanged = not self.show_unchanged
+        self._fill()
+
+    def action_cursor_down(self) -> None:
+        self.query_one(DataTable).action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        self.query_one(DataTable).action_cursor_up()
+
+    def rows(self) -> list[tuple[str, bool]]:
+        """The keys listed, in order, each with whether it changed."""
+        record = self.view.last_record
+        if record is None:
+            return []
+        diff = record.diff
+        changed = [(k, True) for k in (*diff.changed, *diff.added)]
+        if not self.show_unchanged:
+            return changed
+        return changed + [(k, False) for k in diff.unchanged] + [(k, True) for k in diff.removed]
+
+    def _fill(self) -> None:
+        table = self.query_one(DataTable)
+        table.clear()
+        record = self.view.last_record
+        caption = self.query_one("#diff-caption", Static)
+        self.query_one(Vertical).border_title = Text("state_dict diff")
+        if record is None:
+            caption.update(Text("No step yet: press s to run one iteration.", style="dim"))
+            return
+        diff = record.diff
+        rows = self.rows()
+        total = len(diff.changed) + len(diff.unchanged) + len(diff.added) + len(diff.removed)
+        text = Text()
+        text.append(f"after step {record.step}", style="bold")
+        text.append(f" vs {'step ' + str(record.step - 1) if record.step > 1 else 'the start'}: ")
+        text.append(f"{format_count(len(diff.changed))} changed", style="bold yellow")
+        text.append(f", {format_count(len(diff.unchanged))} unchanged")
+        if diff.added or diff.removed:
+            text.append(f", {len(diff.added)} added, {len(diff.removed)} removed", style="red")
+        if not self.show_unchanged:
+            text.append("  (unchanged hidden: u shows them)", style="dim")
+        if len(rows) > ROW_LIMIT:
+            text.append(
+                f"  showing {format_count(ROW_LIMIT)} of {format_count(len(rows))}", style="dim"
+            )
+        elif len(rows) < total:
+            text.append(
+                f"  showing {format_count(len(rows))} of {format_count(total)}", style="dim"
+            )
+        caption.update(text)
+        for key, changed in rows[:ROW_LIMIT]:
+            style = "bold yellow" if changed else "dim"
+            before = self.view.before(key)
+            after = record.state.get(key)
+            delta = diff.max_abs_delta.get(key)
+            rel = diff.rel_change.get(key)
+            table.add_row(
+                Text(key, style=style),
+                Text(
+                    summary_line(before) if before else "?" if key not in diff.added else "(added)",
+                    style="" if changed else "dim",
+                ),
+                Text(summary_line(after) if after else "(removed)", style=style),
+                Text(format_number(delta) if changed else "0", style=style, justify="right"),
+                Text(_percent(rel) if changed else "0", style=style, justify="right"),
+                key=key,
+            )
+
+
+def _percent(rel: float | None) -> str:
+    if rel is None:
+        return "?"
+    return f"{rel * 100:.2f}%" if rel * 100 >= 0.01 else f"{rel:.2e}"

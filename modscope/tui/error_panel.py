@@ -1,0 +1,45 @@
+"""The error panel: the last error raised by the user's code while stepping, until it is fixed."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from modscope.core.types import UserError
+from modscope.tui import labels
+
+
+class ErrorPanel(Static):
+    """Hidden until the user's code raises; `escape` or the next good step hides it."""
+
+    DEFAULT_CSS = """
+    ErrorPanel {
+        display: none;
+        height: auto;
+        max-height: 8;
+        border: round $error;
+        border-title-color: $error;
+        padding: 0 1;
+        overflow-y: auto;
+    }
+    ErrorPanel.-shown {
+        display: block;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.error: UserError | None = None
+        self._script = ""
+
+    def show(self, error: UserError | None, script: str) -> None:
+        self.error = error
+        self._script = script
+        self.set_class(error is not None, "-shown")
+        if error is not None:
+            self.border_title = Text("The script raised (the session goes on)")
+            self.update(labels.error_text(error, script))
+
+    @property
+    def text(self) -> str:
+        return labels.error_text(self.error, self._script).plain if self.error else ""

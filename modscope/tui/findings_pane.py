@@ -1,0 +1,61 @@
+"""The findings pane: what the doctor (or the inventory) found; `enter` jumps to the node."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.widgets import OptionList
+from textual.widgets.option_list import Option
+
+from modscope.core.types import Finding
+from modscope.tui import labels
+
+
+class FindingsPane(OptionList):
+    """A list of findings, worst first."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("enter", "select", "Go to node", id="goto_finding"),
+    ]
+
+    class GoTo(Message):
+        """Jump to the tree node of a finding."""
+
+        def __init__(self, finding: Finding) -> None:
+            super().__init__()
+            self.finding = finding
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.findings: tuple[Finding, ...] = ()
+        self._shown: tuple[tuple[Finding, ...], str] | None = None
+
+    def on_mount(self) -> None:
+        self.show((), "inventory")
+
+    def show(self, findings: tuple[Finding, ...], source: str) -> None:
+        if self._shown == (findings, source):
+            return
+        self._shown = (findings, source)
+        self.findings = findings
+        highlighted = self.highlighted
+        self.clear_options()
+        if not findings:
+            self.add_option(Option(Text("No findings.", style="dim"), disabled=True))
+        else:
+            self.add_options(Option(labels.finding_text(f)) for f in findings)
+            self.highlighted = min(highlighted or 0, len(findings) - 1)
+        title = Text(f"Findings ({len(findings)})")
+        if source != "doctor":
+            title.append(" from the inventory")
+        self.border_title = title
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        if 0 <= event.option_index < len(self.findings):
+            self.post_message(self.GoTo(self.findings[event.option_index]))

@@ -1,0 +1,135 @@
+"""Help for the focused pane: a table of the keys that work there, and the app's own."""
+
+from __future__ import annotations
+
+from typing import ClassVar, NamedTuple
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Static
+
+PANES = {
+    "tree": (
+        "Module tree",
+        "The model's children, parameters (◆) and buffers (◇); ✗ marks what "
+        "nn.Module did not register. Nodes are built as you expand them.",
+    ),
+    "detail": ("Details", "The selected node: summary, values, gradient, history, hooks."),
+    "hooks": (
+        "Hooks",
+        "Every hook that can fire on the selected module: modscope's, the script's, other "
+        "libraries', the global module hooks and post-accumulate-grad hooks on its parameters. "
+        "h attaches one; x detaches the highlighted one (asking first for one modscope did not "
+        "add).",
+    ),
+    "findings": ("Findings", "Pitfalls found in the model; enter jumps to the node."),
+    "log": ("Log", "What the script printed, hook events, messages and errors."),
+    "events": (
+        "Hook events",
+        "What modscope's hooks saw, one line per module and hook kind per phase (×N when it "
+        "fired N times); enter opens one in full.",
+    ),
+    "filter": ("Filter", "Type part of a name: the tree keeps matches and their ancestors."),
+}
+"""Each pane's title and the sentence its help starts with, by widget id."""
+
+
+class KeyHelp(NamedTuple):
+    """One row of the help table."""
+
+    key: str
+    description: str
+    enabled: bool
+    where: str
+
+
+class HelpScreen(ModalScreen[None]):
+    """The keys of the pane that had focus; `escape` closes."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "dismiss", "Close", id="close_help"),
+        Binding("question_mark", "dismiss", "Close", show=False),
+    ]
+
+    DEFAULT_CSS = """
+    HelpScreen {
+        align: center middle;
+    }
+    HelpScreen > Vertical {
+        width: 80;
+        max-width: 96%;
+        height: auto;
+        max-height: 90%;
+        border: round $accent;
+        background: $surface;
+        padding: 0 1;
+    }
+    HelpScreen #help-intro {
+        height: auto;
+        margin-bottom: 1;
+    }
+    HelpScreen DataTable {
+        height: auto;
+        max-height: 30;
+    }
+    """
+
+    def __init__(self, pane: str, intro: str, keys: list[KeyHelp]) -> None:
+        super().__init__()
+        self.pane = pane
+        self.intro = intro
+        self.keys = keys
+
+    def compose(self) -> ComposeResult:
+        with Vertical() as box:
+            box.border_title = Text(f"Help: {self.pane}")
+            box.border_subtitle = Text("escape closes")
+            yield Static(Text(self.intro), id="help-intro")
+            yield DataTable(id="help-table", cursor_type="row", show_cursor=False)
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("key", "does", "where")
+        for k in self.keys:
+            style = "" if k.enabled else "dim"
+            does = k.description + ("" if k.enabled else " (not now)")
+            table.add_row(
+                Text(k.key, style="bold " + style),
+                Text(does, style=style),
+                Text(k.where, style="dim"),
+            )
+
+
+def keys_for(app: App[object], pane: str) -> list[KeyHelp]:
+    """The keys active on the current screen, in the order a person looks for them: the focused
+    pane's own, then modscope's (they work everywhere), then those Textual adds."""
+    groups: tuple[list[KeyHelp], list[KeyHelp], list[KeyHelp]] = ([], [], [])
+    for active in app.screen.active_bindings.values():
+        binding = active.binding
+        if binding.system:
+            continue
+        everywhere = active.node is app or active.node is app.screen
+        row = KeyHelp(
+            app.get_key_display(binding),
+            binding.description or binding.action,
+            active.enabled,
+            "everywhere" if everywhere else pane,
+        )
+        ours = (binding.key, binding.action) in _modscope_bindings(type(active.node))
+        groups[0 if ours and not everywhere else 1 if ours else 2].append(row)
+    return [*groups[0], *groups[1], *groups[2]]
+
+
+def _modscope_bindings(cls: type) -> set[tuple[str, str]]:
+    """(key, action) of the bindings modscope's own classes declare (not Textual's)."""
+    found = set()
+    for klass in cls.__mro__:
+        if not klass.__module__.startswith("modscope"):
+            continue
+        for b in klass.__dict__.get("BINDINGS", ()):
+            if isinstance(b, Binding):
+                found.update((key.strip(), b.action) for key in b.key.split(","))
+    return found

@@ -1,0 +1,312 @@
+"""The hook dialog (`h`): choose a kind and an action for the selected module, keys alone."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
+
+from modscope.core.hook_notes import (
+    FULL_BESIDE_LEGACY,
+    FULL_HOOK_COST,
+    INPUT_GRAD_NOTE,
+    LEGACY_BESIDE_FULL,
+    LEGACY_NOTE,
+)
+from modscope.core.types import HookAction, HookInfo, HookKind
+
+KINDS = tuple(HookKind)
+ACTIONS = tuple(HookAction)
+CHANGES = (HookAction.SCALE, HookAction.ZERO)
+FULL_HOOK_KINDS = (HookKind.BACKWARD, HookKind.BACKWARD_PRE)
+
+
+@dataclass(frozen=True)
+class HookChoice:
+    """What the dialog asks the worker to attach."""
+
+    module: str
+    kind: HookKind
+    action: HookAction
+    factor: float | None = None
+
+    @property
+    def spec(self) -> str:
+        """The same hook as a `--hook` spec: `logModel:forward:scale=2`."""
+        action = self.action.value
+        if self.action is HookAction.SCALE and self.factor is not None:
+            action += f"={self.factor:g}"
+        return f"{self.module or '.'}:{self.kind.value}:{action}"
+
+
+class _ChoiceSet(RadioSet):
+    """A RadioSet whose arrows choose (not only move) and whose `enter` attaches."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "submit", "Attach", show=False),
+    ]
+
+    class Submitted(Message):
+        """`enter` on a choice."""
+
+    def __init__(self, *buttons: RadioButton, id: str | None = None) -> None:
+        super().__init__(*buttons, id=id)
+        self._ready = False
+
+    def on_mount(self) -> None:
+        # RadioSet's own mount handler moves to the first button; arm only after it ran.
+        self.call_after_refresh(self._arm)
+
+    def _arm(self) -> None:
+        self._selected = max(self.pressed_index, 0)
+        self._ready = True
+
+    def action_next_button(self) -> None:
+        super().action_next_button()
+        self._press()
+
+    def action_previous_button(self) -> None:
+        super().action_previous_button()
+        self._press()
+
+    def _press(self) -> None:
+        if self._ready and self._selected is not None:
+            button = self._nodes[self._selected]
+            if isinstance(button, RadioButton):
+                button.value = True
+
+    def action_submit(self) -> None:
+        self.post_message(self.Submitted())
+
+
+class HookDialog(ModalScreen["HookChoice | None"]):
+    """Kind and action (with a factor for `scale`) for one module; `escape` cancels.
+
+    `hooks` are the module's hooks as last listed: a choice PyTorch forbids beside them (a
+    legacy backward hook beside a full one, or the reverse) is refused here, with the reason.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel", id="cancel_hook"),
+    ]
+
+    DEFAULT_CSS = """
+    HookDialog {
+        align: center middle;
+    }
+    HookDialog > #hook-box {
+        width: 76;
+        max-width: 100%;
+        height: auto;
+        max-height: 100%;
+        border: round $accent;
+        background: $surface;
+        padding: 0 1;
+    }
+    HookDialog #hook-choices {
+        height: auto;
+    }
+    HookDialog #hook-choices > Vertical {
+        width: 1fr;
+        height: auto;
+    }
+    HookDialog RadioSet {
+        width: 1fr;
+    }
+    HookDialog #factor-row {
+        height: auto;
+        margin-left: 1;
+    }
+    HookDialog #factor-row Label {
+        padding: 0 1 0 0;
+    }
+    HookDialog #factor {
+        width: 16;
+    }
+    HookDialog #hook-note, HookDialog #hook-spec, HookDialog #hook-error {
+        height: auto;
+    }
+    HookDialog #hook-error {
+        color: $error;
+    }
+    HookDialog #hook-buttons {
+        height: auto;
+        align-horizontal: right;
+    }
+    HookDialog #hook-buttons Button {
+        margin-left: 2;
+    }
+    """
+
+    def __init__(self, module: str, name: str, hooks: Sequence[HookInfo] | None = None) -> None:
+        super().__init__()
+        self.module = module
+        self.module_name = name
+        self.hooks = tuple(hooks or ())
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="hook-box") as box:
+            title = Text("Attach a hook to ")
+            title.append(self.module_name, style="bold")
+            box.border_title = title
+            box.border_subtitle = Text(
+                "tab moves · arrows choose · enter attaches · escape cancels"
+            )
+            with Horizontal(id="hook-choices"):
+                with Vertical():
+                    yield Label("kind")
+                    yield _ChoiceSet(
+                        *(RadioButton(k.value, value=k is HookKind.FORWARD_PRE) for k in KINDS),
+                        id="kind",
+                    )
+                with Vertical():
+                    yield Label("action")
+                    yield _ChoiceSet(
+                        RadioButton("observe", value=True),
+                        RadioButton("scale by a factor"),
+                        RadioButton("zero"),
+                        RadioButton("pause (a breakpoint)"),
+                        id="action",
+                    )
+                    with Horizontal(id="factor-row"):
+                        yield Label("factor")
+                        yield Input(
+                            placeholder="e.g. 2",
+                            type="number",
+                            id="factor",
+                            disabled=True,
+                            compact=True,
+                        )
+            yield Static(id="hook-note")
+            yield Static(id="hook-error")
+            yield Static(id="hook-spec")
+            with Horizontal(id="hook-buttons"):
+                yield Button("Attach", variant="primary", id="attach", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#kind", RadioSet).focus()
+        self._update()
+
+    # -- what is chosen ------------------------------------------------------------------------
+
+    @property
+    def kind(self) -> HookKind:
+        return KINDS[max(0, self.query_one("#kind", RadioSet).pressed_index)]
+
+    @property
+    def action(self) -> HookAction:
+        return ACTIONS[max(0, self.query_one("#action", RadioSet).pressed_index)]
+
+    def _factor(self) -> float | None:
+        text = self.query_one("#factor", Input).value.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            return None
+        return value if math.isfinite(value) else None
+
+    def problem(self) -> str | None:
+        """Why the current choice cannot be attached, or None."""
+        kind, action = self.kind, self.action
+        if action is HookAction.SCALE and self._factor() is None:
+            return "scale needs a number, e.g. 2"
+        full = any("full" in h.flags for h in self.hooks)
+        legacy = any("legacy" in h.flags for h in self.hooks)
+        if kind is HookKind.LEGACY_BACKWARD and full:
+            return f"{LEGACY_BESIDE_FULL}: {self.module_name} already has a full backward hook"
+        if kind is HookKind.BACKWARD and action in CHANGES and legacy:
+            return f"{FULL_BESIDE_LEGACY}: {self.module_name} has a legacy backward hook"
+        return None
+
+    def choice(self) -> HookChoice:
+        factor = self._factor() if self.action is HookAction.SCALE else None
+        return HookChoice(self.module, self.kind, self.action, factor)
+
+    def note(self) -> str:
+        """What this choice does and what it costs, in a sentence or two."""
+        kind, action = self.kind, self.action
+        notes = []
+        if kind is HookKind.LEGACY_BACKWARD:
+            notes.append(
+                f"{LEGACY_NOTE}. modscope also observes backward on this module, so "
+                "both are shown side by side."
+            )
+        elif kind in FULL_HOOK_KINDS and action in CHANGES:
+            notes.append(f"cost: {FULL_HOOK_COST}.")
+        elif kind is HookKind.BACKWARD:
+            notes.append(
+                f"Seen with tensor hooks (nothing in the model changes); {INPUT_GRAD_NOTE}."
+            )
+        elif kind is HookKind.BACKWARD_PRE:
+            notes.append("Seen with a tensor hook on the output (nothing in the model changes).")
+        if action is HookAction.SCALE:
+            target = (
+                "arguments"
+                if kind is HookKind.FORWARD_PRE
+                else "output"
+                if kind is HookKind.FORWARD
+                else "gradients"
+            )
+            notes.append(f"Multiplies the {target} by the factor.")
+        elif action is HookAction.ZERO:
+            notes.append("Replaces them with zeros.")
+        elif action is HookAction.PAUSE:
+            notes.append(
+                "Stops the iteration inside this module: c continues, s / n run to "
+                "the end of the iteration / phase, q quits."
+            )
+        return " ".join(notes)
+
+    # -- keeping the dialog current ------------------------------------------------------------
+
+    @on(RadioSet.Changed)
+    @on(Input.Changed)
+    def _changed(self) -> None:
+        self._update()
+
+    def _update(self) -> None:
+        factor = self.query_one("#factor", Input)
+        factor.disabled = self.action is not HookAction.SCALE
+        self.query_one("#hook-note", Static).update(Text(self.note(), style="dim"))
+        spec = Text("spec  ", style="dim")
+        spec.append(self.choice().spec, style="bold")
+        self.query_one("#hook-spec", Static).update(spec)
+        self.query_one("#hook-error", Static).update("")
+
+    # -- leaving -------------------------------------------------------------------------------
+
+    @on(_ChoiceSet.Submitted)
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#attach")
+    def action_attach(self) -> None:
+        problem = self.problem()
+        if problem is not None:
+            self.query_one("#hook-error", Static).update(Text(problem))
+            if self.action is HookAction.SCALE and self._factor() is None:
+                self.query_one("#factor", Input).focus()
+            return
+        self.dismiss(self.choice())
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    @property
+    def text(self) -> str:
+        """The note, the error and the spec as shown (for tests)."""
+        parts = []
+        for widget_id in ("hook-note", "hook-error", "hook-spec"):
+            rendered = self.query_one(f"#{widget_id}", Static).render()
+            parts.append(str(rendered))
+        return "\n".join(p for p in parts if p)

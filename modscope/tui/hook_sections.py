@@ -1,0 +1,107 @@
+"""What modscope's hooks saw on one module, for the detail pane: where a pause stopped, the
+last event of each hook kind, and the legacy hook beside the observed backward (Hook Code 3)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rich.console import RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from modscope.core.fmt import summary_line
+from modscope.core.hook_notes import LEGACY_LESSON
+from modscope.core.types import HookEvent, HookKind, SummaryList
+
+FIELDS = ("args", "output", "grad_input", "grad_output")
+INLINE = 3
+"""Summaries shown on one line per field; the event screen shows them all."""
+
+
+def inline(values: SummaryList, limit: int = INLINE) -> str:
+    """`(tensor 1.0000, tensor 0.0080)`; None entries (no gradient) as `None`."""
+    shown = ", ".join(summary_line(s) if s is not None else "None" for s in values[:limit])
+    more = f", … {len(values) - limit} more" if len(values) > limit else ""
+    return f"({shown}{more})"
+
+
+def fields_text(e: HookEvent) -> Text:
+    """`args (…)  output (…)` for what one event carries."""
+    text = Text()
+    for name in FIELDS:
+        values = getattr(e, name)
+        if values is None:
+            continue
+        if text:
+            text.append("  ")
+        text.append(f"{name} ", style="dim")
+        text.append(inline(values))
+    return text
+
+
+def summaries_table(values: SummaryList, *, autograd: bool = False) -> Table:
+    """One row per entry: `[0]  tensor 1.0000`."""
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="dim", no_wrap=True, justify="right")
+    table.add_column(overflow="fold")
+    for i, s in enumerate(values):
+        text = (
+            Text(summary_line(s, autograd=autograd))
+            if s is not None
+            else Text("None (no gradient reached it)", style="dim")
+        )
+        table.add_row(f"[{i}]", text)
+    return table
+
+
+def paused_section(e: HookEvent) -> list[RenderableType]:
+    """Where the iteration is stopped and what arrived there."""
+    head = Text(
+        f"paused here: {e.kind.value} hook, step {e.step}, {e.phase.value} phase",
+        style="bold magenta",
+    )
+    parts: list[RenderableType] = [head]
+    for name in FIELDS:
+        values = getattr(e, name)
+        if values is None:
+            continue
+        parts.append(Text(f"{name}", style="bold"))
+        parts.append(summaries_table(values))
+    parts.append(
+        Text(
+            "c continues · s / n run to the end of the iteration / phase · q quits",
+            style="dim italic",
+        )
+    )
+    return parts
+
+
+def seen_section(events: Mapping[HookKind, HookEvent]) -> list[RenderableType]:
+    """The last event of each of modscope's hook kinds on a module, one row each; a legacy
+    backward hook's row sits right above the observed backward's, with the lesson."""
+    if not events:
+        return []
+    order = [k for k in HookKind if k in events]
+    if HookKind.LEGACY_BACKWARD in events and HookKind.BACKWARD in events:
+        order.remove(HookKind.LEGACY_BACKWARD)
+        order.insert(order.index(HookKind.BACKWARD), HookKind.LEGACY_BACKWARD)
+    step = max(e.step for e in events.values())
+    table = Table.grid(padding=(0, 1))
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    for kind in order:
+        e = events[kind]
+        label = Text(kind.value, style="magenta")
+        if e.step != step:
+            label.append(f" (step {e.step})", style="dim")
+        row = fields_text(e)
+        if e.count > 1:
+            row.append(f"  ×{e.count:,}", style="dim")
+        table.add_row(label, row)
+    parts: list[RenderableType] = [Text(f"hooks saw  (step {step})", style="bold"), table]
+    if HookKind.LEGACY_BACKWARD in events:
+        lesson = LEGACY_LESSON
+        if HookKind.BACKWARD not in events:
+            lesson += " (attach backward observe here to compare)"
+        parts.append(Text(lesson, style="yellow"))
+    return parts

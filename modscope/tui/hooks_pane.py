@@ -1,0 +1,108 @@
+"""The hooks pane: every hook that can fire on the selected module, whoever registered it."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.binding import Binding, BindingType
+from textual.widgets import OptionList
+from textual.widgets.option_list import Option
+
+from modscope.core.types import HookInfo
+from modscope.tui import labels
+
+OWNER_WORDS = {
+    "modscope": "modscope",
+    "script": "the script",
+    "torch": "torch",
+    "global": "global (every module)",
+    "other": "another library",
+}
+
+
+class HooksPane(OptionList):
+    """A `list_hooks` snapshot of one module: kind, action, flags, function and file:line.
+
+    The app's `x` detaches the highlighted hook; `h` attaches a new one.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+    ]
+
+    def __init__(self, script: str, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.script = script
+        self.path: str | None = None
+        self.hooks: tuple[HookInfo, ...] | None = None
+        self._shown: tuple[str | None, tuple[HookInfo, ...] | None, str] | None = None
+
+    def on_mount(self) -> None:
+        self.show(None, None)
+
+    def show(self, path: str | None, hooks: tuple[HookInfo, ...] | None, name: str = "") -> None:
+        """Show the hooks of the module at `path` (None: no module selected; hooks None:
+        not listed yet). `name` is how the module is called (the model's name for the root)."""
+        if self._shown == (path, hooks, name):
+            return
+        self._shown = (path, hooks, name)
+        before = self.selected
+        self.path, self.hooks = path, hooks
+        shown_name = name or (path or "(root)")
+        self.clear_options()
+        if path is None:
+            self.add_option(
+                Option(Text("Select a module in the tree.", style="dim"), disabled=True)
+            )
+        elif hooks is None:
+            self.add_option(Option(Text("listing…", style="dim"), disabled=True))
+        elif not hooks:
+            text = Text(f"No hook can fire on {shown_name}. ", style="dim")
+            text.append("h attaches one.", style="dim italic")
+            self.add_option(Option(text, disabled=True))
+        else:
+            self.add_options(Option(hook_text(h, self.script), id=h.hook_id) for h in hooks)
+            ids = [h.hook_id for h in hooks]
+            self.highlighted = ids.index(before.hook_id) if before and before.hook_id in ids else 0
+        title = Text("Hooks")
+        if path is not None:
+            title.append(" on ")
+            title.append(shown_name)
+            if hooks:
+                title.append(f" ({len(hooks)})")
+        self.border_title = title
+
+    @property
+    def selected(self) -> HookInfo | None:
+        """The highlighted hook, or None."""
+        i = self.highlighted
+        if not self.hooks or i is None or not 0 <= i < len(self.hooks):
+            return None
+        return self.hooks[i]
+
+
+def hook_text(h: HookInfo, script: str) -> Text:
+    """`forward  scale=2  modscope  [with_kwargs]` over `qualname  file:line`."""
+    text = Text()
+    ours = h.owner == "modscope"
+    text.append(h.kind, style="bold magenta" if ours else "bold")
+    if h.target:
+        text.append(" on ")
+        text.append(h.target)
+    text.append("  ")
+    if h.action:
+        # The spec's MODULE and KIND are the pane's module and this row's kind already.
+        text.append(h.action.rpartition(":")[2], style="magenta")
+    text.append(f"  {OWNER_WORDS.get(h.owner, h.owner)}", style="dim" if ours else "yellow")
+    if h.flags:
+        text.append(f"  [{', '.join(h.flags)}]", style="dim")
+    text.append("\n  ")
+    qualname = h.qualname
+    if ours:
+        qualname = qualname.removeprefix("modscope.core.hooks.")
+    text.append(qualname, style="" if not ours else "dim")
+    text.append("  ")
+    text.append(labels.display_location(h.location, script), style="dim")
+    return text

@@ -1,0 +1,262 @@
+"""One-line rich Texts for tree nodes, findings, errors and the status line.
+
+Every untrusted string (module names, paths, reprs, messages) is appended as plain text to a
+`rich.text.Text`, never parsed as markup: `blocks[attn]` and `x[/y]` show as typed. The marks
+follow `modscope tree`: ◆ parameter, ◇ buffer, ✗ not registered.
+"""
+
+from __future__ import annotations
+
+import os
+
+from rich.text import Text
+
+from modscope.core.fmt import format_count, format_number, format_shape, summary_line
+from modscope.core.types import (
+    Finding,
+    HookEvent,
+    ModuleInfo,
+    Severity,
+    TensorInfo,
+    TensorSummary,
+    Unregistered,
+    UserError,
+)
+from modscope.tui.updates import SessionStatus
+
+SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
+SEVERITY_MARK = {Severity.ERROR: "✗", Severity.WARNING: "!", Severity.INFO: "i"}
+SHARED_SHOWN = 2
+
+
+def plural(n: int, word: str) -> str:
+    return f"{format_count(n)} {word}{'' if n == 1 else 's'}"
+
+
+def display_path(file: str | None, script: str | None = None) -> str:
+    """A file as a person wants to read it: the script by its name, files beside it relative
+    to its folder, anything else as it is."""
+    if not file:
+        return "?"
+    if script:
+        base = os.path.dirname(os.path.abspath(script))
+        full = os.path.abspath(file)
+        if full.startswith(base + os.sep):
+            return os.path.relpath(full, base)
+    return file
+
+
+def display_location(location: str | None, script: str | None = None) -> str:
+    """`file:line` with the file shown by `display_path`, or by its name when it lies outside
+    the script's folder (site-packages paths differ from machine to machine)."""
+    if not location:
+        return "?"
+    file, _, line = location.rpartition(":")
+    if not file or not line.isdigit():
+        file, line = location, ""
+    shown = display_path(file, script)
+    if os.path.isabs(shown):
+        shown = os.path.basename(shown)
+    return f"{shown}:{line}" if line else shown
+
+
+def badge(text: Text, findings: list[Finding] | None, below: Severity | None = None) -> None:
+    """Append a finding badge: `●2` in the worst severity's colour; `○` when only below."""
+    if findings:
+        worst = min((f.severity for f in findings), key=lambda s: s.rank)
+        text.append(f"  ●{len(findings)}", style=SEVERITY_STYLE[worst])
+    elif below is not None:
+        text.append("  ○", style=SEVERITY_STYLE[below])
+
+
+def module_label(m: ModuleInfo, *, name: str | None = None, hooks: int = 0) -> Text:
+    """`powModel PowModel  1 param` with `eval` when in eval mode."""
+    text = Text()
+    text.append(name if name is not None else (m.name or "(root)"), style="bold")
+    text.append(f" {m.type_name}", style="dim")
+    totals = m.totals
+    if totals.parameters:
+        text.append(f"  {plural(totals.parameters, 'param')}")
+        if totals.trainable != totals.parameters:
+            text.append(f" ({format_count(totals.trainable)} trainable)", style="blue")
+    if totals.buffers:
+        text.append(f"  {format_count(totals.buffers)} in buffers", style="dim")
+    if not m.training:
+        text.append("  eval", style="yellow")
+    if hooks:
+        text.append(f"  ⚓{hooks}", style="magenta")
+    return text
+
+
+def tensor_label(
+    t: TensorInfo,
+    summary: TensorSummary | None,
+    grad: TensorSummary | None,
+    *,
+    changed: bool = False,
+) -> Text:
+    """`◆ powParam tensor 1.1034  ∇ 10.3434` with its marks; highlighted when it just changed."""
+    text = Text()
+    text.append("◆ " if t.is_parameter else "◇ ", style="cyan" if t.is_parameter else "magenta")
+    text.append(t.name, style="bold")
+    text.append(" ")
+    if summary is not None:
+        text.append(summary_line(summary), style="bold yellow" if changed else "")
+        if summary.nan or summary.inf:
+            text.stylize("bold red", len(text) - len(summary_line(summary)))
+    else:
+        words = "tensor" + (format_shape(t.shape) if t.shape else "")
+        if len(t.shape) > 1 or (t.shape and t.numel > 8):
+            words += f" n={format_count(t.numel)}"
+        text.append(words, style="dim")
+    if changed:
+        text.append(" Δ", style="bold yellow")
+    if grad is not None:
+        text.append("  ∇ ", style="dim")
+        text.append(
+            format_number(grad.norm), style="green" if not (grad.nan or grad.inf) else "bold red"
+        )
+    if t.frozen:
+        text.append("  frozen", style="blue")
+    if not t.is_parameter and not t.persistent:
+        text.append("  non-persistent", style="dim")
+    if t.has_grad_fn:
+        text.append("  carries autograd history!", style="bold red")
+    if t.shared_with:
+        shown = ", ".join(t.shared_with[:SHARED_SHOWN])
+        more = len(t.shared_with) - SHARED_SHOWN
+        text.append(f"  shared with {shown}" + (f" +{more}" if more > 0 else ""), style="green")
+    if t.note:
+        text.append(f"  {t.note}", style="dim")
+    return text
+
+
+def unregistered_label(u: Unregistered) -> Text:
+    """`✗ modelList[0] PowModel  not registered (module, in a plain list)`."""
+    text = Text()
+    text.append("✗ ", style="bold red")
+    text.append(u.path[len(u.owner) + 1 :] if u.owner else u.path, style="red")
+    text.append(f" {u.type_name}", style="dim")
+    where = f"in a plain {u.container}" if u.container else "a plain attribute"
+    text.append(f"  not registered ({u.what}, {where})", style="red")
+    return text
+
+
+def fold_label(first: ModuleInfo, last: ModuleInfo, count: int) -> Text:
+    """`0-3299: 3,300 × Block  12 params each`, like `modscope tree`'s folded runs."""
+    text = Text()
+    text.append(f"{first.name}-{last.name}", style="bold")
+    text.append(f": {format_count(count)} × {first.type_name}")
+    text.append(f"  {plural(first.totals.parameters, 'param')} each", style="dim")
+    return text
+
+
+def more_label(remaining: int) -> Text:
+    return Text(f"… {format_count(remaining)} more (enter shows the next ones)", style="dim italic")
+
+
+def finding_text(f: Finding) -> Text:
+    text = Text()
+    text.append(f"{SEVERITY_MARK[f.severity]} ", style=SEVERITY_STYLE[f.severity])
+    text.append(f.kind, style=SEVERITY_STYLE[f.severity])
+    text.append("  ")
+    text.append(f.path or "(model)", style="bold")
+    if f.step:
+        text.append(f"  step {f.step}", style="dim")
+    text.append("\n  ")
+    text.append(f.message)
+    if f.fix:
+        text.append("\n  fix: ", style="dim")
+        text.append(f.fix, style="dim")
+    return text
+
+
+def error_text(error: UserError, script: str | None = None, *, traceback: bool = False) -> Text:
+    """Where the user's code failed (file, line, step, phase), what it said, the source line."""
+    text = Text()
+    where = display_path(error.file, script)
+    if error.line:
+        where += f", line {error.line}"
+    when = "while loading" if error.step is None else f"at step {error.step}, {error.phase.value}"
+    text.append(f"{error.exc_type}", style="bold red")
+    text.append(f" in {where} ({when})\n")
+    text.append(error.message)
+    if error.source_line:
+        text.append("\n    ")
+        text.append(error.source_line.strip(), style="bold")
+    if error.hint:
+        text.append("\n")
+        text.append(error.hint, style="italic")
+    if traceback and error.traceback:
+        text.append("\n\n")
+        text.append(error.traceback.rstrip(), style="dim")
+    return text
+
+
+def status_text(status: SessionStatus) -> Text:
+    """`powlog.py │ step 3 │ next forward │ train │ loss 1.5248 │ out tensor 8.7652 │ paused`."""
+    sep = (" │ ", "dim")
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(status.script, style="bold")
+    if not status.loaded:
+        text.append_text(
+            Text.assemble(sep, ("loading…" if status.busy else "not loaded", "yellow"))
+        )
+        return text
+    if status.paused_at:
+        # First after the script's name: on a narrow terminal the rest is cut, not this.
+        pause = f"paused in {status.paused_at} · c continues"
+        text.append_text(Text.assemble(sep, (pause, "bold magenta")))
+    text.append_text(Text.assemble(sep, ("step ", "dim"), (str(status.step), "bold")))
+    if status.next_phase is not None and len(status.phases) > 1:
+        label = "next " if not status.in_iteration else "in iteration, next "
+        if status.paused_at:
+            label = "in "  # the pending phase is the one the pause holds
+        text.append_text(Text.assemble(sep, (label, "dim"), status.next_phase.value))
+    text.append_text(
+        Text.assemble(sep, ("train", "green") if status.training else ("eval", "bold yellow"))
+    )
+    if status.last_loss is not None:
+        loss = format_number(status.last_loss)
+        bad = loss in ("nan", "inf", "-inf")
+        text.append_text(Text.assemble(sep, ("loss ", "dim"), (loss, "bold red" if bad else "")))
+    if status.last_output is not None:
+        text.append_text(Text.assemble(sep, ("out ", "dim"), summary_line(status.last_output)))
+    if not status.paused_at:  # a pause is shown first, above
+        if status.running:
+            state = ("▶ running", "bold green")
+        elif status.busy:
+            state = ("running…", "green")
+        else:
+            state = ("paused", "")
+        text.append_text(Text.assemble(sep, state))
+    if status.queued:
+        text.append_text(Text.assemble(sep, (f"queued {status.queued}", "bold cyan")))
+    for tag in status.tags:
+        text.append_text(Text.assemble(sep, (tag, "italic")))
+    if status.hooks:
+        text.append_text(Text.assemble(sep, (plural(status.hooks, "hook"), "magenta")))
+    return text
+
+
+def hook_event_text(e: HookEvent) -> Text:
+    """`step 1 forward  logModel forward-pre scale  args: tensor 125.0000`."""
+    text = Text()
+    text.append(f"step {e.step} {e.phase.value}  ", style="dim")
+    text.append(e.module or "(root)", style="bold magenta")
+    text.append(f" {e.kind.value}")
+    if e.action.value != "observe":
+        text.append(f" {e.action.value}", style="magenta")
+    if e.count > 1:
+        text.append(f" ×{e.count}", style="dim")
+    for name in ("args", "output", "grad_input", "grad_output"):
+        values = getattr(e, name)
+        if values is None:
+            continue
+        shown = ", ".join(summary_line(s) if s is not None else "None" for s in values[:3])
+        more = f", … {len(values) - 3} more" if len(values) > 3 else ""
+        text.append(f"  {name}: ", style="dim")
+        text.append(f"({shown}{more})")
+    if e.note:
+        text.append(f"  [{e.note}]", style="dim italic")
+    return text

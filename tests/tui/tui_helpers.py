@@ -1,0 +1,60 @@
+"""Helpers for the app's tests: an app factory on the fixed model scripts, and waiting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from textual.pilot import Pilot
+
+from modscope.core.session import Session
+from modscope.tui.app import ModscopeApp
+
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+class AppMaker:
+    """Builds apps on the test scripts and remembers each Session they load."""
+
+    def __init__(self) -> None:
+        self.apps: list[ModscopeApp] = []
+        self.sessions: list[Session] = []
+
+    def __call__(self, script: str | Path = "powlog.py", **kwargs: object) -> ModscopeApp:
+        path = str(script if Path(script).is_absolute() else SCRIPTS / script)
+
+        def factory(sink: Callable[[str], None], pause: Callable[..., None]) -> Session:
+            session = Session.load(path, sink=sink, pause=pause)
+            self.sessions.append(session)
+            return session
+
+        app = ModscopeApp(path, session_factory=factory, animations=False, **kwargs)  # type: ignore[arg-type]
+        self.apps.append(app)
+        return app
+
+    @property
+    def session(self) -> Session:
+        return self.sessions[-1]
+
+
+async def settle(app: ModscopeApp, pilot: Pilot) -> None:
+    """Wait until the worker ran everything submitted and the screen shows it."""
+    await app.wait_idle(timeout=30)
+    await pilot.pause()
+
+
+async def press(app: ModscopeApp, pilot: Pilot, *keys: str) -> None:
+    """Press keys one at a time, letting the worker finish before the first and after each."""
+    await settle(app, pilot)
+    for key in keys:
+        await pilot.press(key)
+        await settle(app, pilot)
+
+
+async def until(pilot: Pilot, condition: Callable[[], bool], *, tries: int = 500) -> None:
+    """Let the app run until `condition()` holds (a bounded number of event-loop turns)."""
+    for _ in range(tries):
+        if condition():
+            return
+        await pilot.pause(0.01)
+    raise AssertionError("the app never reached the expected state")
