@@ -25,7 +25,7 @@ from modscope.core.hooks import (
 from modscope.core.inventory import build_inventory
 from modscope.core.loader import MISSING, LoadedScript, PrintSink, captured_prints, load_script
 from modscope.core.statediff import StateTracker
-from modscope.core.summary import capture, first_tensor, resolve
+from modscope.core.summary import capture, capture_many, first_tensor, resolve
 from modscope.core.types import (
     HookEvent,
     Inventory,
@@ -374,11 +374,8 @@ class Session:
         diff = self._tracker.diff(state)
         named = list(self.model.named_parameters(remove_duplicate=False))
         state_items = list(state.items())
-        pending = [capture(v) for _, v in state_items]
-        pending += [
-            capture(p.grad) if p.grad is not None and not is_lazy(p) else None for _, p in named
-        ]
-        summaries = resolve(pending)
+        grads = [p.grad if p.grad is not None and not is_lazy(p) else None for _, p in named]
+        summaries = resolve(capture_many([v for _, v in state_items] + grads))
         n = len(state_items)
         lr = tuple(
             float(g["lr"])

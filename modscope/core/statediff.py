@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
+from modscope.core import segments
+from modscope.core.segments import Segments, joinable
 from modscope.core.types import StateDiff
+
+_Kind = tuple[torch.device, torch.dtype]
 
 
 def _comparable(t: torch.Tensor) -> torch.Tensor:
@@ -14,33 +19,124 @@ def _comparable(t: torch.Tensor) -> torch.Tensor:
         t = t.to_dense()
     if t.is_complex():
         return torch.view_as_real(t)
-    if t.is_floating_point():
-        return t
-    return t.to(torch.float64)
+    return segments.comparable(t)
+
+
+def _key_diff(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """`segments.DIFF_COLUMNS` for one key, as a float64 tensor of 3 on its device."""
+    a, b = _comparable(new), _comparable(old)
+    delta = a - b
+    # Equal infinities are unchanged too, although their difference is NaN.
+    same = (a == b) | (torch.isnan(a) & torch.isnan(b))
+    changed = (~same).any()
+    if delta.numel():
+        max_delta = torch.where(same, 0.0, delta.abs()).amax()
+    else:
+        max_delta = torch.zeros((), dtype=torch.float64, device=a.device)
+    # Norms of fp16/bf16 in float32: in their own dtype they overflow past 65504 (fp16) and
+    # keep 3 significant digits, as `summary` notes too.
+    wide = torch.promote_types(a.dtype, torch.float32)
+    delta_norm = torch.linalg.vector_norm(torch.where(same, 0.0, delta), dtype=wide)
+    rel = delta_norm / torch.linalg.vector_norm(b, dtype=wide)
+    rel = torch.where(delta_norm == 0, 0.0, rel)
+    return torch.stack([changed.double(), max_delta.double(), rel.double()])
+
+
+@dataclass(frozen=True, eq=False)
+class _Block:
+    """Keys of one device and dtype whose previous values lie back to back in one buffer."""
+
+    keys: tuple[str, ...]
+    shapes: tuple[torch.Size, ...]
+    previous: torch.Tensor
+    segments: Segments
+
+    def views(self) -> dict[str, torch.Tensor]:
+        """Each key's previous value: a view of `previous`, in the key's shape."""
+        pieces = self.previous.split([shape.numel() for shape in self.shapes])
+        return {
+            key: piece.view(shape)
+            for key, piece, shape in zip(self.keys, pieces, self.shapes, strict=True)
+        }
+
+
+@dataclass
+class _Group:
+    """The joinable tensors of one device and dtype in a `state_dict`, in its order."""
+
+    keys: list[str]
+    shapes: list[torch.Size]
+    tensors: list[torch.Tensor]
+
+    def matches(self, block: _Block) -> bool:
+        """True when `block` holds the previous values of exactly these keys and shapes."""
+        return block.keys == tuple(self.keys) and block.shapes == tuple(self.shapes)
+
+
+def _groups(state: Mapping[str, torch.Tensor]) -> dict[_Kind, _Group]:
+    """The state's small tensors grouped by device and dtype, where there are enough to join."""
+    groups: dict[_Kind, _Group] = {}
+    for key, value in state.items():
+        if (
+            isinstance(value, torch.Tensor)
+            and value.numel() <= segments.DIFF_MAX_NUMEL
+            and joinable(value)
+        ):
+            group = groups.get((value.device, value.dtype))
+            if group is None:
+                group = groups[value.device, value.dtype] = _Group([], [], [])
+            group.keys.append(key)
+            group.shapes.append(value.shape)
+            group.tensors.append(value)
+    return {kind: g for kind, g in groups.items() if len(g.keys) >= segments.MIN_TENSORS}
 
 
 class StateTracker:
     """Holds the previous `state_dict` values and diffs the current ones against them.
 
-    The previous copy is allocated once per key and overwritten in place after each diff, so
-    stepping allocates no new memory for it.
+    The previous copy is allocated once and overwritten in place after each diff, so stepping
+    allocates no new memory for it. Many small tensors of one device and dtype share one flat
+    buffer (each key's previous value a view of it), copied and compared by some twenty
+    kernels for all of them rather than a dozen per key (see `segments`). A group whose keys
+    or shapes changed is compared key by key once, then joined anew.
     """
 
     def __init__(self) -> None:
         self._previous: dict[str, torch.Tensor] = {}
+        self._blocks: dict[_Kind, _Block] = {}
 
     def reset(self, state: Mapping[str, torch.Tensor]) -> None:
         """Take `state` as the baseline the next diff compares against."""
         self._previous = {}
-        self._remember(state)
+        self._blocks = {}
+        self._remember(state, _groups(state), {})
 
-    def _remember(self, state: Mapping[str, torch.Tensor]) -> None:
+    def _remember(
+        self,
+        state: Mapping[str, torch.Tensor],
+        groups: Mapping[_Kind, _Group],
+        flats: Mapping[_Kind, torch.Tensor],
+    ) -> None:
+        """Keep `state` as the previous values; `flats` holds the joined current values of
+        the groups whose block still matches (`diff` has just compared them)."""
         kept: dict[str, torch.Tensor] = {}
+        blocks: dict[_Kind, _Block] = {}
         with torch.no_grad():
+            for kind, group in groups.items():
+                block = self._blocks.get(kind)
+                if block is not None and group.matches(block):
+                    block.previous.copy_(flats[kind])
+                    kept.update((key, self._previous[key]) for key in block.keys)
+                else:
+                    block = _new_block(group)
+                    kept.update(block.views())
+                blocks[kind] = block
+            retired = {k for b in self._blocks.values() for k in b.keys}
             for key, value in state.items():
-                if not isinstance(value, torch.Tensor) or value.is_meta:
+                if key in kept or not isinstance(value, torch.Tensor) or value.is_meta:
                     continue
-                old = self._previous.get(key)
+                # A view of a retired block's buffer would keep the whole buffer alive.
+                old = None if key in retired else self._previous.get(key)
                 value = value.detach()
                 if (
                     old is not None
@@ -54,45 +150,46 @@ class StateTracker:
                 else:
                     kept[key] = value.clone()
         self._previous = kept
+        self._blocks = blocks
 
     def diff(self, state: Mapping[str, torch.Tensor], *, remember: bool = True) -> StateDiff:
         """Per key: changed / unchanged / added / removed, max |delta| and relative change."""
         before = self._previous
         added = tuple(k for k in state if k not in before)
         removed = tuple(k for k in before if k not in state)
-        common = [
-            k
-            for k in state
-            if k in before and isinstance(state[k], torch.Tensor) and not state[k].is_meta
-        ]
-        rows: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+        groups = _groups(state)
+        rows: dict[torch.device, list[tuple[Sequence[str], torch.Tensor]]] = {}
+        flats: dict[_Kind, torch.Tensor] = {}
+        joined: set[str] = set()
         reshaped: list[str] = []
         with torch.no_grad():
-            for key in common:
-                new, old = state[key].detach(), before[key]
+            for kind, group in groups.items():
+                block = self._blocks.get(kind)
+                if block is None or not group.matches(block):
+                    continue
+                flat = flats[kind] = segments.flatten(group.tensors)
+                stats = segments.diff_stats(flat, block.previous, block.segments)
+                rows.setdefault(flat.device, []).append((group.keys, stats))
+                joined.update(group.keys)
+            for key, value in state.items():
+                if key in joined or key not in before:
+                    continue
+                if not isinstance(value, torch.Tensor) or value.is_meta:
+                    continue
+                new, old = value.detach(), before[key]
                 if new.shape != old.shape:
                     reshaped.append(key)
                     continue
-                a, b = _comparable(new), _comparable(old)
-                delta = a - b
-                both_nan = torch.isnan(a) & torch.isnan(b)
-                changed = ((a != b) & ~both_nan).any()
-                if delta.numel():
-                    max_delta = torch.where(both_nan, 0.0, delta.abs()).amax()
-                else:
-                    max_delta = torch.zeros((), dtype=torch.float64, device=a.device)
-                delta_norm = torch.linalg.vector_norm(torch.where(both_nan, 0.0, delta))
-                rel = delta_norm / torch.linalg.vector_norm(b)
-                rel = torch.where(delta_norm == 0, 0.0, rel)
-                stats = torch.stack([changed.double(), max_delta.double(), rel.double()])
-                rows.setdefault(stats.device, []).append((key, stats))
+                stats = _key_diff(new, old).reshape(1, -1)
+                rows.setdefault(stats.device, []).append(((key,), stats))
         changed_keys: list[str] = list(reshaped)
         unchanged: list[str] = []
         max_abs: dict[str, float | None] = {k: None for k in reshaped}
         rel_change: dict[str, float | None] = {k: None for k in reshaped}
         for entries in rows.values():
-            values = torch.stack([s for _, s in entries]).cpu().tolist()
-            for (key, _), (flag, max_delta, rel) in zip(entries, values, strict=True):
+            values = torch.cat([stats for _, stats in entries]).cpu().tolist()
+            keys = (key for batch, _ in entries for key in batch)
+            for key, (flag, max_delta, rel) in zip(keys, values, strict=True):
                 if flag:
                     changed_keys.append(key)
                     max_abs[key] = max_delta
@@ -103,7 +200,7 @@ class StateTracker:
         changed_keys.sort(key=order.__getitem__)
         unchanged.sort(key=order.__getitem__)
         if remember:
-            self._remember(state)
+            self._remember(state, groups, flats)
         return StateDiff(
             changed=tuple(changed_keys),
             unchanged=tuple(unchanged),
@@ -112,3 +209,12 @@ class StateTracker:
             max_abs_delta={k: max_abs[k] for k in changed_keys},
             rel_change={k: rel_change[k] for k in changed_keys},
         )
+
+
+def _new_block(group: _Group) -> _Block:
+    """A block holding a copy of `group`'s tensors."""
+    previous = segments.flatten(group.tensors)
+    sizes = [s.numel() for s in group.shapes]
+    return _Block(
+        tuple(group.keys), tuple(group.shapes), previous, Segments.of(sizes, previous.device)
+    )

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
+from modscope.core import segments
+from modscope.core.segments import Segments, joinable
 from modscope.core.types import TensorSummary
 
 MAX_VALUES = 16
@@ -19,10 +21,12 @@ MAX_VALUES = 16
 COPY_LIMIT = 4096
 """Off the host, tensors with at most this many elements are copied whole when captured and
 summarized on the host by `resolve`: for them, a dozen GPU kernel launches cost far more than
-one copy and the arithmetic."""
+one copy and the arithmetic. (Many small ones are summarized together on their device first,
+see `segments`.)"""
 
-# Device types whose results are on the host already: reading them back is no sync, so the
-# summary is finished at capture. Tests empty this to run the deferred paths on the CPU.
+# Device types whose results are on the host already: reading them back is no sync, so a
+# summary is finished at capture unless `resolve` may join it with others. Tests empty this
+# to run the deferred paths on the CPU.
 _HOST_DEVICE_TYPES = frozenset({"cpu"})
 
 _SPARSE_LAYOUTS = frozenset(
@@ -30,15 +34,8 @@ _SPARSE_LAYOUTS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class PendingSummary:
-    """What `capture` saw: the host facts, and the statistics wherever they are.
-
-    On the CPU `ready` holds the finished summary. Elsewhere a small tensor's whole data is
-    copied into `data`; a larger one has its statistics in `parts`, small tensors still on its
-    device, with `values` a copy of at most `MAX_VALUES` elements. The copies are private, so
-    a later in-place change to the original does not alter what was seen.
-    """
+class _Facts(NamedTuple):
+    """What a summary says about a tensor besides its statistics (`TensorSummary`'s fields)."""
 
     shape: tuple[int, ...]
     dtype: str
@@ -48,15 +45,28 @@ class PendingSummary:
     requires_grad: bool
     grad_fn: str | None
     note: str | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PendingSummary:
+    """What `capture` saw: the host facts, and the statistics wherever they are.
+
+    A small tensor's whole data is copied into `data`; when `joins`, `resolve` may summarize
+    it together with others of its device and dtype (see `segments`). Otherwise, on the CPU
+    `ready` holds the finished summary, and elsewhere `parts` holds the statistics, small
+    tensors still on its device, with `values` a copy of at most `MAX_VALUES` elements. The
+    copies are private, so a later in-place change to the original does not alter what was
+    seen.
+    """
+
+    facts: _Facts
     ready: TensorSummary | None = None
     data: torch.Tensor | None = None
     parts: tuple[torch.Tensor, ...] = ()
     values: torch.Tensor | None = None
     counted: int = 0
     maybe_nonfinite: bool = False
-
-    def _facts(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _FACTS}
+    joins: bool = False
 
     def _on_device(self) -> tuple[torch.Tensor, ...]:
         """The tensors `resolve` brings to the host, in order."""
@@ -65,11 +75,7 @@ class PendingSummary:
         return self.parts if self.values is None else (*self.parts, self.values)
 
 
-_FACTS = ("shape", "dtype", "device", "numel", "layout", "requires_grad", "grad_fn", "note")
-
-
-@dataclass(frozen=True)
-class _Stats:
+class _Stats(NamedTuple):
     """Host statistics over the finite elements; `m2` is the sum of squared deviations."""
 
     lo: float
@@ -206,36 +212,55 @@ def _values_copy(t: torch.Tensor) -> torch.Tensor:
     return dense.resolve_conj().resolve_neg().reshape(-1).contiguous()
 
 
+def _facts_of(t: torch.Tensor) -> _Facts:
+    return _Facts(
+        tuple(t.shape),
+        _torch_name(t.dtype),
+        _torch_name(t.device),
+        t.numel(),
+        _torch_name(t.layout),
+        t.requires_grad,
+        type(t.grad_fn).__name__ if t.grad_fn is not None else None,
+    )
+
+
+def _joined_later(x: torch.Tensor) -> bool:
+    """True when `capture` copies `x` whole for `resolve` to summarize, with others of its
+    device and dtype when there are enough (see `segments`)."""
+    n = x.numel()
+    return 0 < n <= min(segments.SUMMARY_MAX_NUMEL, COPY_LIMIT) and joinable(x)
+
+
 def capture(t: torch.Tensor) -> PendingSummary:
     """Record a tensor as it is now, without waiting for its device.
 
-    On the CPU the summary is finished at once. Elsewhere nothing moves to the host until
-    `resolve`: small tensors are copied on the device, larger ones reduced there to a few
-    numbers. Runs under `torch.no_grad()` on `t.detach()`: it consumes no random numbers and
+    Small tensors are copied whole, to be summarized by `resolve`, many at a time when there
+    are many (see `segments`). Larger ones are summarized at once on the CPU, and elsewhere
+    reduced on their device to a few numbers that move to the host in `resolve`. Works on
+    `t.detach()`, under `torch.no_grad()` where it computes: it consumes no random numbers and
     changes neither the tensor, its `.grad` nor the autograd graph.
     """
-    facts: dict[str, Any] = {
-        "shape": tuple(t.shape),
-        "dtype": _torch_name(t.dtype),
-        "device": _torch_name(t.device),
-        "numel": t.numel(),
-        "layout": _torch_name(t.layout),
-        "requires_grad": t.requires_grad,
-        "grad_fn": type(t.grad_fn).__name__ if t.grad_fn is not None else None,
-    }
+    facts = _facts_of(t)
+    x = t.detach()
+    if _joined_later(x):
+        # The hot path for models of many small tensors, so no more than it needs: the clone
+        # of a detached tensor records no history, and it keeps the shape (a reshape costs
+        # as much as a small copy; `segments.flatten` ignores shapes).
+        copy = x.clone(memory_format=torch.contiguous_format)
+        return PendingSummary(facts, data=copy, joins=True)
     with torch.no_grad():
-        x = t.detach()
         try:
-            data, facts["note"] = _stat_data(x)
+            data, note = _stat_data(x)
+            facts = facts._replace(note=note)
             if data is None or data.numel() == 0:
-                return PendingSummary(**facts)
+                return PendingSummary(facts)
             if x.device.type in _HOST_DEVICE_TYPES:
-                return PendingSummary(**facts, ready=_host_summary(facts, x, data))
+                return PendingSummary(facts, ready=_host_summary(facts, x, data))
             if data is x and x.numel() <= COPY_LIMIT:
-                return PendingSummary(**facts, data=_values_copy(x))
+                return PendingSummary(facts, data=_values_copy(x))
             maybe_nonfinite = data.is_floating_point() or data.is_complex()
             return PendingSummary(
-                **facts,
+                facts,
                 parts=_device_parts(_work_tensor(data), maybe_nonfinite),
                 values=_values_copy(x) if x.numel() <= MAX_VALUES else None,
                 counted=data.numel(),
@@ -244,14 +269,14 @@ def capture(t: torch.Tensor) -> PendingSummary:
         except (RuntimeError, NotImplementedError, TypeError) as exc:
             # Tensor subclasses and exotic dtypes may refuse a reduction: a debugger must
             # show what it can rather than fail the user's iteration.
-            return PendingSummary(**_failed(facts, exc))
+            return PendingSummary(_failed(facts, exc))
 
 
-def _failed(facts: dict[str, Any], exc: Exception) -> dict[str, Any]:
-    return facts | {"note": f"no statistics: {str(exc).splitlines()[0]}"}
+def _failed(facts: _Facts, exc: Exception) -> _Facts:
+    return facts._replace(note=f"no statistics: {str(exc).splitlines()[0]}")
 
 
-def _host_summary(facts: dict[str, Any], x: torch.Tensor, data: torch.Tensor) -> TensorSummary:
+def _host_summary(facts: _Facts, x: torch.Tensor, data: torch.Tensor) -> TensorSummary:
     """The summary of a host tensor `x` whose statistics are those of `data`."""
     maybe_nonfinite = data.is_floating_point() or data.is_complex()
     work = _work_tensor(data)
@@ -264,58 +289,95 @@ def _host_summary(facts: dict[str, Any], x: torch.Tensor, data: torch.Tensor) ->
 
 
 def capture_many(tensors: Iterable[Any]) -> list[PendingSummary | None]:
-    """`capture` each tensor; None (and anything that is not a tensor) stays None."""
-    return [capture(t) if isinstance(t, torch.Tensor) else None for t in tensors]
+    """`capture` each tensor; None (and anything that is not a tensor) stays None.
+
+    Small tensors that `resolve` will join (at least `segments.MIN_TENSORS` of one device and
+    dtype) are copied by one `segments.flatten` rather than one clone each.
+    """
+    items = list(tensors)
+    out: list[PendingSummary | None] = [None] * len(items)
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, t in enumerate(items):
+        if isinstance(t, torch.Tensor) and _joined_later(t):
+            groups.setdefault((t.device, t.dtype), []).append(i)
+    for members in groups.values():
+        if len(members) < segments.MIN_TENSORS:
+            continue
+        joined = [items[i] for i in members]
+        with torch.no_grad():
+            copies = segments.flatten(joined).split([t.numel() for t in joined])
+        for i, t, copy in zip(members, joined, copies, strict=True):
+            out[i] = PendingSummary(_facts_of(t), data=copy, joins=True)
+    return [
+        p if p is not None else capture(t) if isinstance(t, torch.Tensor) else None
+        for p, t in zip(out, items, strict=True)
+    ]
 
 
 def _summary(
-    facts: dict[str, Any], stats: _Stats | None, counted: int, values: list[Any] | None
+    facts: _Facts, stats: _Stats | None, counted: int, values: list[Any] | None
 ) -> TensorSummary:
-    numel: int = facts["numel"]
-    numbers: dict[str, Any] = {}
+    """The summary of a tensor with `facts`, and `stats` over `counted` elements (None: none)."""
+    numel = facts.numel
+    nan = inf = 0
+    lo = hi = mean = std = norm = None
     if stats is None:
         # A sparse tensor with no stored value is all (implicit) zeros; meta has no data.
-        zeros = numel if facts["layout"] != "strided" and facts["device"] != "meta" else 0
+        zeros = numel if facts.layout != "strided" and facts.device != "meta" else 0
     else:
         zeros = numel - stats.nonzero
-        numbers = {"nan": stats.nan, "inf": counted - stats.finite - stats.nan}
+        nan, inf = stats.nan, counted - stats.finite - stats.nan
         if stats.finite > 0:
-            numbers |= {
-                "min": stats.lo,
-                "max": stats.hi,
-                "mean": stats.mean,
-                "std": math.sqrt(stats.m2 / (stats.finite - 1)) if stats.finite > 1 else None,
-                "norm": stats.norm,
-            }
+            lo, hi, mean, norm = stats.lo, stats.hi, stats.mean, stats.norm
+            std = math.sqrt(stats.m2 / (stats.finite - 1)) if stats.finite > 1 else None
     if values is None and numel == 0:
         values = []
+    # Keywords rather than `**facts._asdict()`: this runs once per tensor of every step.
     return TensorSummary(
-        **facts,
+        shape=facts.shape,
+        dtype=facts.dtype,
+        device=facts.device,
+        numel=numel,
+        norm=norm,
+        min=lo,
+        max=hi,
+        mean=mean,
+        std=std,
+        nan=nan,
+        inf=inf,
         zeros=zeros,
         values=tuple(values) if values is not None else None,
-        **numbers,
+        layout=facts.layout,
+        requires_grad=facts.requires_grad,
+        grad_fn=facts.grad_fn,
+        note=facts.note,
     )
 
 
-def _to_host(pending: Sequence[PendingSummary]) -> list[list[torch.Tensor]]:
-    """Host copies of each pending's device tensors, with one transfer per device."""
+def _to_host(entries: Sequence[Sequence[torch.Tensor]]) -> list[list[torch.Tensor]]:
+    """Host copies of each entry's tensors (flattened), with one transfer per device."""
     by_device: dict[torch.device, list[int]] = {}
-    for i, p in enumerate(pending):
-        by_device.setdefault(p._on_device()[0].device, []).append(i)
-    out: list[list[torch.Tensor]] = [[] for _ in pending]
-    for indices in by_device.values():
+    for i, entry in enumerate(entries):
+        by_device.setdefault(entry[0].device, []).append(i)
+    out: list[list[torch.Tensor]] = [[] for _ in entries]
+    for device, indices in by_device.items():
+        if device.type in _HOST_DEVICE_TYPES:
+            for i in indices:
+                out[i] = list(entries[i])
+            continue
         # Pieces of one dtype are joined first, so that little work is done per piece; all
         # dtypes then travel as raw bytes in one buffer: one copy (and one sync) per device,
         # exact for every dtype (int64 beyond 2**53 and complex values too).
         by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        filled: dict[torch.dtype, int] = {}
         where: list[tuple[int, torch.dtype, int, int]] = []
         for i in indices:
-            for piece in pending[i]._on_device():
-                same = by_dtype.setdefault(piece.dtype, [])
-                start = sum(p.numel() for p in same)
-                where.append((i, piece.dtype, start, start + piece.numel()))
-                same.append(piece)
-        joined = {dtype: torch.cat(pieces) for dtype, pieces in by_dtype.items()}
+            for piece in entries[i]:
+                by_dtype.setdefault(piece.dtype, []).append(piece)
+                start = filled.get(piece.dtype, 0)
+                filled[piece.dtype] = start + piece.numel()
+                where.append((i, piece.dtype, start, filled[piece.dtype]))
+        joined = {dtype: segments.flatten(pieces) for dtype, pieces in by_dtype.items()}
         sizes = [t.numel() * t.element_size() for t in joined.values()]
         buffer = torch.cat([t.view(torch.uint8) for t in joined.values()]).cpu()
         # clone(): a view to a wider dtype needs an aligned offset.
@@ -328,31 +390,103 @@ def _to_host(pending: Sequence[PendingSummary]) -> list[list[torch.Tensor]]:
     return out
 
 
+_Member = tuple[int, PendingSummary, torch.Tensor]
+"""A pending summary that `resolve` joins: its index, itself and its copied data."""
+
+
+@dataclass(frozen=True, eq=False)
+class _Joined:
+    """The summaries of many small copied tensors of one device and dtype, computed together
+    on their device: a `(k, 8)` table of `segments.SUMMARY_COLUMNS` and the values of those
+    with at most `MAX_VALUES` elements, back to back."""
+
+    members: list[_Member]
+    on_device: tuple[torch.Tensor, torch.Tensor]
+
+    @classmethod
+    def of(cls, members: list[_Member]) -> _Joined | None:
+        """The members' statistics, or None when some op refuses them (each member then takes
+        the per-tensor path, which reports its own errors)."""
+        copies = [copy for _, _, copy in members]
+        try:
+            with torch.no_grad():
+                flat = segments.flatten(copies)
+                segs = Segments.of([c.numel() for c in copies], flat.device)
+                stats = segments.summary_stats(flat, segs)
+                values = segs.gather_small(flat, MAX_VALUES)
+        except (RuntimeError, NotImplementedError, TypeError):
+            return None
+        return cls(members, (stats, values))
+
+    def finish(self, on_host: Sequence[torch.Tensor]) -> Iterator[tuple[int, TensorSummary]]:
+        """Each member's index and summary, from the host copy of `on_device`."""
+        stats, values = on_host
+        # By column: 8 lists rather than one per member, which the garbage collector tracks.
+        columns = stats.reshape(len(self.members), len(segments.SUMMARY_COLUMNS)).T.tolist()
+        listed = values.tolist()
+        offset = 0
+        for (i, p, _), *row in zip(self.members, *columns, strict=True):
+            lo, hi, total, m2, sumsq, nonzero, finite, nan = row
+            size = p.facts.numel
+            shown = None
+            if size <= MAX_VALUES:
+                shown = listed[offset : offset + size]
+                offset += size
+            mean = total / finite if finite else math.nan
+            norm = math.sqrt(sumsq)
+            numbers = _Stats(lo, hi, mean, m2, norm, int(nonzero), int(finite), int(nan))
+            yield i, _summary(p.facts, numbers, size, shown)
+
+
+def _finish(p: PendingSummary, on_host: list[torch.Tensor]) -> TensorSummary:
+    """The summary of one pending from the host copies of its device tensors."""
+    if p.data is not None:
+        (copy,) = on_host
+        try:
+            return _host_summary(p.facts, copy, copy)
+        except (RuntimeError, NotImplementedError, TypeError) as exc:
+            return _summary(_failed(p.facts, exc), None, 0, None)
+    lists = [piece.tolist() for piece in on_host]
+    n_parts = len(p.parts)
+    stats = _device_stats(lists[:n_parts], p.counted, p.maybe_nonfinite)
+    values = lists[n_parts] if p.values is not None else None
+    return _summary(p.facts, stats, p.counted, values)
+
+
 def resolve(pending: Sequence[PendingSummary | None]) -> list[TensorSummary | None]:
     """Turn captured summaries into `TensorSummary` objects; None stays None.
 
     Waits for the devices: statistics and copies go to the host in one transfer per device.
+    Copies of small tensors are summarized together, by some twenty kernels for all of them,
+    when a device and dtype has at least `segments.MIN_TENSORS` (see `segments`).
     """
-    deferred = [p for p in pending if p is not None and p._on_device()]
-    host = iter(_to_host(deferred))
-    out: list[TensorSummary | None] = []
-    for p in pending:
-        if p is None or p.ready is not None:
-            out.append(p.ready if p is not None else None)
+    out: list[TensorSummary | None] = [None] * len(pending)
+    alone: list[tuple[int, PendingSummary]] = []
+    by_kind: dict[tuple[str, str], list[_Member]] = {}
+    for i, p in enumerate(pending):
+        if p is None:
+            continue
+        if p.ready is not None:
+            out[i] = p.ready
+        elif p.joins and p.data is not None:
+            by_kind.setdefault((p.facts.device, p.facts.dtype), []).append((i, p, p.data))
         elif not p._on_device():
-            out.append(_summary(p._facts(), None, 0, None))
-        elif p.data is not None:
-            (copy,) = next(host)
-            try:
-                out.append(_host_summary(p._facts(), copy, copy))
-            except (RuntimeError, NotImplementedError, TypeError) as exc:
-                out.append(_summary(_failed(p._facts(), exc), None, 0, None))
+            out[i] = _summary(p.facts, None, 0, None)
         else:
-            lists = [piece.tolist() for piece in next(host)]
-            n_parts = len(p.parts)
-            stats = _device_stats(lists[:n_parts], p.counted, p.maybe_nonfinite)
-            values = lists[n_parts] if p.values is not None else None
-            out.append(_summary(p._facts(), stats, p.counted, values))
+            alone.append((i, p))
+    batches: list[_Joined] = []
+    for members in by_kind.values():
+        batch = _Joined.of(members) if len(members) >= segments.MIN_TENSORS else None
+        if batch is None:
+            alone.extend((i, p) for i, p, _ in members)
+        else:
+            batches.append(batch)
+    host = _to_host([p._on_device() for _, p in alone] + [b.on_device for b in batches])
+    for (i, p), pieces in zip(alone, host[: len(alone)], strict=True):
+        out[i] = _finish(p, pieces)
+    for batch, pieces in zip(batches, host[len(alone) :], strict=True):
+        for i, summary in batch.finish(pieces):
+            out[i] = summary
     return out
 
 
