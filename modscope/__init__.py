@@ -1,3 +1,58 @@
 """modscope: a keyboard-driven terminal debugger for the insides of PyTorch modules."""
 
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
 __version__ = "0.1.0"
+
+
+class _Absent:
+    """A default that says "not given" (`loss_fn=None` means forward only, absent does not)."""
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+_ABSENT: Any = _Absent()
+
+
+def inspect(
+    model: Any,
+    *,
+    inputs: Any = _ABSENT,
+    loss_fn: Any = _ABSENT,
+    optimizer: Any = None,
+    scheduler: Any = None,
+    compute_loss: Callable[..., Any] | None = None,
+    train_step: Callable[..., Any] | None = None,
+    hooks: Sequence[str] = (),
+) -> None:
+    """Open modscope on live objects, like `breakpoint()`; returns when you quit the app.
+
+    The arguments follow the model-script contract (`inputs`, `loss_fn`, `optimizer`, ...;
+    an absent `loss_fn` means "the output is the loss when it is a scalar"); `hooks` are
+    `--hook` specs attached at start. Every hook modscope adds is removed before this returns.
+    Where no app can run (stdin or stdout not a terminal, or inside a running event loop such
+    as a notebook) it says why on stderr and prints the module tree and findings instead.
+    """
+    from modscope.core.loader import MISSING
+    from modscope.live import inspect_objects
+
+    caller = sys._getframe(1)
+    objects = {
+        "inputs": MISSING if inputs is _ABSENT else inputs,
+        "loss_fn": MISSING if loss_fn is _ABSENT else loss_fn,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "compute_loss": compute_loss,
+        "train_step": train_step,
+    }
+    inspect_objects(
+        model,
+        origin=(caller.f_code.co_filename, caller.f_lineno),
+        hooks=hooks,
+        **objects,
+    )

@@ -71,3 +71,24 @@ def test_abandon_before_the_pause_is_reached_never_blocks():
     result = session.run_iteration()
     assert result.abandoned
     assert not gate.resume()
+
+
+def test_run_through_skips_pauses_until_the_request_ends():
+    session, gate, arrived = paused_session()
+    session.attach(HookSpec.parse("logModel:forward:pause"))
+    thread, results = start(session)
+    assert arrived.wait(30) and gate.paused.module == "powModel"
+    arrived.clear()
+    assert gate.resume(Resume.RUN_THROUGH)  # logModel's pause is skipped
+    thread.join(30)
+    assert results[0].record.step == 1 and not arrived.is_set()
+    gate.request_ended()
+    thread, results = start(session)
+    assert arrived.wait(30) and gate.paused.module == "powModel"
+    arrived.clear()
+    assert gate.resume(Resume.CONTINUE)
+    assert arrived.wait(30) and gate.paused.module == "logModel"
+    assert gate.resume(Resume.CONTINUE)
+    thread.join(30)
+    assert results[0].record.step == 2
+    session.close()

@@ -12,7 +12,10 @@ class Net(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(128, 64)
         self.body = nn.Sequential(
-            nn.Linear(64, 256), nn.BatchNorm1d(256), nn.ReLU(inplace=True), nn.Dropout(0.1),
+            nn.Linear(64, 256),
+            nn.BatchNorm1d(256),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.1),
             nn.Linear(256, 64),
         )
         self.head = nn.Linear(64, 128, bias=False)

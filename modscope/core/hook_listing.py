@@ -97,7 +97,7 @@ def list_hooks(
             if hook_id in ours:
                 modscope_id, spec, our_kind = ours[hook_id]
                 flags = _flags(module, attr, hook_id)
-                if our_kind != kind:
+                if our_kind != kind and kind == "forward":
                     # observing gradients: a forward hook that adds tensor hooks each iteration
                     flags += ("via tensor hooks",)
                 found.append(

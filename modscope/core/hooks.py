@@ -13,21 +13,13 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from modscope.core.summary import PendingSummary, capture, flatten_tensors
-from modscope.core.types import HookAction, HookKind, Phase
-
 # Observing gradients through a module-level full backward hook wraps inputs and outputs in
 # BackwardHookFunction nodes: an in-place op after the module then raises (PyTorch #61519) and
 # MultiheadAttention takes another path (`query is key` stops holding). Tensor hooks do neither.
-INPUT_GRAD_NOTE = "grad_input is each input's whole gradient (from all its uses)"
-LEGACY_NOTE = (
-    "legacy hook: grad_input/grad_output are those of the last operation inside forward, "
-    "not of the module's inputs"
-)
-FULL_HOOK_COST = (
-    "changing a gradient needs a module-level full backward hook: it wraps inputs and outputs in "
-    "new autograd nodes (an in-place op right after this module then fails, PyTorch #61519)"
-)
+# The notes that say so live in a torch-free module, so that the UI shows the same words.
+from modscope.core.hook_notes import FULL_HOOK_COST, INPUT_GRAD_NOTE, LEGACY_NOTE
+from modscope.core.summary import PendingSummary, capture, flatten_tensors
+from modscope.core.types import HookAction, HookKind, Phase
 
 _KINDS = {kind.value: kind for kind in HookKind}
 _ACTIONS = {action.value: action for action in HookAction}

@@ -74,6 +74,12 @@ class PauseGate:
         """Called by the worker after each phase: pause hooks fire again in the next one."""
         self._skip = False
 
+    def request_ended(self) -> None:
+        """Called by the worker when the request a `RUN_THROUGH` ran to (a phase or a whole
+        iteration) has completed: pause hooks stop the next request again."""
+        with self._condition:
+            self._skip = False
+
     def abandon(self) -> None:
         """Unwind a paused iteration now, and any later pause at once (on quit)."""
         with self._condition:

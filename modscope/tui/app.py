@@ -203,8 +203,9 @@ class ModscopeApp(App[None]):
             dirty = self._apply(update) or dirty
         if events:
             self.view.saw(events)
-            self.query_one(LogPane).hook_events(coalesce(events), HOOK_EVENTS_SHOWN)
-            self.query_one(HookEventsPane).add_events(events)
+            groups = coalesce(events)
+            self.query_one(LogPane).hook_events(groups, HOOK_EVENTS_SHOWN)
+            self.query_one(HookEventsPane).add_events(groups)
         if dirty and self.view.loaded:
             self.query_one(ModuleTree).refresh_labels()
             self.query_one(DetailPane).refresh_detail()

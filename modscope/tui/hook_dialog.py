@@ -175,7 +175,7 @@ class HookDialog(ModalScreen["HookChoice | None"]):
                         RadioButton("observe", value=True),
                         RadioButton("scale by a factor"),
                         RadioButton("zero"),
-                        RadioButton("pause (a breakpoint)"),
+                        RadioButton("pause (breakpoint)"),
                         id="action",
                     )
                     with Horizontal(id="factor-row"):
@@ -278,11 +278,13 @@ class HookDialog(ModalScreen["HookChoice | None"]):
     def _update(self) -> None:
         factor = self.query_one("#factor", Input)
         factor.disabled = self.action is not HookAction.SCALE
-        self.query_one("#hook-note", Static).update(Text(self.note(), style="dim"))
+        note = self.note()
+        self.query_one("#hook-note", Static).update(Text(note, style="dim"))
+        self.query_one("#hook-note", Static).display = bool(note)
         spec = Text("spec  ", style="dim")
         spec.append(self.choice().spec, style="bold")
         self.query_one("#hook-spec", Static).update(spec)
-        self.query_one("#hook-error", Static).update("")
+        self._error("")
 
     # -- leaving -------------------------------------------------------------------------------
 
@@ -292,11 +294,16 @@ class HookDialog(ModalScreen["HookChoice | None"]):
     def action_attach(self) -> None:
         problem = self.problem()
         if problem is not None:
-            self.query_one("#hook-error", Static).update(Text(problem))
+            self._error(problem)
             if self.action is HookAction.SCALE and self._factor() is None:
                 self.query_one("#factor", Input).focus()
             return
         self.dismiss(self.choice())
+
+    def _error(self, message: str) -> None:
+        error = self.query_one("#hook-error", Static)
+        error.update(Text(message))
+        error.display = bool(message)
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:

@@ -47,9 +47,9 @@ def coalesce(events: Sequence[HookEvent]) -> list[HookEvent]:
     return [e if counts[k] == e.count else replace(e, count=counts[k]) for k, e in last.items()]
 
 
-def burst(events: Sequence[HookEvent], limit: int = SHOWN_PER_BURST) -> Burst:
-    """A burst of events as the events pane shows them: the newest `limit` entries."""
-    groups = coalesce(events)
+def burst(groups: Sequence[HookEvent], limit: int = SHOWN_PER_BURST) -> Burst:
+    """A burst of coalesced events (`coalesce`) as the events pane shows them: the newest
+    `limit` entries, and a count of the rest."""
     if len(groups) <= limit:
         return Burst(tuple(groups))
     rest = groups[:-limit]

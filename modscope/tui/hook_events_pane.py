@@ -44,12 +44,13 @@ class HookEventsPane(OptionList):
     def on_mount(self) -> None:
         self._title()
 
-    def add_events(self, events: Sequence[HookEvent]) -> None:
-        """Add a burst of events, coalesced; the cursor follows the newest when it was there."""
-        if not events:
+    def add_events(self, groups: Sequence[HookEvent]) -> None:
+        """Add a burst of events, coalesced by `coalesce`; the cursor follows the newest when it
+        was there."""
+        if not groups:
             return
-        self.seen += sum(e.count for e in events)
-        shown = burst(events)
+        self.seen += sum(e.count for e in groups)
+        shown = burst(groups)
         new: list[HookEvent | str] = [shown.more_text] if shown.more_text else []
         new += shown.shown
         follow = self.highlighted is None or self.highlighted >= self.option_count - 1

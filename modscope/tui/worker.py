@@ -517,17 +517,13 @@ class SessionWorker:
             events.extend(result.events)
             with self._cond:
                 through, self._through = self._through, None
-            if through == "phase":
+            if through == "phase":  # `n` at a pause: this phase was the last one to run
                 self._gate.request_ended()
                 whole_iteration = False
-            elif through == "iteration":
+            elif through == "iteration":  # `s` at a pause: on to the end, pauses skipped
                 whole_iteration = True
-                with self._cond:
-                    self._through = "iteration"
             if result.record or result.error or result.abandoned or not whole_iteration:
                 break
-        with self._cond:
-            self._through = None
         self._gate.request_ended()
         return replace(result, events=tuple(events))
 
