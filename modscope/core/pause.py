@@ -70,10 +70,6 @@ class PauseGate:
             self._condition.notify_all()
             return True
 
-    def phase_ended(self) -> None:
-        """Called by the worker after each phase: pause hooks fire again in the next one."""
-        self._skip = False
-
     def request_ended(self) -> None:
         """Called by the worker when the request a `RUN_THROUGH` ran to (a phase or a whole
         iteration) has completed: pause hooks stop the next request again."""
