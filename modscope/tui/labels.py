@@ -228,7 +228,7 @@ def status_text(status: SessionStatus) -> Text:
         elif status.busy:
             state = ("running…", "green")
         else:
-            state = ("paused", "")
+            state = ("idle", "dim")
         text.append_text(Text.assemble(sep, state))
     if status.queued:
         text.append_text(Text.assemble(sep, (f"queued {status.queued}", "bold cyan")))

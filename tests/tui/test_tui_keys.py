@@ -41,7 +41,7 @@ async def test_first_screen_shows_the_tree_and_status(make_app):
         assert "model PowLogModel  2 params" in str(tree.root.label)
         assert "powlog.py" in status(app) and "step 0" in status(app)
         assert "next forward" in status(app) and "train" in status(app)
-        assert "paused" in status(app)
+        assert "idle" in status(app)
         assert app.focused is tree
 
 
@@ -120,7 +120,7 @@ async def test_space_runs_continuously_and_space_pauses(make_app):
         await pilot.press("space")
         await settle(app, pilot)
         stopped_at = app.view.status.step
-        assert not app.worker.running and "paused" in status(app)
+        assert not app.worker.running and "idle" in status(app)
         await settle(app, pilot)
         assert app.view.status.step == stopped_at
 
