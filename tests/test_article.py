@@ -13,7 +13,6 @@ from modscope.core.hooks import HookSpec
 from modscope.core.session import Session
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")
-SEED_HOOKS = os.path.join(os.path.dirname(__file__), "scripts", "seed_hooks.py")
 
 # Parameter Code 3: powParam and logParam after each of the 10 iterations.
 TABLE = [
