@@ -14,6 +14,7 @@ from modscope.core.fmt import format_bytes, format_count, format_shape
 from modscope.core.inventory import fold_runs
 from modscope.core.types import Inventory, ModuleInfo, TensorInfo, Unregistered
 from modscope.report.common import load_session, write_json_line
+from modscope.report.labels import module_label, plural
 
 FOLD_MIN = 3
 
@@ -79,22 +80,6 @@ def tensor_label(t: TensorInfo) -> Text:
     return text
 
 
-def module_label(m: ModuleInfo, *, name: str | None = None) -> Text:
-    text = Text()
-    text.append(name if name is not None else (m.name or "(root)"), style="bold")
-    text.append(f" {m.type_name}", style="dim")
-    totals = m.totals
-    if totals.parameters:
-        text.append(f"  {plural(totals.parameters, 'param')}")
-        if totals.trainable != totals.parameters:
-            text.append(f" ({format_count(totals.trainable)} trainable)", style="blue")
-    if totals.buffers:
-        text.append(f"  {format_count(totals.buffers)} in buffers", style="dim")
-    if not m.training:
-        text.append("  eval", style="yellow")
-    return text
-
-
 def unregistered_label(u: Unregistered) -> Text:
     text = Text()
     text.append("✗ ", style="bold red")
@@ -103,10 +88,6 @@ def unregistered_label(u: Unregistered) -> Text:
     where = f"in a plain {u.container}" if u.container else "a plain attribute"
     text.append(f"  not registered ({u.what}, {where})", style="red")
     return text
-
-
-def plural(n: int, word: str) -> str:
-    return f"{format_count(n)} {word}{'' if n == 1 else 's'}"
 
 
 def build_tree(

@@ -22,15 +22,13 @@ from modscope.core.types import (
     Unregistered,
     UserError,
 )
+from modscope.report.labels import module_label as tree_module_label
+from modscope.report.labels import plural
 from modscope.tui.updates import SessionStatus
 
 SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 SEVERITY_MARK = {Severity.ERROR: "✗", Severity.WARNING: "!", Severity.INFO: "i"}
 SHARED_SHOWN = 2
-
-
-def plural(n: int, word: str) -> str:
-    return f"{format_count(n)} {word}{'' if n == 1 else 's'}"
 
 
 def display_path(file: str | None, script: str | None = None) -> str:
@@ -70,19 +68,8 @@ def badge(text: Text, findings: list[Finding] | None, below: Severity | None = N
 
 
 def module_label(m: ModuleInfo, *, name: str | None = None, hooks: int = 0) -> Text:
-    """`powModel PowModel  1 param` with `eval` when in eval mode."""
-    text = Text()
-    text.append(name if name is not None else (m.name or "(root)"), style="bold")
-    text.append(f" {m.type_name}", style="dim")
-    totals = m.totals
-    if totals.parameters:
-        text.append(f"  {plural(totals.parameters, 'param')}")
-        if totals.trainable != totals.parameters:
-            text.append(f" ({format_count(totals.trainable)} trainable)", style="blue")
-    if totals.buffers:
-        text.append(f"  {format_count(totals.buffers)} in buffers", style="dim")
-    if not m.training:
-        text.append("  eval", style="yellow")
+    """The headless tree's module label, with the number of hooks that can fire on it."""
+    text = tree_module_label(m, name=name)
     if hooks:
         text.append(f"  ⚓{hooks}", style="magenta")
     return text

@@ -1,0 +1,30 @@
+"""Rich text labels shared by the headless tree and the app (torch-free: rich and snapshots)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from modscope.core.fmt import format_count
+from modscope.core.types import ModuleInfo
+
+
+def plural(n: int, word: str) -> str:
+    """`1 param`, `2 params`, `1,024 params`."""
+    return f"{format_count(n)} {word}{'' if n == 1 else 's'}"
+
+
+def module_label(m: ModuleInfo, *, name: str | None = None) -> Text:
+    """`powModel PowModel  1 param`, with trainable counts, buffers and `eval` when they matter."""
+    text = Text()
+    text.append(name if name is not None else (m.name or "(root)"), style="bold")
+    text.append(f" {m.type_name}", style="dim")
+    totals = m.totals
+    if totals.parameters:
+        text.append(f"  {plural(totals.parameters, 'param')}")
+        if totals.trainable != totals.parameters:
+            text.append(f" ({format_count(totals.trainable)} trainable)", style="blue")
+    if totals.buffers:
+        text.append(f"  {format_count(totals.buffers)} in buffers", style="dim")
+    if not m.training:
+        text.append("  eval", style="yellow")
+    return text
