@@ -56,3 +56,17 @@ def test_the_previous_copy_is_reused_not_reallocated():
         assert diff.changed == ("w",) and diff.max_abs_delta["w"] == pytest.approx(0.1, rel=1e-5)
         assert tracker._previous["w"].data_ptr() == pointer
     assert tracker.diff({"w": weight}).changed == ()
+
+
+def test_large_tensors_with_infinities_take_the_careful_path():
+    base = torch.arange(10_000, dtype=torch.float32)
+    base[5] = float("inf")
+    tracker = StateTracker()
+    tracker.reset({"same_inf": base.clone(), "new_inf": base.clone(), "moved": base.clone()})
+    new_inf, moved = base.clone(), base.clone()
+    new_inf[7] = float("-inf")
+    moved[9] += 0.5
+    diff = tracker.diff({"same_inf": base.clone(), "new_inf": new_inf, "moved": moved})
+    assert diff.unchanged == ("same_inf",) and diff.changed == ("new_inf", "moved")
+    assert diff.max_abs_delta["new_inf"] == float("inf")
+    assert diff.max_abs_delta["moved"] == pytest.approx(0.5)
