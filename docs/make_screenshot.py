@@ -1,6 +1,6 @@
 """Save docs/screenshot.svg: a real session on examples/powlog.py after three steps.
 
-    python docs/make_screenshot.py
+python docs/make_screenshot.py
 """
 
 from __future__ import annotations
