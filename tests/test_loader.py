@@ -302,3 +302,20 @@ def test_train_step_and_compute_loss(tmp_path):
     assert record.output.shape == (2, 1)
     assert record.loss == pytest.approx(expected)
     assert set(record.diff.changed) == {"lin.weight", "lin.bias"}
+
+
+def test_without_loss_fn_a_non_scalar_output_means_forward_only(tmp_path):
+    path = script(
+        tmp_path,
+        """
+        model = Net()
+        inputs = torch.ones(3, 2)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    """,
+    )
+    session = Session.load(path)
+    result = session.run_iteration()
+    assert result.phase.value == "forward" and result.record.step == 1
+    assert result.record.loss is None and result.record.diff.changed == ()
+    assert [p.value for p in session.phases()] == ["forward"]
+    assert any("output is the loss when it is a scalar" in n for n in session.notes())

@@ -80,6 +80,8 @@ class Session:
         self._output_summary: Any = None
         self._loss_summary: Any = None
         self._root_output: Any = None
+        # Without a loss_fn, the first forward tells whether the output is the loss.
+        self._output_is_loss: bool | None = None
         self._tracker = StateTracker()
         self._tracker.reset(self._state())
 
@@ -144,8 +146,6 @@ class Session:
         if s.train_step is not None or s.compute_loss is not None:
             return False
         return s.loss_fn is None or (s.loss_fn is MISSING and self._output_is_loss is False)
-
-    _output_is_loss: bool | None = None
 
     def phases(self) -> tuple[Phase, ...]:
         """The phases one iteration runs, in order."""
@@ -235,6 +235,9 @@ class Session:
             return PhaseResult(self.step + 1, phase, events=events, error=error)
         finally:
             self._phase = None
+        if phase is Phase.FORWARD and self._loss is None:
+            # forward only (no loss to back-propagate): the iteration ends here
+            self._pending_phases = [phase]
         self._pending_phases.pop(0)
         events = self._flush_events()
         if phase in (Phase.FORWARD, Phase.TRAIN_STEP):
@@ -299,10 +302,7 @@ class Session:
                 self.optimizer.zero_grad()
             else:
                 self.model.zero_grad(set_to_none=True)
-        try:
-            batch = self.batches.next()
-        except InputsError as exc:
-            raise InputsError(str(exc)) from None
+        batch = self.batches.next()
         self._batch = batch
         if s.compute_loss is not None:
             with self._root_output_capture():
