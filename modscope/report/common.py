@@ -14,6 +14,7 @@ from modscope.core.errors import ScriptError
 from modscope.core.loader import stderr_sink
 from modscope.core.session import Session
 from modscope.core.types import UserError
+from modscope.report.labels import error_text
 
 
 def dumps(obj: Any) -> str:
@@ -33,24 +34,11 @@ def error_console() -> Console:
 
 def print_error(error: UserError, *, show_traceback: bool = False) -> None:
     """A located error for a person, on stderr: file, line, step and phase, what to do."""
-    console = error_console()
-    where = error.file or "?"
-    if error.line:
-        where += f", line {error.line}"
-    when = "while loading" if error.step is None else f"at step {error.step}, {error.phase.value}"
-    text = Text()
-    text.append("modscope: error ", style="bold red")
-    text.append(f"in {where} ({when})\n")
-    text.append(f"  {error.exc_type}: {error.message}\n")
-    if error.source_line:
-        text.append(f"    {error.source_line.strip()}\n", style="dim")
-    if error.hint:
-        text.append(f"  {error.hint}\n")
-    if show_traceback and error.traceback:
-        text.append(error.traceback, style="dim")
-    elif error.traceback:
-        text.append("  (--traceback shows the full traceback)", style="dim")
-    console.print(text)
+    text = Text("modscope: error: ", style="bold red")
+    text.append_text(error_text(error, traceback=show_traceback))
+    if error.traceback and not show_traceback:
+        text.append("\n(--traceback shows the full traceback)", style="dim")
+    error_console().print(text)
 
 
 def print_message(message: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from modscope.core.fmt import format_count
-from modscope.core.types import ModuleInfo
+from modscope.core.types import ModuleInfo, UserError
 
 
 def plural(n: int, word: str) -> str:
@@ -27,4 +27,29 @@ def module_label(m: ModuleInfo, *, name: str | None = None) -> Text:
         text.append(f"  {format_count(totals.buffers)} in buffers", style="dim")
     if not m.training:
         text.append("  eval", style="yellow")
+    return text
+
+
+def error_text(error: UserError, *, file: str | None = None, traceback: bool = False) -> Text:
+    """Where the user's code failed (file, line, step, phase), what it said, the source line.
+
+    `file` replaces the error's own path in the text (the app shows it relative to the script).
+    """
+    text = Text()
+    where = file if file is not None else (error.file or "?")
+    if error.line:
+        where += f", line {error.line}"
+    when = "while loading" if error.step is None else f"at step {error.step}, {error.phase.value}"
+    text.append(f"{error.exc_type}", style="bold red")
+    text.append(f" in {where} ({when})\n")
+    text.append(error.message)
+    if error.source_line:
+        text.append("\n    ")
+        text.append(error.source_line.strip(), style="bold")
+    if error.hint:
+        text.append("\n")
+        text.append(error.hint, style="italic")
+    if traceback and error.traceback:
+        text.append("\n\n")
+        text.append(error.traceback.rstrip(), style="dim")
     return text

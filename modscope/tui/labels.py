@@ -22,6 +22,7 @@ from modscope.core.types import (
     Unregistered,
     UserError,
 )
+from modscope.report.labels import error_text as shared_error_text
 from modscope.report.labels import module_label as tree_module_label
 from modscope.report.labels import plural
 from modscope.tui.updates import SessionStatus
@@ -159,25 +160,8 @@ def finding_text(f: Finding) -> Text:
 
 
 def error_text(error: UserError, script: str | None = None, *, traceback: bool = False) -> Text:
-    """Where the user's code failed (file, line, step, phase), what it said, the source line."""
-    text = Text()
-    where = display_path(error.file, script)
-    if error.line:
-        where += f", line {error.line}"
-    when = "while loading" if error.step is None else f"at step {error.step}, {error.phase.value}"
-    text.append(f"{error.exc_type}", style="bold red")
-    text.append(f" in {where} ({when})\n")
-    text.append(error.message)
-    if error.source_line:
-        text.append("\n    ")
-        text.append(error.source_line.strip(), style="bold")
-    if error.hint:
-        text.append("\n")
-        text.append(error.hint, style="italic")
-    if traceback and error.traceback:
-        text.append("\n\n")
-        text.append(error.traceback.rstrip(), style="dim")
-    return text
+    """The headless error text, with the file shown relative to the script."""
+    return shared_error_text(error, file=display_path(error.file, script), traceback=traceback)
 
 
 def status_text(status: SessionStatus) -> Text:
