@@ -11,7 +11,6 @@ from torch import nn
 
 from modscope.core.hook_listing import detach_foreign, list_hooks
 from modscope.core.hooks import HookSpec, HookSpecError, all_hooks_specs
-from modscope.core.loader import LoadedScript
 from modscope.core.session import Session
 from modscope.core.types import HookAction, HookKind
 
@@ -38,16 +37,9 @@ def loss_of(out: torch.Tensor) -> torch.Tensor:
 
 
 def make_session(model: nn.Module, optimizer, inputs) -> Session:
-    script = LoadedScript(
-        path=__file__,
-        module=None,
-        model=model,
-        model_name="model",
-        inputs=inputs,
-        loss_fn=loss_of,
-        optimizer=optimizer,
+    return Session.from_objects(
+        model, inputs=inputs, loss_fn=loss_of, optimizer=optimizer, origin=__file__
     )
-    return Session(script)
 
 
 def hook_dicts(model: nn.Module) -> list:
@@ -201,10 +193,7 @@ def test_error_mid_backward_leaves_no_tensor_hook_behind():
     def bad_loss(out):
         return out.sum() * float("nan")
 
-    script = LoadedScript(
-        path=__file__, module=None, model=model, model_name="model", inputs=x, loss_fn=bad_loss
-    )
-    session = Session(script)
+    session = Session.from_objects(model, inputs=x, loss_fn=bad_loss, origin=__file__)
     session.attach(HookSpec.parse(".:backward"))
     session.run_phase()
     assert session.hooks._transient  # tensor hooks live during the iteration
