@@ -41,10 +41,10 @@ def many_blocks(n: int) -> nn.Sequential:
 
 async def first_paint(script: str) -> tuple[float, float, int]:
     """Seconds from model built to tree painted, the longest UI stall, and the nodes created."""
-    from modscope.tui.app import ModscopeApp
+    from modscope.launch import make_app
     from modscope.tui.module_tree import ModuleTree
 
-    app = ModscopeApp(script, animations=False)
+    app = make_app(script, animations=False)
     longest = 0.0
     async with app.run_test(size=(120, 40)) as pilot:
         last = time.perf_counter()

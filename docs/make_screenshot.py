@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from modscope.tui.app import ModscopeApp
+from modscope.launch import make_app
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 async def main() -> None:
-    app = ModscopeApp(str(ROOT / "examples" / "powlog.py"), animations=False)
+    app = make_app(str(ROOT / "examples" / "powlog.py"), animations=False)
     async with app.run_test(size=(120, 34)) as pilot:
         for keys in (["s", "s", "s"], ["down", "right", "down", "down", "right", "down"]):
             await app.wait_idle(timeout=60)

@@ -6,24 +6,16 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from modscope.core.script_names import MISSING
+
 __version__ = "0.1.0"
-
-
-class _Absent:
-    """A default that says "not given" (`loss_fn=None` means forward only, absent does not)."""
-
-    def __repr__(self) -> str:
-        return "<absent>"
-
-
-_ABSENT: Any = _Absent()
 
 
 def inspect(
     model: Any,
     *,
-    inputs: Any = _ABSENT,
-    loss_fn: Any = _ABSENT,
+    inputs: Any = MISSING,
+    loss_fn: Any = MISSING,
     optimizer: Any = None,
     scheduler: Any = None,
     compute_loss: Callable[..., Any] | None = None,
@@ -38,21 +30,17 @@ def inspect(
     Where no app can run (stdin or stdout not a terminal, or inside a running event loop such
     as a notebook) it says why on stderr and prints the module tree and findings instead.
     """
-    from modscope.core.loader import MISSING
     from modscope.live import inspect_objects
 
     caller = sys._getframe(1)
-    objects = {
-        "inputs": MISSING if inputs is _ABSENT else inputs,
-        "loss_fn": MISSING if loss_fn is _ABSENT else loss_fn,
-        "optimizer": optimizer,
-        "scheduler": scheduler,
-        "compute_loss": compute_loss,
-        "train_step": train_step,
-    }
     inspect_objects(
         model,
         origin=(caller.f_code.co_filename, caller.f_lineno),
         hooks=hooks,
-        **objects,
+        inputs=inputs,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        compute_loss=compute_loss,
+        train_step=train_step,
     )

@@ -8,10 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from modscope import __version__
-
-EXIT_OK = 0
-EXIT_FINDINGS = 1
-EXIT_FAILED = 2
+from modscope.core.exit_codes import ExitCode
 
 COMMANDS = ("tree", "run", "check")
 
@@ -106,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.command = None
     try:
         if args.command is None:
-            from modscope.tui.launch import run_app
+            from modscope.launch import run_app
 
             return run_app(
                 args.script, hooks=args.hook, model_name=args.model, traceback=args.traceback
@@ -124,9 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_command(args)
     except KeyboardInterrupt:
         print("modscope: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:
         # `modscope run ... | head`: the reader left; stop quietly, as other tools do.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_OK
+        return ExitCode.OK

@@ -56,7 +56,7 @@ def inspect_objects(
         print(f"{NO_APP_PREFIX}: {reason}; printing the tree and findings instead", file=sys.stderr)
         print_headless(model, objects.get("optimizer"))
         return None
-    from modscope.tui.launch import run_app
+    from modscope.launch import run_app
 
     file, line = origin
     run_app(

@@ -12,7 +12,7 @@ from torch import nn
 
 from modscope.core.doctor import StepWatcher, run_checks
 from modscope.core.doctor.probes import eval_nondeterminism
-from modscope.core.loader import MISSING
+from modscope.core.script_names import MISSING
 from modscope.core.session import Session
 from modscope.core.types import Finding, Severity
 from tests import doctor_models as D
@@ -301,17 +301,20 @@ def test_watcher_reports_each_finding_once_without_extra_forwards() -> None:
     watcher = StepWatcher(session)
     assert watcher.initial() == []
     per_step = []
+    found: list[Finding] = []
     for _ in range(3):
         result = session.run_iteration()
         assert result.record is not None
-        per_step.append(kinds(watcher.after_step(result.record)))
+        new = watcher.after_step(result.record)
+        per_step.append(kinds(new))
+        found += new
     assert per_step == [
         [("nonfinite", ""), ("unused-parameter", "extra")],
         [],
         [],
     ]
     assert len(calls) == 3
-    assert [f.step for f in watcher.findings] == [1, 1]
+    assert [f.step for f in found] == [1, 1]
 
 
 def test_watcher_initial_is_step_zero() -> None:

@@ -10,9 +10,8 @@ import torch
 from torch import nn
 
 from modscope.core.doctor import FindingKind, static_findings
-from modscope.core.doctor.rules import SEVERITIES
 from modscope.core.hooks import HookSpec
-from modscope.core.types import Finding, Severity
+from modscope.core.types import SEVERITIES, Finding, Severity
 from tests import doctor_models as D
 from tests import models as M
 

@@ -157,8 +157,8 @@ STANDALONE = ("powlog", "buffers", "hooks")
 
 # One interpreter for every example: torch is imported once. For each example it (1) loads the
 # script as modscope does (module `__modscope__`, so the main block does not run), records what it
-# printed and makes one default iteration of DESIGN section 1 from its names; then (2) runs it as
-# `__main__`, as `python examples/X.py` would, and records its stdout.
+# printed and makes one default iteration of docs/design.md section 1 from its names; then (2)
+# runs it as `__main__`, as `python examples/X.py` would, and records its stdout.
 DRIVER = r"""
 import contextlib, importlib.util, io, json, runpy, sys, traceback
 from collections.abc import Iterable, Mapping

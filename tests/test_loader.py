@@ -11,7 +11,8 @@ import torch
 
 from modscope.cli import main
 from modscope.core.errors import ScriptError
-from modscope.core.loader import MISSING, MODULE_NAME, load_script
+from modscope.core.loader import MODULE_NAME, load_script
+from modscope.core.script_names import MISSING
 from modscope.core.session import Session
 
 HEADER = """

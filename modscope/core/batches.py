@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from modscope.core.loader import MISSING
+from modscope.core.script_names import MISSING
 
 
 class InputsError(Exception):
@@ -45,8 +45,9 @@ def describe_inputs(inputs: Any) -> str:
 class BatchSource:
     """Yields the batch for each iteration from a script's `inputs`.
 
-    The order is DESIGN's: a tensor, a tuple, a mapping, a zero-argument callable (a fresh batch
-    per step), or any other iterable (its items in turn, started again when exhausted).
+    The order is that of docs/design.md section 1: a tensor, a tuple, a mapping, a zero-argument
+    callable (a fresh batch per step), or any other iterable (its items in turn, started again
+    when exhausted).
     """
 
     def __init__(self, inputs: Any) -> None:

@@ -9,6 +9,7 @@ import sysconfig
 import traceback
 from types import TracebackType
 
+from modscope.core.interrupts import describe_base_exception
 from modscope.core.types import Phase, UserError
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,7 +82,7 @@ def user_error(
         found = user_frame(exc.__traceback__, prefer=script)
         if found:
             file, line = found
-        message = str(exc) or type(exc).__name__
+        message = describe_base_exception(exc) or str(exc) or type(exc).__name__
     source = linecache.getline(file, line).rstrip() if file and line else None
     if isinstance(exc, SyntaxError) and exc.text and not source:
         source = exc.text.rstrip()

@@ -37,6 +37,11 @@ def format_count(n: int) -> str:
     return f"{n:,}"
 
 
+def plural(n: int, word: str) -> str:
+    """A count and a noun that agrees with it: `1 param`, `2 params`, `1,024 params`."""
+    return f"{format_count(n)} {word}{'' if n == 1 else 's'}"
+
+
 def format_bytes(n: int) -> str:
     """A size in binary units: `512 B`, `1.5 KiB`, `4.0 MiB`."""
     if abs(n) < 1024:

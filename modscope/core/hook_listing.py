@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -11,6 +9,8 @@ from typing import Any
 from torch import nn
 from torch.nn.modules import module as torch_module
 
+from modscope.core.callables import describe_callable
+from modscope.core.hook_spec import POST_ACCUMULATE_REGISTRY, HookId
 from modscope.core.hooks import HookManager
 from modscope.core.types import HookInfo
 
@@ -21,29 +21,6 @@ _MODULE_HOOKS = (
     ("backward-pre", "_backward_pre_hooks", "_global_backward_pre_hooks"),
     ("backward", "_backward_hooks", "_global_backward_hooks"),
 )
-
-
-def describe_callable(fn: Callable[..., Any]) -> tuple[str, str | None]:
-    """A hook function's qualified name and `file:line`, looking through partials and wrappers."""
-    target: Any = fn
-    while isinstance(target, functools.partial):
-        target = target.func
-    target = inspect.unwrap(target) if callable(target) else target
-    name = getattr(target, "__qualname__", None)
-    if name is None:
-        name = type(target).__qualname__
-        target = type(target).__call__
-    module = getattr(target, "__module__", None)
-    qualname = f"{module}.{name}" if module and module not in ("__modscope__", "__main__") else name
-    code = getattr(target, "__code__", None)
-    if code is not None:
-        return qualname, f"{code.co_filename}:{code.co_firstlineno}"
-    try:
-        file = inspect.getsourcefile(target)
-        _, line = inspect.getsourcelines(target)
-    except (OSError, TypeError):
-        return qualname, None
-    return qualname, f"{file}:{line}" if file else None
 
 
 def _owner(fn: Callable[..., Any], script: str | None) -> str:
@@ -82,7 +59,7 @@ def list_hooks(
     """Every hook that can fire on the module at `path`: its own, the global module hooks, and
     post-accumulate-grad hooks on its parameters. modscope's own carry their action."""
     module = model.get_submodule(path) if path else model
-    ours: dict[int, tuple[str, str, str]] = {}
+    ours: dict[int, tuple[HookId, str, str]] = {}
     if manager is not None:
         for hook in manager.attached.values():
             if hook.path != path:
@@ -115,7 +92,7 @@ def list_hooks(
                 continue
             found.append(
                 HookInfo(
-                    f"{attr}:{hook_id}",
+                    HookId(attr, hook_id),
                     path,
                     kind,
                     _owner(fn, script),
@@ -127,14 +104,14 @@ def list_hooks(
         for hook_id, fn in getattr(torch_module, global_attr).items():
             qualname, location = describe_callable(fn)
             found.append(
-                HookInfo(f"{global_attr}:{hook_id}", path, kind, "global", qualname, location)
+                HookInfo(HookId(global_attr, hook_id), path, kind, "global", qualname, location)
             )
     for name, param in module.named_parameters(recurse=False):
         for hook_id, fn in (getattr(param, "_post_accumulate_grad_hooks", None) or {}).items():
             qualname, location = describe_callable(fn)
             found.append(
                 HookInfo(
-                    f"post_accumulate:{name}:{hook_id}",
+                    HookId(POST_ACCUMULATE_REGISTRY, hook_id, param=name),
                     path,
                     "post-accumulate-grad",
                     _owner(fn, script),
@@ -149,14 +126,12 @@ def list_hooks(
 def detach_foreign(model: nn.Module, info: HookInfo) -> None:
     """Remove a hook modscope did not add (only when the user asks for it explicitly)."""
     module = model.get_submodule(info.module) if info.module else model
-    attr, _, rest = info.hook_id.partition(":")
-    if attr == "post_accumulate":
-        name, _, hook_id = rest.rpartition(":")
-        param = getattr(module, name)
-        param._post_accumulate_grad_hooks.pop(int(hook_id), None)
+    attr, hook_id = info.hook_id.registry, info.hook_id.key
+    if attr == POST_ACCUMULATE_REGISTRY:
+        param = getattr(module, info.hook_id.param or "")
+        param._post_accumulate_grad_hooks.pop(hook_id, None)
         return
-    hook_id = int(rest)
-    if attr.startswith("_global_"):
+    if info.hook_id.is_global:
         getattr(torch_module, attr).pop(hook_id, None)
         torch_module._global_forward_hooks_always_called.pop(hook_id, None)
         return

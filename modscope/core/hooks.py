@@ -5,7 +5,8 @@ from __future__ import annotations
 import difflib
 import itertools
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,65 +19,9 @@ from torch.utils.hooks import RemovableHandle
 # MultiheadAttention takes another path (`query is key` stops holding). Tensor hooks do neither.
 # The notes that say so live in a torch-free module, so that the UI shows the same words.
 from modscope.core.hook_notes import FULL_HOOK_COST, INPUT_GRAD_NOTE, LEGACY_NOTE
-from modscope.core.summary import PendingSummary, capture, flatten_tensors
-from modscope.core.types import HookAction, HookKind, Phase
-
-_KINDS = {kind.value: kind for kind in HookKind}
-_ACTIONS = {action.value: action for action in HookAction}
-
-
-class HookSpecError(ValueError):
-    """A `--hook` spec that does not parse, or names no module."""
-
-
-@dataclass(frozen=True)
-class HookSpec:
-    """`MODULE:KIND[:ACTION[=ARG]]`: where to hook, which kind, and what the hook does."""
-
-    module: str
-    kind: HookKind
-    action: HookAction = HookAction.OBSERVE
-    factor: float | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> HookSpec:
-        """Parse `logModel:forward-pre:scale=2` (module paths may themselves contain colons)."""
-        parts = text.split(":")
-        if len(parts) >= 2 and parts[-1] in _KINDS:
-            module, kind_text, action_text = ":".join(parts[:-1]), parts[-1], "observe"
-        elif len(parts) >= 3 and parts[-2] in _KINDS:
-            module, kind_text, action_text = ":".join(parts[:-2]), parts[-2], parts[-1]
-        else:
-            raise HookSpecError(
-                f"hook spec {text!r}: expected MODULE:KIND[:ACTION[=ARG]] with KIND one of "
-                f"{', '.join(_KINDS)}"
-            )
-        name, _, arg = action_text.partition("=")
-        if name not in _ACTIONS:
-            raise HookSpecError(
-                f"hook spec {text!r}: action {name!r} is not one of {', '.join(_ACTIONS)}"
-            )
-        action = _ACTIONS[name]
-        factor: float | None = None
-        if action is HookAction.SCALE:
-            try:
-                factor = float(arg)
-            except ValueError:
-                raise HookSpecError(
-                    f"hook spec {text!r}: scale needs a number, e.g. scale=2"
-                ) from None
-        elif arg:
-            raise HookSpecError(f"hook spec {text!r}: action {name!r} takes no argument")
-        if module == ".":
-            module = ""
-        return cls(module, _KINDS[kind_text], action, factor)
-
-    def __str__(self) -> str:
-        action = self.action.value
-        if self.action is HookAction.SCALE:
-            action += f"={self.factor:g}"
-        return f"{self.module or '.'}:{self.kind.value}:{action}"
-
+from modscope.core.hook_spec import MODSCOPE_REGISTRY, HookId, HookSpec, HookSpecError
+from modscope.core.summary import PendingSummary, capture, flatten_tensors, resolve
+from modscope.core.types import HookAction, HookEvent, HookKind, Phase
 
 ALL_OBSERVED = (HookKind.FORWARD_PRE, HookKind.FORWARD, HookKind.BACKWARD, HookKind.BACKWARD_PRE)
 
@@ -102,6 +47,27 @@ class EventDraft:
     note: str | None = None
 
 
+DRAFT_FIELDS = ("args", "output", "grad_input", "grad_output")
+
+
+def events_of(drafts: Sequence[EventDraft], numbers: Iterable[int]) -> list[HookEvent]:
+    """Hook firings as events: every pending summary of every draft resolved in one batch,
+    each event numbered from `numbers`."""
+    flat = [p for d in drafts for f in DRAFT_FIELDS for p in (getattr(d, f) or ())]
+    summaries = iter(resolve(flat))
+    events = []
+    for d, seq in zip(drafts, numbers, strict=False):
+        seen = {
+            f: tuple(next(summaries) for _ in getattr(d, f))
+            for f in DRAFT_FIELDS
+            if getattr(d, f) is not None
+        }
+        events.append(
+            HookEvent(seq, d.step, d.phase, d.module, d.kind, d.action, note=d.note, **seen)
+        )
+    return events
+
+
 class IterationAbandoned(Exception):
     """Raised inside a paused hook when the user quits: unwinds the iteration."""
 
@@ -110,7 +76,7 @@ class IterationAbandoned(Exception):
 class AttachedHook:
     """One modscope hook on one module, owning the handles that remove it."""
 
-    hook_id: str
+    hook_id: HookId
     path: str
     spec: HookSpec
     handles: list[RemovableHandle] = field(default_factory=list)
@@ -204,7 +170,7 @@ class HookManager:
         self.emit = emit
         self.context = context
         self.pause = pause
-        self.attached: dict[str, AttachedHook] = {}
+        self.attached: dict[HookId, AttachedHook] = {}
         self._ids = itertools.count(1)
         self._transient: list[RemovableHandle] = []
         self._calls: list[_BackwardCall] = []
@@ -235,7 +201,7 @@ class HookManager:
         added: list[AttachedHook] = []
         try:
             for path, module in self.resolve_modules(spec.module):
-                hook = AttachedHook(f"m{next(self._ids)}", path, spec)
+                hook = AttachedHook(HookId(MODSCOPE_REGISTRY, next(self._ids)), path, spec)
                 self._register(hook, module)
                 self.attached[hook.hook_id] = hook
                 added.append(hook)
@@ -260,10 +226,6 @@ class HookManager:
                     "a legacy backward hook beside it"
                 )
             hook.flag_before = module._is_full_backward_hook
-            # PyTorch warns at every forward; the hook's event carries LEGACY_NOTE instead.
-            warnings.filterwarnings(
-                "ignore", message="Using a non-full backward hook", category=FutureWarning
-            )
             hook.handles.append(module.register_backward_hook(self._legacy(hook)))
         elif action in (HookAction.OBSERVE, HookAction.PAUSE):
             hook.handles.append(module.register_forward_hook(self._observe_grads(hook)))
@@ -281,7 +243,7 @@ class HookManager:
             hook.flag_before = module._is_full_backward_hook
             hook.handles.append(module.register_full_backward_pre_hook(self._change_grad(hook)))
 
-    def detach(self, hook_id: str) -> None:
+    def detach(self, hook_id: HookId) -> None:
         """Remove a modscope hook and restore its module exactly as it was."""
         hook = self.attached.pop(hook_id, None)
         if hook is None:
@@ -320,6 +282,25 @@ class HookManager:
             handle.remove()
         self._transient.clear()
         self._calls.clear()
+
+    @property
+    def has_legacy(self) -> bool:
+        """True while a legacy backward hook is attached (PyTorch warns at every forward)."""
+        return any(h.kind is HookKind.LEGACY_BACKWARD for h in self.attached.values())
+
+    @contextmanager
+    def quiet_legacy_warning(self) -> Iterator[None]:
+        """Silence PyTorch's warning about legacy backward hooks while a phase runs: the hook's
+        event carries LEGACY_NOTE instead. The filter is removed again afterwards (it is
+        process-wide), and only added while a legacy hook is attached."""
+        if not self.has_legacy:
+            yield
+            return
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message="Using a non-full backward hook", category=FutureWarning
+            )
+            yield
 
     # -- the hooks themselves ----------------------------------------------------------------
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Iterable, Sequence
 from dataclasses import MISSING, fields
 from typing import Any, NamedTuple, TypeVar
 
@@ -16,6 +15,7 @@ from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
 from modscope.core.types import Inventory, ModuleInfo, TensorInfo, Totals, Unregistered
+from modscope.core.walk import distinct_modules, held_objects, own_tensors, user_attributes
 
 __all__ = [
     "SiblingRun",
@@ -28,10 +28,6 @@ __all__ = [
 EXTRA_REPR_CHARS = 80
 LAZY_NOTE = "uninitialized (lazy): shape and size are known after the first forward"
 
-# Container nesting followed below a module attribute; deeper data is someone's dataset, not a
-# place where modules hide, and the bound keeps the scan cheap on huge nested structures.
-MAX_CONTAINER_DEPTH = 6
-
 # A shared module instance is listed under every path it is reachable by (like
 # `named_modules(remove_duplicate=False)`), but a chain of diamonds makes that exponential:
 # past this many entries per distinct module, further repeats are listed without their subtree.
@@ -43,20 +39,12 @@ SHARED_WITH_LIMIT = 64
 
 _REPEAT_BUDGET_MIN = 10_000
 
-# What `nn.Module.__init__` itself puts in `__dict__`: hook tables, registries, `training`.
-# Attributes a user (or a torch subclass) adds are examined, underscored or not.
-_MODULE_INTERNALS = frozenset(nn.Module().__dict__)
-
 # Caches torch keeps of registered tensors that go stale by design: RNNBase._flat_weights holds
 # the derived weight (not a registered tensor) once the weight is parametrized or weight-normed.
 _TORCH_CACHES: tuple[tuple[type, frozenset[str]], ...] = (
     (nn.RNNBase, frozenset({"_flat_weights"})),
 )
 
-_SCALARS = frozenset({int, float, complex, str, bytes, bool, type(None)})
-_SEQUENCES = (list, tuple, deque)
-_SETS = (set, frozenset)
-_CONTAINERS = (*_SEQUENCES, *_SETS)
 _DTYPE_NAMES: dict[torch.dtype, str] = {}
 _DEVICE_NAMES: dict[torch.device, str] = {}
 
@@ -112,7 +100,9 @@ def build_inventory(model: nn.Module) -> Inventory:
         walk = _Walk(model)
         return Inventory(
             modules=walk.module_infos(),
-            unregistered=tuple(_find_unregistered(walk)),
+            unregistered=tuple(
+                _find_unregistered(walk.distinct, walk.first_path.keys(), walk.tensor_paths.keys())
+            ),
             shared=walk.shared_parameter_paths(),
         )
     finally:
@@ -125,7 +115,7 @@ def find_unregistered(model: nn.Module) -> list[Unregistered]:
 
     Looks at user attributes in each distinct module's `__dict__` (not torch's own hook tables
     and registries) and inside plain list/tuple/deque/set/dict containers there, up to
-    `MAX_CONTAINER_DEPTH` levels, without descending into modules. One entry per outermost
+    `walk.MAX_CONTAINER_DEPTH` levels, without descending into modules. One entry per outermost
     object; objects reachable through registered children, parameters or buffers are never
     reported. Paths are the owner's path, the attribute, then Python subscripts for sequences and
     mappings (`blocks[0]`, `heads['q']`, `encoder.cache[1]['k']`) and `{i}` for the i-th member
@@ -136,7 +126,9 @@ def find_unregistered(model: nn.Module) -> list[Unregistered]:
     registered tensors are skipped: old-style weight_norm/spectral_norm and pruning targets, and
     RNNs' `_flat_weights` cache (stale by design once a weight is parametrized).
     """
-    return _find_unregistered(_Walk(model))
+    modules = distinct_modules(model)
+    tensors = {id(t) for _, m in modules for _, t, _ in own_tensors(m)}
+    return _find_unregistered(modules, {id(m) for _, m in modules}, tensors)
 
 
 class SiblingRun(NamedTuple):
@@ -247,9 +239,10 @@ class _Walk:
 
     def __init__(self, model: nn.Module) -> None:
         self.entries: list[_Entry] = []
-        # id -> first path of every distinct registered module (and the modules, in that order).
+        # id -> first path of every distinct registered module, and (path, module) in that
+        # order: what `walk.distinct_modules` lists, had on the way.
         self.first_path: dict[int, str] = {}
-        self.distinct: list[nn.Module] = []
+        self.distinct: list[tuple[str, nn.Module]] = []
         # id -> every full path of a registered parameter or buffer object.
         self.tensor_paths: dict[int, list[str]] = {}
         # id -> whether it is registered as a parameter, for objects under several paths only.
@@ -284,7 +277,7 @@ class _Walk:
             else:
                 first_path[key] = path
                 first_index[key] = index
-                self.distinct.append(module)
+                self.distinct.append((path, module))
             entries.append(_Entry(module, path, name, depth, parent))
             if parent >= 0:
                 entries[parent].children.append(index)
@@ -534,69 +527,49 @@ def _derived_attributes(module: nn.Module) -> frozenset[str]:
     return frozenset(names)
 
 
-def _find_unregistered(walk: _Walk) -> list[Unregistered]:
-    registered_modules = walk.first_path.keys()
-    registered_tensors = walk.tensor_paths.keys()
+def _find_unregistered(
+    modules: Iterable[tuple[str, nn.Module]],
+    registered_modules: Collection[int],
+    registered_tensors: Collection[int],
+) -> list[Unregistered]:
+    """What `find_unregistered` documents, given the distinct modules and the ids of every
+    registered module and tensor."""
     reported: set[int] = set()
     visited: set[int] = set()
     found: list[Unregistered] = []
-
-    def report(obj: Any, what: str, path: str, owner: str, attr: str, container: Any) -> None:
-        reported.add(id(obj))
-        found.append(
-            Unregistered(
-                path=path,
-                what=what,
-                type_name=type(obj).__name__,
-                owner=owner,
-                attribute=attr,
-                container=type(container).__name__ if container is not None else None,
-                shape=None if what == "module" else _tensor_facts(obj)[0],
-            )
-        )
-
-    def scan(obj: Any, path: str, owner: str, attr: str, container: Any, depth: int) -> None:
-        key = id(obj)
-        if isinstance(obj, nn.Module):
-            if key not in registered_modules and key not in reported:
-                report(obj, "module", path, owner, attr, container)
-            return
-        if isinstance(obj, torch.Tensor):
-            if key not in registered_tensors and key not in reported:
-                what = "parameter" if isinstance(obj, nn.Parameter) else "tensor"
-                report(obj, what, path, owner, attr, container)
-            return
-        if depth >= MAX_CONTAINER_DEPTH or key in visited:
-            return
-        outer = obj if container is None else container
-        if isinstance(obj, dict):
-            visited.add(key)
-            for k, v in obj.items():
-                if type(v) not in _SCALARS:
-                    scan(v, f"{path}[{_subscript(k)}]", owner, attr, outer, depth + 1)
-        elif isinstance(obj, _CONTAINERS):
-            visited.add(key)
-            template = "{}{{{}}}" if isinstance(obj, _SETS) else "{}[{}]"
-            for i, v in enumerate(obj):
-                if type(v) not in _SCALARS:
-                    scan(v, template.format(path, i), owner, attr, outer, depth + 1)
-
-    for module in walk.distinct:
-        attrs = module.__dict__
-        user = attrs.keys() - _MODULE_INTERNALS
-        if not user:
+    for owner, module in modules:
+        attributes = user_attributes(module)
+        if not attributes:
             continue
-        owner = walk.first_path[id(module)]
         skip = _derived_attributes(module)
         prefix = owner + "." if owner else ""
-        for attr, value in attrs.items():
-            if attr in user and attr not in skip and type(value) not in _SCALARS:
-                scan(value, prefix + attr, owner, attr, None, 0)
+        for attr, value in attributes:
+            if attr in skip:
+                continue
+            for path, obj in held_objects(value, prefix + attr, visited=visited):
+                key = id(obj)
+                if key in reported:
+                    continue
+                if isinstance(obj, nn.Module):
+                    if key in registered_modules:
+                        continue
+                    what = "module"
+                elif isinstance(obj, torch.Tensor):
+                    if key in registered_tensors:
+                        continue
+                    what = "parameter" if isinstance(obj, nn.Parameter) else "tensor"
+                else:
+                    continue  # a container: its members come next
+                reported.add(key)
+                found.append(
+                    Unregistered(
+                        path=path,
+                        what=what,
+                        type_name=type(obj).__name__,
+                        owner=owner,
+                        attribute=attr,
+                        container=None if obj is value else type(value).__name__,
+                        shape=None if what == "module" else _tensor_facts(obj)[0],
+                    )
+                )
     return found
-
-
-def _subscript(key: Any) -> str:
-    """A dict key as it would be written in Python source, or `<Type>` when it has no literal."""
-    if type(key) in _SCALARS or (isinstance(key, tuple) and all(type(k) in _SCALARS for k in key)):
-        return repr(key)
-    return f"<{type(key).__name__}>"

@@ -15,22 +15,10 @@ import torch
 from torch import nn
 
 from modscope.core.errors import ScriptError, user_error
+from modscope.core.script_names import MISSING, SCRIPT_NAMES
 from modscope.core.types import Phase, UserError
 
 MODULE_NAME = "__modscope__"
-
-
-class _Missing:
-    """The script does not define the name (distinct from defining it as None)."""
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-MISSING: Any = _Missing()
 
 PrintSink = Callable[[str], None]
 
@@ -79,7 +67,11 @@ def stderr_sink(line: str) -> None:
 
 @dataclass
 class LoadedScript:
-    """A model script after it ran: the model and the contract names it defined."""
+    """A model script after it ran: the model and the contract names it defined.
+
+    Every name of `SCRIPT_NAMES` is a field; the defaults say what an absent name means:
+    MISSING where that differs from None (`inputs`, `loss_fn`), None elsewhere.
+    """
 
     path: str
     module: Any
@@ -168,32 +160,19 @@ def find_model(
     )
 
 
-def _optional(namespace: dict[str, Any], name: str) -> Any:
-    return namespace.get(name, MISSING)
-
-
 def _read_contract(module: Any, path: str, model_name: str | None) -> LoadedScript:
     namespace = vars(module)
     name, model = find_model(namespace, path, model_name)
-    optimizer = namespace.get("optimizer")
+    # `model` is the one `find_model` chose (`--model` may name another); the rest as defined.
+    given = {n: namespace[n] for n in SCRIPT_NAMES if n != "model" and n in namespace}
+    loaded = LoadedScript(path=path, module=module, model=model, model_name=name, **given)
+    optimizer = loaded.optimizer
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise _fail(
             path,
             f"`optimizer` is a {type(optimizer).__name__}, not a torch.optim.Optimizer",
             "Set `optimizer = torch.optim.SGD(model.parameters(), lr=...)`, or remove the name.",
         )
-    loaded = LoadedScript(
-        path=path,
-        module=module,
-        model=model,
-        model_name=name,
-        inputs=_optional(namespace, "inputs"),
-        loss_fn=_optional(namespace, "loss_fn"),
-        compute_loss=namespace.get("compute_loss"),
-        optimizer=optimizer,
-        scheduler=namespace.get("scheduler"),
-        train_step=namespace.get("train_step"),
-    )
     for attr in ("compute_loss", "train_step"):
         value = getattr(loaded, attr)
         if value is not None and not callable(value):

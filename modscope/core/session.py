@@ -15,15 +15,18 @@ from torch.nn.parameter import is_lazy
 
 from modscope.core.batches import BatchSource, InputsError, describe_inputs, spread, takes_batch
 from modscope.core.errors import user_error
+from modscope.core.hook_spec import HookId, HookSpec
 from modscope.core.hooks import (
     AttachedHook,
     EventDraft,
     HookManager,
-    HookSpec,
     IterationAbandoned,
+    events_of,
 )
+from modscope.core.interrupts import is_real_interrupt
 from modscope.core.inventory import build_inventory
-from modscope.core.loader import MISSING, LoadedScript, PrintSink, captured_prints, load_script
+from modscope.core.loader import LoadedScript, PrintSink, captured_prints, load_script
+from modscope.core.script_names import MISSING
 from modscope.core.statediff import StateTracker
 from modscope.core.summary import capture, capture_many, first_tensor, resolve
 from modscope.core.types import (
@@ -200,7 +203,7 @@ class Session:
         """Attach a modscope hook (raises `HookSpecError` for a bad spec or module)."""
         return self.hooks.attach(spec)
 
-    def detach(self, hook_id: str) -> None:
+    def detach(self, hook_id: HookId) -> None:
         """Detach a modscope hook, restoring the module exactly."""
         self.hooks.detach(hook_id)
 
@@ -222,13 +225,19 @@ class Session:
         phase = self._pending_phases[0]
         self._phase = phase
         try:
-            with captured_prints(self.sink):
+            with captured_prints(self.sink), self.hooks.quiet_legacy_warning():
                 self._run(phase)
         except IterationAbandoned:
             events = self._flush_events()
             self._reset_iteration()
             return PhaseResult(self.step + 1, phase, events=events, abandoned=True)
-        except Exception as exc:
+        except BaseException as exc:
+            # sys.exit(), KeyboardInterrupt or GeneratorExit from the user's code is a user
+            # error like any other; only a real Ctrl-C goes on up (the iteration dropped).
+            if is_real_interrupt(exc):
+                self._drafts = []
+                self._reset_iteration()
+                raise
             error = self._error(exc, phase)
             events = self._flush_events()
             self._reset_iteration()
@@ -406,7 +415,7 @@ class Session:
         self._pending_phases = []
         self._batch = self._output = self._loss = self._root_output = None
 
-    def _error(self, exc: Exception, phase: Phase) -> UserError:
+    def _error(self, exc: BaseException, phase: Phase) -> UserError:
         hint = None
         if isinstance(exc, InputsError | LossError):
             hint = "Fix the script, then reload it."
@@ -425,29 +434,9 @@ class Session:
         drafts, self._drafts = self._drafts, []
         if not drafts:
             return ()
-        fields = ("args", "output", "grad_input", "grad_output")
-        flat = [p for d in drafts for f in fields for p in (getattr(d, f) or ())]
-        summaries = iter(resolve(flat))
-        events = []
-        for d in drafts:
-            self._event_seq += 1
-            resolved = {
-                f: tuple(next(summaries) for _ in getattr(d, f))
-                for f in fields
-                if getattr(d, f) is not None
-            }
-            events.append(
-                HookEvent(
-                    self._event_seq,
-                    d.step,
-                    d.phase,
-                    d.module,
-                    d.kind,
-                    d.action,
-                    note=d.note,
-                    **resolved,
-                )
-            )
+        first = self._event_seq + 1
+        self._event_seq += len(drafts)
+        events = events_of(drafts, range(first, self._event_seq + 1))
         self.events.extend(events)
         return tuple(events)
 

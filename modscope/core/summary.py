@@ -16,7 +16,7 @@ from modscope.core.segments import Segments, joinable
 from modscope.core.types import TensorSummary
 
 MAX_VALUES = 16
-"""Tensors with at most this many elements carry their values (DESIGN section 2)."""
+"""Tensors with at most this many elements carry their values (docs/design.md section 2)."""
 
 COPY_LIMIT = 4096
 """Off the host, tensors with at most this many elements are copied whole when captured and

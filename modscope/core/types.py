@@ -5,11 +5,14 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modscope.core.hook_spec import HookId
 
 
 class HookKind(str, enum.Enum):
-    """The module hook kinds modscope attaches (DESIGN section 2)."""
+    """The module hook kinds modscope attaches (docs/design.md section 2)."""
 
     FORWARD_PRE = "forward-pre"
     FORWARD = "forward"
@@ -53,6 +56,56 @@ class Severity(str, enum.Enum):
         return {"error": 0, "warning": 1, "info": 2}[self.value]
 
 
+class FindingKind(str, enum.Enum):
+    """Every kind of finding the doctor reports (docs/design.md section 4)."""
+
+    UNREGISTERED_MODULE = "unregistered-module"
+    UNREGISTERED_PARAMETER = "unregistered-parameter"
+    UNREGISTERED_TENSOR = "unregistered-tensor"
+    BUFFER_GRAD_HISTORY = "buffer-grad-history"
+    UNUSED_PARAMETER = "unused-parameter"
+    NOT_IN_OPTIMIZER = "not-in-optimizer"
+    EVAL_NONDETERMINISTIC = "eval-nondeterministic"
+    LEGACY_BACKWARD_HOOK = "legacy-backward-hook"
+    NONFINITE = "nonfinite"
+    SHARED_PARAMETER = "shared-parameter"
+    REUSED_MODULE = "reused-module"
+    MODE_MISMATCH = "mode-mismatch"
+    DEVICE_MISMATCH = "device-mismatch"
+    DTYPE_MISMATCH = "dtype-mismatch"
+    STALE_OPTIMIZER = "stale-optimizer"
+    FROZEN_IN_OPTIMIZER = "frozen-in-optimizer"
+    EXPLODING_GRADIENT = "exploding-gradient"
+    VANISHING_GRADIENT = "vanishing-gradient"
+
+    @property
+    def severity(self) -> Severity:
+        return SEVERITIES[self]
+
+
+SEVERITIES: dict[FindingKind, Severity] = {
+    FindingKind.UNREGISTERED_MODULE: Severity.ERROR,
+    FindingKind.UNREGISTERED_PARAMETER: Severity.ERROR,
+    FindingKind.UNREGISTERED_TENSOR: Severity.WARNING,
+    FindingKind.BUFFER_GRAD_HISTORY: Severity.ERROR,
+    FindingKind.UNUSED_PARAMETER: Severity.WARNING,
+    FindingKind.NOT_IN_OPTIMIZER: Severity.ERROR,
+    FindingKind.EVAL_NONDETERMINISTIC: Severity.ERROR,
+    FindingKind.LEGACY_BACKWARD_HOOK: Severity.WARNING,
+    FindingKind.NONFINITE: Severity.ERROR,
+    FindingKind.SHARED_PARAMETER: Severity.INFO,
+    FindingKind.REUSED_MODULE: Severity.INFO,
+    FindingKind.MODE_MISMATCH: Severity.WARNING,
+    FindingKind.DEVICE_MISMATCH: Severity.WARNING,
+    FindingKind.DTYPE_MISMATCH: Severity.WARNING,
+    FindingKind.STALE_OPTIMIZER: Severity.ERROR,
+    FindingKind.FROZEN_IN_OPTIMIZER: Severity.INFO,
+    FindingKind.EXPLODING_GRADIENT: Severity.WARNING,
+    FindingKind.VANISHING_GRADIENT: Severity.WARNING,
+}
+"""How bad each kind of finding is."""
+
+
 def finite_or_none(value: float | None) -> float | None:
     """A float for strict JSON: NaN and infinities become None."""
     if value is None or not math.isfinite(value):
@@ -91,7 +144,8 @@ class TensorSummary:
         return self.numel > 0 and self.zeros == self.numel
 
     def to_json(self) -> dict[str, Any]:
-        """DESIGN section 2's tensor summary object (strict JSON: non-finite floats as None)."""
+        """The tensor summary object of docs/design.md section 2 (strict JSON: non-finite floats
+        as None)."""
         out: dict[str, Any] = {
             "shape": list(self.shape),
             "dtype": self.dtype,
@@ -355,19 +409,23 @@ class PhaseResult:
 
 @dataclass(frozen=True)
 class Finding:
-    """One pitfall the doctor found (DESIGN section 4)."""
+    """One pitfall the doctor found (docs/design.md section 4)."""
 
-    kind: str
+    kind: FindingKind
     severity: Severity
     path: str
     message: str
     fix: str
     paths: tuple[str, ...] = ()
     step: int | None = None
+    subject: str | None = None
+    """What the finding is about where its path does not say (`nonfinite`: the loss, the
+    output, gradients, parameters or buffers). Two findings are the same one again when their
+    kind and subject match, or, without a subject, their kind and path."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "kind": self.kind,
+            "kind": self.kind.value,
             "severity": self.severity.value,
             "path": self.path,
             "message": self.message,
@@ -384,7 +442,7 @@ class Finding:
 class HookInfo:
     """One hook that can fire on a module, whoever registered it."""
 
-    hook_id: str
+    hook_id: HookId
     module: str
     kind: str
     owner: str

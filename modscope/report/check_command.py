@@ -12,20 +12,15 @@ from rich.text import Text
 
 from modscope.core.doctor import CheckResult, run_checks
 from modscope.core.errors import ScriptError
+from modscope.core.exit_codes import ExitCode
+from modscope.core.fmt import plural
 from modscope.core.loader import stderr_sink
 from modscope.core.session import Session
 from modscope.core.types import Finding, Severity
 from modscope.report.common import error_console, print_error, write_json_line
+from modscope.report.styles import SEVERITY_MARK, SEVERITY_STYLE
 
-EXIT_OK = 0
-EXIT_FINDINGS = 1
-EXIT_FAILED = 2
-
-_STYLES = {
-    Severity.ERROR: ("✗", "bold red", "errors"),
-    Severity.WARNING: ("!", "bold yellow", "warnings"),
-    Severity.INFO: ("i", "bold cyan", "info"),
-}
+_HEADINGS = {Severity.ERROR: "errors", Severity.WARNING: "warnings", Severity.INFO: "info"}
 
 
 def finding_block(f: Finding) -> RenderableType:
@@ -34,10 +29,10 @@ def finding_block(f: Finding) -> RenderableType:
     Every piece of user text (paths, messages naming the user's modules) is a `Text`, never
     markup: `blocks[attn]` shows as typed.
     """
-    mark, style, _ = _STYLES[f.severity]
+    style = SEVERITY_STYLE[f.severity]
     head = Text()
-    head.append(f"{mark} ", style=style)
-    head.append(f.kind, style=style)
+    head.append(f"{SEVERITY_MARK[f.severity]} ", style=style)
+    head.append(f.kind.value, style=style)
     head.append("  ")
     head.append(f.path or "(model)", style="bold")
     if f.step:
@@ -54,11 +49,10 @@ def counts_line(findings: Sequence[Finding]) -> Text:
     errors = n[Severity.ERROR]
     warnings = n[Severity.WARNING]
     text = Text()
-    text.append(f"{errors} error{'' if errors == 1 else 's'}", style="bold red" if errors else "")
+    text.append(plural(errors, "error"), style=SEVERITY_STYLE[Severity.ERROR] if errors else "")
     text.append(", ")
     text.append(
-        f"{warnings} warning{'' if warnings == 1 else 's'}",
-        style="bold yellow" if warnings else "",
+        plural(warnings, "warning"), style=SEVERITY_STYLE[Severity.WARNING] if warnings else ""
     )
     text.append(f", {n[Severity.INFO]} info")
     return text
@@ -73,8 +67,7 @@ def findings_report(findings: Sequence[Finding], *, title: str | None = None) ->
         group = [f for f in findings if f.severity is severity]
         if not group:
             continue
-        _, style, heading = _STYLES[severity]
-        parts.append(Text(f"{heading} ({len(group)})", style=style))
+        parts.append(Text(f"{_HEADINGS[severity]} ({len(group)})", style=SEVERITY_STYLE[severity]))
         parts.extend(finding_block(f) for f in group)
         parts.append(Text(""))
     if not findings:
@@ -84,7 +77,7 @@ def findings_report(findings: Sequence[Finding], *, title: str | None = None) ->
 
 
 def result_json(result: CheckResult) -> dict[str, object]:
-    """DESIGN section 2's `check --json` object (plus `error` when an iteration failed)."""
+    """docs/design.md section 2's `check --json` object (plus `error` when an iteration failed)."""
     out: dict[str, object] = {
         "findings": [f.to_json() for f in result.findings],
         "steps_run": result.steps_run,
@@ -100,7 +93,7 @@ def check_command(args: argparse.Namespace) -> int:
         session = Session.load(args.script, model_name=args.model, sink=stderr_sink)
     except ScriptError as exc:
         print_error(exc.error, show_traceback=args.traceback)
-        return EXIT_FAILED
+        return ExitCode.FAILED
     try:
         result = run_checks(session, steps=args.steps)
         if args.json:
@@ -111,8 +104,8 @@ def check_command(args: argparse.Namespace) -> int:
                     notes.print(Text(f"modscope check: {note}", style="dim"))
         else:
             console = Console(highlight=False)
-            steps = f"{result.steps_run} step{'' if result.steps_run == 1 else 's'} run"
-            console.print(Text(f"modscope check {args.script} ({steps})", style="bold"))
+            steps = plural(result.steps_run, "step")
+            console.print(Text(f"modscope check {args.script} ({steps} run)", style="bold"))
             for note in (result.where, *result.notes):
                 if note:
                     console.print(Text(note, style="dim"))
@@ -120,8 +113,8 @@ def check_command(args: argparse.Namespace) -> int:
             console.print(findings_report(result.findings))
         if result.error is not None:
             print_error(result.error, show_traceback=args.traceback)
-            return EXIT_FAILED
-        return EXIT_FINDINGS if result.has_errors else EXIT_OK
+            return ExitCode.FAILED
+        return ExitCode.FINDINGS if result.has_errors else ExitCode.OK
     finally:
         session.close()
         sys.stdout.flush()

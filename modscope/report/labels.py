@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from modscope.core.fmt import format_count
+from modscope.core.fmt import format_count, plural
 from modscope.core.types import ModuleInfo, UserError
-
-
-def plural(n: int, word: str) -> str:
-    """`1 param`, `2 params`, `1,024 params`."""
-    return f"{format_count(n)} {word}{'' if n == 1 else 's'}"
 
 
 def module_label(m: ModuleInfo, *, name: str | None = None) -> Text:

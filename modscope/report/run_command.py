@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from modscope.core.doctor import StepWatcher
+from modscope.core.exit_codes import ExitCode
 from modscope.core.fmt import format_number, summary_line
 from modscope.core.hooks import HookSpec, HookSpecError, all_hooks_specs
 from modscope.core.session import Session
@@ -180,16 +181,16 @@ def run_command(args: argparse.Namespace) -> int:
         specs = parse_specs(args.hook, args.hooks == "all")
     except HookSpecError as exc:
         print_message(str(exc))
-        return 2
+        return ExitCode.FAILED
     session = load_session(args)
     if session is None:
-        return 2
+        return ExitCode.FAILED
     try:
         try:
             attach_specs(session, specs)
         except HookSpecError as exc:
             print_message(str(exc))
-            return 2
+            return ExitCode.FAILED
         if args.eval:
             session.set_training(False)
         report = JsonReport() if args.json else TableReport(session, args.steps)
@@ -204,7 +205,7 @@ def run_command(args: argparse.Namespace) -> int:
                 report.hook(event)
             if result.error is not None:
                 report.error(result.error, args.traceback)
-                return 2
+                return ExitCode.FAILED
             assert result.record is not None
             report.step(result.record)
             for finding in watcher.after_step(result.record):
@@ -215,8 +216,8 @@ def run_command(args: argparse.Namespace) -> int:
                 session.save_state(args.save_state)
             except OSError as exc:
                 print_message(f"cannot write {args.save_state}: {exc.strerror or exc}")
-                return 2
-        return 0
+                return ExitCode.FAILED
+        return ExitCode.OK
     finally:
         session.close()
         sys.stdout.flush()

@@ -10,17 +10,18 @@ from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 
-from modscope.core.fmt import format_bytes, format_count, format_shape
+from modscope.core.exit_codes import ExitCode
+from modscope.core.fmt import format_bytes, format_count, format_shape, plural
 from modscope.core.inventory import fold_runs
 from modscope.core.types import Inventory, ModuleInfo, TensorInfo, Unregistered
 from modscope.report.common import load_session, write_json_line
-from modscope.report.labels import module_label, plural
+from modscope.report.labels import module_label
 
 FOLD_MIN = 3
 
 
 def inventory_json(inv: Inventory) -> dict[str, Any]:
-    """DESIGN section 2's `tree --json` object."""
+    """docs/design.md section 2's `tree --json` object."""
 
     def tensor(t: TensorInfo) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -142,12 +143,12 @@ def totals_line(inv: Inventory) -> Text:
 def tree_command(args: argparse.Namespace) -> int:
     session = load_session(args)
     if session is None:
-        return 2
+        return ExitCode.FAILED
     inv = session.inventory()
     if args.json:
         write_json_line(inventory_json(inv))
-        return 0
+        return ExitCode.OK
     console = Console(highlight=False)
     console.print(build_tree(inv, depth=args.depth, name=session.script.model_name))
     console.print(totals_line(inv))
-    return 0
+    return ExitCode.OK

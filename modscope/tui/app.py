@@ -1,55 +1,56 @@
-"""The modscope app: wires the session worker to the panes and turns keys into commands."""
+"""The modscope app: runs the session thread, turns keys into commands, and drains updates.
+
+Painting updates lives in `update_painter.py`, the hook keys in `hook_actions.py` (mixins of
+the app), the keys in `bindings.py`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Sequence
+from dataclasses import replace
 from typing import ClassVar
 
-from rich.text import Text
 from textual.app import App, ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Tree
 
-from modscope.core.types import HookEvent, UserError
-from modscope.tui import labels, worker
-from modscope.tui import updates as up
-from modscope.tui.confirm_screen import ConfirmScreen
+from modscope.control import commands as cmd
+from modscope.control import updates as up
+from modscope.control.thread import ControllerFactory, SessionThread
+from modscope.tui.bindings import APP_BINDINGS, STEPPING
 from modscope.tui.detail_pane import DetailPane
 from modscope.tui.diff_screen import DiffScreen
 from modscope.tui.error_panel import ErrorPanel
 from modscope.tui.findings_pane import FindingsPane
 from modscope.tui.help_screen import PANES, HelpScreen, keys_for
-from modscope.tui.hook_dialog import HookChoice, HookDialog
+from modscope.tui.hook_actions import HookActions
 from modscope.tui.hook_event_groups import coalesce
-from modscope.tui.hook_event_screen import HookEventScreen
 from modscope.tui.hook_events_pane import HookEventsPane
-from modscope.tui.hooks_pane import OWNER_WORDS, HooksPane, hook_text
-from modscope.tui.load_error_screen import LoadErrorScreen
+from modscope.tui.hooks_pane import HooksPane
 from modscope.tui.log_pane import LogPane
 from modscope.tui.loss_plot import LossPlot
-from modscope.tui.model_view import ModelView
+from modscope.tui.model_view import ModelView, NodeRef
 from modscope.tui.module_provider import ModuleProvider
-from modscope.tui.module_tree import ModuleTree, NodeKind, NodeRef
+from modscope.tui.module_tree import ModuleTree
 from modscope.tui.status_line import StatusLine
+from modscope.tui.traceback_screen import TracebackScreen
+from modscope.tui.update_painter import UpdatePainter
 from modscope.tui.values_screen import ValuesScreen
 
 HOOK_EVENTS_SHOWN = 20
 """Hook events logged per burst of updates; the earlier ones are counted."""
 
-_STEPPING = ("step", "next_phase", "toggle_run", "toggle_mode")
 
-
-class ModscopeApp(App[None]):
+class ModscopeApp(HookActions, UpdatePainter):
     """`modscope SCRIPT`: the live module tree, stepped from the keyboard.
 
-    `session_factory(sink, pause)` builds the Session (tests hand in a prepared one); by default
-    the script is loaded with `Session.load`. `hooks` are `--hook` specs attached at start.
+    `controller(emit, wait)` builds the session controller the app's thread runs (see
+    `modscope.control.controller.controller_factory`); the app itself never touches torch: it
+    submits commands and renders the updates they produce.
     """
 
     TITLE = "modscope"
@@ -67,58 +68,16 @@ class ModscopeApp(App[None]):
         (24, "-h-medium"),
         (34, "-h-tall"),
     ]
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("s", "step", "Step", id="step", tooltip="One whole training iteration"),
-        Binding(
-            "n",
-            "next_phase",
-            "Phase",
-            id="next_phase",
-            tooltip="The next phase only: forward, backward, optimizer step",
-        ),
-        # Shown only at a pause, and then early in the footer, where a narrow terminal keeps it.
-        Binding("c", "resume", "Continue", id="continue", tooltip="Continue from a pause hook"),
-        Binding(
-            "space",
-            "toggle_run",
-            "Run",
-            priority=True,
-            id="run",
-            tooltip="Run iterations continuously; space again pauses",
-        ),
-        Binding("e", "toggle_mode", "Train/eval", id="mode"),
-        Binding("d", "diff", "Diff", id="diff", tooltip="What the last step changed"),
-        Binding(
-            "h",
-            "attach_hook",
-            "Hook",
-            id="attach_hook",
-            tooltip="Attach a hook to the selected module",
-        ),
-        Binding(
-            "x",
-            "detach_hook",
-            "Detach",
-            id="detach_hook",
-            tooltip="Detach the hook selected in the hooks pane",
-        ),
-        Binding("r", "reload", "Reload", id="reload"),
-        Binding("slash", "filter", "Filter", id="filter"),
-        Binding("question_mark,f1", "help", "Help", id="help"),
-        Binding("escape", "dismiss_extra", "Clear", id="clear"),
-        Binding("q", "quit", "Quit", id="quit"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = APP_BINDINGS
 
     class WorkerWoke(Message):
-        """The worker's outbox has news."""
+        """The session thread's outbox has news."""
 
     def __init__(
         self,
         script: str,
         *,
-        session_factory: worker.SessionFactory | None = None,
-        hooks: Sequence[str] = (),
-        model_name: str | None = None,
+        controller: ControllerFactory,
         show_traceback: bool = False,
         animations: bool = True,
     ) -> None:
@@ -126,14 +85,15 @@ class ModscopeApp(App[None]):
         self.script = script
         self.view = ModelView(script)
         self.show_traceback = show_traceback
-        factory = session_factory or worker.default_factory(script, model_name)
-        self.worker = worker.SessionWorker(
-            factory, script=script, hook_specs=hooks, wake=self._wake
-        )
+        self.worker = SessionThread(controller, wake=self._wake)
         self.timings: dict[str, float] = {}
         """Seconds from the model being built to the tree painted (for the benchmark)."""
-        self._submitted = 1  # the initial load
+        self._last_id = 1  # the command id of the initial load
+        self._done_through = 0
+        self._internal_errors: list[up.InternalError] = []
         self._idle: asyncio.Event | None = None
+        self._batch = up.Batch()
+        self._go_to_on_load: str | None = None
         self._keys_state: tuple[bool, ...] = ()
         if not animations:
             self.animation_level = "none"
@@ -165,23 +125,23 @@ class ModscopeApp(App[None]):
             pane.border_title = pane.border_title or title
         self.query_one("#loss").border_title = "Loss"
         self.query_one(Input).cursor_blink = not self.is_headless
-        self.query_one(StatusLine).show(self.worker.status())
+        self.view.status = replace(self.view.status, busy=True)
+        self.query_one(StatusLine).show(self.view.status)
         self.query_one(ModuleTree).focus()
-        self.worker.start()
+        self._last_id = self.worker.start()
 
     def on_unmount(self) -> None:
         self.worker.stop()
 
-    # -- the worker ----------------------------------------------------------------------------
+    # -- the session thread ----------------------------------------------------------------------
 
     def _wake(self) -> None:
         # RuntimeError: the app's loop is gone, so there is nothing left to show.
         with contextlib.suppress(RuntimeError):
             self.post_message(self.WorkerWoke())
 
-    def _submit(self, command: worker.Command) -> None:
-        self.worker.submit(command)
-        self._submitted += 1
+    def _submit(self, command: cmd.Command) -> None:
+        self._last_id = self.worker.submit(command)
 
     async def wait_idle(self, timeout: float = 60.0) -> None:
         """Wait until every command submitted so far has run and its news is shown."""
@@ -192,11 +152,14 @@ class ModscopeApp(App[None]):
 
     def _is_idle(self) -> bool:
         s = self.view.status
-        return s.completed >= self._submitted and not s.running and not s.busy
+        return self._done_through >= self._last_id and not s.running and not s.busy
 
     def on_modscope_app_worker_woke(self, _: WorkerWoke) -> None:
         dirty = False
-        updates = self.worker.drain()
+        batch = self.worker.drain()
+        self._batch = batch
+        self._done_through = batch.done_through
+        updates = batch.updates
         # Hook events of a burst (a continuous run, `*` hooks) are logged once, newest last.
         events = [e for u in updates if isinstance(u, up.HookEventsSeen) for e in u.events]
         for update in updates:
@@ -206,6 +169,7 @@ class ModscopeApp(App[None]):
             groups = coalesce(events)
             self.query_one(LogPane).hook_events(groups, HOOK_EVENTS_SHOWN)
             self.query_one(HookEventsPane).add_events(groups)
+        self._show_status(self.view.status)
         if dirty and self.view.loaded:
             self.query_one(ModuleTree).refresh_labels()
             self.query_one(DetailPane).refresh_detail()
@@ -228,118 +192,23 @@ class ModscopeApp(App[None]):
             self.query_one(HooksPane).selected is not None,
             self.query_one(Input).has_class("-shown"),
             self.query_one(ErrorPanel).error is not None,
+            bool(self._internal_errors),
         )
         if keys_state != self._keys_state:
             self._keys_state = keys_state
             self.refresh_bindings()
 
-    def _apply(self, u: up.Update) -> bool:
-        """Apply one update; True when labels and details need redrawing."""
-        log = self.query_one(LogPane)
-        view = self.view
-        if isinstance(u, up.Loaded):
-            self._loaded(u)
-        elif isinstance(u, up.LoadFailed):
-            self._load_failed(u.error)
-        elif isinstance(u, up.LayoutChanged):
-            view.relayout(u.layout)
-            self._rebuild_tree()
-        elif isinstance(u, up.StatusChanged):
-            view.status = u.status
-            if not u.status.paused_at:
-                view.paused = None
-            if u.status.hooks:
-                # Shown from the first hook on, and kept: the layout does not jump back.
-                self.query_one(HookEventsPane).add_class("-active")
-            self.query_one(StatusLine).show(u.status)
-        elif isinstance(u, up.Paused):
-            self._paused(u.event)
-        elif isinstance(u, up.PhaseDone):
-            self._phase_done(u)
-        elif isinstance(u, up.TensorsSummarized):
-            view.apply_summaries(u)
-        elif isinstance(u, up.Printed):
-            log.printed(u.line)
-        elif isinstance(u, up.Notice):
-            log.add(Text(u.message, style="red" if u.severity == "error" else "yellow"))
-            if u.severity != "information":
-                self.notify(u.message, severity=u.severity, markup=False)  # type: ignore[arg-type]
-        elif isinstance(u, up.FindingsChanged):
-            view.set_findings(u.findings, u.source)
-            self.query_one(FindingsPane).show(view.findings, view.findings_source)
-        elif isinstance(u, up.HooksListed):
-            view.hooks[u.path] = u.hooks
-            self._show_hooks()
-        elif isinstance(u, up.ValuesRead) and isinstance(self.screen, ValuesScreen):
-            self.screen.show_page(u)
-        else:
-            return False
-        return True
-
-    def _loaded(self, u: up.Loaded) -> None:
-        self.view.load(u.layout, u.notes)
-        if isinstance(self.screen, LoadErrorScreen):
-            self.pop_screen()
-        self.query_one(ErrorPanel).show(None, self.script)
-        self._rebuild_tree()
-        log = self.query_one(LogPane)
-        log.message(
-            f"loaded {u.layout.script}: model = {u.layout.model_name} "
-            f"({len(u.layout.modules):,} modules)"
-        )
-        for note in u.notes:
-            log.message(note)
-        self.call_after_refresh(self._painted, u.loaded_at)
-
-    def _rebuild_tree(self, filter_text: str | None = None) -> None:
-        """Rebuild the tree (new layout or filter), keeping the cursor; show its details."""
-        tree = self.query_one(ModuleTree)
-        if filter_text is None:
-            tree.show_model()
-        else:
-            tree.set_filter(filter_text)
-        if tree.current() is None:
-            tree.select_path("", expand=False)
-        self._show_detail(tree.current())
-
-    def _painted(self, loaded_at: float) -> None:
-        self.timings.setdefault("first_paint", time.perf_counter() - loaded_at)
-
-    def _load_failed(self, error: UserError) -> None:
-        self.view.load_error = error
-        self.view.layout = None
-        self.query_one(LogPane).error(labels.error_text(error, self.script))
-        if isinstance(self.screen, LoadErrorScreen):
-            self.screen.show(error)
-        else:
-            self.push_screen(LoadErrorScreen(error, self.script, traceback=self.show_traceback))
-
-    def _phase_done(self, u: up.PhaseDone) -> None:
-        if u.record is not None:
-            self.view.add_record(u.record)
-        panel = self.query_one(ErrorPanel)
-        if u.error is not None:
-            self.view.last_error = u.error
-            text = labels.error_text(u.error, self.script)
-            self.query_one(LogPane).error(text)
-            panel.show(u.error, self.script)
-            self.notify(text.plain, title="The script raised", severity="error", markup=False)
-        elif u.abandoned:
-            self.query_one(LogPane).message(f"step {u.step}: iteration abandoned")
-        elif u.record is not None and panel.error is not None:
-            panel.show(None, self.script)
-
     # -- what the keys do ----------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         on_main = self.screen is self.screen_stack[0]
-        if action in _STEPPING:
+        if action in STEPPING:
             # Keys pressed while the script loads are queued like those pressed mid-step.
             if isinstance(self.focused, Input) or not on_main or self.view.load_error:
                 return False
-            if action in ("step", "next_phase") and self.worker.paused:
+            if action in ("step", "next_phase") and self.view.status.paused_at:
                 return True  # at a pause: run to the end of the iteration / phase
-            if action in ("step", "next_phase") and self.worker.running:
+            if action in ("step", "next_phase") and self.view.status.running:
                 return None
             return True
         if action == "diff":
@@ -358,6 +227,8 @@ class ModscopeApp(App[None]):
             if not on_main or not self.view.loaded or isinstance(self.focused, Input):
                 return False
             return self.query_one(HooksPane).selected is not None or None
+        if action == "traceback":
+            return on_main and bool(self._internal_errors)
         if action == "dismiss_extra":
             return self.query_one(Input).has_class("-shown") or (
                 self.query_one(ErrorPanel).error is not None
@@ -365,25 +236,24 @@ class ModscopeApp(App[None]):
         return True
 
     def action_step(self) -> None:
-        if not self.worker.run_through(whole_iteration=True):
-            self._submit(worker.Step())
+        # At a pause this runs on to the end of the iteration (the controller knows).
+        self._submit(cmd.Step())
 
     def action_next_phase(self) -> None:
-        if not self.worker.run_through(whole_iteration=False):
-            self._submit(worker.NextPhase())
+        self._submit(cmd.NextPhase())
 
     def action_toggle_run(self) -> None:
         self.worker.set_running(not self.worker.running)
 
     def action_toggle_mode(self) -> None:
-        self._submit(worker.ToggleTraining())
+        self._submit(cmd.ToggleTraining())
 
     def action_reload(self) -> None:
         self.query_one(LogPane).message(f"reloading {self.view.status.script}…")
-        self._submit(worker.Reload())
+        self._submit(cmd.Reload())
 
     def action_resume(self) -> None:
-        self.worker.resume()
+        self._submit(cmd.Continue())
 
     def action_diff(self) -> None:
         self.push_screen(DiffScreen(self.view))
@@ -404,6 +274,10 @@ class ModscopeApp(App[None]):
         elif self.query_one(ErrorPanel).error is not None:
             self.query_one(ErrorPanel).show(None, self.script)
         self._refresh_keys()
+
+    def action_traceback(self) -> None:
+        if self._internal_errors:
+            self.push_screen(TracebackScreen(self._internal_errors[-1]))
 
     def action_help(self) -> None:
         pane = self._focused_pane()
@@ -428,7 +302,11 @@ class ModscopeApp(App[None]):
         return self.view.module_paths()
 
     def go_to(self, path: str) -> None:
-        """Select a node by its path (a module, tensor or unregistered object) in the tree."""
+        """Select a node by its path (a module, tensor or unregistered object) in the tree; asked
+        while the script still loads, once it has loaded."""
+        if not self.view.loaded:
+            self._go_to_on_load = path
+            return
         tree = self.query_one(ModuleTree)
         if tree.select_path(path):
             tree.focus()
@@ -442,14 +320,14 @@ class ModscopeApp(App[None]):
         target = self._hook_target()
         if target is not None:
             # Listed again on every selection: hooks come and go (the script, `x`, a reload).
-            self._submit(worker.ListHooks(target))
+            self._submit(cmd.ListHooks(target))
         self._show_hooks()
         self._refresh_keys()
 
     def on_module_tree_nodes_shown(self, event: ModuleTree.NodesShown) -> None:
         layout = self.view.layout
-        if layout is not None and len(layout.tensors) > worker.SUMMARIZE_ALL_LIMIT:
-            self._submit(worker.Watch(event.paths))
+        if layout is not None and not layout.summarize_all:
+            self._submit(cmd.Watch(event.paths))
 
     def on_module_tree_tensor_chosen(self, event: ModuleTree.TensorChosen) -> None:
         self._open_values(event.path)
@@ -463,7 +341,7 @@ class ModscopeApp(App[None]):
             self.push_screen(ValuesScreen(path, t.numel, t.is_parameter))
 
     def on_values_screen_page_wanted(self, event: ValuesScreen.PageWanted) -> None:
-        self._submit(worker.ReadValues(event.path, event.offset, event.count, event.grad))
+        self._submit(cmd.ReadValues(event.path, event.offset, event.count, event.grad))
 
     def on_findings_pane_go_to(self, event: FindingsPane.GoTo) -> None:
         node = self.view.node_for(event.finding.path)
@@ -476,76 +354,3 @@ class ModscopeApp(App[None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.query_one(ModuleTree).focus()
-
-    # -- hooks ---------------------------------------------------------------------------------
-
-    def _hook_target(self) -> str | None:
-        """The module `h` attaches to and the hooks pane lists: the selected module, or the
-        module of the selected tensor."""
-        ref = self.query_one(DetailPane).ref
-        if ref is None or not self.view.loaded:
-            return None
-        if ref.kind is NodeKind.MODULE:
-            return ref.path if self.view.module(ref.path) is not None else None
-        if ref.kind is NodeKind.TENSOR:
-            return self.view.owner(ref.path)
-        return None
-
-    def _module_name(self, path: str) -> str:
-        layout = self.view.layout
-        return (layout.model_name if layout else "model") if path == "" else path
-
-    def _show_hooks(self) -> None:
-        target = self._hook_target()
-        pane = self.query_one(HooksPane)
-        if target is None:
-            pane.show(None, None)
-        else:
-            pane.show(target, self.view.hooks.get(target), self._module_name(target))
-
-    def action_attach_hook(self) -> None:
-        target = self._hook_target()
-        if target is None:
-            return
-        dialog = HookDialog(target, self._module_name(target), self.view.hooks.get(target))
-        self.push_screen(dialog, self._attach_chosen)
-
-    def _attach_chosen(self, choice: HookChoice | None) -> None:
-        if choice is not None:
-            self._submit(
-                worker.AttachHook(choice.module, choice.kind, choice.action, choice.factor)
-            )
-
-    def action_detach_hook(self) -> None:
-        hook = self.query_one(HooksPane).selected
-        if hook is None:
-            return
-        if hook.owner == "modscope":
-            self._submit(worker.DetachHook(hook))
-            return
-        body = Text()
-        body.append(
-            f"This {hook.kind} hook was added by {OWNER_WORDS.get(hook.owner, hook.owner)}"
-            ", not by modscope. Detaching it changes what the model does from now on, "
-            "and modscope cannot put it back.\n\n"
-        )
-        if hook.owner == "global":
-            body.append(
-                "It is a global module hook: detaching it removes it from every module.\n\n",
-                style="bold",
-            )
-        body.append_text(hook_text(hook, self.script))
-        self.push_screen(
-            ConfirmScreen("Detach a hook modscope did not add?", body, yes="Detach", no="Keep"),
-            lambda yes: self._submit(worker.DetachHook(hook)) if yes else None,
-        )
-
-    def _paused(self, event: HookEvent) -> None:
-        """A pause hook holds the iteration: select its module and show what arrived."""
-        self.view.paused = event
-        if self.view.module(event.module) is not None:
-            self.go_to(event.module)
-        self.query_one(DetailPane).refresh_detail()
-
-    def on_hook_events_pane_opened(self, event: HookEventsPane.Opened) -> None:
-        self.push_screen(HookEventScreen(event.event, self._module_name(event.event.module)))

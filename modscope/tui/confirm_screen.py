@@ -14,11 +14,12 @@ from textual.widgets import Button, Static
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """`y` (or the focused Yes) answers True; `n` and `escape` answer False."""
+    """`y` (or the focused Yes) answers True; `n`, `q` and `escape` answer False."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "Yes", id="confirm_yes"),
         Binding("n,escape", "answer(False)", "No", id="confirm_no"),
+        Binding("q", "answer(False)", "Close", id="confirm_close"),
     ]
 
     DEFAULT_CSS = """
@@ -57,7 +58,7 @@ class ConfirmScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical() as box:
             box.border_title = Text(self.title_text)
-            box.border_subtitle = Text(f"y: {self.yes.lower()} · n / escape: {self.no.lower()}")
+            box.border_subtitle = Text(f"y: {self.yes.lower()} · n / q / escape: {self.no.lower()}")
             yield Static(self.body, id="confirm-body")
             with Horizontal(id="confirm-buttons"):
                 yield Button(self.yes, variant="warning", id="yes", compact=True)

@@ -12,6 +12,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.message import Message
+from textual.reactive import reactive
+from textual.theme import Theme
 from textual.widgets import Static
 
 from modscope.core.fmt import (
@@ -25,15 +27,15 @@ from modscope.core.fmt import (
 )
 from modscope.core.types import Finding
 from modscope.tui import hook_sections, labels
-from modscope.tui.model_view import ModelView, finite
-from modscope.tui.module_tree import NodeKind, NodeRef
+from modscope.tui.hook_sections import Palette
+from modscope.tui.model_view import ModelView, NodeKind, NodeRef, finite
 
 INLINE_VALUES = 16
 KEY_WIDTH = 10
 
 
 class DetailPane(VerticalScroll):
-    """Shows the node the tree's cursor is on; redraws when the view changes."""
+    """Shows the node the tree's cursor is on (`ref`); redraws when the view changes."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "values", "Values", id="values"),
@@ -52,11 +54,16 @@ class DetailPane(VerticalScroll):
             super().__init__()
             self.path = path
 
+    ref: reactive[NodeRef | None] = reactive(
+        None, always_update=True, init=False, repaint=False, bindings=True
+    )
+    """The node shown; setting it (even to the same node) redraws, and `enter` follows it."""
+
     def __init__(self, view: ModelView, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.view = view
-        self.ref: NodeRef | None = None
         self._content: RenderableType = Text("")
+        self._palette = Palette()
         self.can_focus = True
 
     def compose(self) -> ComposeResult:
@@ -71,12 +78,23 @@ class DetailPane(VerticalScroll):
         console.print(self._content)
         return console.export_text()
 
-    def show(self, ref: NodeRef | None) -> None:
-        self.ref = ref
+    def on_mount(self) -> None:
+        self.app.theme_changed_signal.subscribe(self, self._theme_changed)
+
+    def _theme_changed(self, _: Theme) -> None:
         self.refresh_detail()
 
+    def show(self, ref: NodeRef | None) -> None:
+        self.ref = ref
+
+    def watch_ref(self) -> None:
+        if self.is_mounted:
+            self.refresh_detail()
+
     def refresh_detail(self) -> None:
+        """Draw the node again from the view (new summaries, hooks, findings or theme)."""
         body = self.query_one("#detail-body", Static)
+        self._palette = Palette.of(self.app.theme_variables)
         ref = self.ref
         if ref is None or self.view.layout is None:
             self._content = Text("Select a node in the tree.", style="dim")
@@ -120,7 +138,11 @@ class DetailPane(VerticalScroll):
         t = view.layout.tensors[path]  # type: ignore[union-attr]
         rows = _rows()
         head = Text()
-        head.append("◆ " if t.is_parameter else "◇ ", style="cyan" if t.is_parameter else "magenta")
+        colours = self._palette
+        head.append(
+            "◆ " if t.is_parameter else "◇ ",
+            style=colours.primary if t.is_parameter else colours.secondary,
+        )
         head.append(path, style="bold")
         head.append("  parameter" if t.is_parameter else "  buffer", style="dim")
         facts = (
@@ -135,12 +157,14 @@ class DetailPane(VerticalScroll):
         summary = view.summaries.get(path)
         value = Text(
             summary_line(summary) if summary else "(summary pending)",
-            style="bold yellow" if path in view.changed else "",
+            style=f"bold {colours.warning}" if path in view.changed else "",
         )
         record = view.last_record
         if record is not None and path in view.changed:
             delta = record.diff.max_abs_delta.get(path)
-            value.append(f"   Δ max {format_number(delta)} at step {record.step}", style="yellow")
+            value.append(
+                f"   Δ max {format_number(delta)} at step {record.step}", style=colours.warning
+            )
         _row(rows, "value", value)
         if t.is_parameter:
             grad = view.grads.get(path)
@@ -153,7 +177,7 @@ class DetailPane(VerticalScroll):
         history = view.history_of(path)
         if finite(history):
             width = self._spark_width()
-            line = Text(sparkline(history, width), style="cyan")
+            line = Text(sparkline(history, width), style=colours.primary)
             shown = history[-width:]
             line.append(
                 f"  mean per step, steps {len(history) - len(shown) + 1}-"
@@ -168,7 +192,7 @@ class DetailPane(VerticalScroll):
             grads = view.grad_history_of(path)
             if finite(grads):
                 width = self._spark_width()
-                line = Text(sparkline(grads, width), style="green")
+                line = Text(sparkline(grads, width), style=colours.success)
                 line.append("  gradient norm per step", style="dim")
                 _row(rows, "grad hist", line)
         if summary is not None and summary.values is not None:
@@ -182,9 +206,11 @@ class DetailPane(VerticalScroll):
             )
         marks = []
         if t.shared_with:
-            marks.append(Text(f"shared with {', '.join(t.shared_with)}", style="green"))
+            marks.append(Text(f"shared with {', '.join(t.shared_with)}", style=colours.success))
         if t.has_grad_fn:
-            marks.append(Text("carries autograd history (has a grad_fn)", style="bold red"))
+            marks.append(
+                Text("carries autograd history (has a grad_fn)", style=f"bold {colours.error}")
+            )
         if t.note:
             marks.append(Text(t.note, style="dim"))
         for mark in marks:
@@ -200,7 +226,8 @@ class DetailPane(VerticalScroll):
         head.append(layout.model_name if path == "" else path, style="bold")
         head.append(f"  {m.type_name}", style="dim")
         head.append(
-            "  train" if m.training else "  eval", style="green" if m.training else "bold yellow"
+            "  train" if m.training else "  eval",
+            style=self._palette.success if m.training else f"bold {self._palette.warning}",
         )
         rows = _rows()
         totals = m.totals
@@ -223,9 +250,11 @@ class DetailPane(VerticalScroll):
         parts: list[RenderableType] = [head]
         paused = view.paused
         if paused is not None and paused.module == path:
-            parts += hook_sections.paused_section(paused)
+            parts += hook_sections.paused_section(paused, self._palette)
         parts += [rows, self._hooks(path)]
-        parts += hook_sections.seen_section(view.seen.get(path, {}))
+        parts += hook_sections.seen_section(
+            view.seen.get(path, {}), path, m.type_name, self._palette
+        )
         parts += self._findings(path)
         return Group(*parts)
 
@@ -242,7 +271,7 @@ class DetailPane(VerticalScroll):
             if i:
                 text.append(", ")
             if h.action:
-                text.append(h.action, style="magenta")
+                text.append(h.action, style=self._palette.accent)
             else:
                 text.append(f"{h.kind} {h.qualname.rpartition('.')[2]}")
                 text.append(f" ({h.owner})", style="dim")

@@ -8,10 +8,14 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.content import Content
+from textual.reactive import var
 from textual.screen import ModalScreen
+from textual.theme import Theme
 from textual.widgets import DataTable, Footer, Static
 
 from modscope.core.fmt import format_count, format_number, summary_line
+from modscope.tui.hook_sections import Palette
 from modscope.tui.model_view import ModelView
 
 ROW_LIMIT = 2000
@@ -22,7 +26,7 @@ class DiffScreen(ModalScreen[None]):
     """What the last iteration changed in the `state_dict`."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "dismiss", "Close", id="close_diff"),
+        Binding("q,escape", "dismiss", "Close", id="close_diff"),
         Binding("d", "dismiss", "Close", show=False),
         Binding("u", "toggle_unchanged", "Hide/show unchanged", id="toggle_unchanged"),
         Binding("j", "cursor_down", "Down", show=False),
@@ -48,10 +52,12 @@ class DiffScreen(ModalScreen[None]):
     }
     """
 
+    show_unchanged = var(True, init=False)
+    """Whether unchanged keys are listed (`u` toggles)."""
+
     def __init__(self, view: ModelView) -> None:
         super().__init__()
         self.view = view
-        self.show_unchanged = True
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -65,10 +71,16 @@ class DiffScreen(ModalScreen[None]):
             table.add_column(label, key=label)
         self._fill()
         table.focus()
+        self.app.theme_changed_signal.subscribe(self, self._theme_changed)
+
+    def _theme_changed(self, _: Theme) -> None:
+        self._fill()
+
+    def watch_show_unchanged(self) -> None:
+        self._fill()
 
     def action_toggle_unchanged(self) -> None:
         self.show_unchanged = not self.show_unchanged
-        self._fill()
 
     def action_cursor_down(self) -> None:
         self.query_one(DataTable).action_cursor_down()
@@ -94,31 +106,32 @@ class DiffScreen(ModalScreen[None]):
         caption = self.query_one("#diff-caption", Static)
         self.query_one(Vertical).border_title = Text("state_dict diff")
         if record is None:
-            caption.update(Text("No step yet: press s to run one iteration.", style="dim"))
+            caption.update(Content.styled("No step yet: press s to run one iteration.", "dim"))
             return
         diff = record.diff
         rows = self.rows()
         total = len(diff.changed) + len(diff.unchanged) + len(diff.added) + len(diff.removed)
-        text = Text()
-        text.append(f"after step {record.step}", style="bold")
-        text.append(f" vs {'step ' + str(record.step - 1) if record.step > 1 else 'the start'}: ")
-        text.append(f"{format_count(len(diff.changed))} changed", style="bold yellow")
-        text.append(f", {format_count(len(diff.unchanged))} unchanged")
+        before = f"step {record.step - 1}" if record.step > 1 else "the start"
+        parts: list[tuple[str, str] | str] = [
+            (f"after step {record.step}", "bold"),
+            f" vs {before}: ",
+            (f"{format_count(len(diff.changed))} changed", "bold $text-warning"),
+            f", {format_count(len(diff.unchanged))} unchanged",
+        ]
         if diff.added or diff.removed:
-            text.append(f", {len(diff.added)} added, {len(diff.removed)} removed", style="red")
+            parts.append((f", {len(diff.added)} added, {len(diff.removed)} removed", "$text-error"))
         if not self.show_unchanged:
-            text.append("  (unchanged hidden: u shows them)", style="dim")
+            parts.append(("  (unchanged hidden: u shows them)", "dim"))
         if len(rows) > ROW_LIMIT:
-            text.append(
-                f"  showing {format_count(ROW_LIMIT)} of {format_count(len(rows))}", style="dim"
-            )
+            shown = f"  showing {format_count(ROW_LIMIT)} of {format_count(len(rows))}"
+            parts.append((shown, "dim"))
         elif len(rows) < total:
-            text.append(
-                f"  showing {format_count(len(rows))} of {format_count(total)}", style="dim"
-            )
-        caption.update(text)
+            parts.append((f"  showing {format_count(len(rows))} of {format_count(total)}", "dim"))
+        caption.update(Content.assemble(*parts))
+        # DataTable cells are Rich renderables: they take the theme's colours, not `$variables`.
+        warning = Palette.of(self.app.theme_variables).warning
         for key, changed in rows[:ROW_LIMIT]:
-            style = "bold yellow" if changed else "dim"
+            style = f"bold {warning}" if changed else "dim"
             before = self.view.before(key)
             after = record.state.get(key)
             delta = diff.max_abs_delta.get(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.text import Text
+from textual.reactive import reactive
 from textual.widgets import Static
 
 from modscope.core.types import UserError
@@ -27,18 +28,22 @@ class ErrorPanel(Static):
     }
     """
 
+    error: reactive[UserError | None] = reactive(None, init=False, repaint=False)
+    """The error shown; None hides the panel."""
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.error: UserError | None = None
         self._script = ""
 
     def show(self, error: UserError | None, script: str) -> None:
-        self.error = error
         self._script = script
+        self.error = error
+
+    def watch_error(self, error: UserError | None) -> None:
         self.set_class(error is not None, "-shown")
         if error is not None:
             self.border_title = Text("The script raised (the session goes on)")
-            self.update(labels.error_text(error, script))
+            self.update(labels.error_text(error, self._script))
 
     @property
     def text(self) -> str:

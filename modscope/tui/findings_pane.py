@@ -33,15 +33,15 @@ class FindingsPane(OptionList):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.findings: tuple[Finding, ...] = ()
-        self._shown: tuple[tuple[Finding, ...], str] | None = None
+        self._shown: tuple[Finding, ...] | None = None
 
     def on_mount(self) -> None:
-        self.show((), "inventory")
+        self.show(())
 
-    def show(self, findings: tuple[Finding, ...], source: str) -> None:
-        if self._shown == (findings, source):
+    def show(self, findings: tuple[Finding, ...]) -> None:
+        if self._shown == findings:
             return
-        self._shown = (findings, source)
+        self._shown = findings
         self.findings = findings
         highlighted = self.highlighted
         self.clear_options()
@@ -50,10 +50,7 @@ class FindingsPane(OptionList):
         else:
             self.add_options(Option(labels.finding_text(f)) for f in findings)
             self.highlighted = min(highlighted or 0, len(findings) - 1)
-        title = Text(f"Findings ({len(findings)})")
-        if source != "doctor":
-            title.append(" from the inventory")
-        self.border_title = title
+        self.border_title = Text(f"Findings ({len(findings)})")
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()

@@ -15,7 +15,8 @@ PANES = {
     "tree": (
         "Module tree",
         "The model's children, parameters (◆) and buffers (◇); ✗ marks what "
-        "nn.Module did not register. Nodes are built as you expand them.",
+        "nn.Module did not register. A tree that fits opens fully expanded; in a bigger one, "
+        "nodes are built as you expand them.",
     ),
     "detail": ("Details", "The selected node: summary, values, gradient, history, hooks."),
     "hooks": (
@@ -47,10 +48,10 @@ class KeyHelp(NamedTuple):
 
 
 class HelpScreen(ModalScreen[None]):
-    """The keys of the pane that had focus; `escape` closes."""
+    """The keys of the pane that had focus; `q` or `escape` closes."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "dismiss", "Close", id="close_help"),
+        Binding("q,escape", "dismiss", "Close", id="close_help"),
         Binding("question_mark", "dismiss", "Close", show=False),
     ]
 
@@ -86,7 +87,7 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical() as box:
             box.border_title = Text(f"Help: {self.pane}")
-            box.border_subtitle = Text("escape closes")
+            box.border_subtitle = Text("q / escape closes")
             yield Static(Text(self.intro), id="help-intro")
             yield DataTable(id="help-table", cursor_type="row", show_cursor=False)
 

@@ -21,9 +21,11 @@ from modscope.core.hook_notes import (
     FULL_HOOK_COST,
     INPUT_GRAD_NOTE,
     LEGACY_BESIDE_FULL,
-    LEGACY_NOTE,
+    legacy_lesson,
+    module_inputs,
 )
 from modscope.core.types import HookAction, HookInfo, HookKind
+from modscope.tui.model_view import ModelView
 
 KINDS = tuple(HookKind)
 ACTIONS = tuple(HookAction)
@@ -52,51 +54,41 @@ class HookChoice:
 class _ChoiceSet(RadioSet):
     """A RadioSet whose arrows choose (not only move) and whose `enter` attaches."""
 
+    # Replaces RadioSet's arrow bindings (same keys): they only move its highlight.
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("down,right", "choose(1)", "Next choice", show=False),
+        Binding("up,left", "choose(-1)", "Previous choice", show=False),
         Binding("enter", "submit", "Attach", show=False),
     ]
 
     class Submitted(Message):
         """`enter` on a choice."""
 
-    def __init__(self, *buttons: RadioButton, id: str | None = None) -> None:
-        super().__init__(*buttons, id=id)
-        self._ready = False
-
-    def on_mount(self) -> None:
-        # RadioSet's own mount handler moves to the first button; arm only after it ran.
-        self.call_after_refresh(self._arm)
-
-    def _arm(self) -> None:
-        self._selected = max(self.pressed_index, 0)
-        self._ready = True
-
-    def action_next_button(self) -> None:
-        super().action_next_button()
-        self._press()
-
-    def action_previous_button(self) -> None:
-        super().action_previous_button()
-        self._press()
-
-    def _press(self) -> None:
-        if self._ready and self._selected is not None:
-            button = self._nodes[self._selected]
-            if isinstance(button, RadioButton):
-                button.value = True
+    def action_choose(self, step: int) -> None:
+        """Press the next (or previous) enabled button, wrapping around; RadioSet moves its
+        highlight to the pressed one."""
+        buttons = [b for b in self.query_children(RadioButton) if not b.disabled]
+        if not buttons:
+            return
+        pressed = self.pressed_button
+        at = buttons.index(pressed) if pressed in buttons else -1 if step > 0 else 0
+        buttons[(at + step) % len(buttons)].value = True
 
     def action_submit(self) -> None:
         self.post_message(self.Submitted())
 
 
 class HookDialog(ModalScreen["HookChoice | None"]):
-    """Kind and action (with a factor for `scale`) for one module; `escape` cancels.
+    """Kind and action (with a factor for `scale`) for one module; `q` or `escape` cancels
+    (`q` types in the factor field).
 
     `hooks` are the module's hooks as last listed: a choice PyTorch forbids beside them (a
     legacy backward hook beside a full one, or the reverse) is refused here, with the reason.
+    `view` (the app's, when not given) names the module's class and inputs in the notes.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "close", "Close", id="close_hook"),
         Binding("escape", "cancel", "Cancel", id="cancel_hook"),
     ]
 
@@ -148,11 +140,26 @@ class HookDialog(ModalScreen["HookChoice | None"]):
     }
     """
 
-    def __init__(self, module: str, name: str, hooks: Sequence[HookInfo] | None = None) -> None:
+    def __init__(
+        self,
+        module: str,
+        name: str,
+        hooks: Sequence[HookInfo] | None = None,
+        *,
+        view: ModelView | None = None,
+    ) -> None:
         super().__init__()
         self.module = module
         self.module_name = name
         self.hooks = tuple(hooks or ())
+        self._view = view
+
+    @property
+    def view(self) -> ModelView | None:
+        if self._view is None:
+            view = getattr(self.app, "view", None)
+            self._view = view if isinstance(view, ModelView) else None
+        return self._view
 
     def compose(self) -> ComposeResult:
         with Vertical(id="hook-box") as box:
@@ -160,7 +167,7 @@ class HookDialog(ModalScreen["HookChoice | None"]):
             title.append(self.module_name, style="bold")
             box.border_title = title
             box.border_subtitle = Text(
-                "tab moves · arrows choose · enter attaches · escape cancels"
+                "tab moves · arrows choose · enter attaches · q / escape cancel"
             )
             with Horizontal(id="hook-choices"):
                 with Vertical():
@@ -239,7 +246,7 @@ class HookDialog(ModalScreen["HookChoice | None"]):
         notes = []
         if kind is HookKind.LEGACY_BACKWARD:
             notes.append(
-                f"{LEGACY_NOTE}. modscope also observes backward on this module, so "
+                f"{self._legacy_lesson()} modscope also observes backward on this module, so "
                 "both are shown side by side."
             )
         elif kind in FULL_HOOK_KINDS and action in CHANGES:
@@ -267,6 +274,14 @@ class HookDialog(ModalScreen["HookChoice | None"]):
                 "the end of the iteration / phase, q quits."
             )
         return " ".join(notes)
+
+    def _legacy_lesson(self) -> str:
+        view = self.view
+        module = view.module(self.module) if view is not None else None
+        seen = view.seen.get(self.module, {}) if view is not None else {}
+        return legacy_lesson(
+            self.module, module.type_name if module is not None else "", module_inputs(seen)
+        )
 
     # -- keeping the dialog current ------------------------------------------------------------
 
@@ -308,6 +323,15 @@ class HookDialog(ModalScreen["HookChoice | None"]):
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # In the factor field `q` is a key to type, not a way out.
+        if action == "close":
+            return not isinstance(self.focused, Input)
+        return True
 
     @property
     def text(self) -> str:

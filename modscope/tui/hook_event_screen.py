@@ -12,18 +12,24 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.theme import Theme
 from textual.widgets import Static
 
-from modscope.core.hook_notes import LEGACY_LESSON
+from modscope.core.hook_notes import legacy_lesson, module_inputs
 from modscope.core.types import HookEvent, HookKind
-from modscope.tui.hook_sections import FIELDS, summaries_table
+from modscope.tui.hook_sections import FIELDS, Palette, summaries_table
+from modscope.tui.model_view import ModelView
 
 
 class HookEventScreen(ModalScreen[None]):
-    """A modal over one event (the last firing, for a coalesced one); `escape` closes."""
+    """A modal over one event (the last firing, for a coalesced one); `q` or `escape` closes.
+
+    `view` (the app's, when not given) names the module's class and its inputs in the legacy
+    hook's lesson.
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,enter", "dismiss", "Close", id="close_event"),
+        Binding("q,escape,enter", "dismiss", "Close", id="close_event"),
     ]
 
     DEFAULT_CSS = """
@@ -44,10 +50,18 @@ class HookEventScreen(ModalScreen[None]):
     }
     """
 
-    def __init__(self, event: HookEvent, name: str = "") -> None:
+    def __init__(self, event: HookEvent, name: str = "", *, view: ModelView | None = None) -> None:
         super().__init__()
         self.event = event
         self.module_name = name or event.module or "(root)"
+        self._view = view
+
+    @property
+    def view(self) -> ModelView | None:
+        if self._view is None:
+            view = getattr(self.app, "view", None)
+            self._view = view if isinstance(view, ModelView) else None
+        return self._view
 
     def compose(self) -> ComposeResult:
         with Vertical() as box:
@@ -55,9 +69,15 @@ class HookEventScreen(ModalScreen[None]):
             title.append(self.module_name, style="bold")
             title.append(f" {self.event.kind.value}")
             box.border_title = title
-            box.border_subtitle = Text("escape closes")
+            box.border_subtitle = Text("q / escape closes")
             with VerticalScroll():
                 yield Static(self.body(), id="event-body")
+
+    def on_mount(self) -> None:
+        self.app.theme_changed_signal.subscribe(self, self._theme_changed)
+
+    def _theme_changed(self, _: Theme) -> None:
+        self.query_one("#event-body", Static).update(self.body())
 
     def body(self) -> RenderableType:
         e = self.event
@@ -80,8 +100,21 @@ class HookEventScreen(ModalScreen[None]):
             parts.append(Text("\nnote", style="bold"))
             parts.append(Text(e.note, style="italic"))
         if e.kind is HookKind.LEGACY_BACKWARD:
-            parts.append(Text(LEGACY_LESSON, style="yellow"))
+            parts.append(Text(self.lesson(), style=Palette.of(self.app.theme_variables).warning))
         return Group(*parts)
+
+    def lesson(self) -> str:
+        """The legacy hook's lesson, about this module and what its forward took."""
+        e = self.event
+        view = self.view
+        seen = view.seen.get(e.module, {}) if view is not None else {}
+        module = view.module(e.module) if view is not None else None
+        return legacy_lesson(
+            e.module,
+            module.type_name if module is not None else "",
+            e.args or module_inputs(seen),
+            compared=HookKind.BACKWARD in seen,
+        )
 
     @property
     def text(self) -> str:

@@ -4,16 +4,42 @@ last event of each hook kind, and the legacy hook beside the observed backward (
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from modscope.core.fmt import summary_line
-from modscope.core.hook_notes import LEGACY_LESSON
+from modscope.core.hook_notes import legacy_lesson, module_inputs
 from modscope.core.types import HookEvent, HookKind, SummaryList
 
 FIELDS = ("args", "output", "grad_input", "grad_output")
+
+
+class Palette(NamedTuple):
+    """The app theme's text colours, for Rich tables and groups built in Python (they cannot
+    take Textual's `$variables`); read again at each redraw, so a new theme reaches them."""
+
+    warning: str = "yellow"
+    error: str = "red"
+    success: str = "green"
+    accent: str = "magenta"
+    primary: str = "cyan"
+    secondary: str = "magenta"
+
+    @classmethod
+    def of(cls, variables: Mapping[str, str]) -> Palette:
+        """From `App.theme_variables`: the `text-*` colours, readable on the theme's surface."""
+        default = cls()
+        return cls(
+            *(variables.get(f"text-{name}", default[i]) for i, name in enumerate(cls._fields))
+        )
+
+
+DEFAULT_PALETTE = Palette()
+"""The colours used without an app (the text export for tests)."""
+
 INLINE = 3
 """Summaries shown on one line per field; the event screen shows them all."""
 
@@ -54,11 +80,11 @@ def summaries_table(values: SummaryList, *, autograd: bool = False) -> Table:
     return table
 
 
-def paused_section(e: HookEvent) -> list[RenderableType]:
+def paused_section(e: HookEvent, palette: Palette = DEFAULT_PALETTE) -> list[RenderableType]:
     """Where the iteration is stopped and what arrived there."""
     head = Text(
         f"paused here: {e.kind.value} hook, step {e.step}, {e.phase.value} phase",
-        style="bold magenta",
+        style=f"bold {palette.accent}",
     )
     parts: list[RenderableType] = [head]
     for name in FIELDS:
@@ -76,9 +102,15 @@ def paused_section(e: HookEvent) -> list[RenderableType]:
     return parts
 
 
-def seen_section(events: Mapping[HookKind, HookEvent]) -> list[RenderableType]:
-    """The last event of each of modscope's hook kinds on a module, one row each; a legacy
-    backward hook's row sits right above the observed backward's, with the lesson."""
+def seen_section(
+    events: Mapping[HookKind, HookEvent],
+    module: str = "",
+    type_name: str = "",
+    palette: Palette = DEFAULT_PALETTE,
+) -> list[RenderableType]:
+    """The last event of each of modscope's hook kinds on `module` (of class `type_name`), one
+    row each; a legacy backward hook's row sits right above the observed backward's, with the
+    lesson about this module and its inputs."""
     if not events:
         return []
     order = [k for k in HookKind if k in events]
@@ -91,7 +123,7 @@ def seen_section(events: Mapping[HookKind, HookEvent]) -> list[RenderableType]:
     table.add_column(overflow="fold")
     for kind in order:
         e = events[kind]
-        label = Text(kind.value, style="magenta")
+        label = Text(kind.value, style=palette.accent)
         if e.step != step:
             label.append(f" (step {e.step})", style="dim")
         row = fields_text(e)
@@ -100,8 +132,8 @@ def seen_section(events: Mapping[HookKind, HookEvent]) -> list[RenderableType]:
         table.add_row(label, row)
     parts: list[RenderableType] = [Text(f"hooks saw  (step {step})", style="bold"), table]
     if HookKind.LEGACY_BACKWARD in events:
-        lesson = LEGACY_LESSON
-        if HookKind.BACKWARD not in events:
-            lesson += " (attach backward observe here to compare)"
-        parts.append(Text(lesson, style="yellow"))
+        lesson = legacy_lesson(
+            module, type_name, module_inputs(events), compared=HookKind.BACKWARD in events
+        )
+        parts.append(Text(lesson, style=palette.warning))
     return parts

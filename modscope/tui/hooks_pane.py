@@ -63,7 +63,7 @@ class HooksPane(OptionList):
             text.append("h attaches one.", style="dim italic")
             self.add_option(Option(text, disabled=True))
         else:
-            self.add_options(Option(hook_text(h, self.script), id=h.hook_id) for h in hooks)
+            self.add_options(Option(hook_text(h, self.script)) for h in hooks)
             ids = [h.hook_id for h in hooks]
             self.highlighted = ids.index(before.hook_id) if before and before.hook_id in ids else 0
         title = Text("Hooks")

@@ -11,6 +11,7 @@ import os
 
 from rich.text import Text
 
+from modscope.control.updates import SessionStatus
 from modscope.core.fmt import format_count, format_number, format_shape, summary_line
 from modscope.core.types import (
     Finding,
@@ -25,10 +26,8 @@ from modscope.core.types import (
 from modscope.report.labels import error_text as shared_error_text
 from modscope.report.labels import module_label as tree_module_label
 from modscope.report.labels import plural
-from modscope.tui.updates import SessionStatus
+from modscope.report.styles import SEVERITY_MARK, SEVERITY_STYLE
 
-SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
-SEVERITY_MARK = {Severity.ERROR: "✗", Severity.WARNING: "!", Severity.INFO: "i"}
 SHARED_SHOWN = 2
 
 
@@ -146,7 +145,7 @@ def more_label(remaining: int) -> Text:
 def finding_text(f: Finding) -> Text:
     text = Text()
     text.append(f"{SEVERITY_MARK[f.severity]} ", style=SEVERITY_STYLE[f.severity])
-    text.append(f.kind, style=SEVERITY_STYLE[f.severity])
+    text.append(f.kind.value, style=SEVERITY_STYLE[f.severity])
     text.append("  ")
     text.append(f.path or "(model)", style="bold")
     if f.step:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from rich.text import Text
+from textual.content import Content
+from textual.reactive import reactive
 from textual.widget import Widget
 
 from modscope.core.fmt import format_number
@@ -45,7 +46,7 @@ def plot_rows(values: Sequence[float | None], width: int, height: int) -> tuple[
 
 
 class LossPlot(Widget):
-    """The loss of every recorded step; the newest at the right."""
+    """The loss of every recorded step (`losses`); the newest at the right."""
 
     DEFAULT_CSS = """
     LossPlot {
@@ -55,46 +56,41 @@ class LossPlot(Widget):
     }
     """
 
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self.losses: tuple[float | None, ...] = ()
+    losses: reactive[tuple[float | None, ...]] = reactive(())
+    """The loss after each recorded step (None where there was none); setting it redraws."""
 
     def show(self, losses: Sequence[float | None]) -> None:
-        losses = tuple(losses)
-        if losses != self.losses:
-            self.losses = losses
-            self.refresh()
+        self.losses = tuple(losses)
 
-    def render(self) -> Text:
+    def render(self) -> Content:
         width, height = self.size.width, self.size.height
         if not self.losses:
-            return Text("no loss yet: s steps", style="dim")
+            return Content.styled("no loss yet: s steps", "dim")
         if height < 2 or width < 8:
-            return Text(f"loss {format_number(self.losses[-1])}")
+            return Content(f"loss {format_number(self.losses[-1])}")
         rows, log = plot_rows(self.losses, width, height - 1)
         finite = [v for v in self.losses[-width:] if v is not None and math.isfinite(v)]
-        caption = Text(no_wrap=True, overflow="ellipsis")
-        caption.append(format_number(self.losses[-1]), style="bold")
-        caption.append(f" at step {len(self.losses)}", style="dim")
-        if finite:
-            caption.append(f", max {format_number(max(finite))}", style="dim")
-        if log:
-            caption.append(", log scale", style="dim")
-        caption.truncate(width, overflow="ellipsis")
-        text = Text(no_wrap=True, overflow="crop")
-        text.append_text(caption)
+        caption = Content.assemble(
+            (format_number(self.losses[-1]), "bold"),
+            (f" at step {len(self.losses)}", "dim"),
+            (f", max {format_number(max(finite))}" if finite else "", "dim"),
+            (", log scale" if log else "", "dim"),
+        )
+        # Every line is at most `width` cells (the caption cut, one column per value), so none
+        # wraps; the placeholder above may.
+        parts: list[Content | tuple[str, str]] = [caption.truncate(width, ellipsis=True)]
         for line in rows:
-            text.append("\n")
-            for chunk, style in _runs(line):
-                text.append(chunk, style=style)
-        return text
+            parts.append(("\n", ""))
+            parts += _runs(line)
+        return Content.assemble(*parts)
 
 
 def _runs(line: str) -> list[tuple[str, str]]:
-    """The row cut where the `×` marks of non-finite losses start and stop (they are red)."""
+    """The row cut where the `×` marks of non-finite losses start and stop (in the theme's error
+    colour)."""
     out: list[tuple[str, str]] = []
     for ch in line:
-        style = "bold red" if ch == "×" else ""
+        style = "bold $text-error" if ch == "×" else ""
         if out and out[-1][1] == style:
             out[-1] = (out[-1][0] + ch, style)
         else:

@@ -6,11 +6,14 @@ snapshot types only (no torch).
 
 from __future__ import annotations
 
+import enum
 import math
 import os
 from collections import deque
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
+from modscope.control.updates import ModelLayout, SessionStatus, TensorsSummarized
 from modscope.core.types import (
     Finding,
     HookEvent,
@@ -24,9 +27,33 @@ from modscope.core.types import (
     Unregistered,
     UserError,
 )
-from modscope.tui.updates import ModelLayout, SessionStatus, TensorsSummarized
 
 HISTORY_LIMIT = 1000
+
+
+class NodeKind(enum.Enum):
+    """What a node of the module tree is."""
+
+    MODULE = "module"
+    TENSOR = "tensor"
+    UNREGISTERED = "unregistered"
+    FOLD = "fold"
+    MORE = "more"
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    """What a node of the module tree stands for (the detail pane shows the same).
+
+    MODULE, TENSOR, UNREGISTERED: `path` is the thing's own path. FOLD: `path` is the parent
+    module, the run is `children[start:stop]`. MORE: `start` is the first entry of its parent
+    not shown yet.
+    """
+
+    kind: NodeKind
+    path: str
+    start: int = 0
+    stop: int = 0
 
 
 class ModelView:
@@ -47,7 +74,6 @@ class ModelView:
         self.history: deque[StepRecord] = deque(maxlen=HISTORY_LIMIT)
         self.changed: frozenset[str] = frozenset()
         self.findings: tuple[Finding, ...] = ()
-        self.findings_source = "inventory"
         self.findings_at: dict[str, list[Finding]] = {}
         self.findings_below: dict[str, Severity] = {}
         self.hooks: dict[str, tuple[HookInfo, ...]] = {}
@@ -105,11 +131,9 @@ class ModelView:
         self.history.append(record)
         self.changed = frozenset(record.diff.changed)
 
-    def set_findings(self, findings: Iterable[Finding], source: str | None = None) -> None:
+    def set_findings(self, findings: Iterable[Finding]) -> None:
         order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
         self.findings = tuple(sorted(findings, key=lambda f: order.get(f.severity, 3)))
-        if source is not None:
-            self.findings_source = source
         self._index_findings()
 
     def _index_findings(self) -> None:
@@ -196,6 +220,53 @@ class ModelView:
 
     def module_paths(self) -> list[str]:
         return list(self.layout.modules) if self.layout else []
+
+    def owners(self, path: str) -> list[str]:
+        """The modules a node hangs under, the root first."""
+        chain: list[str] = []
+        owner = self.owner(path)
+        while owner is not None:
+            chain.append(owner)
+            owner = self.owner(owner)
+        chain.reverse()
+        return chain
+
+    def matching(self, text: str) -> list[str]:
+        """Paths of the modules (not the root), tensors and unregistered objects containing
+        `text`, in any case."""
+        if self.layout is None:
+            return []
+        layout = self.layout
+        needle = text.lower()
+        found = [p for p in layout.modules if p and needle in p.lower()]
+        found += [p for p in layout.tensors if needle in p.lower()]
+        found += [
+            u.path for us in layout.unregistered.values() for u in us if needle in u.path.lower()
+        ]
+        return found
+
+    def with_owners(self, paths: Iterable[str]) -> set[str]:
+        """The paths and every module above them."""
+        keep: set[str] = set()
+        for path in paths:
+            p: str | None = path
+            while p is not None and p not in keep:
+                keep.add(p)
+                p = self.owner(p)
+        return keep
+
+    def tree_rows(self, limit: int) -> int:
+        """Rows the module tree takes with every node expanded; counting stops past `limit`."""
+        if self.layout is None:
+            return 0
+        layout = self.layout
+        rows = 0
+        for path, m in layout.modules.items():
+            rows += 1 + len(m.parameters) + len(m.buffers)
+            rows += len(layout.unregistered.get(path, ())) + len(layout.folds.get(path, ()))
+            if rows > limit:
+                break
+        return rows
 
     def history_of(self, path: str) -> list[float | None]:
         """The mean of a state entry after each recorded step (its value, for a scalar)."""

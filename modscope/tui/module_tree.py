@@ -1,6 +1,7 @@
 """The module tree: children, parameters, buffers and what failed to register, built lazily.
 
-A node's children are created when it is first expanded; a long list shows its first
+A tree that fits its pane opens with every node expanded; a bigger one opens one level deep,
+and a node's children are created when it is first expanded; a long list shows its first
 `CHUNK` entries and a "N more" node; runs of identical numbered siblings fold into one node
 (`blocks.0-3299: 3,300 × Block`) as in `modscope tree`. Relabelling touches only nodes that
 exist and whose parent is expanded, so a 13,000-module model costs what is on screen.
@@ -8,9 +9,7 @@ exist and whose parent is expanded, so a 13,000-module model costs what is on sc
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.text import Text
@@ -20,7 +19,7 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode, UnknownNodeID
 
 from modscope.tui import labels
-from modscope.tui.model_view import ModelView
+from modscope.tui.model_view import ModelView, NodeKind, NodeRef
 
 CHUNK = 100
 """Entries shown at once under one node; the rest sit behind a "N more" node."""
@@ -28,28 +27,8 @@ CHUNK = 100
 FILTER_LIMIT = 500
 """At most this many matches are shown while filtering ("showing N of M")."""
 
-
-class NodeKind(enum.Enum):
-    MODULE = "module"
-    TENSOR = "tensor"
-    UNREGISTERED = "unregistered"
-    FOLD = "fold"
-    MORE = "more"
-
-
-@dataclass(frozen=True)
-class NodeRef:
-    """What a tree node stands for.
-
-    MODULE, TENSOR, UNREGISTERED: `path` is the thing's own path. FOLD: `path` is the parent
-    module, the run is `children[start:stop]`. MORE: `start` is the first entry of its parent
-    not shown yet.
-    """
-
-    kind: NodeKind
-    path: str
-    start: int = 0
-    stop: int = 0
+FIT_ROWS = 40
+"""The rows a tree may take to open fully expanded while the pane's height is not known."""
 
 
 class ModuleTree(Tree[NodeRef]):
@@ -97,6 +76,9 @@ class ModuleTree(Tree[NodeRef]):
     def show_model(self) -> None:
         """(Re)build the tree for the view's layout, keeping what was expanded and selected."""
         expanded = [p for p, n in self._by_path.items() if n.is_expanded and n.allow_expand]
+        # Only the first tree of a session opens by the fit rule: later rebuilds (a new layout,
+        # a cleared filter) keep what the person expanded or collapsed.
+        first = not self._by_path
         cursor = self.cursor_node.data if self.cursor_node is not None else None
         self._reset_nodes()
         layout = self.view.layout
@@ -107,6 +89,8 @@ class ModuleTree(Tree[NodeRef]):
             self._build_filtered(self.filter_text)
         else:
             self._build_root()
+            if first and self.fits():
+                self._expand_below(self.root)
             for path in sorted(expanded, key=lambda p: p.count(".") if p else -1):
                 node = self._by_path.get(path)
                 if node is not None and not node.is_expanded:
@@ -133,6 +117,19 @@ class ModuleTree(Tree[NodeRef]):
         root.set_label(self._label(root.data))
         self._populate(root)
         root.expand()
+
+    def fits(self) -> bool:
+        """Whether the whole tree, every node expanded, fits the pane's height."""
+        room = self.size.height or FIT_ROWS
+        return self.view.layout is not None and self.view.tree_rows(room) <= room
+
+    def _expand_below(self, node: TreeNode[NodeRef]) -> None:
+        """Create and expand every node under `node` (the tree is known to be small)."""
+        for child in node.children:
+            if child.allow_expand:
+                self._populate(child)
+                child.expand()
+                self._expand_below(child)
 
     def _entries(self, ref: NodeRef) -> list[NodeRef]:
         """The children a node shows, in order: tensors, unregistered, then modules/folds."""
@@ -323,13 +320,7 @@ class ModuleTree(Tree[NodeRef]):
         return True
 
     def _reveal(self, path: str) -> TreeNode[NodeRef] | None:
-        view = self.view
-        chain: list[str] = []
-        owner = view.owner(path)
-        while owner is not None:
-            chain.append(owner)
-            owner = view.owner(owner)
-        chain.reverse()
+        chain = self.view.owners(path)
         node = self._by_path.get("")
         if node is None:
             return None
@@ -381,23 +372,9 @@ class ModuleTree(Tree[NodeRef]):
         self.show_model()
 
     def _build_filtered(self, text: str) -> None:
-        layout = self.view.layout
-        assert layout is not None
-        needle = text.lower()
-        matches = [p for p in layout.modules if p and needle in p.lower()]
-        matches += [p for p in layout.tensors if needle in p.lower()]
-        matches += [
-            u.path
-            for items in layout.unregistered.values()
-            for u in items
-            if needle in u.path.lower()
-        ]
+        matches = self.view.matching(text)
         self.filter_total = len(matches)
-        keep: set[str] = set()
-        for p in matches[:FILTER_LIMIT]:
-            while p is not None and p not in keep:
-                keep.add(p)
-                p = self.view.owner(p)
+        keep = self.view.with_owners(matches[:FILTER_LIMIT])
         root = self.root
         root.data = NodeRef(NodeKind.MODULE, "")
         self._by_path[""] = root
@@ -446,7 +423,13 @@ class ModuleTree(Tree[NodeRef]):
     @property
     def node_count(self) -> int:
         """How many nodes exist (for tests and the benchmark: laziness made visible)."""
-        return len(self._tree_nodes)
+        count = 0
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            count += 1
+            stack.extend(node.children)
+        return count
 
 
 def _highlight_name(text: Text, ref: NodeRef, needle: str, model_name: str) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from textual.reactive import reactive
 from textual.widgets import Static
 
+from modscope.control.updates import SessionStatus
 from modscope.tui import labels
-from modscope.tui.updates import SessionStatus
 
 
 class StatusLine(Static):
@@ -20,14 +21,14 @@ class StatusLine(Static):
     }
     """
 
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self.status: SessionStatus | None = None
+    status: reactive[SessionStatus | None] = reactive(None, init=False, repaint=False)
+    """The status shown; an equal one (the same snapshot sent again) redraws nothing."""
 
     def show(self, status: SessionStatus) -> None:
-        if status != self.status:
-            self.status = status
-            self.update(labels.status_text(status))
+        self.status = status
+
+    def watch_status(self, status: SessionStatus | None) -> None:
+        self.update(labels.status_text(status) if status is not None else "")
 
     @property
     def text(self) -> str:

@@ -8,12 +8,14 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
+from textual.content import Content
 from textual.message import Message
+from textual.reactive import var
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
+from modscope.control.updates import ValuesRead
 from modscope.core.fmt import format_count, format_value
-from modscope.tui.updates import ValuesRead
 
 PAGE = 256
 INDEX_WIDTH = 14
@@ -24,7 +26,7 @@ class ValuesScreen(ModalScreen[None]):
     """Pages of a tensor's flattened values with their indices; the worker reads each page."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "dismiss", "Close", id="close_values"),
+        Binding("q,escape", "dismiss", "Close", id="close_values"),
         Binding("pagedown,n,right", "page(1)", "Next page", id="next_page", priority=True),
         Binding("pageup,p,left", "page(-1)", "Previous page", id="previous_page", priority=True),
         Binding("home", "first", "First", show=False, priority=True),
@@ -58,13 +60,16 @@ class ValuesScreen(ModalScreen[None]):
             self.count = count
             self.grad = grad
 
+    start = var(0, init=False)
+    """The flat index of the first value of the page shown (or asked for)."""
+    grad = var(False, init=False)
+    """Whether the gradient is shown instead of the values (`g`)."""
+
     def __init__(self, path: str, numel: int, is_parameter: bool) -> None:
         super().__init__()
         self.path = path
         self.numel = numel
         self.is_parameter = is_parameter
-        self.start = 0
-        self.grad = False
         self.page: ValuesRead | None = None
         self._body = Text()
 
@@ -91,18 +96,20 @@ class ValuesScreen(ModalScreen[None]):
         target = self.start + step * PAGE
         if 0 <= target < max(self.numel, 1):
             self.start = target
-            self._request()
 
     def action_first(self) -> None:
         self.start = 0
-        self._request()
 
     def action_last(self) -> None:
         self.start = max(0, (self.numel - 1) // PAGE * PAGE)
-        self._request()
 
     def action_toggle_grad(self) -> None:
         self.grad = not self.grad
+
+    def watch_start(self) -> None:
+        self._request()
+
+    def watch_grad(self) -> None:
         self._request()
 
     def _request(self) -> None:
@@ -114,17 +121,17 @@ class ValuesScreen(ModalScreen[None]):
             return
         self.page = page
         self.numel = page.numel or self.numel
-        caption = Text()
-        caption.append(self.path, style="bold")
-        caption.append(" .grad" if self.grad else "", style="green")
+        caption = Content.assemble(
+            (self.path, "bold"), (" .grad" if self.grad else "", "$text-success")
+        )
         if page.values:
             last = page.offset + len(page.values)
             pages = max(1, -(-page.numel // PAGE))
-            caption.append(
+            caption += Content.styled(
                 f"  values {format_count(page.offset + 1)}-{format_count(last)} of "
                 f"{format_count(page.numel)} (page {page.offset // PAGE + 1} of "
                 f"{pages})",
-                style="dim",
+                "dim",
             )
         self.query_one("#values-caption", Static).update(caption)
         self._body = self._render_page(page)

@@ -14,4 +14,4 @@ def make_app() -> Iterator[AppMaker]:
     yield maker
     for app in maker.apps:
         app.worker.stop()
-        assert app.worker.join(10), "the session worker did not end"
+        assert app.worker.join(10), "the session thread did not end"

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from textual.pilot import Pilot
 from tui_helpers import press, settle
 
-from modscope.tui import worker
 from modscope.tui.app import ModscopeApp
 from modscope.tui.hook_dialog import HookDialog
 from modscope.tui.hook_events_pane import HookEventsPane
@@ -27,13 +25,8 @@ SIZE = (100, 32)
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.fixture(autouse=True)
-def no_doctor(monkeypatch):
-    monkeypatch.setattr(worker, "StepWatcher", None)
-
-
 async def ready(app: ModscopeApp, pilot: Pilot, *keys: str, select: str | None = None) -> None:
-    """Load, select a module, press `keys`, wait for the worker, and drop toasts."""
+    """Load, select a module, press `keys`, wait for the session thread, and drop toasts."""
     await settle(app, pilot)
     if select is not None:
         app.go_to(select)
@@ -89,7 +82,7 @@ def test_paused_iteration(snap_compare, make_app):
     async def run_before(pilot: Pilot) -> None:
         await ready(app, pilot, "s")
         assert "paused in powModel (forward)" in app.query_one(StatusLine).text
-        assert app.worker.paused
+        assert app.view.status.paused_at
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 

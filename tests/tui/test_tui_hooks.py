@@ -12,9 +12,9 @@ from textual.widgets import Input
 from textual.widgets._footer import FooterKey
 from tui_helpers import press, settle
 
+from modscope.control import commands as cmd
 from modscope.core.hook_notes import LEGACY_BESIDE_FULL
 from modscope.core.types import HookAction, HookKind
-from modscope.tui import worker
 from modscope.tui.app import ModscopeApp
 from modscope.tui.confirm_screen import ConfirmScreen
 from modscope.tui.detail_pane import DetailPane
@@ -90,7 +90,8 @@ async def test_scale_without_a_number_is_refused_in_the_dialog(make_app):
         assert "scale needs a number" in app.screen.text
         assert isinstance(app.focused, Input) and app.focused.id == "factor"
         await press(app, pilot, "1", ".", "5", "enter")
-        assert make_app.session.hooks.attached["m1"].spec.factor == 1.5
+        (hook,) = make_app.session.hooks.attached.values()
+        assert hook.spec.factor == 1.5
 
 
 async def test_a_legacy_hook_beside_a_full_one_is_refused_not_a_crash(make_app):
@@ -106,8 +107,8 @@ async def test_a_legacy_hook_beside_a_full_one_is_refused_not_a_crash(make_app):
         assert isinstance(app.screen, HookDialog)
         assert LEGACY_BESIDE_FULL in app.screen.text
         await press(app, pilot, "escape")
-        # The worker says the same when asked anyway (e.g. from a stale listing).
-        app._submit(worker.AttachHook("powModel", HookKind.LEGACY_BACKWARD))
+        # The controller says the same when asked anyway (e.g. from a stale listing).
+        app._submit(cmd.AttachHook("powModel", HookKind.LEGACY_BACKWARD))
         await settle(app, pilot)
         assert "forbids a legacy backward hook" in app.query_one(LogPane).text
         assert any("forbids" in n.message for n in app._notifications)

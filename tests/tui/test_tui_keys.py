@@ -1,4 +1,5 @@
-"""Pilot tests: each key of DESIGN section 3 pressed on the article's model, and what it changed."""
+"""Pilot tests: each key of docs/design.md section 3 pressed on the article's model, and what it
+changed."""
 
 from __future__ import annotations
 

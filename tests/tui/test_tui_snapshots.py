@@ -9,11 +9,9 @@ Regenerate with `pytest tests/tui --snapshot-update`, then open the SVGs and loo
 
 from __future__ import annotations
 
-import pytest
 from textual.pilot import Pilot
 from tui_helpers import press, settle
 
-from modscope.tui import worker
 from modscope.tui.app import ModscopeApp
 from modscope.tui.detail_pane import DetailPane
 from modscope.tui.diff_screen import DiffScreen
@@ -27,17 +25,12 @@ from modscope.tui.values_screen import ValuesScreen
 SIZE = (100, 32)
 
 
-@pytest.fixture(autouse=True)
-def no_doctor(monkeypatch):
-    monkeypatch.setattr(worker, "StepWatcher", None)
-
-
 def status(app: ModscopeApp) -> str:
     return app.query_one(StatusLine).text
 
 
 async def ready(app: ModscopeApp, pilot: Pilot, *keys: str) -> None:
-    """Load, press `keys`, wait for the worker, and drop toasts (they time out on their own)."""
+    """Load, press `keys`, wait for the session thread, and drop toasts (they time out)."""
     await settle(app, pilot)
     await press(app, pilot, *keys)
     app.clear_notifications()
@@ -60,7 +53,7 @@ def test_expanded_tree(snap_compare, make_app):
     app = make_app()
 
     async def run_before(pilot: Pilot) -> None:
-        await ready(app, pilot, "down", "right", "down", "down", "right", "up", "up")
+        await ready(app, pilot, "down", "left")
         tree = app.query_one(ModuleTree)
         assert "tensor 1.0000" in str(tree._by_path["logModel.logParam"].label)
         assert tree.cursor_node.data.path == "powModel"
@@ -180,7 +173,7 @@ def test_narrow_terminal(snap_compare, make_app):
     app = make_app()
 
     async def run_before(pilot: Pilot) -> None:
-        await ready(app, pilot, "s", "down", "right", "down")
+        await ready(app, pilot, "s", "down", "down")
         assert "step 1" in status(app)
         assert app.query_one(DetailPane).display and not app.query_one("#bottom").display
 
@@ -191,7 +184,7 @@ def test_tiny_terminal(snap_compare, make_app):
     app = make_app()
 
     async def run_before(pilot: Pilot) -> None:
-        await ready(app, pilot, "s", "down", "right")
+        await ready(app, pilot, "s", "down")
         assert "tensor 1.1034" in str(app.query_one(ModuleTree)._by_path["powModel.powParam"].label)
 
     assert snap_compare(app, terminal_size=(40, 12), run_before=run_before)

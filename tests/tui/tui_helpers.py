@@ -7,6 +7,7 @@ from pathlib import Path
 
 from textual.pilot import Pilot
 
+from modscope.control.controller import controller_factory
 from modscope.core.session import Session
 from modscope.tui.app import ModscopeApp
 
@@ -28,7 +29,9 @@ class AppMaker:
             self.sessions.append(session)
             return session
 
-        app = ModscopeApp(path, session_factory=factory, animations=False, **kwargs)  # type: ignore[arg-type]
+        hooks = kwargs.pop("hooks", ())
+        controller = controller_factory(factory, script=path, hook_specs=hooks)  # type: ignore[arg-type]
+        app = ModscopeApp(path, controller=controller, animations=False, **kwargs)  # type: ignore[arg-type]
         self.apps.append(app)
         return app
 
@@ -38,13 +41,13 @@ class AppMaker:
 
 
 async def settle(app: ModscopeApp, pilot: Pilot) -> None:
-    """Wait until the worker ran everything submitted and the screen shows it."""
+    """Wait until the session thread ran everything submitted and the screen shows it."""
     await app.wait_idle(timeout=30)
     await pilot.pause()
 
 
 async def press(app: ModscopeApp, pilot: Pilot, *keys: str) -> None:
-    """Press keys one at a time, letting the worker finish before the first and after each."""
+    """Press keys one at a time, letting the session thread finish before and after each."""
     await settle(app, pilot)
     for key in keys:
         await pilot.press(key)

@@ -1,4 +1,4 @@
-"""The doctor: finds the `nn.Module` pitfalls of DESIGN section 4, each with its fix.
+"""The doctor: finds the `nn.Module` pitfalls of docs/design.md section 4, each with its fix.
 
 Kinds (severity; where found: S static, W the iterations a session runs, C `check` only):
 
@@ -29,9 +29,9 @@ restored). docs/doctor.md has the same table with each fix.
 """
 
 from modscope.core.doctor.dynamic import CheckResult, run_checks
-from modscope.core.doctor.rules import SEVERITIES, FindingKind
 from modscope.core.doctor.static import static_findings
 from modscope.core.doctor.watch import StepWatcher
+from modscope.core.types import SEVERITIES, FindingKind
 
 __all__ = [
     "SEVERITIES",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from modscope.core.doctor import rules
 from modscope.core.doctor.probes import ForwardProbe, eval_nondeterminism
@@ -104,4 +104,4 @@ def _worst_first(findings: list[Finding]) -> tuple[Finding, ...]:
 
 
 def _unstamped(f: Finding) -> Finding:
-    return Finding(f.kind, f.severity, f.path, f.message, f.fix, f.paths, None)
+    return replace(f, step=None)

@@ -14,9 +14,9 @@ from torch.utils.hooks import RemovableHandle
 from modscope.core.batches import BatchSource, spread
 from modscope.core.doctor import rules
 from modscope.core.doctor.sandbox import CloneLevel, RngState, Snapshot
-from modscope.core.doctor.walk import distinct_modules
 from modscope.core.summary import flatten_tensors
 from modscope.core.types import Finding
+from modscope.core.walk import distinct_modules
 
 # Two seeds for the eval-mode passes; the first is run twice to tell random draws from other
 # non-determinism (GPU atomics, time).

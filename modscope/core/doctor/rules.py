@@ -6,59 +6,10 @@ here, so that the wording stays consistent and each fix names the exact call.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 
-from modscope.core.types import Finding, Severity
-
-
-class FindingKind(str, enum.Enum):
-    """Every kind of finding the doctor reports (DESIGN section 4, and docs/doctor.md's extras)."""
-
-    UNREGISTERED_MODULE = "unregistered-module"
-    UNREGISTERED_PARAMETER = "unregistered-parameter"
-    UNREGISTERED_TENSOR = "unregistered-tensor"
-    BUFFER_GRAD_HISTORY = "buffer-grad-history"
-    UNUSED_PARAMETER = "unused-parameter"
-    NOT_IN_OPTIMIZER = "not-in-optimizer"
-    EVAL_NONDETERMINISTIC = "eval-nondeterministic"
-    LEGACY_BACKWARD_HOOK = "legacy-backward-hook"
-    NONFINITE = "nonfinite"
-    SHARED_PARAMETER = "shared-parameter"
-    REUSED_MODULE = "reused-module"
-    MODE_MISMATCH = "mode-mismatch"
-    DEVICE_MISMATCH = "device-mismatch"
-    DTYPE_MISMATCH = "dtype-mismatch"
-    STALE_OPTIMIZER = "stale-optimizer"
-    FROZEN_IN_OPTIMIZER = "frozen-in-optimizer"
-    EXPLODING_GRADIENT = "exploding-gradient"
-    VANISHING_GRADIENT = "vanishing-gradient"
-
-    @property
-    def severity(self) -> Severity:
-        return SEVERITIES[self]
-
-
-SEVERITIES: dict[FindingKind, Severity] = {
-    FindingKind.UNREGISTERED_MODULE: Severity.ERROR,
-    FindingKind.UNREGISTERED_PARAMETER: Severity.ERROR,
-    FindingKind.UNREGISTERED_TENSOR: Severity.WARNING,
-    FindingKind.BUFFER_GRAD_HISTORY: Severity.ERROR,
-    FindingKind.UNUSED_PARAMETER: Severity.WARNING,
-    FindingKind.NOT_IN_OPTIMIZER: Severity.ERROR,
-    FindingKind.EVAL_NONDETERMINISTIC: Severity.ERROR,
-    FindingKind.LEGACY_BACKWARD_HOOK: Severity.WARNING,
-    FindingKind.NONFINITE: Severity.ERROR,
-    FindingKind.SHARED_PARAMETER: Severity.INFO,
-    FindingKind.REUSED_MODULE: Severity.INFO,
-    FindingKind.MODE_MISMATCH: Severity.WARNING,
-    FindingKind.DEVICE_MISMATCH: Severity.WARNING,
-    FindingKind.DTYPE_MISMATCH: Severity.WARNING,
-    FindingKind.STALE_OPTIMIZER: Severity.ERROR,
-    FindingKind.FROZEN_IN_OPTIMIZER: Severity.INFO,
-    FindingKind.EXPLODING_GRADIENT: Severity.WARNING,
-    FindingKind.VANISHING_GRADIENT: Severity.WARNING,
-}
+from modscope.core.fmt import plural
+from modscope.core.types import Finding, FindingKind
 
 EXPLODING_GRAD_NORM = 1e3
 """`exploding-gradient`: the global gradient norm (all trainable parameters) is above this."""
@@ -82,30 +33,25 @@ def finding(
     *,
     paths: Sequence[str] = (),
     step: int | None = None,
+    subject: str | None = None,
 ) -> Finding:
     """A `Finding` of `kind`, with the kind's severity."""
     return Finding(
-        kind=kind.value,
+        kind=kind,
         severity=kind.severity,
         path=path,
         message=message,
         fix=fix,
         paths=tuple(paths),
         step=step,
+        subject=subject,
     )
 
 
-def dedup_key(f: Finding) -> tuple[str, str]:
-    """What makes a finding the same one again: its kind and path, or for `nonfinite` what went
-    non-finite (the loss, the output, gradients, parameters, buffers), whatever the step."""
-    if f.kind == FindingKind.NONFINITE.value:
-        for what in ("loss", "output", "gradient"):
-            if f.message.startswith(f"the {what} "):
-                return f.kind, what
-        words = f.message.split(" ", 2)
-        if len(words) > 1 and words[0].isdigit():
-            return f.kind, words[1].rstrip("s")
-    return f.kind, f.path
+def dedup_key(f: Finding) -> tuple[FindingKind, str]:
+    """What makes a finding the same one again, whatever the step: its kind and subject (for
+    `nonfinite`, what went non-finite), or its kind and path when it has no subject."""
+    return f.kind, f.subject if f.subject is not None else f.path
 
 
 def accessor(path: str, root: str = "model") -> str:
@@ -135,10 +81,6 @@ def listing(names: Sequence[str], limit: int = LISTED) -> str:
             return "".join(names)
         return ", ".join(names[:-1]) + " and " + names[-1]
     return ", ".join(names[:limit]) + f" and {len(names) - limit} more"
-
-
-def plural(n: int, word: str, many: str | None = None) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {many or word + 's'}"
 
 
 def owner_hint(owner_type: str | None) -> str:
@@ -481,6 +423,7 @@ def nonfinite(
             f"optimizer step into the parameters.{source}",
             fix,
             step=step,
+            subject=what,
         )
     noun = {"parameters": "parameter", "gradients": "gradient of", "buffers": "buffer"}[what]
     if what == "gradients":
@@ -494,6 +437,7 @@ def nonfinite(
         fix,
         paths=names,
         step=step,
+        subject=what,
     )
 
 
@@ -505,13 +449,20 @@ _BUILD_AFTER = (
 )
 
 
+def _parameters_of(
+    path: str, type_name: str | None, names: Sequence[str], noun: str, alone: str = ""
+) -> str:
+    """Whose parameters a finding is about: `body (Linear): its 2 trainable parameters (body.weight
+    and body.bias)`, or `trainable parameter body.weight` for one reported alone (`type_name`
+    None, as `static.grouped` gives it), followed by `alone`."""
+    if type_name is None:
+        return f"{noun} {path}{alone}"
+    return f"{where(path, type_name)}: its {plural(len(names), noun)} ({listing(names)})"
+
+
 def not_in_optimizer(path: str, type_name: str | None, names: Sequence[str]) -> Finding:
-    subject = (
-        f"{where(path, type_name)}: its {plural(len(names), 'trainable parameter')} "
-        f"({listing(names)}) {'is' if len(names) == 1 else 'are'}"
-        if type_name is not None
-        else f"trainable parameter {path} is"
-    )
+    subject = _parameters_of(path, type_name, names, "trainable parameter")
+    subject += " is" if len(names) == 1 else " are"
     group = (
         f'optimizer.add_param_group({{"params": {accessor(path)}.parameters()}})'
         if path and type_name is not None
@@ -530,12 +481,8 @@ def not_in_optimizer(path: str, type_name: str | None, names: Sequence[str]) -> 
 
 
 def frozen_in_optimizer(path: str, type_name: str | None, names: Sequence[str]) -> Finding:
-    subject = (
-        f"{where(path, type_name)}: its {plural(len(names), 'frozen parameter')} "
-        f"({listing(names)}) {'is' if len(names) == 1 else 'are'}"
-        if type_name is not None
-        else f"frozen parameter {path} (requires_grad=False) is"
-    )
+    subject = _parameters_of(path, type_name, names, "frozen parameter", " (requires_grad=False)")
+    subject += " is" if len(names) == 1 else " are"
     return finding(
         FindingKind.FROZEN_IN_OPTIMIZER,
         path,
@@ -563,12 +510,7 @@ def stale_optimizer(path: str, entries: Sequence[str], shapes: Sequence[str]) ->
 
 
 def unused_parameter(path: str, type_name: str | None, names: Sequence[str], step: int) -> Finding:
-    subject = (
-        f"{where(path, type_name)}: its {plural(len(names), 'trainable parameter')} "
-        f"({listing(names)}) received"
-        if type_name is not None
-        else f"trainable parameter {path} received"
-    )
+    subject = _parameters_of(path, type_name, names, "trainable parameter") + " received"
     target = accessor(path) if type_name is not None else _parameter(path)
     them = "it" if len(names) <= 1 else "them"
     return finding(

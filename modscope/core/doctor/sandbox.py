@@ -15,8 +15,6 @@ import os
 import random
 import sys
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -329,8 +327,6 @@ def available_bytes(device: str) -> int | None:
             return torch.cuda.mem_get_info(torch.device(device))[0]
         except Exception:
             return None
-    if kind == "meta":
-        return None
     return None
 
 
@@ -472,13 +468,3 @@ class Sandbox:
             if self._guard is not None:
                 self._guard.restore()
             self.session = None
-
-
-@contextmanager
-def preserved(model: nn.Module, *, clone: CloneLevel = CloneLevel.BUFFERS) -> Iterator[Snapshot]:
-    """Restore `model` (and the RNG states) after the block, however it ends."""
-    snapshot = Snapshot(model, clone=clone)
-    try:
-        yield snapshot
-    finally:
-        snapshot.restore()

@@ -11,20 +11,24 @@ from torch import nn
 from torch.nn.modules import module as module_globals
 from torch.nn.parameter import UninitializedTensorMixin
 
+from modscope.core.callables import callable_label
 from modscope.core.doctor import rules
 from modscope.core.doctor.walk import (
     GROUP_LIMIT,
     Reachable,
-    describe_callable,
-    distinct_modules,
     group_by_module,
     is_modscope_hook,
-    iter_container,
     named_parameters_once,
-    own_tensors,
 )
 from modscope.core.inventory import build_inventory
 from modscope.core.types import Finding, Inventory, Unregistered
+from modscope.core.walk import (
+    CONTAINERS,
+    MAX_CONTAINER_DEPTH,
+    distinct_modules,
+    iter_container,
+    own_tensors,
+)
 
 Modules = list[tuple[str, nn.Module]]
 
@@ -120,13 +124,13 @@ def _homogeneous(value: Any, what: str, registered: set[int]) -> list[Any] | Non
                 return False
             leaves.append(v)
             return True
-        if not isinstance(v, (list, tuple, dict, set, frozenset)) or depth > 6 or id(v) in seen:
+        if not isinstance(v, CONTAINERS) or depth >= MAX_CONTAINER_DEPTH or id(v) in seen:
             return False
         seen.add(id(v))
         members = list(iter_container(v))
         return bool(members) and all(ok(m, depth + 1) for m in members)
 
-    if not isinstance(value, (list, tuple, dict, set, frozenset)):
+    if not isinstance(value, CONTAINERS):
         return None
     return leaves if ok(value, 0) else None
 
@@ -151,13 +155,13 @@ def legacy_hook_findings(modules: Modules) -> list[Finding]:
                     rules.legacy_backward_hook(
                         path,
                         type(module).__name__,
-                        [describe_callable(h) for h in user],
+                        [callable_label(h) for h in user],
                         getattr(user[0], "__name__", "hook"),
                     )
                 )
     global_hooks = getattr(module_globals, "_global_backward_hooks", {})
     if global_hooks and getattr(module_globals, "_global_is_full_backward_hook", None) is False:
-        hooks = [describe_callable(h) for h in global_hooks.values() if not is_modscope_hook(h)]
+        hooks = [callable_label(h) for h in global_hooks.values() if not is_modscope_hook(h)]
         if hooks:
             out.append(rules.global_legacy_backward_hook(hooks))
     return out

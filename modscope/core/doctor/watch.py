@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -9,8 +10,9 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from modscope.core.doctor import rules, static
-from modscope.core.doctor.walk import distinct_modules, group_by_module
-from modscope.core.types import Finding, StepRecord
+from modscope.core.doctor.walk import group_by_module, named_parameters_once
+from modscope.core.types import Finding, FindingKind, StepRecord
+from modscope.core.walk import distinct_modules
 
 if TYPE_CHECKING:
     from modscope.core.session import Session
@@ -24,14 +26,14 @@ class StepWatcher:
     output, parameters, gradients or buffers; buffers that gained autograd history; trainable
     parameters without a gradient after the first backward; exploding or vanishing gradients;
     submodules left in the other train/eval mode. Each finding is reported once per session
-    (keyed by kind and path). Call it from the thread that steps the session.
+    (by `rules.dedup_key`: kind and path, or what went non-finite). Call it from the thread
+    that steps the session.
     """
 
     def __init__(self, session: Session, *, reported: Iterable[Finding] = ()) -> None:
         """`reported`: findings already known (not reported again)."""
         self.session = session
-        self.findings: list[Finding] = []
-        self._keys: set[tuple[str, str]] = {rules.dedup_key(f) for f in reported}
+        self._keys: set[tuple[FindingKind, str]] = {rules.dedup_key(f) for f in reported}
         self._checked_unused = False
 
     @property
@@ -53,7 +55,7 @@ class StepWatcher:
         """
         step = record.step
         modules = distinct_modules(self.model)
-        named = _first_names(modules)
+        named = list(named_parameters_once(modules).values())
         found = self._nonfinite(record, named, nonfinite_module)
         found += static.buffer_history_findings(modules, step)
         found += self._unused(record, modules, named)
@@ -68,9 +70,7 @@ class StepWatcher:
             if key in self._keys:
                 continue
             self._keys.add(key)
-            f = _with_step(f, step)
-            out.append(f)
-            self.findings.append(f)
+            out.append(dataclasses.replace(f, step=step))
         return out
 
     # -- the rules ------------------------------------------------------------------------------
@@ -150,29 +150,5 @@ class StepWatcher:
         return []
 
 
-def _first_names(modules: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Parameter]]:
-    seen: set[int] = set()
-    out = []
-    for path, module in modules:
-        prefix = path + "." if path else ""
-        for name, p in module._parameters.items():
-            if p is not None and id(p) not in seen:
-                seen.add(id(p))
-                out.append((prefix + name, p))
-    return out
-
-
 def _bad(summary: object) -> bool:
     return bool(getattr(summary, "nan", 0) or getattr(summary, "inf", 0))
-
-
-def _with_step(f: Finding, step: int) -> Finding:
-    return Finding(
-        kind=f.kind,
-        severity=f.severity,
-        path=f.path,
-        message=f.message,
-        fix=f.fix,
-        paths=f.paths,
-        step=step,
-    )

@@ -1,7 +1,9 @@
-"""What the session worker hands to the UI: frozen snapshots, one small dataclass per kind of news.
+"""What the session controller hands to the UI: frozen snapshots, one small dataclass per kind
+of news.
 
-The worker appends these to an outbox from its thread; the app drains the outbox on its own
-thread and applies them in order. Nothing here holds a tensor or imports torch.
+The controller turns each command into a list of these; the thread shell appends them to an
+outbox and the app drains it on its own thread and applies them in order. Nothing here holds a
+tensor or imports torch: this stream is what a recording persists and a replay paints.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ class ModelLayout:
     """The module tree of the loaded model with the indexes the UI looks things up by.
 
     `folds` maps a module path to the runs of its children that may fold into one node,
-    as `(start, count)` pairs over `ModuleInfo.children` (computed by the worker with
-    `fold_runs`, which needs torch's inventory code).
+    as `(start, count)` pairs over `ModuleInfo.children` (computed by the controller with
+    `fold_runs`, which needs torch's inventory code). `summarize_all`: every tensor's summary
+    comes after each command; otherwise only those the UI says it shows (`Watch`).
     """
 
     script: str
@@ -41,6 +44,7 @@ class ModelLayout:
     unregistered: Mapping[str, tuple[Unregistered, ...]]
     folds: Mapping[str, tuple[tuple[int, int], ...]]
     generation: int = 0
+    summarize_all: bool = True
 
     def owner(self, path: str) -> str | None:
         """The module path a tensor or unregistered object hangs from, or None when unknown."""
@@ -56,7 +60,11 @@ class ModelLayout:
 
 @dataclass(frozen=True)
 class SessionStatus:
-    """Where the session stands, for the status line and for deciding which keys work now."""
+    """Where the session stands, for the status line and for deciding which keys work now.
+
+    The controller fills in the session's facts; `busy`, `running` and `queued` are the thread
+    shell's, as of the last drain (`Batch`).
+    """
 
     script: str
     loaded: bool = False
@@ -71,7 +79,6 @@ class SessionStatus:
     running: bool = False
     paused_at: str | None = None
     queued: int = 0
-    completed: int = 0
     tags: tuple[str, ...] = ()
     hooks: int = 0
 
@@ -143,6 +150,16 @@ class HookEventsSeen:
 
 
 @dataclass(frozen=True)
+class InternalError:
+    """A bug in modscope (not in the user's script): the session goes on; the traceback is kept
+    for the log pane and written to `log_file`."""
+
+    message: str
+    traceback: str
+    log_file: str | None = None
+
+
+@dataclass(frozen=True)
 class Notice:
     """A message for the log (and a notification when `severity` is not "information")."""
 
@@ -152,8 +169,9 @@ class Notice:
 
 @dataclass(frozen=True)
 class FindingsChanged:
+    """Every finding of the doctor so far (static ones at load, then those of the steps)."""
+
     findings: tuple[Finding, ...]
-    source: str = "doctor"
 
 
 @dataclass(frozen=True)
@@ -194,8 +212,25 @@ Update = (
     | Printed
     | HookEventsSeen
     | Notice
+    | InternalError
     | FindingsChanged
     | HooksListed
     | Paused
     | ValuesRead
 )
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one drain of the outbox brings: the updates in order, and where the command queue
+    stands now.
+
+    `done_through` is the highest command id such that every command submitted with that id or
+    a lower one has run (a command held at a pause hook counts as run: it waits for the user).
+    """
+
+    updates: tuple[Update, ...] = ()
+    done_through: int = 0
+    busy: bool = False
+    running: bool = False
+    queued: int = 0

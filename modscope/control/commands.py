@@ -1,0 +1,105 @@
+"""What the app asks of the session controller: one small frozen dataclass per command (torch-free).
+
+`Step`, `NextPhase` and `Continue` also answer a pause hook: at a pause, `Step` runs on to the end
+of the iteration and `NextPhase` to the end of the phase (past any pause), `Continue` to the next
+pause. Queries (`QUERIES`) run before queued steps, and also while a pause holds an iteration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modscope.core.types import HookAction, HookInfo, HookKind
+
+
+@dataclass(frozen=True)
+class Step:
+    """One whole iteration (or the rest of a partial one)."""
+
+
+@dataclass(frozen=True)
+class NextPhase:
+    """The next phase only."""
+
+
+@dataclass(frozen=True)
+class Continue:
+    """At a pause hook: on to the next pause, or the end of the request."""
+
+
+@dataclass(frozen=True)
+class ToggleTraining:
+    """Switch the whole model between train and eval mode."""
+
+
+@dataclass(frozen=True)
+class Reload:
+    """Close the session (every hook removed) and load the script again."""
+
+
+@dataclass(frozen=True)
+class Quit:
+    """Abandon a paused iteration and stop (sent by the thread shell when the app leaves)."""
+
+
+@dataclass(frozen=True)
+class ListHooks:
+    """Every hook that can fire on the module at `path`."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class ReadValues:
+    """One page of a tensor's values (or of its gradient) for the values view."""
+
+    path: str
+    offset: int
+    count: int
+    grad: bool = False
+
+
+@dataclass(frozen=True)
+class Watch:
+    """Tensors the UI now shows: keep their summaries fresh."""
+
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AttachHook:
+    """Attach a modscope hook (the hook dialog). A legacy backward hook comes with an observing
+    backward hook on the same module, so that both gradients are shown side by side."""
+
+    module: str
+    kind: HookKind
+    action: HookAction = HookAction.OBSERVE
+    factor: float | None = None
+
+
+@dataclass(frozen=True)
+class DetachHook:
+    """Detach a hook the hooks pane lists: modscope's, or (the user confirmed) another's."""
+
+    hook: HookInfo
+
+
+Command = (
+    Step
+    | NextPhase
+    | Continue
+    | ToggleTraining
+    | Reload
+    | Quit
+    | ListHooks
+    | ReadValues
+    | Watch
+    | AttachHook
+    | DetachHook
+)
+
+QUERIES = (ListHooks, ReadValues, Watch, AttachHook, DetachHook)
+"""Commands that jump ahead of queued steps and run at a pause too: the user looks around,
+attaches and detaches hooks at a breakpoint."""
+
+STEPS = (Step, NextPhase)

@@ -1,0 +1,434 @@
+"""The session controller: owns the Session and turns each command into a list of frozen updates.
+
+Synchronous and thread-free: `load()`, `handle(command)` and `close()` return the updates they
+produced. The one place it waits is a `pause` hook: `serve_pause` (the session's pause callback)
+hands what it has so far to `emit`, then takes commands from `wait()` until the user answers:
+queries are served there, `Continue`/`Step`/`NextPhase` go on, `Reload`/`Quit` abandon the
+iteration. The thread shell (`modscope.control.thread`) runs it on one thread; tests drive it
+directly with a list of commands.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from enum import Enum
+
+from modscope.control import commands as cmd
+from modscope.control import updates as up
+from modscope.control.internal import internal_error
+from modscope.control.snapshots import (
+    SUMMARIZE_ALL_LIMIT,
+    make_layout,
+    read_values,
+    summaries_of,
+)
+from modscope.core.doctor import StepWatcher
+from modscope.core.doctor.rules import dedup_key
+from modscope.core.errors import ScriptError, user_error
+from modscope.core.hook_listing import detach_foreign, list_hooks
+from modscope.core.hook_spec import HookSpec, HookSpecError
+from modscope.core.hooks import EventDraft, IterationAbandoned, events_of
+from modscope.core.loader import PrintSink
+from modscope.core.session import Session
+from modscope.core.types import (
+    Finding,
+    FindingKind,
+    HookEvent,
+    HookInfo,
+    HookKind,
+    Phase,
+    PhaseResult,
+    StepRecord,
+)
+from modscope.core.walk import structure_fingerprint
+
+PauseHandler = Callable[[EventDraft], None]
+SessionFactory = Callable[[PrintSink, PauseHandler], Session]
+Emit = Callable[[Sequence[up.Update]], None]
+Wait = Callable[[], cmd.Command]
+
+
+class Through(Enum):
+    """How far `s` / `n` pressed at a pause run, past any further pause."""
+
+    PHASE = "phase"
+    ITERATION = "iteration"
+
+
+def script_factory(script: str, model_name: str | None = None) -> SessionFactory:
+    """The session factory `modscope SCRIPT` uses: load `script` with the given sink and pause."""
+
+    def load(sink: PrintSink, pause: PauseHandler) -> Session:
+        return Session.load(script, model_name=model_name, sink=sink, pause=pause)
+
+    return load
+
+
+class SessionController:
+    """One Session under the app's commands (see the module docstring)."""
+
+    def __init__(
+        self,
+        factory: SessionFactory,
+        *,
+        script: str,
+        hook_specs: Sequence[str] = (),
+        emit: Emit | None = None,
+        wait: Wait | None = None,
+    ) -> None:
+        self.script = script
+        self.script_name = os.path.basename(script)
+        self._factory = factory
+        self._hook_specs = tuple(hook_specs)
+        self._emit = emit or (lambda updates: None)
+        self._wait = wait
+        self._out: list[up.Update] = []
+        self._session: Session | None = None
+        self._watcher: StepWatcher | None = None
+        self._generation = 0
+        self._version = 0
+        self._watched: set[str] = set()
+        self._tensor_paths: tuple[str, ...] = ()
+        self._fingerprint: tuple[int, ...] = ()
+        self._findings: dict[tuple[FindingKind, str], Finding] = {}
+        self._hooks_path: str | None = None
+        self._paused_at: str | None = None
+        self._through: Through | None = None
+        self._skip_pauses = False
+        self._abandoned_by: cmd.Command | None = None
+        self._closing = False
+
+    @property
+    def session(self) -> Session | None:
+        """The live session (None before a load and after a failed one)."""
+        return self._session
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_at is not None
+
+    # -- the commands --------------------------------------------------------------------------
+
+    def load(self) -> list[up.Update]:
+        """Load the script (at start); the updates say what came of it."""
+        self._guarded(self._load)
+        return self._take()
+
+    def handle(self, command: cmd.Command) -> list[up.Update]:
+        """Run one command; returns its updates, the status last."""
+        self._guarded(self._execute, command)
+        if isinstance(self._abandoned_by, cmd.Reload):
+            # A reload pressed at a pause: the iteration has unwound, now load again.
+            self._abandoned_by = None
+            self._guarded(self._execute, cmd.Reload())
+        return self._take()
+
+    def close(self) -> list[up.Update]:
+        """Close the session: every hook modscope added removed, a partial iteration dropped."""
+        self._closing = True
+        self._close_session()
+        return self._take()
+
+    def status(self) -> up.SessionStatus:
+        """The session's facts as of now, for the status line."""
+        s = self._session
+        if s is None:
+            return up.SessionStatus(self.script_name, paused_at=self._paused_at)
+        return up.SessionStatus(
+            script=self.script_name,
+            loaded=True,
+            step=s.step,
+            next_phase=s.next_phase,
+            in_iteration=s.in_iteration,
+            phases=s.phases(),
+            training=s.training,
+            last_loss=s.last_loss,
+            last_output=s.last_output,
+            paused_at=self._paused_at,
+            tags=_tags(s),
+            hooks=len(s.hooks.attached),
+        )
+
+    def _take(self) -> list[up.Update]:
+        self._out.append(up.StatusChanged(self.status()))
+        out, self._out = self._out, []
+        return out
+
+    def _guarded(self, fn: Callable[..., None], *args: object) -> None:
+        # A bug in modscope must not end the session: say so, with the traceback, and go on.
+        try:
+            fn(*args)
+        except Exception as exc:
+            self._out.append(internal_error(exc))
+
+    def _execute(self, command: cmd.Command) -> None:
+        if isinstance(command, cmd.Reload):
+            self._close_session()
+            self._load()
+            return
+        s = self._session
+        if s is None:
+            return
+        if isinstance(command, cmd.Step):
+            self._after(self._run_request(s, whole_iteration=True))
+        elif isinstance(command, cmd.NextPhase):
+            self._after(self._run_request(s, whole_iteration=False))
+        elif isinstance(command, cmd.ToggleTraining):
+            s.set_training(not s.training)
+            self._after_change(None)
+        elif isinstance(command, cmd.ListHooks):
+            self._list_hooks(s, command.path)
+        elif isinstance(command, cmd.ReadValues):
+            self._out.append(
+                read_values(s.model, command.path, command.offset, command.count, grad=command.grad)
+            )
+        elif isinstance(command, cmd.Watch):
+            self._watch(s, command.paths)
+        elif isinstance(command, cmd.AttachHook):
+            spec = HookSpec(command.module, command.kind, command.action, command.factor)
+            self._attach(s, spec, source="h")
+        elif isinstance(command, cmd.DetachHook):
+            self._detach(s, command.hook)
+        # Continue and Quit outside a pause have nothing to do.
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        self._generation += 1
+        self._closing = False
+        try:
+            session = self._factory(self._printed, self.serve_pause)
+        except ScriptError as exc:
+            self._out.append(up.LoadFailed(exc.error))
+            return
+        except Exception as exc:
+            self._out.append(up.LoadFailed(user_error(exc, phase=Phase.LOAD, script=self.script)))
+            return
+        loaded_at = time.perf_counter()
+        self._session = session
+        self._version += 1
+        self._watched = set()
+        self._findings = {}
+        for text in self._hook_specs:
+            try:
+                spec = HookSpec.parse(text)
+            except HookSpecError as exc:
+                self._out.append(up.Notice(f"--hook: {exc}", "error"))
+                continue
+            self._attach(session, spec, source="--hook", relist=False)
+        layout = self._relayout(session)
+        self._out.append(up.Loaded(layout, tuple(session.notes()), loaded_at))
+        self._summarize(session, record=None, baseline=True)
+        self._watcher = StepWatcher(session)
+        self._add_findings(self._watcher.initial(), always=True)
+
+    def _relayout(self, session: Session) -> up.ModelLayout:
+        layout = make_layout(session, script_name=self.script_name, generation=self._generation)
+        self._tensor_paths = tuple(layout.tensors)
+        self._fingerprint = structure_fingerprint(session.model)
+        return layout
+
+    def _close_session(self) -> None:
+        s, self._session = self._session, None
+        self._paused_at = None
+        self._watcher = None
+        if s is not None:
+            try:
+                s.close()
+            except Exception as exc:
+                self._out.append(up.Notice(f"closing the session: {exc}", "error"))
+
+    def _printed(self, line: str) -> None:
+        self._out.append(up.Printed(line))
+
+    # -- stepping ------------------------------------------------------------------------------
+
+    def _run_request(self, s: Session, *, whole_iteration: bool) -> PhaseResult:
+        """`s` (the rest of the iteration) or `n` (one phase), one phase at a time, so that
+        `s` / `n` pressed at a pause hook can widen or narrow what runs."""
+        events: list[HookEvent] = []
+        try:
+            while True:
+                result = s.run_phase()
+                events.extend(result.events)
+                through, self._through = self._through, None
+                if through is Through.PHASE:  # `n` at a pause: this phase was the last to run
+                    whole_iteration = False
+                elif through is Through.ITERATION:  # `s` at a pause: on to the end
+                    whole_iteration = True
+                if result.record or result.error or result.abandoned or not whole_iteration:
+                    break
+        finally:
+            self._skip_pauses = False
+        return replace(result, events=tuple(events))
+
+    def _after(self, result: PhaseResult) -> None:
+        if result.events:
+            self._out.append(up.HookEventsSeen(result.events))
+        self._out.append(
+            up.PhaseDone(result.step, result.phase, result.record, result.error, result.abandoned)
+        )
+        self._after_change(result.record)
+
+    def _after_change(self, record: StepRecord | None) -> None:
+        s = self._session
+        assert s is not None
+        self._version += 1
+        if structure_fingerprint(s.model) != self._fingerprint:
+            self._out.append(up.LayoutChanged(self._relayout(s)))
+        self._summarize(s, record=record)
+        if record is not None and self._watcher is not None:
+            self._add_findings(self._watcher.after_step(record))
+        if self._hooks_path is not None:
+            self._list_hooks(s, self._hooks_path)
+
+    # -- pause hooks ---------------------------------------------------------------------------
+
+    def serve_pause(self, draft: EventDraft) -> None:
+        """A `pause` hook fired (inside the hook, in the user's forward or backward): show what
+        arrived, then serve commands until the user answers. Returns to let the iteration go
+        on; raises `IterationAbandoned` on quit or reload, and the session unwinds it."""
+        if self._closing or self._wait is None:
+            raise IterationAbandoned()
+        if self._skip_pauses:
+            return
+        (event,) = events_of([draft], [0])
+        self._paused_at = f"{draft.module or '(root)'} ({draft.kind.value})"
+        self._out.append(up.Paused(event))
+        self._flush()
+        try:
+            while True:
+                command = self._wait()
+                if isinstance(command, cmd.QUERIES):
+                    self._guarded(self._execute, command)
+                    self._flush()
+                    continue
+                if isinstance(command, cmd.Step | cmd.NextPhase):
+                    # On past any pause to the end of the iteration / this phase.
+                    self._skip_pauses = True
+                    is_step = isinstance(command, cmd.Step)
+                    self._through = Through.ITERATION if is_step else Through.PHASE
+                elif isinstance(command, cmd.Reload | cmd.Quit):
+                    self._abandoned_by = command
+                    self._closing = isinstance(command, cmd.Quit)
+                    raise IterationAbandoned()
+                return  # Step, NextPhase, Continue; ToggleTraining waits for the step's end
+        finally:
+            self._paused_at = None
+
+    def _flush(self) -> None:
+        """Hand the updates so far to `emit` now (at a pause the command is not over yet)."""
+        self._out.append(up.StatusChanged(self.status()))
+        out, self._out = self._out, []
+        self._emit(out)
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def _attach(self, s: Session, spec: HookSpec, *, source: str, relist: bool = True) -> None:
+        """Attach `spec`, saying what happened in the log; errors (a bad module, PyTorch
+        refusing a legacy hook beside a full one) become notices, never a crash."""
+        specs = [spec]
+        if spec.kind is HookKind.LEGACY_BACKWARD and not any(
+            h.path == spec.module and h.kind is HookKind.BACKWARD for h in s.hooks.attached.values()
+        ):
+            specs.append(HookSpec(spec.module, HookKind.BACKWARD))
+        for i, one in enumerate(specs):
+            try:
+                added = s.attach(one)
+            except (HookSpecError, RuntimeError, ValueError) as exc:
+                self._out.append(up.Notice(f"{source}: {one}: {exc}", "error"))
+                break
+            where = f"{len(added):,} modules" if len(added) != 1 else (one.module or "the root")
+            why = " (beside the legacy hook, to compare)" if i else ""
+            self._out.append(up.Notice(f"attached {one} on {where}{why}"))
+        if relist and self._hooks_path is not None:
+            self._list_hooks(s, self._hooks_path)
+
+    def _detach(self, s: Session, hook: HookInfo) -> None:
+        what = hook.action or f"{hook.kind} {hook.qualname}"
+        try:
+            if hook.hook_id.is_modscope:
+                s.detach(hook.hook_id)
+            else:
+                detach_foreign(s.model, hook)
+        except (KeyError, AttributeError, ValueError) as exc:
+            self._out.append(up.Notice(f"detaching {what}: already gone ({exc})", "warning"))
+        else:
+            owner = "" if hook.hook_id.is_modscope else f" ({hook.owner}'s)"
+            self._out.append(up.Notice(f"detached {what}{owner} from {hook.module or 'the root'}"))
+        if self._hooks_path is not None:
+            self._list_hooks(s, self._hooks_path)
+
+    def _list_hooks(self, s: Session, path: str) -> None:
+        self._hooks_path = path
+        try:
+            hooks = list_hooks(s.model, path, manager=s.hooks, script=s.script.path)
+        except AttributeError:  # the module is gone (the structure changed)
+            hooks = []
+        self._out.append(up.HooksListed(path, tuple(hooks)))
+
+    # -- summaries -----------------------------------------------------------------------------
+
+    def _summarize(self, s: Session, *, record: StepRecord | None, baseline: bool = False) -> None:
+        """This version's summaries: the record's, plus what is shown and not in it."""
+        everything = self._summarize_all
+        wanted = self._tensor_paths if everything else tuple(self._watched)
+        summaries = dict(record.state) if record is not None else {}
+        grads = dict(record.grads) if record is not None else {}
+        missing = [p for p in wanted if p not in summaries]
+        fresh, fresh_grads = summaries_of(s.model, missing, with_grads=record is None)
+        summaries.update(fresh)
+        grads.update(fresh_grads)
+        self._out.append(
+            up.TensorsSummarized(
+                self._version, summaries, grads, replace=True, baseline=baseline and everything
+            )
+        )
+
+    @property
+    def _summarize_all(self) -> bool:
+        return len(self._tensor_paths) <= SUMMARIZE_ALL_LIMIT
+
+    def _watch(self, s: Session, paths: Iterable[str]) -> None:
+        new = [p for p in paths if p not in self._watched]
+        self._watched.update(new)
+        if self._summarize_all or not new:
+            return
+        fresh, grads = summaries_of(s.model, new, with_grads=True)
+        self._out.append(up.TensorsSummarized(self._version, fresh, grads, replace=False))
+
+    # -- findings ------------------------------------------------------------------------------
+
+    def _add_findings(self, found: Iterable[Finding], *, always: bool = False) -> None:
+        """Merge `found` into the findings shown (one per kind and subject, the latest kept)."""
+        found = list(found)
+        for f in found:
+            self._findings[dedup_key(f)] = f
+        if found or always:
+            self._out.append(up.FindingsChanged(tuple(self._findings.values())))
+
+
+def _tags(s: Session) -> tuple[str, ...]:
+    if s.script.train_step is not None:
+        return ("train_step",)
+    if s.forward_only:
+        return ("forward only",)
+    if s.optimizer is None:
+        return ("no optimizer",)
+    return ()
+
+
+def controller_factory(
+    session_factory: SessionFactory, *, script: str, hook_specs: Sequence[str] = ()
+) -> Callable[[Emit, Wait], SessionController]:
+    """What the app's thread builds its controller with (`SessionThread(factory)`)."""
+
+    def make(emit: Emit, wait: Wait) -> SessionController:
+        return SessionController(
+            session_factory, script=script, hook_specs=hook_specs, emit=emit, wait=wait
+        )
+
+    return make

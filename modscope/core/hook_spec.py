@@ -1,0 +1,100 @@
+"""What a hook is, as plain data: the `--hook` spec and a hook's identity (torch-free).
+
+The app's hook dialog, the session controller and the engine share these; nothing here imports
+torch, so the app can build and show them without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modscope.core.types import HookAction, HookKind
+
+_KINDS = {kind.value: kind for kind in HookKind}
+_ACTIONS = {action.value: action for action in HookAction}
+
+
+class HookSpecError(ValueError):
+    """A `--hook` spec that does not parse, or names no module."""
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    """`MODULE:KIND[:ACTION[=ARG]]`: where to hook, which kind, and what the hook does."""
+
+    module: str
+    kind: HookKind
+    action: HookAction = HookAction.OBSERVE
+    factor: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> HookSpec:
+        """Parse `logModel:forward-pre:scale=2` (module paths may themselves contain colons)."""
+        parts = text.split(":")
+        if len(parts) >= 2 and parts[-1] in _KINDS:
+            module, kind_text, action_text = ":".join(parts[:-1]), parts[-1], "observe"
+        elif len(parts) >= 3 and parts[-2] in _KINDS:
+            module, kind_text, action_text = ":".join(parts[:-2]), parts[-2], parts[-1]
+        else:
+            raise HookSpecError(
+                f"hook spec {text!r}: expected MODULE:KIND[:ACTION[=ARG]] with KIND one of "
+                f"{', '.join(_KINDS)}"
+            )
+        name, _, arg = action_text.partition("=")
+        if name not in _ACTIONS:
+            raise HookSpecError(
+                f"hook spec {text!r}: action {name!r} is not one of {', '.join(_ACTIONS)}"
+            )
+        action = _ACTIONS[name]
+        factor: float | None = None
+        if action is HookAction.SCALE:
+            try:
+                factor = float(arg)
+            except ValueError:
+                raise HookSpecError(
+                    f"hook spec {text!r}: scale needs a number, e.g. scale=2"
+                ) from None
+        elif arg:
+            raise HookSpecError(f"hook spec {text!r}: action {name!r} takes no argument")
+        if module == ".":
+            module = ""
+        return cls(module, _KINDS[kind_text], action, factor)
+
+    def __str__(self) -> str:
+        action = self.action.value
+        if self.action is HookAction.SCALE:
+            action += f"={self.factor:g}"
+        return f"{self.module or '.'}:{self.kind.value}:{action}"
+
+
+@dataclass(frozen=True)
+class HookId:
+    """Where one hook is registered, so that it can be found again and removed.
+
+    `registry` is `"modscope"` for modscope's own hooks (`key` numbers them), the name of the
+    dict that holds a module's hook (`"_forward_hooks"`, ...), of a global hook dict of
+    `torch.nn.modules.module` (`"_global_forward_hooks"`, ...), or `"post_accumulate"` for a
+    parameter's post-accumulate-grad hook (`param` names the parameter). `key` is the hook's
+    key in that dict (PyTorch's handle id).
+    """
+
+    registry: str
+    key: int
+    param: str | None = None
+
+    @property
+    def is_modscope(self) -> bool:
+        return self.registry == MODSCOPE_REGISTRY
+
+    @property
+    def is_global(self) -> bool:
+        return self.registry.startswith("_global_")
+
+    def __str__(self) -> str:
+        if self.param is not None:
+            return f"{self.registry}:{self.param}:{self.key}"
+        return f"{self.registry}:{self.key}"
+
+
+MODSCOPE_REGISTRY = "modscope"
+POST_ACCUMULATE_REGISTRY = "post_accumulate"

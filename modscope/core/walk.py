@@ -1,0 +1,177 @@
+"""One walk over a model: its distinct modules, what they hold, and cheap checks of its shape."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CONTAINERS",
+    "MAX_CONTAINER_DEPTH",
+    "MODULE_INTERNALS",
+    "SCALAR_TYPES",
+    "distinct_modules",
+    "held_objects",
+    "iter_container",
+    "own_tensors",
+    "structure_fingerprint",
+    "subscript",
+    "tensor_at",
+    "user_attributes",
+]
+
+# Container nesting followed below a module attribute; deeper data is someone's dataset, not a
+# place where modules hide, and the bound keeps the scan cheap on huge nested structures.
+MAX_CONTAINER_DEPTH = 6
+
+SCALAR_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None)})
+"""Values that can hold nothing: skipped without a look inside (exact types, not subclasses)."""
+
+SEQUENCES = (list, tuple, deque)
+SETS = (set, frozenset)
+CONTAINERS = (*SEQUENCES, *SETS, dict)
+"""The plain containers a walk looks inside (subclasses too: OrderedDict, namedtuples)."""
+
+# What `nn.Module.__init__` itself puts in `__dict__`: hook tables, registries, `training`.
+# Attributes a user (or a torch subclass) adds are examined, underscored or not.
+MODULE_INTERNALS = frozenset(nn.Module().__dict__)
+
+
+def distinct_modules(
+    model: nn.Module, *, seen: set[int] | None = None
+) -> list[tuple[str, nn.Module]]:
+    """Every registered module once, at its first path, in `named_modules()` (preorder) order.
+
+    Iterative and cycle-safe (a module registered as its own descendant is listed once).
+    `seen` holds the ids of modules listed already (by an earlier call): they are left out with
+    their subtrees, and the ones listed now are added to it.
+    """
+    seen = set() if seen is None else seen
+    out: list[tuple[str, nn.Module]] = []
+    stack: list[tuple[str, nn.Module]] = [("", model)]
+    while stack:
+        path, module = stack.pop()
+        key = id(module)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append((path, module))
+        prefix = path + "." if path else ""
+        # Pushed last to first, so that they pop in registration order. `is not None`, not
+        # truth: an empty ModuleList or Sequential has a length of 0.
+        for name, child in reversed(module._modules.items()):
+            if child is not None:
+                stack.append((prefix + name, child))
+    return out
+
+
+def own_tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor, bool]]:
+    """`(name, tensor, is_parameter)` for a module's own registered parameters and buffers."""
+    for name, p in module._parameters.items():
+        if p is not None:
+            yield name, p, True
+    for name, b in module._buffers.items():
+        if b is not None:
+            yield name, b, False
+
+
+def user_attributes(module: nn.Module) -> list[tuple[str, Any]]:
+    """The attributes in a module's `__dict__` that `nn.Module.__init__` did not create and
+    that can hold something (scalars left out), in definition order."""
+    attrs = module.__dict__
+    # A hot path (every module of a 13,000-module model): the set difference drops the ~17
+    # entries torch puts in every `__dict__` without a Python loop, and most modules keep only
+    # scalars (`in_features`, `eps`) or one other value, so the order rarely needs restoring.
+    names = [k for k in attrs.keys() - MODULE_INTERNALS if type(attrs[k]) not in SCALAR_TYPES]
+    if len(names) <= 1:
+        return [(k, attrs[k]) for k in names]
+    return [(k, v) for k, v in attrs.items() if k in names]
+
+
+def iter_container(value: Any) -> Iterator[Any]:
+    """The members of a plain container (dict values), or nothing."""
+    if isinstance(value, dict):
+        yield from value.values()
+    elif isinstance(value, CONTAINERS):
+        yield from value
+
+
+def held_objects(
+    value: Any, path: str, *, visited: set[int], depth: int = 0
+) -> Iterator[tuple[str, Any]]:
+    """`(path, object)` for the modules, tensors and plain containers in an attribute's value.
+
+    `value` itself comes first when it is one of them; a container is followed by its members,
+    down to `MAX_CONTAINER_DEPTH` levels, and each container is looked into once: `visited`
+    holds the ids of those seen (share it across calls to walk a whole model). Modules and
+    tensors are not looked into. Paths add Python subscripts for sequences and mappings
+    (`blocks[0]`, `heads['q']`, `cache[1]['k']`) and `{i}` for the i-th member of a set in
+    iteration order (sets have no subscript).
+    """
+    if isinstance(value, (nn.Module, torch.Tensor)):
+        yield path, value
+        return
+    if depth >= MAX_CONTAINER_DEPTH or not isinstance(value, CONTAINERS):
+        return
+    key = id(value)
+    if key in visited:
+        return
+    visited.add(key)
+    yield path, value
+    depth += 1
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if type(v) not in SCALAR_TYPES:
+                yield from held_objects(v, f"{path}[{subscript(k)}]", visited=visited, depth=depth)
+        return
+    template = "{}{{{}}}" if isinstance(value, SETS) else "{}[{}]"
+    for i, v in enumerate(value):
+        if type(v) not in SCALAR_TYPES:
+            yield from held_objects(v, template.format(path, i), visited=visited, depth=depth)
+
+
+def subscript(key: Any) -> str:
+    """A dict key as it would be written in Python source, or `<Type>` when it has no literal."""
+    if type(key) in SCALAR_TYPES or (
+        isinstance(key, tuple) and all(type(k) in SCALAR_TYPES for k in key)
+    ):
+        return repr(key)
+    return f"<{type(key).__name__}>"
+
+
+def structure_fingerprint(model: nn.Module) -> tuple[int, ...]:
+    """`(modules, modules in training mode, _parameters entries, _buffers entries)` over the
+    distinct registered modules, in one pass: equal before and after a step that changed no
+    structure and no train/eval mode, much cheaper than an inventory."""
+    seen = {id(model)}
+    stack = [model]
+    modules = training = parameters = buffers = 0
+    while stack:
+        module = stack.pop()
+        modules += 1
+        training += module.training
+        parameters += len(module._parameters)
+        buffers += len(module._buffers)
+        for child in module._modules.values():
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                stack.append(child)
+    return (modules, training, parameters, buffers)
+
+
+def tensor_at(model: nn.Module, path: str) -> torch.Tensor | None:
+    """The parameter or buffer at a dotted `state_dict` path (`body.0.weight`), or None when
+    the model has none there."""
+    owner, _, name = path.rpartition(".")
+    try:
+        module = model.get_submodule(owner) if owner else model
+    except AttributeError:
+        return None
+    tensor = module._parameters.get(name)
+    if tensor is None:
+        tensor = module._buffers.get(name)
+    return tensor

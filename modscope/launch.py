@@ -1,0 +1,63 @@
+"""`modscope SCRIPT` and `modscope.inspect()`: build the session controller, run the app on it,
+and return the exit status. The one place that joins the app (torch-free) to the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from modscope.control.controller import SessionFactory, controller_factory, script_factory
+from modscope.tui.app import ModscopeApp
+
+WORKER_JOIN_TIMEOUT = 2.0
+"""Seconds to wait, after the app has left, for the session thread to close the session."""
+
+
+def make_app(
+    script: str,
+    *,
+    hooks: Sequence[str] = (),
+    model_name: str | None = None,
+    traceback: bool = False,
+    session_factory: SessionFactory | None = None,
+    animations: bool = True,
+) -> ModscopeApp:
+    """The app on `script` (or on what `session_factory` builds), not yet running."""
+    factory = session_factory or script_factory(script, model_name)
+    return ModscopeApp(
+        script,
+        controller=controller_factory(factory, script=script, hook_specs=hooks),
+        show_traceback=traceback,
+        animations=animations,
+    )
+
+
+def run_app(
+    script: str,
+    *,
+    hooks: Sequence[str] = (),
+    model_name: str | None = None,
+    traceback: bool = False,
+    session_factory: SessionFactory | None = None,
+    join_timeout: float | None = WORKER_JOIN_TIMEOUT,
+) -> int:
+    """Open the app on `script`; 0 after `q`, 2 when the script never loaded.
+
+    `session_factory` builds the session instead of loading `script` (`modscope.inspect()`
+    hands in live objects; `script` then only names where they come from). `join_timeout`
+    None waits for the session thread to have closed the session, every hook removed.
+    """
+    app = make_app(
+        script,
+        hooks=hooks,
+        model_name=model_name,
+        traceback=traceback,
+        session_factory=session_factory,
+    )
+    try:
+        app.run()
+    finally:
+        app.worker.stop()
+        # A forward still running in the user's code cannot be interrupted; the thread is a
+        # daemon, so the process still ends.
+        app.worker.join(join_timeout)
+    return app.return_code or 0

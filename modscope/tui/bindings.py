@@ -1,0 +1,57 @@
+"""The main screen's keys (docs/design.md section 3), each with an id a user keymap can rebind."""
+
+from __future__ import annotations
+
+from textual.binding import Binding, BindingType
+
+APP_BINDINGS: list[BindingType] = [
+    Binding("s", "step", "Step", id="step", tooltip="One whole training iteration"),
+    Binding(
+        "n",
+        "next_phase",
+        "Phase",
+        id="next_phase",
+        tooltip="The next phase only: forward, backward, optimizer step",
+    ),
+    # Shown only at a pause, and then early in the footer, where a narrow terminal keeps it.
+    Binding("c", "resume", "Continue", id="continue", tooltip="Continue from a pause hook"),
+    Binding(
+        "space",
+        "toggle_run",
+        "Run",
+        priority=True,
+        id="run",
+        tooltip="Run iterations continuously; space again pauses",
+    ),
+    Binding("e", "toggle_mode", "Train/eval", id="mode"),
+    Binding("d", "diff", "Diff", id="diff", tooltip="What the last step changed"),
+    Binding(
+        "h",
+        "attach_hook",
+        "Hook",
+        id="attach_hook",
+        tooltip="Attach a hook to the selected module",
+    ),
+    Binding(
+        "x",
+        "detach_hook",
+        "Detach",
+        id="detach_hook",
+        tooltip="Detach the hook selected in the hooks pane",
+    ),
+    Binding("r", "reload", "Reload", id="reload"),
+    Binding(
+        "exclamation_mark",
+        "traceback",
+        "Traceback",
+        id="traceback",
+        tooltip="The traceback of the last internal error",
+    ),
+    Binding("slash", "filter", "Filter", id="filter"),
+    Binding("question_mark,f1", "help", "Help", id="help"),
+    Binding("escape", "dismiss_extra", "Clear", id="clear"),
+    Binding("q", "quit", "Quit", id="quit"),
+]
+
+STEPPING = ("step", "next_phase", "toggle_run", "toggle_mode")
+"""Actions that run the model: off while typing, on other screens and without a loaded script."""

@@ -1,0 +1,52 @@
+"""The traceback of an internal error (a bug in modscope, not in the user's script)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from modscope.control.updates import InternalError
+
+
+class TracebackScreen(ModalScreen[None]):
+    """The last internal error in full; `q` or `escape` closes."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q,escape", "dismiss", "Close", id="close_traceback"),
+    ]
+
+    DEFAULT_CSS = """
+    TracebackScreen {
+        align: center middle;
+    }
+    TracebackScreen > Vertical {
+        width: 96%;
+        height: auto;
+        max-height: 90%;
+        border: round $error;
+        background: $surface;
+        padding: 0 1;
+    }
+    TracebackScreen VerticalScroll {
+        height: auto;
+        max-height: 100%;
+    }
+    """
+
+    def __init__(self, error: InternalError) -> None:
+        super().__init__()
+        self.error = error
+
+    def compose(self) -> ComposeResult:
+        with Vertical() as box:
+            box.border_title = Text(self.error.message)
+            where = f"also in {self.error.log_file} · " if self.error.log_file else ""
+            box.border_subtitle = Text(f"{where}q / escape: close")
+            with VerticalScroll():
+                yield Static(Text(self.error.traceback), id="traceback")
