@@ -363,14 +363,14 @@ class HookManager:
 
         return observe
 
+    def _fire_grads(self, hook: AttachedHook, grad_input: Any, grad_output: Any, note: str) -> None:
+        """A module-level backward hook fired: what it saw, with the note that says which kind."""
+        grad_in, grad_out = _captures(list(grad_input)), _captures(list(grad_output))
+        self._fire(hook, grad_input=grad_in, grad_output=grad_out, note=note)
+
     def _legacy(self, hook: AttachedHook) -> Callable[..., Any]:
         def legacy(module: nn.Module, grad_input: Any, grad_output: Any) -> Any:
-            self._fire(
-                hook,
-                grad_input=_captures(list(grad_input)),
-                grad_output=_captures(list(grad_output)),
-                note=LEGACY_NOTE,
-            )
+            self._fire_grads(hook, grad_input, grad_output, LEGACY_NOTE)
             if self._changes(hook):
                 fn = self._scaled(hook)
                 return tuple(fn(g) if g is not None else None for g in grad_input)
@@ -383,12 +383,7 @@ class HookManager:
         if hook.kind is HookKind.BACKWARD:
 
             def backward(module: nn.Module, grad_input: Any, grad_output: Any) -> Any:
-                self._fire(
-                    hook,
-                    grad_input=_captures(list(grad_input)),
-                    grad_output=_captures(list(grad_output)),
-                    note=FULL_HOOK_COST,
-                )
+                self._fire_grads(hook, grad_input, grad_output, FULL_HOOK_COST)
                 return tuple(fn(g) if g is not None else None for g in grad_input)
 
             return backward

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from modscope.core.fmt import format_count, plural
-from modscope.core.types import ModuleInfo, UserError
+from modscope.core.types import ModuleInfo, TensorInfo, Unregistered, UserError
 
 
 def module_label(m: ModuleInfo, *, name: str | None = None) -> Text:
@@ -22,6 +22,35 @@ def module_label(m: ModuleInfo, *, name: str | None = None) -> Text:
         text.append(f"  {format_count(totals.buffers)} in buffers", style="dim")
     if not m.training:
         text.append("  eval", style="yellow")
+    return text
+
+
+def append_tensor_marks(
+    text: Text, t: TensorInfo, *, sep: str, shared_shown: int | None = None
+) -> None:
+    """The marks a parameter or buffer earns: frozen, non-persistent, autograd history (a
+    buffer that drags a graph), and the names it is shared with (the first `shared_shown`)."""
+    if t.frozen:
+        text.append(f"{sep}frozen", style="blue")
+    if not t.is_parameter and not t.persistent:
+        text.append(f"{sep}non-persistent", style="dim")
+    if t.has_grad_fn:
+        text.append(f"{sep}carries autograd history!", style="bold red")
+    if t.shared_with:
+        names = t.shared_with if shared_shown is None else t.shared_with[:shared_shown]
+        more = len(t.shared_with) - len(names)
+        extra = f" +{more}" if more > 0 else ""
+        text.append(f"{sep}shared with {', '.join(names)}{extra}", style="green")
+
+
+def unregistered_label(u: Unregistered) -> Text:
+    """`✗ modelList[0] PowModel  not registered (module, in a plain list)`."""
+    text = Text()
+    text.append("✗ ", style="bold red")
+    text.append(u.path[len(u.owner) + 1 :] if u.owner else u.path, style="red")
+    text.append(f" {u.type_name}", style="dim")
+    where = f"in a plain {u.container}" if u.container else "a plain attribute"
+    text.append(f"  not registered ({u.what}, {where})", style="red")
     return text
 
 

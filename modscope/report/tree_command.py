@@ -15,7 +15,7 @@ from modscope.core.fmt import format_bytes, format_count, format_shape, plural
 from modscope.core.inventory import fold_runs
 from modscope.core.types import Inventory, ModuleInfo, TensorInfo, Unregistered
 from modscope.report.common import load_session, write_json_line
-from modscope.report.labels import module_label
+from modscope.report.labels import append_tensor_marks, module_label, unregistered_label
 
 FOLD_MIN = 3
 
@@ -70,24 +70,7 @@ def tensor_label(t: TensorInfo) -> Text:
     if t.device != "cpu":
         text.append(f" {t.device}", style="yellow")
     text.append(f" n={format_count(t.numel)}", style="dim")
-    if t.frozen:
-        text.append(" frozen", style="blue")
-    if not t.is_parameter and not t.persistent:
-        text.append(" non-persistent", style="dim")
-    if t.has_grad_fn:
-        text.append(" carries autograd history!", style="bold red")
-    if t.shared_with:
-        text.append(f" shared with {', '.join(t.shared_with)}", style="green")
-    return text
-
-
-def unregistered_label(u: Unregistered) -> Text:
-    text = Text()
-    text.append("✗ ", style="bold red")
-    text.append(u.path.rsplit(".", 1)[-1] if u.owner else u.path, style="red")
-    text.append(f" {u.type_name}", style="dim")
-    where = f"in a plain {u.container}" if u.container else "a plain attribute"
-    text.append(f"  not registered ({u.what}, {where})", style="red")
+    append_tensor_marks(text, t, sep=" ")
     return text
 
 

@@ -26,6 +26,7 @@ from modscope.core.fmt import (
     summary_line,
 )
 from modscope.core.types import Finding
+from modscope.report.labels import unregistered_label
 from modscope.tui import hook_sections, labels
 from modscope.tui.hook_sections import Palette
 from modscope.tui.model_view import ModelView, NodeKind, NodeRef, finite
@@ -281,7 +282,7 @@ class DetailPane(VerticalScroll):
         u = self.view.unregistered(path)
         if u is None:
             return Text(path)
-        head = labels.unregistered_label(u)
+        head = unregistered_label(u)
         rows = _rows()
         _row(rows, "path", Text(u.path))
         _row(rows, "type", Text(u.type_name))

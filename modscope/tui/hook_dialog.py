@@ -84,7 +84,7 @@ class HookDialog(ModalScreen["HookChoice | None"]):
 
     `hooks` are the module's hooks as last listed: a choice PyTorch forbids beside them (a
     legacy backward hook beside a full one, or the reverse) is refused here, with the reason.
-    `view` (the app's, when not given) names the module's class and inputs in the notes.
+    `view` (the app's model view, when given) names the module's class and inputs in the notes.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -152,14 +152,7 @@ class HookDialog(ModalScreen["HookChoice | None"]):
         self.module = module
         self.module_name = name
         self.hooks = tuple(hooks or ())
-        self._view = view
-
-    @property
-    def view(self) -> ModelView | None:
-        if self._view is None:
-            view = getattr(self.app, "view", None)
-            self._view = view if isinstance(view, ModelView) else None
-        return self._view
+        self.model_view = view
 
     def compose(self) -> ComposeResult:
         with Vertical(id="hook-box") as box:
@@ -276,7 +269,7 @@ class HookDialog(ModalScreen["HookChoice | None"]):
         return " ".join(notes)
 
     def _legacy_lesson(self) -> str:
-        view = self.view
+        view = self.model_view
         module = view.module(self.module) if view is not None else None
         seen = view.seen.get(self.module, {}) if view is not None else {}
         return legacy_lesson(

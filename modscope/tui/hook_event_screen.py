@@ -17,14 +17,14 @@ from textual.widgets import Static
 
 from modscope.core.hook_notes import legacy_lesson, module_inputs
 from modscope.core.types import HookEvent, HookKind
-from modscope.tui.hook_sections import FIELDS, Palette, summaries_table
+from modscope.tui.hook_sections import Palette, field_sections
 from modscope.tui.model_view import ModelView
 
 
 class HookEventScreen(ModalScreen[None]):
     """A modal over one event (the last firing, for a coalesced one); `q` or `escape` closes.
 
-    `view` (the app's, when not given) names the module's class and its inputs in the legacy
+    `view` (the app's model view, when given) names the module's class and its inputs in the legacy
     hook's lesson.
     """
 
@@ -54,14 +54,7 @@ class HookEventScreen(ModalScreen[None]):
         super().__init__()
         self.event = event
         self.module_name = name or event.module or "(root)"
-        self._view = view
-
-    @property
-    def view(self) -> ModelView | None:
-        if self._view is None:
-            view = getattr(self.app, "view", None)
-            self._view = view if isinstance(view, ModelView) else None
-        return self._view
+        self.model_view = view
 
     def compose(self) -> ComposeResult:
         with Vertical() as box:
@@ -89,13 +82,7 @@ class HookEventScreen(ModalScreen[None]):
         head.add_row("when", Text(f"step {e.step}, {e.phase.value} phase"))
         if e.count > 1:
             head.add_row("fired", Text(f"{e.count:,} times in this phase; this is the last"))
-        parts: list[RenderableType] = [head]
-        for name in FIELDS:
-            values = getattr(e, name)
-            if values is None:
-                continue
-            parts.append(Text(f"\n{name} ({len(values)})", style="bold"))
-            parts.append(summaries_table(values, autograd=True))
+        parts: list[RenderableType] = [head, *field_sections(e, counted=True, autograd=True)]
         if e.note:
             parts.append(Text("\nnote", style="bold"))
             parts.append(Text(e.note, style="italic"))
@@ -106,7 +93,7 @@ class HookEventScreen(ModalScreen[None]):
     def lesson(self) -> str:
         """The legacy hook's lesson, about this module and what its forward took."""
         e = self.event
-        view = self.view
+        view = self.model_view
         seen = view.seen.get(e.module, {}) if view is not None else {}
         module = view.module(e.module) if view is not None else None
         return legacy_lesson(

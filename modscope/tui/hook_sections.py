@@ -80,19 +80,28 @@ def summaries_table(values: SummaryList, *, autograd: bool = False) -> Table:
     return table
 
 
+def field_sections(
+    e: HookEvent, *, counted: bool = False, autograd: bool = False
+) -> list[RenderableType]:
+    """A heading and a table per field the hook saw (args, output, grad_input, grad_output)."""
+    parts: list[RenderableType] = []
+    for name in FIELDS:
+        values = getattr(e, name)
+        if values is None:
+            continue
+        heading = f"\n{name} ({len(values)})" if counted else name
+        parts.append(Text(heading, style="bold"))
+        parts.append(summaries_table(values, autograd=autograd))
+    return parts
+
+
 def paused_section(e: HookEvent, palette: Palette = DEFAULT_PALETTE) -> list[RenderableType]:
     """Where the iteration is stopped and what arrived there."""
     head = Text(
         f"paused here: {e.kind.value} hook, step {e.step}, {e.phase.value} phase",
         style=f"bold {palette.accent}",
     )
-    parts: list[RenderableType] = [head]
-    for name in FIELDS:
-        values = getattr(e, name)
-        if values is None:
-            continue
-        parts.append(Text(f"{name}", style="bold"))
-        parts.append(summaries_table(values))
+    parts: list[RenderableType] = [head, *field_sections(e)]
     parts.append(
         Text(
             "c continues · s / n run to the end of the iteration / phase · q quits",

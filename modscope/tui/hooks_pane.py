@@ -84,7 +84,8 @@ class HooksPane(OptionList):
 
 
 def hook_text(h: HookInfo, script: str) -> Text:
-    """`forward  scale=2  modscope  [with_kwargs]` over `qualname  file:line`."""
+    """`forward  scale=2  modscope  [with_kwargs]` over `qualname  file:line` (for modscope's
+    own hooks, over the spec)."""
     text = Text()
     ours = h.owner == "modscope"
     text.append(h.kind, style="bold magenta" if ours else "bold")
@@ -99,10 +100,11 @@ def hook_text(h: HookInfo, script: str) -> Text:
     if h.flags:
         text.append(f"  [{', '.join(h.flags)}]", style="dim")
     text.append("\n  ")
-    qualname = h.qualname
     if ours:
-        qualname = qualname.removeprefix("modscope.core.hooks.")
-    text.append(qualname, style="" if not ours else "dim")
+        # modscope's own function and line say nothing to the user.
+        text.append("x detaches it", style="dim")
+        return text
+    text.append(h.qualname)
     text.append("  ")
     text.append(labels.display_location(h.location, script), style="dim")
     return text

@@ -20,12 +20,11 @@ from modscope.core.types import (
     Severity,
     TensorInfo,
     TensorSummary,
-    Unregistered,
     UserError,
 )
+from modscope.report.labels import append_tensor_marks, plural
 from modscope.report.labels import error_text as shared_error_text
 from modscope.report.labels import module_label as tree_module_label
-from modscope.report.labels import plural
 from modscope.report.styles import SEVERITY_MARK, SEVERITY_STYLE
 
 SHARED_SHOWN = 2
@@ -103,29 +102,9 @@ def tensor_label(
         text.append(
             format_number(grad.norm), style="green" if not (grad.nan or grad.inf) else "bold red"
         )
-    if t.frozen:
-        text.append("  frozen", style="blue")
-    if not t.is_parameter and not t.persistent:
-        text.append("  non-persistent", style="dim")
-    if t.has_grad_fn:
-        text.append("  carries autograd history!", style="bold red")
-    if t.shared_with:
-        shown = ", ".join(t.shared_with[:SHARED_SHOWN])
-        more = len(t.shared_with) - SHARED_SHOWN
-        text.append(f"  shared with {shown}" + (f" +{more}" if more > 0 else ""), style="green")
+    append_tensor_marks(text, t, sep="  ", shared_shown=SHARED_SHOWN)
     if t.note:
         text.append(f"  {t.note}", style="dim")
-    return text
-
-
-def unregistered_label(u: Unregistered) -> Text:
-    """`✗ modelList[0] PowModel  not registered (module, in a plain list)`."""
-    text = Text()
-    text.append("✗ ", style="bold red")
-    text.append(u.path[len(u.owner) + 1 :] if u.owner else u.path, style="red")
-    text.append(f" {u.type_name}", style="dim")
-    where = f"in a plain {u.container}" if u.container else "a plain attribute"
-    text.append(f"  not registered ({u.what}, {where})", style="red")
     return text
 
 

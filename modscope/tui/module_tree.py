@@ -18,6 +18,7 @@ from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode, UnknownNodeID
 
+from modscope.report.labels import unregistered_label
 from modscope.tui import labels
 from modscope.tui.model_view import ModelView, NodeKind, NodeRef
 
@@ -228,7 +229,7 @@ class ModuleTree(Tree[NodeRef]):
             labels.badge(text, view.findings_at.get(ref.path))
         elif ref.kind is NodeKind.UNREGISTERED:
             u = view.unregistered(ref.path)
-            text = labels.unregistered_label(u) if u else Text(ref.path)
+            text = unregistered_label(u) if u else Text(ref.path)
             labels.badge(text, view.findings_at.get(ref.path))
         elif ref.kind is NodeKind.FOLD:
             m = layout.modules[ref.path]
