@@ -17,7 +17,8 @@ from modscope.control import commands as cmd
 from modscope.control import updates as up
 from modscope.control.controller import SessionController, script_factory
 from modscope.control.thread import SessionThread
-from modscope.core.types import HookAction, HookKind, Phase
+from modscope.core.hook_spec import HookSpec
+from modscope.core.types import HookKind, Phase
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")
 POWLOG = os.path.join(EXAMPLES, "powlog.py")
@@ -166,7 +167,7 @@ def test_attach_and_detach_from_commands():
     s = Scripted()
     s.c.load()
     s.c.handle(cmd.ListHooks("logModel"))
-    updates = s.c.handle(cmd.AttachHook("logModel", HookKind.FORWARD_PRE, HookAction.SCALE, 2.0))
+    updates = s.c.handle(cmd.AttachHook(HookSpec.parse("logModel:forward-pre:scale=2")))
     (listed,) = of(updates, up.HooksListed)
     (hook,) = listed.hooks
     assert hook.hook_id.is_modscope and hook.action == "logModel:forward-pre:scale=2"
@@ -180,7 +181,7 @@ def test_attach_and_detach_from_commands():
 def test_a_bad_attach_is_a_notice_not_a_crash():
     s = Scripted()
     s.c.load()
-    updates = s.c.handle(cmd.AttachHook("nope", HookKind.FORWARD))
+    updates = s.c.handle(cmd.AttachHook(HookSpec("nope", HookKind.FORWARD)))
     (notice,) = of(updates, up.Notice)
     assert notice.severity == "error" and "no module 'nope'" in notice.message
 

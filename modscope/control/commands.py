@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modscope.core.types import HookAction, HookInfo, HookKind
+from modscope.core.hook_spec import HookSpec
+from modscope.core.types import HookInfo
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,7 @@ class AttachHook:
     """Attach a modscope hook (the hook dialog). A legacy backward hook comes with an observing
     backward hook on the same module, so that both gradients are shown side by side."""
 
-    module: str
-    kind: HookKind
-    action: HookAction = HookAction.OBSERVE
-    factor: float | None = None
+    spec: HookSpec
 
 
 @dataclass(frozen=True)

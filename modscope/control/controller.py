@@ -188,8 +188,7 @@ class SessionController:
         elif isinstance(command, cmd.Watch):
             self._watch(s, command.paths)
         elif isinstance(command, cmd.AttachHook):
-            spec = HookSpec(command.module, command.kind, command.action, command.factor)
-            self._attach(s, spec, source="h")
+            self._attach(s, command.spec, source="h")
         elif isinstance(command, cmd.DetachHook):
             self._detach(s, command.hook)
         # Continue and Quit outside a pause have nothing to do.

@@ -61,8 +61,9 @@ class HookSpec:
         return cls(module, _KINDS[kind_text], action, factor)
 
     def __str__(self) -> str:
+        """The spec as `--hook` takes it; a scale still without its factor reads `scale`."""
         action = self.action.value
-        if self.action is HookAction.SCALE:
+        if self.action is HookAction.SCALE and self.factor is not None:
             action += f"={self.factor:g}"
         return f"{self.module or '.'}:{self.kind.value}:{action}"
 

@@ -9,10 +9,11 @@ from rich.text import Text
 from textual.app import App
 
 from modscope.control import commands as cmd
+from modscope.core.hook_spec import HookSpec
 from modscope.core.types import HookEvent
 from modscope.tui.confirm_screen import ConfirmScreen
 from modscope.tui.detail_pane import DetailPane
-from modscope.tui.hook_dialog import HookChoice, HookDialog
+from modscope.tui.hook_dialog import HookDialog
 from modscope.tui.hook_event_screen import HookEventScreen
 from modscope.tui.hook_events_pane import HookEventsPane
 from modscope.tui.hooks_pane import OWNER_WORDS, HooksPane, hook_text
@@ -63,9 +64,9 @@ class HookActions(App[None]):
         )
         self.push_screen(dialog, self._attach_chosen)
 
-    def _attach_chosen(self, choice: HookChoice | None) -> None:
+    def _attach_chosen(self, choice: HookSpec | None) -> None:
         if choice is not None:
-            self._submit(cmd.AttachHook(choice.module, choice.kind, choice.action, choice.factor))
+            self._submit(cmd.AttachHook(choice))
 
     def action_detach_hook(self) -> None:
         hook = self.query_one(HooksPane).selected

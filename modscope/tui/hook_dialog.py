@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.text import Text
@@ -24,6 +23,7 @@ from modscope.core.hook_notes import (
     legacy_lesson,
     module_inputs,
 )
+from modscope.core.hook_spec import HookSpec
 from modscope.core.types import HookAction, HookInfo, HookKind
 from modscope.tui.model_view import ModelView
 
@@ -31,24 +31,6 @@ KINDS = tuple(HookKind)
 ACTIONS = tuple(HookAction)
 CHANGES = (HookAction.SCALE, HookAction.ZERO)
 FULL_HOOK_KINDS = (HookKind.BACKWARD, HookKind.BACKWARD_PRE)
-
-
-@dataclass(frozen=True)
-class HookChoice:
-    """What the dialog asks the worker to attach."""
-
-    module: str
-    kind: HookKind
-    action: HookAction
-    factor: float | None = None
-
-    @property
-    def spec(self) -> str:
-        """The same hook as a `--hook` spec: `logModel:forward:scale=2`."""
-        action = self.action.value
-        if self.action is HookAction.SCALE and self.factor is not None:
-            action += f"={self.factor:g}"
-        return f"{self.module or '.'}:{self.kind.value}:{action}"
 
 
 class _ChoiceSet(RadioSet):
@@ -78,7 +60,7 @@ class _ChoiceSet(RadioSet):
         self.post_message(self.Submitted())
 
 
-class HookDialog(ModalScreen["HookChoice | None"]):
+class HookDialog(ModalScreen["HookSpec | None"]):
     """Kind and action (with a factor for `scale`) for one module; `q` or `escape` cancels
     (`q` types in the factor field).
 
@@ -229,9 +211,9 @@ class HookDialog(ModalScreen["HookChoice | None"]):
             return f"{FULL_BESIDE_LEGACY}: {self.module_name} has a legacy backward hook"
         return None
 
-    def choice(self) -> HookChoice:
+    def choice(self) -> HookSpec:
         factor = self._factor() if self.action is HookAction.SCALE else None
-        return HookChoice(self.module, self.kind, self.action, factor)
+        return HookSpec(self.module, self.kind, self.action, factor)
 
     def note(self) -> str:
         """What this choice does and what it costs, in a sentence or two."""
@@ -290,7 +272,7 @@ class HookDialog(ModalScreen["HookChoice | None"]):
         self.query_one("#hook-note", Static).update(Text(note, style="dim"))
         self.query_one("#hook-note", Static).display = bool(note)
         spec = Text("spec  ", style="dim")
-        spec.append(self.choice().spec, style="bold")
+        spec.append(str(self.choice()), style="bold")
         self.query_one("#hook-spec", Static).update(spec)
         self._error("")
 

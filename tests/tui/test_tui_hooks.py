@@ -14,6 +14,7 @@ from tui_helpers import press, settle
 
 from modscope.control import commands as cmd
 from modscope.core.hook_notes import LEGACY_BESIDE_FULL
+from modscope.core.hook_spec import HookSpec
 from modscope.core.types import HookAction, HookKind
 from modscope.tui.app import ModscopeApp
 from modscope.tui.confirm_screen import ConfirmScreen
@@ -108,7 +109,7 @@ async def test_a_legacy_hook_beside_a_full_one_is_refused_not_a_crash(make_app):
         assert LEGACY_BESIDE_FULL in app.screen.text
         await press(app, pilot, "escape")
         # The controller says the same when asked anyway (e.g. from a stale listing).
-        app._submit(cmd.AttachHook("powModel", HookKind.LEGACY_BACKWARD))
+        app._submit(cmd.AttachHook(HookSpec("powModel", HookKind.LEGACY_BACKWARD)))
         await settle(app, pilot)
         assert "forbids a legacy backward hook" in app.query_one(LogPane).text
         assert any("forbids" in n.message for n in app._notifications)
