@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -17,6 +18,9 @@ NO_APP_PREFIX = "modscope.inspect"
 
 def why_no_app() -> str | None:
     """Why the app cannot run here, in a few words, or None when it can."""
+    if threading.current_thread() is not threading.main_thread():
+        # Textual installs signal handlers and drives the terminal from the main thread only.
+        return "not on the main thread, where the app cannot take the terminal"
     try:
         asyncio.get_running_loop()
     except RuntimeError:

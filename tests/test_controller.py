@@ -306,3 +306,28 @@ def test_a_continuous_run_stops_on_set_running_false():
     assert not batch.running
     thread.stop()
     assert thread.join(10)
+
+
+def test_a_command_that_raises_anything_is_shown_and_the_thread_goes_on():
+    thread, woke = run_thread()
+    controller = thread._controller
+    handle = controller.handle
+    calls = {"n": 0}
+
+    def flaky(command: cmd.Command) -> list[up.Update]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise SystemExit(3)  # not an Exception: must not end the thread
+        return handle(command)
+
+    controller.handle = flaky  # type: ignore[method-assign]
+    thread.start()
+    first = thread.submit(cmd.Step())
+    _, seen = drain_until(thread, woke, lambda b: b.done_through >= first and not b.busy)
+    (err,) = of(seen, up.InternalError)
+    assert "SystemExit" in err.message and "Traceback" in err.traceback
+    second = thread.submit(cmd.Step())
+    _, seen = drain_until(thread, woke, lambda b: b.done_through >= second and not b.busy)
+    assert [u.record.step for u in of(seen, up.PhaseDone) if u.record] == [1]
+    thread.stop()
+    assert thread.join(10)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 from contextlib import redirect_stderr, redirect_stdout
 from io import StringIO
 
@@ -88,3 +89,41 @@ def test_import_modscope_is_cheap_and_the_fallback_imports_no_textual():
     assert "after import: []" in done.stdout
     assert "textual: False" in done.stdout
     assert "stdin is not a terminal" in done.stderr or "stdout is not a terminal" in done.stderr
+
+
+class _Terminal(StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_from_another_thread_it_falls_back_instead_of_crashing(monkeypatch):
+    monkeypatch.setattr(sys, "stdin", _Terminal())
+    err = StringIO()
+    results: list[object] = []
+
+    def work() -> None:
+        model = PowLog()
+        with redirect_stderr(err), redirect_stdout(StringIO()):
+            results.append(modscope.inspect(model, inputs=(torch.tensor(5.0), torch.tensor(3.0))))
+
+    with redirect_stdout(_Terminal()):
+        worker = threading.Thread(target=work)
+        worker.start()
+        worker.join(60)
+    assert results == [None]
+    assert "not on the main thread" in err.getvalue()
+
+
+def test_twice_in_a_row_without_a_terminal_leaves_every_hook_as_it_was(capsys):
+    model = PowLog()
+    handle = model.powModel.register_forward_hook(lambda m, a, o: None)
+    hooks_before = dict(model.powModel._forward_hooks)
+    for _ in range(2):
+        modscope.inspect(model, inputs=(torch.tensor(5.0), torch.tensor(3.0)), hooks=["*:forward"])
+        assert dict(model.powModel._forward_hooks) == hooks_before
+        assert not model._forward_hooks and not model._forward_pre_hooks
+    handle.remove()
+    err = capsys.readouterr().err
+    assert err.count("modscope.inspect: ") == 2

@@ -114,6 +114,9 @@ class SessionThread:
             while (item := self._next()) is not None:
                 self._run(*item)
         except BaseException as exc:  # never a silent "running…": say the thread is gone
+            with self._cond:
+                self._busy = self._running = False
+                self._open.clear()
             self._emit([internal_error(exc, what="the session thread stopped")])
         finally:
             self._emit(self._controller.close())
@@ -123,7 +126,10 @@ class SessionThread:
             self._busy, self._current = True, cid
         self._notify()
         c = self._controller
-        updates = c.load() if command is None else c.handle(command)
+        try:
+            updates = c.load() if command is None else c.handle(command)
+        except BaseException as exc:  # the session goes on: say what stopped this command
+            updates = [internal_error(exc, what=f"modscope stopped {command or 'the load'}")]
         stop = any(
             isinstance(u, up.InternalError)
             or (isinstance(u, up.PhaseDone) and (u.error or u.abandoned))

@@ -126,3 +126,30 @@ _INSPECT_LINE = next(
     for i, line in enumerate(open(__file__).read().splitlines(), 1)  # noqa: SIM115
     if line.strip() == "result = modscope.inspect("
 )
+
+
+def test_inspect_twice_in_a_row_opens_twice_and_restores_every_hook(monkeypatch):
+    model = PowLogModel()
+    steps: list[str] = []
+
+    async def user(pilot: Pilot) -> None:
+        app = pilot.app
+        assert isinstance(app, ModscopeApp)
+        await press(app, pilot, "s", "s")
+        steps.append(app.query_one(StatusLine).text)
+        await pilot.press("q")
+
+    run = ModscopeApp.run
+    monkeypatch.setattr(live, "why_no_app", lambda: None)
+    monkeypatch.setattr(
+        ModscopeApp,
+        "run",
+        lambda self, **kw: run(self, headless=True, size=(100, 32), auto_pilot=user),
+    )
+    before = hook_state(model)
+    for _ in range(2):
+        modscope.inspect(model, inputs=batch, loss_fn=lambda z: z, hooks=["*:forward"])
+        assert hook_state(model) == before
+    # Each session counts its own steps on the same live objects.
+    assert ["step 2" in s for s in steps] == [True, True]
+    assert not any(t.name == "modscope-session" for t in threading.enumerate())
