@@ -7,8 +7,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from modscope.core.script_names import MISSING
+from modscope.core.version import VERSION as __version__
 
-__version__ = "0.1.0"
+__all__ = ["__version__", "inspect"]
 
 
 def inspect(

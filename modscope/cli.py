@@ -6,11 +6,48 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from modscope import __version__
 from modscope.core.exit_codes import ExitCode
+from modscope.core.interrupts import catching_ctrl_c
 
-COMMANDS = ("tree", "run", "check")
+COMMANDS = ("tree", "run", "check", "replay")
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse's parser, whose errors (exit 2 through `SystemExit`, as argparse's) also write
+    the command's JSON failure on stdout when `--json` was asked for."""
+
+    json_errors = False
+    """Set when the command line holds `--json` (it may not have been parsed yet)."""
+    command: str | None = None
+    """`tree`, `run` or `check` for a subcommand's parser: which JSON failure shape to write."""
+
+    def error(self, message: str) -> NoReturn:
+        if self.json_errors:
+            from modscope.report.common import error_event, write_json_failure
+
+            write_json_failure(self.command, error_event(message))
+        super().error(message)
+
+
+def count(text: str) -> int:
+    """An `N` of the command line (`--steps`, `--depth`): an integer 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer 0 or more, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer 0 or more, got {value}")
+    return value
+
+
+def file_path(text: str) -> str:
+    """A path modscope writes (`--save-state`): not empty; the rest is checked before the run."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a file path, got an empty one")
+    return text
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -21,31 +58,34 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
+def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
+    """The parser of the headless commands (`tree`, `run`, `check`).
 
-
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of the headless commands (`tree`, `run`, `check`)."""
-    parser = argparse.ArgumentParser(
+    `json_errors`: argparse's own errors also write the JSON failure on stdout (`--json`).
+    """
+    parser = CommandLineParser(
         prog="modscope",
         description="A keyboard-driven terminal debugger for the insides of PyTorch modules.",
         epilog="`modscope SCRIPT [--hook SPEC]...` opens the interactive app.",
     )
+    parser.json_errors = json_errors
     parser.add_argument("--version", action="version", version=f"modscope {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    tree = sub.add_parser("tree", help="print the module tree")
-    _add_common(tree)
-    tree.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    tree.add_argument("--depth", type=_positive, metavar="N", help="show N levels of children")
+    def command(name: str, help: str) -> CommandLineParser:
+        child = sub.add_parser(name, help=help)
+        assert isinstance(child, CommandLineParser)
+        child.json_errors = json_errors
+        child.command = name
+        _add_common(child)
+        return child
 
-    run = sub.add_parser("run", help="run N training iterations headless")
-    _add_common(run)
-    run.add_argument("--steps", type=_positive, default=1, metavar="N", help="iterations to run")
+    tree = command("tree", "print the module tree")
+    tree.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    tree.add_argument("--depth", type=count, metavar="N", help="show N levels of children")
+
+    run = command("run", "run N training iterations headless")
+    run.add_argument("--steps", type=count, default=1, metavar="N", help="iterations to run")
     run.add_argument("--json", action="store_true", help="JSON lines on stdout")
     run.add_argument("--eval", action="store_true", help="run in eval mode (model.eval())")
     run.add_argument(
@@ -60,12 +100,34 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["all"],
         help="observe forward-pre, forward, backward and backward-pre on every module",
     )
-    run.add_argument("--save-state", metavar="PATH", help="write the final state_dict here")
+    run.add_argument(
+        "--save-state", type=file_path, metavar="PATH", help="write the final state_dict here"
+    )
+    run.add_argument(
+        "--record",
+        type=file_path,
+        metavar="DIR",
+        help="record the run to DIR as it goes (`modscope replay DIR` opens it)",
+    )
+    run.add_argument(
+        "--record-tensors",
+        type=count,
+        metavar="N",
+        help="with --record: also save parameters of at most N elements whole, each step",
+    )
 
-    check = sub.add_parser("check", help="find nn.Module pitfalls (the doctor)")
-    _add_common(check)
+    replay = sub.add_parser("replay", help="open a recording made with `run --record DIR`")
+    assert isinstance(replay, CommandLineParser)
+    replay.json_errors = json_errors
+    replay.command = "replay"
+    replay.add_argument("folder", metavar="DIR", help="the recording's folder")
+    replay.add_argument(
+        "--json", action="store_true", help="the recorded events as `run --json` wrote them"
+    )
+
+    check = command("check", "find nn.Module pitfalls (the doctor)")
     check.add_argument(
-        "--steps", type=_positive, default=1, metavar="N", help="iterations the checks run"
+        "--steps", type=count, default=1, metavar="N", help="iterations the checks run"
     )
     check.add_argument("--json", action="store_true", help="one JSON object on stdout")
     return parser
@@ -73,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_app_parser() -> argparse.ArgumentParser:
     """The parser of `modscope SCRIPT`, the interactive app."""
-    parser = argparse.ArgumentParser(
+    parser = CommandLineParser(
         prog="modscope",
         usage="modscope SCRIPT [--hook SPEC]... [--model NAME]\n"
         "       modscope {tree,run,check} SCRIPT ...",
@@ -93,11 +155,12 @@ def build_app_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 check findings, 2 failure)."""
+    """Run the command line; returns the exit status (0 ok, 1 check findings, 2 failure, 130
+    interrupted)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in args_list if not a.startswith("-")), None)
     if first in COMMANDS or not args_list or args_list[0] in ("-h", "--help"):
-        args = build_parser().parse_args(args_list)
+        args = build_parser(json_errors="--json" in args_list).parse_args(args_list)
     else:
         args = build_app_parser().parse_args(args_list)
         args.command = None
@@ -108,17 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_app(
                 args.script, hooks=args.hook, model_name=args.model, traceback=args.traceback
             )
-        if args.command == "tree":
-            from modscope.report.tree_command import tree_command
-
-            return tree_command(args)
-        if args.command == "run":
-            from modscope.report.run_command import run_command
-
-            return run_command(args)
-        from modscope.report.check_command import check_command
-
-        return check_command(args)
+        # A Ctrl-C is marked as one, so a KeyboardInterrupt the script raises itself is its
+        # error (exit 2) while a real one stops the command (exit 130).
+        with catching_ctrl_c():
+            return _headless(args)
     except KeyboardInterrupt:
         print("modscope: interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
@@ -127,3 +183,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return ExitCode.OK
+
+
+def _headless(args: argparse.Namespace) -> int:
+    if args.command == "replay":
+        if args.json:
+            from modscope.report.replay_command import replay_json
+
+            return replay_json(args)
+        from modscope.launch import run_replay
+
+        return run_replay(args.folder)
+    if args.command == "tree":
+        from modscope.report.tree_command import tree_command
+
+        return tree_command(args)
+    if args.command == "run":
+        from modscope.report.run_command import run_command
+
+        return run_command(args)
+    from modscope.report.check_command import check_command
+
+    return check_command(args)

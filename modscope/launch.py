@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from modscope.control.controller import SessionFactory, controller_factory, script_factory
+from modscope.core.exit_codes import ExitCode
 from modscope.tui.app import ModscopeApp
 
 WORKER_JOIN_TIMEOUT = 2.0
@@ -29,6 +30,23 @@ def make_app(
         show_traceback=traceback,
         animations=animations,
     )
+
+
+def run_replay(folder: str) -> int:
+    """Open the app on a recording (`modscope replay DIR`); 2 when it cannot be read."""
+    from modscope.control.replay import replay_factory
+    from modscope.report.replay_command import open_recording
+
+    recording = open_recording(folder)
+    if recording is None:
+        return ExitCode.FAILED
+    app = ModscopeApp(
+        str(recording.meta.get("script", folder)), controller=replay_factory(recording)
+    )
+    app.run()
+    app.worker.stop()
+    app.worker.join(WORKER_JOIN_TIMEOUT)
+    return app.return_code or 0
 
 
 def run_app(

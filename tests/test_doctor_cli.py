@@ -191,7 +191,8 @@ def test_load_failure_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     script = _script(tmp_path, "broken.py", "import torch\nmodel = torch.nn.Linear(2,\n")
     assert main(["check", script, "--json"]) == 2
     captured = capsys.readouterr()
-    assert captured.out == ""
+    report = strict(captured.out)  # issue 9: the one object, with the load error
+    assert report["findings"] == [] and report["error"]["phase"] == "load"
     assert "broken.py" in captured.err
 
 

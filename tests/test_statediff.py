@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -70,3 +71,81 @@ def test_large_tensors_with_infinities_take_the_careful_path():
     assert diff.unchanged == ("same_inf",) and diff.changed == ("new_inf", "moved")
     assert diff.max_abs_delta["new_inf"] == float("inf")
     assert diff.max_abs_delta["moved"] == pytest.approx(0.5)
+
+
+def test_integer_counters_never_win_the_largest_change():
+    bn = torch.nn.BatchNorm1d(3)
+    tracker = StateTracker()
+    tracker.reset({k: v for k, v in bn.state_dict(keep_vars=True).items()})
+    bn(torch.randn(8, 3))  # running statistics move a little, num_batches_tracked by 1
+    diff = tracker.diff(bn.state_dict(keep_vars=True))
+    assert diff.counters == ("num_batches_tracked",)
+    assert diff.max_abs_delta["num_batches_tracked"] == 1.0
+    key, value = diff.largest_change()
+    assert key in ("running_mean", "running_var") and value == max(
+        diff.max_abs_delta["running_mean"], diff.max_abs_delta["running_var"]
+    )
+    only_counters = tracker.diff({**bn.state_dict(), "num_batches_tracked": torch.tensor(9)})
+    assert only_counters.changed == ("num_batches_tracked",)
+    assert only_counters.largest_change() is None
+
+
+@pytest.mark.parametrize("size", [3, 100_000])  # the joined path and the per-key path
+def test_a_change_from_zero_has_no_ratio_and_writes_null(size):
+    many = {f"w{i}": torch.ones(size) for i in range(8)}  # enough small keys to join
+    tracker = StateTracker()
+    tracker.reset({"zero": torch.zeros(size), "same_zero": torch.zeros(size), **many})
+    moved = {"zero": torch.full((size,), 0.5), "same_zero": torch.zeros(size)}
+    diff = tracker.diff({**moved, **{k: v * 2 for k, v in many.items()}})
+    assert diff.changed[0] == "zero" and "same_zero" in diff.unchanged
+    assert diff.rel_change["zero"] is None and diff.max_abs_delta["zero"] == 0.5
+    assert diff.rel_change["w0"] == pytest.approx(1.0)
+    out = json.dumps(diff.to_json(), allow_nan=False)
+    assert json.loads(out)["rel_change"]["zero"] is None
+
+
+def test_the_diff_view_keeps_its_columns_on_screen():
+    from modscope.tui.diff_screen import cell, cell_widths
+
+    for width in (80, 120, 200):
+        key, summary = cell_widths(width, longest_key=90)
+        # key, before, after, two number columns of 11, a cell of padding each side, border
+        assert key + 2 * summary + 2 * 11 + 5 * 2 + 2 <= int(width * 0.96)
+        long = "tensor[4096, 4096] n=16,777,216 x∈[-0.0625, 0.0625] μ=1.2e-05 σ=0.036 NaN!"
+        text = cell(long, summary, "bold")
+        assert text.cell_len <= summary and text.plain.endswith("…")
+    assert cell("short", 20, "").plain == "short"
+
+
+async def test_the_diff_view_of_long_summaries_fits_an_80_column_terminal():
+    from textual.app import App
+    from textual.widgets import DataTable
+
+    from modscope.core.summary import summarize
+    from modscope.core.types import StepRecord
+    from modscope.tui.diff_screen import DiffScreen
+
+    big = {f"encoder.layers.{i}.self_attn.in_proj_weight": torch.randn(64, 64) for i in range(3)}
+    tracker = StateTracker()
+    tracker.reset(big)
+    after = {k: v + 1 for k, v in big.items()}
+    summaries = {k: summarize(v) for k, v in after.items()}
+    record = StepRecord(1, "train", 1.0, None, summaries, {}, tracker.diff(after))
+
+    class View:
+        last_record = record
+
+        def before(self, key):
+            return summarize(big[key])
+
+    class Host(App):
+        def on_mount(self):
+            self.push_screen(DiffScreen(View()))
+
+    app = Host()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        table = app.screen.query_one(DataTable)
+        assert table.row_count == 3
+        widths = [c.get_render_width(table) for c in table.columns.values()]
+        assert len(widths) == 5 and sum(widths) <= int(80 * 0.96) - 2

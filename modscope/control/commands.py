@@ -29,6 +29,18 @@ class Continue:
 
 
 @dataclass(frozen=True)
+class Rewind:
+    """Back one step (a replay: the recorded step before the one shown)."""
+
+
+@dataclass(frozen=True)
+class GoToStep:
+    """Show the session as it was after step `step` (0: before the first step)."""
+
+    step: int
+
+
+@dataclass(frozen=True)
 class ToggleTraining:
     """Switch the whole model between train and eval mode."""
 
@@ -86,6 +98,8 @@ Command = (
     Step
     | NextPhase
     | Continue
+    | Rewind
+    | GoToStep
     | ToggleTraining
     | Reload
     | Quit

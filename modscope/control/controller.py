@@ -199,7 +199,7 @@ class SessionController:
         self._generation += 1
         self._closing = False
         try:
-            session = self._factory(self._printed, self.serve_pause)
+            session = self._factory(self.printed, self.serve_pause)
         except ScriptError as exc:
             self._out.append(up.LoadFailed(exc.error))
             return
@@ -240,7 +240,8 @@ class SessionController:
             except Exception as exc:
                 self._out.append(up.Notice(f"closing the session: {exc}", "error"))
 
-    def _printed(self, line: str) -> None:
+    def printed(self, line: str) -> None:
+        """The script printed `line` (the session's sink)."""
         self._out.append(up.Printed(line))
 
     # -- stepping ------------------------------------------------------------------------------
@@ -342,6 +343,8 @@ class SessionController:
                 break
             where = f"{len(added):,} modules" if len(added) != 1 else (one.module or "the root")
             why = " (beside the legacy hook, to compare)" if i else ""
+            skipped = s.hooks.skipped_note()
+            why += f"; {skipped}" if skipped else ""
             self._out.append(up.Notice(f"attached {one} on {where}{why}"))
         if relist and self._hooks_path is not None:
             self._list_hooks(s, self._hooks_path)
@@ -407,7 +410,7 @@ class SessionController:
         for f in found:
             self._findings[dedup_key(f)] = f
         if found or always:
-            self._out.append(up.FindingsChanged(tuple(self._findings.values())))
+            self._out.append(up.FindingsChanged(tuple(self._findings.values()), tuple(found)))
 
 
 def _tags(s: Session) -> tuple[str, ...]:

@@ -63,7 +63,8 @@ class SessionStatus:
     """Where the session stands, for the status line and for deciding which keys work now.
 
     The controller fills in the session's facts; `busy`, `running` and `queued` are the thread
-    shell's, as of the last drain (`Batch`).
+    shell's, as of the last drain (`Batch`). `replay` is the recording's folder when the app
+    replays one (no live model), `last_step` the last step it holds.
     """
 
     script: str
@@ -81,6 +82,8 @@ class SessionStatus:
     queued: int = 0
     tags: tuple[str, ...] = ()
     hooks: int = 0
+    replay: str | None = None
+    last_step: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,14 @@ class Loaded:
     layout: ModelLayout
     notes: tuple[str, ...] = ()
     loaded_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Repaint:
+    """What follows paints the session anew from its start, up to `step` (a replay moved
+    back): the panes drop what they showed (log, hook events, history)."""
+
+    step: int
 
 
 @dataclass(frozen=True)
@@ -169,9 +180,11 @@ class Notice:
 
 @dataclass(frozen=True)
 class FindingsChanged:
-    """Every finding of the doctor so far (static ones at load, then those of the steps)."""
+    """Every finding of the doctor so far (static ones at load, then those of the steps);
+    `new`: those first seen by the command that sent this."""
 
     findings: tuple[Finding, ...]
+    new: tuple[Finding, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -204,6 +217,7 @@ class ValuesRead:
 
 Update = (
     Loaded
+    | Repaint
     | LoadFailed
     | LayoutChanged
     | StatusChanged

@@ -53,6 +53,7 @@ class BatchSource:
     def __init__(self, inputs: Any) -> None:
         self.inputs = inputs
         self._iterator: Iterator[Any] | None = None
+        self._given = 0
 
     @property
     def defined(self) -> bool:
@@ -75,13 +76,27 @@ class BatchSource:
         if self._iterator is None:
             self._iterator = self._start()
         try:
-            return next(self._iterator)
+            batch = next(self._iterator)
         except StopIteration:
             self._iterator = self._start()
             try:
-                return next(self._iterator)
+                batch = next(self._iterator)
             except StopIteration:
-                raise InputsError("`inputs` is an empty iterable: it yields no batch") from None
+                raise InputsError(self._exhausted()) from None
+        self._given += 1
+        return batch
+
+    def _exhausted(self) -> str:
+        if not self._given:
+            return "`inputs` is an empty iterable: it yields no batch"
+        batches = f"{self._given} batch" if self._given == 1 else f"{self._given:,} batches"
+        kind = type(self.inputs).__name__
+        if isinstance(self.inputs, Iterator):
+            return (
+                f"`inputs` ran out after {batches}: it is a {kind}, an iterator that cannot "
+                "start again; make it a list or a DataLoader, or a function returning a batch"
+            )
+        return f"`inputs` ran out after {batches}: started again, the {kind} yielded nothing"
 
     def _start(self) -> Iterator[Any]:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,77 @@ SPARK_CHARS = "▁▂▃▄▅▆▇█"
 
 INLINE_VALUES = 8
 """A summary with at most this many values shows them instead of its statistics."""
+
+ELLIPSIS = "…"
+
+_HIDDEN_CATEGORIES = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs"))
+"""Controls, format characters (bidi overrides, zero-width), line/paragraph separators and lone
+surrogates: each could move the cursor, clear the screen, split a row or reorder what follows."""
+
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(ch: str) -> str:
+    """`ch` as the escape Python would write for it: `\\n`, `\\x1b`, `\\u202e`, `\\U000e0001`."""
+    short = _SHORT_ESCAPES.get(ch)
+    if short is not None:
+        return short
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def _cells(ch: str) -> int:
+    """Terminal cells one printable character takes: 2 for wide (CJK, most emoji), 0 for a
+    combining mark, else 1. An approximation of rich's `cell_len`, which core may not import."""
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me"):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def printable(text: str, *, limit: int | None = None) -> str:
+    """`text` (a name, repr, message or printed line from user code) as one printable line.
+
+    Every control character (C0 with ESC, `\\n`, `\\r`, `\\t`; DEL; C1), format character (bidi
+    overrides and isolates, zero-width), line or paragraph separator and lone surrogate becomes the
+    visible escape Python writes for it (`\\x1b`, `\\n`, `\\u202e`), so nothing reaches a
+    terminal as a command and nothing splits a row. Printable Unicode (CJK, emoji, combining
+    marks) is kept as is; a backslash is not doubled. With `limit` (>= 1), a result wider than
+    `limit` terminal cells is cut to at most `limit` cells, the last one "…"; an escape is never
+    cut in half.
+    """
+    if text.isprintable() and (limit is None or (len(text) <= limit and text.isascii())):
+        return text
+    pieces = [_escape(ch) if unicodedata.category(ch) in _HIDDEN_CATEGORIES else ch for ch in text]
+    if limit is None:
+        return "".join(pieces)
+    widths = [len(p) if len(p) > 1 else _cells(p) for p in pieces]
+    if sum(widths) <= limit:
+        return "".join(pieces)
+    budget = max(limit, 1) - 1
+    kept: list[str] = []
+    for piece, width in zip(pieces, widths, strict=True):
+        if width > budget:
+            break
+        kept.append(piece)
+        budget -= width
+    return "".join(kept) + ELLIPSIS
+
+
+def printable_lines(text: str) -> str:
+    """`text` kept on its lines (split at `\\n` only), each made `printable`: for messages,
+    tracebacks and reprs shown where several lines fit. A `\\r\\n` ends a line too."""
+    if text.isprintable():
+        return text
+    return "\n".join(printable(line.removesuffix("\r")) for line in text.split("\n"))
+
+
+def cell_width(text: str) -> int:
+    """Terminal cells `text` takes, as `printable` counts them for `limit` (printable text)."""
+    return sum(_cells(ch) for ch in text)
 
 
 def format_number(x: float | None) -> str:
@@ -90,7 +162,7 @@ def summary_line(s: TensorSummary, *, autograd: bool = False) -> str:
     if s.device != "cpu":
         words.append(s.device)
     if autograd and (s.requires_grad or s.grad_fn):
-        words.append("grad" if s.grad_fn is None else f"grad {s.grad_fn}")
+        words.append("grad" if s.grad_fn is None else f"grad {printable(s.grad_fn)}")
     if s.numel == 0:
         words.append("empty")
     elif s.values is not None and len(s.values) <= INLINE_VALUES:

@@ -106,7 +106,10 @@ def list_hooks(
             found.append(
                 HookInfo(HookId(global_attr, hook_id), path, kind, "global", qualname, location)
             )
-    for name, param in module.named_parameters(recurse=False):
+    # The registry itself, not named_parameters(), which a model may override.
+    for name, param in list(module._parameters.items()):
+        if param is None:
+            continue
         for hook_id, fn in (getattr(param, "_post_accumulate_grad_hooks", None) or {}).items():
             qualname, location = describe_callable(fn)
             found.append(

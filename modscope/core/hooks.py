@@ -22,6 +22,7 @@ from modscope.core.hook_notes import FULL_HOOK_COST, INPUT_GRAD_NOTE, LEGACY_NOT
 from modscope.core.hook_spec import MODSCOPE_REGISTRY, HookId, HookSpec, HookSpecError
 from modscope.core.summary import PendingSummary, capture, flatten_tensors, resolve
 from modscope.core.types import HookAction, HookEvent, HookKind, Phase
+from modscope.core.walk import distinct_modules, refuses_hooks, refusing_phrase
 
 ALL_OBSERVED = (HookKind.FORWARD_PRE, HookKind.FORWARD, HookKind.BACKWARD, HookKind.BACKWARD_PRE)
 
@@ -155,7 +156,8 @@ class HookManager:
 
     `emit` receives an `EventDraft` each time a hook fires; `context` says the current step and
     phase; `pause` (the app's) blocks a `pause` hook until the user continues, or raises
-    `IterationAbandoned`.
+    `IterationAbandoned`. Modules PyTorch refuses hooks on (ScriptModules) are skipped by `*`
+    and refused by name; `skipped` lists the outermost ones the last `attach` left out.
     """
 
     def __init__(
@@ -174,20 +176,22 @@ class HookManager:
         self._ids = itertools.count(1)
         self._transient: list[RemovableHandle] = []
         self._calls: list[_BackwardCall] = []
+        self.skipped: tuple[str, ...] = ()
 
     # -- attaching ---------------------------------------------------------------------------
 
     def resolve_modules(self, pattern: str) -> list[tuple[str, nn.Module]]:
         """The modules a spec's MODULE names: a dotted path, `""`/`.` the root, `*` every one."""
         if pattern == "*":
-            return list(self.model.named_modules())
+            return distinct_modules(self.model)
         if pattern in ("", "."):
             return [("", self.model)]
         module = self.model
         for part in pattern.split("."):
-            child = module._modules.get(part)
+            # A ScriptModule's `_modules` (an OrderedModuleDict) has no `.get`.
+            child = dict(module._modules.items()).get(part)
             if child is None:
-                names = [name for name, _ in self.model.named_modules() if name]
+                names = [name for name, _ in distinct_modules(self.model) if name]
                 close = difflib.get_close_matches(pattern, names, n=5, cutoff=0.6)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 raise HookSpecError(f"no module {pattern!r} in the model{hint}")
@@ -199,8 +203,18 @@ class HookManager:
         if spec.action is HookAction.PAUSE and self.pause is None:
             raise HookSpecError("the pause action works only in the app (modscope SCRIPT)")
         added: list[AttachedHook] = []
+        targets = self.resolve_modules(spec.module)
+        refused = [path for path, module in targets if refuses_hooks(module)]
+        if refused and spec.module != "*":
+            raise HookSpecError(
+                f"{refused[0] or 'the model'} is a ScriptModule: PyTorch refuses hooks on "
+                "ScriptModules (torch.jit.script)"
+            )
+        self.skipped = tuple(p for p in refused if not any(p.startswith(q + ".") for q in refused))
         try:
-            for path, module in self.resolve_modules(spec.module):
+            for path, module in targets:
+                if refuses_hooks(module):
+                    continue
                 hook = AttachedHook(HookId(MODSCOPE_REGISTRY, next(self._ids)), path, spec)
                 self._register(hook, module)
                 self.attached[hook.hook_id] = hook
@@ -210,6 +224,12 @@ class HookManager:
                 self.detach(hook.hook_id)
             raise
         return added
+
+    def skipped_note(self) -> str | None:
+        """`skipped 1 ScriptModule (scripted): ...` after an `attach` that left some out."""
+        if not self.skipped:
+            return None
+        return f"skipped {refusing_phrase(list(self.skipped))}: PyTorch refuses hooks on them"
 
     def _register(self, hook: AttachedHook, module: nn.Module) -> None:
         kind, action = hook.kind, hook.action

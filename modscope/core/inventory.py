@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Collection, Hashable, Iterable, Sequence
 from dataclasses import MISSING, fields
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 from torch.nn.parameter import UninitializedTensorMixin
-from torch.nn.utils.prune import BasePruningMethod
-from torch.nn.utils.spectral_norm import SpectralNorm
-from torch.nn.utils.weight_norm import WeightNorm
 
-from modscope.core.types import Inventory, ModuleInfo, TensorInfo, Totals, Unregistered
-from modscope.core.walk import distinct_modules, held_objects, own_tensors, user_attributes
+# Re-exported: the tree's folding and the unregistered search were part of this module.
+from modscope.core.sibling_runs import SiblingRun, fold_runs, structure_signatures
+from modscope.core.types import Inventory, ModuleInfo, TensorInfo, Totals
+from modscope.core.unregistered import find_unregistered, find_unregistered_among
+from modscope.core.walk import subtree_tensors
 
 __all__ = [
     "SiblingRun",
@@ -38,12 +37,6 @@ SHARED_WITH_LIMIT = 64
 
 
 _REPEAT_BUDGET_MIN = 10_000
-
-# Caches torch keeps of registered tensors that go stale by design: RNNBase._flat_weights holds
-# the derived weight (not a registered tensor) once the weight is parametrized or weight-normed.
-_TORCH_CACHES: tuple[tuple[type, frozenset[str]], ...] = (
-    (nn.RNNBase, frozenset({"_flat_weights"})),
-)
 
 _DTYPE_NAMES: dict[torch.dtype, str] = {}
 _DEVICE_NAMES: dict[torch.device, str] = {}
@@ -101,123 +94,15 @@ def build_inventory(model: nn.Module) -> Inventory:
         return Inventory(
             modules=walk.module_infos(),
             unregistered=tuple(
-                _find_unregistered(walk.distinct, walk.first_path.keys(), walk.tensor_paths.keys())
+                find_unregistered_among(
+                    walk.distinct, walk.first_path.keys(), walk.tensor_paths.keys()
+                )
             ),
             shared=walk.shared_parameter_paths(),
         )
     finally:
         if gc_was_enabled:
             gc.enable()
-
-
-def find_unregistered(model: nn.Module) -> list[Unregistered]:
-    """Modules, Parameters and tensors that `model` holds but `nn.Module` never registered.
-
-    Looks at user attributes in each distinct module's `__dict__` (not torch's own hook tables
-    and registries) and inside plain list/tuple/deque/set/dict containers there, up to
-    `walk.MAX_CONTAINER_DEPTH` levels, without descending into modules. One entry per outermost
-    object; objects reachable through registered children, parameters or buffers are never
-    reported. Paths are the owner's path, the attribute, then Python subscripts for sequences and
-    mappings (`blocks[0]`, `heads['q']`, `encoder.cache[1]['k']`) and `{i}` for the i-th member
-    of a set in iteration order (sets have no subscript); a dict key with no literal form shows
-    as `<TypeName>`. `container` is the type name of the attribute's value when the object sits
-    in a container (the outermost one, which is what to replace with ModuleList/ModuleDict/
-    ParameterList/ParameterDict), None for a direct attribute. Attributes that torch derives from
-    registered tensors are skipped: old-style weight_norm/spectral_norm and pruning targets, and
-    RNNs' `_flat_weights` cache (stale by design once a weight is parametrized).
-    """
-    modules = distinct_modules(model)
-    tensors = {id(t) for _, m in modules for _, t, _ in own_tensors(m)}
-    return _find_unregistered(modules, {id(m) for _, m in modules}, tensors)
-
-
-class SiblingRun(NamedTuple):
-    """Consecutive siblings with one structure: `children[start:start + count]`."""
-
-    start: int
-    count: int
-    first: ModuleInfo
-    last: ModuleInfo
-
-
-def fold_runs(
-    children: Sequence[ModuleInfo],
-    inventory: Inventory | None = None,
-    *,
-    numbered_only: bool = True,
-) -> list[SiblingRun]:
-    """Group runs of identical consecutive siblings, for "blocks.0-3299: 3,300 x Block".
-
-    Returns runs that cover `children` in order; a run with `count >= 2` can be folded, one with
-    `count == 1` is a lone sibling. Two siblings are identical when their structure signatures
-    match: type name and the name, shape, dtype, device and requires_grad of every parameter and
-    buffer, recursively through their children (needs `inventory`; without it only the
-    siblings' own tensors, child count and totals are compared). With `numbered_only`, a run also
-    needs names that count up by one (`0, 1, 2`, as in Sequential and ModuleList), so named
-    siblings such as `norm1`, `norm2` stay apart.
-    """
-    if inventory is not None:
-        signatures = structure_signatures(inventory)
-        sig: list[Hashable] = [
-            signatures[c.path] if c.path in signatures else _shallow_signature(c) for c in children
-        ]
-    else:
-        sig = [_shallow_signature(c) for c in children]
-    runs: list[SiblingRun] = []
-    i = 0
-    while i < len(children):
-        j = i + 1
-        while j < len(children) and sig[j] == sig[i] and _continues(children, j, numbered_only):
-            j += 1
-        runs.append(SiblingRun(i, j - i, children[i], children[j - 1]))
-        i = j
-    return runs
-
-
-_signature_cache: tuple[Inventory | None, dict[str, int]] = (None, {})
-
-
-def structure_signatures(inventory: Inventory) -> dict[str, int]:
-    """Map each module path to a small int that is equal exactly for equal structure.
-
-    Computed bottom-up once per inventory (the last one is cached, as a tree printer asks for
-    every parent's children in turn).
-    """
-    global _signature_cache
-    cached_for, cached = _signature_cache
-    if cached_for is inventory:
-        return cached
-    by_path = {m.path: m for m in inventory.modules}
-    table: dict[tuple[Any, ...], int] = {}
-    out: dict[str, int] = {}
-    # Preorder lists parents before children, so reversed order sees every child first.
-    for m in reversed(inventory.modules):
-        key = (
-            m.type_name,
-            tuple((p.name, p.shape, p.dtype, p.device, p.requires_grad) for p in m.parameters),
-            tuple((b.name, b.shape, b.dtype, b.device, b.persistent) for b in m.buffers),
-            tuple((by_path[c].name, out[c]) for c in m.children if c in out),
-        )
-        out[m.path] = table.setdefault(key, len(table))
-    _signature_cache = (inventory, out)
-    return out
-
-
-def _shallow_signature(m: ModuleInfo) -> Hashable:
-    return (
-        m.type_name,
-        tuple((p.name, p.shape, p.dtype, p.device, p.requires_grad) for p in m.parameters),
-        tuple((b.name, b.shape, b.dtype, b.device, b.persistent) for b in m.buffers),
-        len(m.children),
-        m.totals,
-    )
-
-
-def _continues(children: Sequence[ModuleInfo], j: int, numbered_only: bool) -> bool:
-    if not numbered_only:
-        return True
-    prev, cur = children[j - 1].name, children[j].name
-    return prev.isdecimal() and cur.isdecimal() and int(cur) == int(prev) + 1
 
 
 class _Entry:
@@ -441,8 +326,7 @@ def _others(paths: list[str], path: str) -> tuple[str, ...]:
 
 
 def _subtree_tensors(module: nn.Module) -> list[torch.Tensor]:
-    # torch's own walk removes duplicates, so it is safe on the shapes that need this.
-    return [*module.parameters(), *module.buffers()]
+    return [t for _, t, _ in subtree_tensors(module)]
 
 
 def _tensor_info(
@@ -511,65 +395,3 @@ def _extra_repr(module: nn.Module) -> str:
     except Exception as exc:  # user code; the tree must still print
         return f"<extra_repr() raised {type(exc).__name__}>"
     return " ".join(text.split())[:EXTRA_REPR_CHARS]
-
-
-def _derived_attributes(module: nn.Module) -> frozenset[str]:
-    """Plain attributes torch recomputes from registered tensors before each forward."""
-    names = set()
-    for hook in module._forward_pre_hooks.values():
-        if isinstance(hook, (WeightNorm, SpectralNorm)):
-            names.add(hook.name)
-        elif isinstance(hook, BasePruningMethod):
-            names.add(hook._tensor_name)
-    for cls, cached in _TORCH_CACHES:
-        if isinstance(module, cls):
-            names |= cached
-    return frozenset(names)
-
-
-def _find_unregistered(
-    modules: Iterable[tuple[str, nn.Module]],
-    registered_modules: Collection[int],
-    registered_tensors: Collection[int],
-) -> list[Unregistered]:
-    """What `find_unregistered` documents, given the distinct modules and the ids of every
-    registered module and tensor."""
-    reported: set[int] = set()
-    visited: set[int] = set()
-    found: list[Unregistered] = []
-    for owner, module in modules:
-        attributes = user_attributes(module)
-        if not attributes:
-            continue
-        skip = _derived_attributes(module)
-        prefix = owner + "." if owner else ""
-        for attr, value in attributes:
-            if attr in skip:
-                continue
-            for path, obj in held_objects(value, prefix + attr, visited=visited):
-                key = id(obj)
-                if key in reported:
-                    continue
-                if isinstance(obj, nn.Module):
-                    if key in registered_modules:
-                        continue
-                    what = "module"
-                elif isinstance(obj, torch.Tensor):
-                    if key in registered_tensors:
-                        continue
-                    what = "parameter" if isinstance(obj, nn.Parameter) else "tensor"
-                else:
-                    continue  # a container: its members come next
-                reported.add(key)
-                found.append(
-                    Unregistered(
-                        path=path,
-                        what=what,
-                        type_name=type(obj).__name__,
-                        owner=owner,
-                        attribute=attr,
-                        container=None if obj is value else type(value).__name__,
-                        shape=None if what == "module" else _tensor_facts(obj)[0],
-                    )
-                )
-    return found

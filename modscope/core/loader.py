@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
+import importlib.machinery
 import importlib.util
 import io
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,6 +18,9 @@ import torch
 from torch import nn
 
 from modscope.core.errors import ScriptError, user_error
+from modscope.core.fmt import printable
+from modscope.core.interrupts import is_real_interrupt
+from modscope.core.outputs import file_kind
 from modscope.core.script_names import MISSING, SCRIPT_NAMES
 from modscope.core.types import Phase, UserError
 
@@ -61,8 +67,9 @@ def captured_prints(sink: PrintSink | None) -> Iterator[None]:
 
 
 def stderr_sink(line: str) -> None:
-    """The headless commands' sink: the script's prints go to stderr."""
-    print(line, file=sys.__stderr__ or sys.stderr)
+    """The headless commands' sink: the script's prints go to stderr, each line with its
+    control characters escaped (a `\\x1b[2J` in a print must not clear the terminal)."""
+    print(printable(line.expandtabs()), file=sys.__stderr__ or sys.stderr)
 
 
 @dataclass
@@ -108,20 +115,15 @@ def find_model(
 ) -> tuple[str, nn.Module]:
     """The model a script names or, failing that, the one top-level module holding state."""
     if model_name is not None:
-        if model_name not in namespace:
-            raise _fail(
-                path,
-                f"the script defines no top-level name {model_name!r}",
-                "Pass --model with one of the script's top-level module names.",
-            )
-        value = namespace[model_name]
-        if not isinstance(value, nn.Module):
-            raise _fail(
-                path,
-                f"{model_name!r} is a {type(value).__name__}, not an nn.Module",
-                "Pass --model with the name of an nn.Module instance.",
-            )
-        return model_name, value
+        value = namespace.get(model_name, MISSING)
+        if isinstance(value, nn.Module):
+            return model_name, value
+        if value is MISSING:
+            what = f"the script defines no top-level name {model_name!r}"
+        else:
+            what = f"{model_name!r} is a {type(value).__name__}, not an nn.Module"
+        message = f"--model {model_name}: {what}"
+        raise _fail(path, message, _model_candidates_hint(namespace, model_name))
     if "model" in namespace:
         value = namespace["model"]
         if not isinstance(value, nn.Module):
@@ -160,6 +162,23 @@ def find_model(
     )
 
 
+def _model_candidates_hint(namespace: dict[str, Any], wrong: str) -> str:
+    """`--model` names these: the script's top-level `nn.Module`s, close matches first."""
+    names = [
+        name
+        for name, value in namespace.items()
+        if not name.startswith("__") and isinstance(value, nn.Module)
+    ]
+    if not names:
+        return "The script defines no top-level nn.Module: build one, e.g. `model = Net()`."
+    close = difflib.get_close_matches(wrong, names, n=3)
+    ordered = close + [n for n in names if n not in close]
+    hint = f"Top-level modules in the script: {', '.join(ordered)}."
+    if close:
+        hint = f"Did you mean --model {close[0]}? " + hint
+    return hint
+
+
 def _read_contract(module: Any, path: str, model_name: str | None) -> LoadedScript:
     namespace = vars(module)
     name, model = find_model(namespace, path, model_name)
@@ -194,19 +213,65 @@ def _read_contract(module: Any, path: str, model_name: str | None) -> LoadedScri
     return loaded
 
 
+class _ScriptLoader(importlib.machinery.SourceFileLoader):
+    """Compiles the script from its source on every load: no bytecode is read or written.
+
+    The default loader would write `__pycache__/` beside the user's script and, on a reload,
+    could run stale bytecode: a `.pyc` is checked against the source's size and its mtime in
+    whole seconds, so an edit within the same second that keeps the size goes unseen.
+    """
+
+    def get_code(self, fullname: str) -> Any:
+        path = self.get_filename(fullname)
+        return self.source_to_code(self.get_data(path), path)
+
+
+def _not_a_script(given: str, path: str) -> ScriptError | None:
+    """The load error for a path that is no readable regular file, saying what it is."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return _fail(path, f"{given}: no such file", "Check the path of the model script.")
+    except OSError as exc:
+        return _fail(path, f"{given}: {exc.strerror or exc}", "Check the path of the model script.")
+    if stat.S_ISREG(mode):
+        return None
+    return _fail(
+        path,
+        f"{given} is {file_kind(mode)}, not a Python file",
+        "Pass the path of a model script, e.g. `modscope run train.py`.",
+    )
+
+
+@contextlib.contextmanager
+def _no_bytecode() -> Iterator[None]:
+    # Modules the script imports from its own folder would get a `__pycache__/` there too.
+    previous = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode = previous
+
+
 def load_script(
     path: str, *, model_name: str | None = None, sink: PrintSink | None = None
 ) -> LoadedScript:
     """Run the script as module `__modscope__` and read its contract names.
 
-    Raises `ScriptError` (with the script's file and line) when the file is missing, does not
-    parse, raises while it runs, or defines no model.
+    Raises `ScriptError` (with the script's file and line) when the file is missing or no file,
+    does not parse, raises while it runs (`sys.exit()` and a `KeyboardInterrupt` of its own
+    included), or defines no model. A real Ctrl-C (`is_real_interrupt`) goes on up. Nothing is
+    written beside the script (no `__pycache__/`), and every load compiles the current source.
     """
+    given = path
     path = os.path.abspath(path)
-    if not os.path.isfile(path):
-        raise _fail(path, "no such file", "Check the path of the model script.")
-    spec = importlib.util.spec_from_file_location(MODULE_NAME, path)
-    if spec is None or spec.loader is None:
+    problem = _not_a_script(given, path)
+    if problem is not None:
+        raise problem
+    loader = _ScriptLoader(MODULE_NAME, path)
+    spec = importlib.util.spec_from_file_location(MODULE_NAME, path, loader=loader)
+    if spec is None:
         raise _fail(path, "not a Python file modscope can load", "Pass a .py model script.")
     module = importlib.util.module_from_spec(spec)
     # Registered before it runs, so classes defined in the script pickle (torch.save(model)).
@@ -218,14 +283,17 @@ def load_script(
     argv = sys.argv
     sys.argv = [path]
     try:
-        with captured_prints(sink):
-            spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:
+        with captured_prints(sink), _no_bytecode():
+            loader.exec_module(module)
+    except BaseException as exc:
+        # sys.exit(), KeyboardInterrupt or GeneratorExit raised by the script is a load error
+        # like any other; only a real Ctrl-C goes on up.
         _restore(previous)
-        hint = "Fix the script and load it again."
-        if isinstance(exc, SystemExit):
-            hint = "The script called sys.exit() (or exit()) at the top level; remove that call."
-        raise ScriptError(user_error(exc, phase=Phase.LOAD, script=path, hint=hint)) from exc
+        if is_real_interrupt(exc):
+            raise
+        raise ScriptError(
+            user_error(exc, phase=Phase.LOAD, script=path, hint=_load_hint(exc))
+        ) from exc
     finally:
         sys.argv = argv
     try:
@@ -233,6 +301,14 @@ def load_script(
     except ScriptError:
         _restore(previous)
         raise
+
+
+def _load_hint(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return "The script called sys.exit() (or exit()) at the top level; remove that call."
+    if isinstance(exc, KeyboardInterrupt):
+        return "The script raised KeyboardInterrupt at the top level; remove that raise."
+    return "Fix the script and load it again."
 
 
 def _restore(previous: Any) -> None:

@@ -57,6 +57,9 @@ squared deviations from their mean and the sum of squares; then the counts of no
 included), finite and NaN elements."""
 
 DIFF_COLUMNS = ("changed", "max_abs_delta", "rel_change")
+
+FROM_ZERO = -1.0
+"""`rel_change` of a key whose old value was all zeros: a marker no ratio of norms can be."""
 """The columns of `diff_stats`."""
 
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
@@ -177,7 +180,8 @@ def diff_stats(new: torch.Tensor, old: torch.Tensor, segments: Segments) -> torc
 
     `changed` is 1.0 where some element differs (NaN in both counts as equal); the largest
     |delta| is NaN when some delta is; the relative change is |delta| / |old| (2-norms), 0 when
-    nothing changed. Deltas are taken in the tensors' own dtype, as the per-tensor path does.
+    nothing changed and `FROM_ZERO` when `old` is all zeros (no relative change to give).
+    Deltas are taken in the tensors' own dtype, as the per-tensor path does.
     """
     a, b = comparable(new), comparable(old)
     same = (a == b) | (torch.isnan(a) & torch.isnan(b))
@@ -192,4 +196,5 @@ def diff_stats(new: torch.Tensor, old: torch.Tensor, segments: Segments) -> torc
     largest = torch.where(nans > 0, math.nan, largest)
     delta_norm = delta_sq.sqrt()
     rel = torch.where(delta_norm == 0, 0.0, delta_norm / old_sq.sqrt())
+    rel = torch.where((delta_norm != 0) & (old_sq == 0), FROM_ZERO, rel)
     return torch.stack([(changed > 0).double(), largest, rel], 1)

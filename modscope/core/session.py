@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,18 +12,21 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from modscope.core.batches import BatchSource, InputsError, describe_inputs, spread, takes_batch
-from modscope.core.errors import user_error
+from modscope.core.errors import ScriptError, user_error
+from modscope.core.event_log import EventLog
 from modscope.core.hook_spec import HookId, HookSpec
 from modscope.core.hooks import (
     AttachedHook,
     EventDraft,
     HookManager,
     IterationAbandoned,
-    events_of,
 )
 from modscope.core.interrupts import is_real_interrupt
 from modscope.core.inventory import build_inventory
 from modscope.core.loader import LoadedScript, PrintSink, captured_prints, load_script
+from modscope.core.losses import LossError, check_loss, is_scalar_loss, loss_value
+from modscope.core.model_state import initial_state, state_tensors
+from modscope.core.outputs import atomic_write, check_writable
 from modscope.core.script_names import MISSING
 from modscope.core.statediff import StateTracker
 from modscope.core.summary import capture, capture_many, first_tensor, resolve
@@ -38,13 +39,10 @@ from modscope.core.types import (
     TensorSummary,
     UserError,
 )
+from modscope.core.walk import all_parameter_paths, refusing_hooks, refusing_phrase
 
 EVENT_LIMIT = 5000
 HISTORY_LIMIT = 1000
-
-
-class LossError(Exception):
-    """The loss a script produced cannot be back-propagated."""
 
 
 class Session:
@@ -66,15 +64,12 @@ class Session:
         self.sink = sink
         self.batches = BatchSource(script.inputs)
         self.step = 0
-        self.events: deque[HookEvent] = deque(maxlen=EVENT_LIMIT)
+        self._log = EventLog(EVENT_LIMIT)
+        self.events = self._log.events
         self.history: deque[StepRecord] = deque(maxlen=HISTORY_LIMIT)
-        self.hooks = HookManager(
-            self.model, emit=self._drafts_append, context=self._context, pause=pause
-        )
+        self.hooks = HookManager(self.model, emit=self._log.add, context=self._context, pause=pause)
         self.last_output: TensorSummary | None = None
         self.last_loss: float | None = None
-        self._drafts: list[EventDraft] = []
-        self._event_seq = 0
         self._phase: Phase | None = None
         self._pending_phases: list[Phase] = []
         self._batch: Any = None
@@ -86,7 +81,7 @@ class Session:
         # Without a loss_fn, the first forward tells whether the output is the loss.
         self._output_is_loss: bool | None = None
         self._tracker = StateTracker()
-        self._tracker.reset(self._state())
+        self._tracker.reset(initial_state(self.model, script.path))
 
     @classmethod
     def load(
@@ -97,8 +92,15 @@ class Session:
         sink: PrintSink | None = None,
         pause: Callable[[EventDraft], None] | None = None,
     ) -> Session:
-        """Load a model script (raises `ScriptError` naming the file and line)."""
-        return cls(load_script(path, model_name=model_name, sink=sink), sink=sink, pause=pause)
+        """Load a model script (raises `ScriptError` naming the file and line, also when the
+        model's state cannot be read: a module cycle, a `state_dict()` that raises)."""
+        try:
+            script = load_script(path, model_name=model_name, sink=sink)
+        except ScriptError:
+            raise
+        except Exception as exc:  # the model's own methods, called while reading the contract
+            raise ScriptError(user_error(exc, phase=Phase.LOAD, script=path)) from exc
+        return cls(script, sink=sink, pause=pause)
 
     @classmethod
     def from_objects(
@@ -191,6 +193,12 @@ class Session:
                     "no optimizer: backward runs and gradients are reset each iteration; "
                     "parameters do not change"
                 )
+        refusing = refusing_hooks(self.model)
+        if refusing:
+            notes.append(
+                f"{refusing_phrase(refusing)}: PyTorch refuses hooks on ScriptModules, so hooks "
+                "on every module (--hooks all, `*`) skip them"
+            )
         return notes
 
     # -- inspection ---------------------------------------------------------------------------
@@ -228,18 +236,18 @@ class Session:
             with captured_prints(self.sink), self.hooks.quiet_legacy_warning():
                 self._run(phase)
         except IterationAbandoned:
-            events = self._flush_events()
+            events = self._log.flush()
             self._reset_iteration()
             return PhaseResult(self.step + 1, phase, events=events, abandoned=True)
         except BaseException as exc:
             # sys.exit(), KeyboardInterrupt or GeneratorExit from the user's code is a user
             # error like any other; only a real Ctrl-C goes on up (the iteration dropped).
             if is_real_interrupt(exc):
-                self._drafts = []
+                self._log.drop()
                 self._reset_iteration()
                 raise
             error = self._error(exc, phase)
-            events = self._flush_events()
+            events = self._log.flush()
             self._reset_iteration()
             return PhaseResult(self.step + 1, phase, events=events, error=error)
         finally:
@@ -248,12 +256,20 @@ class Session:
             # forward only (no loss to back-propagate): the iteration ends here
             self._pending_phases = [phase]
         self._pending_phases.pop(0)
-        events = self._flush_events()
+        events = self._log.flush()
         if phase in (Phase.FORWARD, Phase.TRAIN_STEP):
             output, loss = resolve([self._output_summary, self._loss_summary])
             self.last_output = output
-            self.last_loss = _loss_value(loss)
-        record = None if self._pending_phases else self._finish_iteration()
+            self.last_loss = loss_value(loss)
+        record = None
+        if not self._pending_phases:
+            try:
+                record = self._finish_iteration()
+            except Exception as exc:  # the model's state_dict() raised after the iteration
+                self._reset_iteration()
+                return PhaseResult(
+                    self.step + 1, phase, events=events, error=self._error(exc, phase)
+                )
         return PhaseResult(
             record.step if record else self.step + 1,
             phase,
@@ -317,7 +333,7 @@ class Session:
             with self._root_output_capture():
                 loss = s.compute_loss(self.model, batch)
             self._output = self._root_output
-            self._check_loss(loss, "compute_loss")
+            check_loss(loss, "compute_loss")
         else:
             args, kwargs = spread(batch)
             self._output = output = self.model(*args, **kwargs)
@@ -330,27 +346,13 @@ class Session:
         if fn is None:
             return None
         if fn is MISSING:
-            is_loss = (
-                isinstance(output, torch.Tensor)
-                and output.numel() == 1
-                and (output.is_floating_point() or output.is_complex())
-            )
+            is_loss = is_scalar_loss(output)
             if self._output_is_loss is None:
                 self._output_is_loss = is_loss
             return output if is_loss else None
         loss = fn(output, batch) if takes_batch(fn) else fn(output)
-        self._check_loss(loss, "loss_fn")
+        check_loss(loss, "loss_fn")
         return loss
-
-    @staticmethod
-    def _check_loss(loss: Any, source: str) -> None:
-        if not isinstance(loss, torch.Tensor):
-            raise LossError(f"{source} returned a {type(loss).__name__}, not a tensor")
-        if loss.numel() != 1:
-            raise LossError(
-                f"{source} returned a tensor of shape {list(loss.shape)}: reduce it to a scalar "
-                "(e.g. .mean())"
-            )
 
     def _capture_results(self, loss: torch.Tensor | None) -> None:
         output = first_tensor(self._output)
@@ -372,16 +374,18 @@ class Session:
             handle.remove()
 
     def _finish_iteration(self) -> StepRecord:
+        record = self._record(self.step + 1)
         self.step += 1
-        record = self._record()
         self.history.append(record)
         self._reset_iteration()
         return record
 
-    def _record(self) -> StepRecord:
-        state = self._state()
+    def _record(self, step: int | None = None) -> StepRecord:
+        """The record of the iteration `step` (the last one counted, by default)."""
+        step = self.step if step is None else step
+        state = state_tensors(self.model)
         diff = self._tracker.diff(state)
-        named = list(self.model.named_parameters(remove_duplicate=False))
+        named = all_parameter_paths(self.model)
         state_items = list(state.items())
         grads = [p.grad if p.grad is not None and not is_lazy(p) else None for _, p in named]
         summaries = resolve(capture_many([v for _, v in state_items] + grads))
@@ -392,7 +396,7 @@ class Session:
             if isinstance(g.get("lr"), float | int)
         )
         return StepRecord(
-            step=self.step,
+            step=step,
             mode="train" if self.model.training else "eval",
             loss=self.last_loss,
             output=self.last_output,
@@ -401,14 +405,6 @@ class Session:
             diff=diff,
             lr=lr,
         )
-
-    def _state(self) -> dict[str, torch.Tensor]:
-        """The `state_dict` tensors (live, not detached), less lazy ones not yet initialised."""
-        return {
-            key: value
-            for key, value in self.model.state_dict(keep_vars=True).items()
-            if isinstance(value, torch.Tensor) and not is_lazy(value)
-        }
 
     def _reset_iteration(self) -> None:
         self.hooks.end_iteration()
@@ -421,47 +417,17 @@ class Session:
             hint = "Fix the script, then reload it."
         return user_error(exc, phase=phase, step=self.step + 1, script=self.script.path, hint=hint)
 
-    # -- hook events --------------------------------------------------------------------------
-
     def _context(self) -> tuple[int, Phase]:
+        """What a hook firing now belongs to: the step and phase running."""
         return self.step + 1, self._phase or Phase.FORWARD
-
-    def _drafts_append(self, draft: EventDraft) -> None:
-        self._drafts.append(draft)
-
-    def _flush_events(self) -> tuple[HookEvent, ...]:
-        """Resolve this phase's hook drafts into events, all summaries in one batch."""
-        drafts, self._drafts = self._drafts, []
-        if not drafts:
-            return ()
-        first = self._event_seq + 1
-        self._event_seq += len(drafts)
-        events = events_of(drafts, range(first, self._event_seq + 1))
-        self.events.extend(events)
-        return tuple(events)
 
     # -- saving -------------------------------------------------------------------------------
 
     def save_state(self, path: str) -> None:
-        """Write the `state_dict` with `torch.save`, atomically (a temporary file, then rename)."""
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".modscope-", suffix=".pt", dir=directory)
-        os.close(fd)
-        try:
-            torch.save(self.model.state_dict(), tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        """Write the `state_dict` with `torch.save`, atomically (`core.outputs.atomic_write`).
 
-
-def _loss_value(summary: TensorSummary | None) -> float | None:
-    if summary is None:
-        return None
-    if summary.values:
-        value = summary.values[0]
-        if isinstance(value, complex):
-            return abs(value)
-        return float(value)
-    return summary.mean
+        Raises `OutputError` when `path` cannot be written; a file already there keeps its mode.
+        """
+        check_writable(path)
+        state = self.model.state_dict()
+        atomic_write(path, lambda f: torch.save(state, f))

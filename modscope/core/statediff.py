@@ -34,8 +34,8 @@ def _key_diff(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
         max_delta = delta.abs().amax()
         if torch.isfinite(max_delta):
             delta_norm = torch.linalg.vector_norm(delta, dtype=wide)
-            rel = delta_norm / torch.linalg.vector_norm(b, dtype=wide)
-            rel = torch.where(delta_norm == 0, 0.0, rel)
+            old_norm = torch.linalg.vector_norm(b, dtype=wide)
+            rel = _relative(delta_norm, old_norm)
             return torch.stack([(max_delta > 0).double(), max_delta.double(), rel.double()])
     # Equal infinities are unchanged too, although their difference is NaN.
     same = (a == b) | (torch.isnan(a) & torch.isnan(b))
@@ -47,9 +47,14 @@ def _key_diff(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     # Norms of fp16/bf16 in float32: in their own dtype they overflow past 65504 (fp16) and
     # keep 3 significant digits, as `summary` notes too.
     delta_norm = torch.linalg.vector_norm(torch.where(same, 0.0, delta), dtype=wide)
-    rel = delta_norm / torch.linalg.vector_norm(b, dtype=wide)
-    rel = torch.where(delta_norm == 0, 0.0, rel)
+    rel = _relative(delta_norm, torch.linalg.vector_norm(b, dtype=wide))
     return torch.stack([changed.double(), max_delta.double(), rel.double()])
+
+
+def _relative(delta_norm: torch.Tensor, old_norm: torch.Tensor) -> torch.Tensor:
+    """‖new - old‖ / ‖old‖: 0 when nothing changed, `segments.FROM_ZERO` from all zeros."""
+    rel = torch.where(delta_norm == 0, 0.0, delta_norm / old_norm)
+    return torch.where((delta_norm != 0) & (old_norm == 0), segments.FROM_ZERO, rel)
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,7 +168,12 @@ class StateTracker:
         self._blocks = blocks
 
     def diff(self, state: Mapping[str, torch.Tensor], *, remember: bool = True) -> StateDiff:
-        """Per key: changed / unchanged / added / removed, max |delta| and relative change."""
+        """Per key: changed / unchanged / added / removed, max |delta| and relative change.
+
+        A changed key whose shape or dtype changed has neither (None); one whose old value was
+        all zeros has no relative change (None: a change from zero has no ratio). `counters`
+        lists the changed integer and bool keys.
+        """
         before = self._previous
         added = tuple(k for k in state if k not in before)
         removed = tuple(k for k in before if k not in state)
@@ -187,8 +197,8 @@ class StateTracker:
                 if not isinstance(value, torch.Tensor) or value.is_meta:
                     continue
                 new, old = value.detach(), before[key]
-                if new.shape != old.shape:
-                    reshaped.append(key)
+                if new.shape != old.shape or new.dtype != old.dtype:
+                    reshaped.append(key)  # a new tensor under the old key: changed
                     continue
                 stats = _key_diff(new, old).reshape(1, -1)
                 rows.setdefault(stats.device, []).append(((key,), stats))
@@ -203,7 +213,7 @@ class StateTracker:
                 if flag:
                     changed_keys.append(key)
                     max_abs[key] = max_delta
-                    rel_change[key] = rel
+                    rel_change[key] = None if rel == segments.FROM_ZERO else rel
                 else:
                     unchanged.append(key)
         order = {k: i for i, k in enumerate(state)}
@@ -212,6 +222,7 @@ class StateTracker:
         if remember:
             self._remember(state, groups, flats)
         return StateDiff(
+            counters=tuple(k for k in changed_keys if _is_counter(state[k])),
             changed=tuple(changed_keys),
             unchanged=tuple(unchanged),
             added=added,
@@ -219,6 +230,12 @@ class StateTracker:
             max_abs_delta={k: max_abs[k] for k in changed_keys},
             rel_change={k: rel_change[k] for k in changed_keys},
         )
+
+
+def _is_counter(t: torch.Tensor) -> bool:
+    """Integer and bool tensors (`num_batches_tracked`, step counters, masks): their change
+    counts events, not a scale, so it is not compared with the floating ones'."""
+    return not (t.is_floating_point() or t.is_complex())
 
 
 def _new_block(group: _Group) -> _Block:

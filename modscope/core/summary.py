@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
 from modscope.core import segments
 from modscope.core.segments import Segments, joinable
+from modscope.core.tensor_stats import (
+    Stats,
+    TensorFacts,
+    build_summary,
+    device_parts,
+    device_stats,
+    facts_of,
+    failed,
+    host_stats,
+    stat_data,
+    values_copy,
+    work_tensor,
+)
 from modscope.core.types import TensorSummary
 
 MAX_VALUES = 16
@@ -29,23 +41,6 @@ see `segments`.)"""
 # to run the deferred paths on the CPU.
 _HOST_DEVICE_TYPES = frozenset({"cpu"})
 
-_SPARSE_LAYOUTS = frozenset(
-    {torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc}
-)
-
-
-class _Facts(NamedTuple):
-    """What a summary says about a tensor besides its statistics (`TensorSummary`'s fields)."""
-
-    shape: tuple[int, ...]
-    dtype: str
-    device: str
-    numel: int
-    layout: str
-    requires_grad: bool
-    grad_fn: str | None
-    note: str | None = None
-
 
 @dataclass(frozen=True, slots=True, eq=False)
 class PendingSummary:
@@ -59,7 +54,7 @@ class PendingSummary:
     seen.
     """
 
-    facts: _Facts
+    facts: TensorFacts
     ready: TensorSummary | None = None
     data: torch.Tensor | None = None
     parts: tuple[torch.Tensor, ...] = ()
@@ -73,155 +68,6 @@ class PendingSummary:
         if self.data is not None:
             return (self.data,)
         return self.parts if self.values is None else (*self.parts, self.values)
-
-
-class _Stats(NamedTuple):
-    """Host statistics over the finite elements; `m2` is the sum of squared deviations."""
-
-    lo: float
-    hi: float
-    mean: float
-    m2: float
-    norm: float
-    nonzero: int
-    finite: int
-    nan: int
-
-
-@functools.cache
-def _torch_name(value: torch.dtype | torch.layout | torch.device) -> str:
-    """`float32`, `sparse_coo`, `cuda:0`: torch's own names, without the `torch.` prefix."""
-    return str(value).removeprefix("torch.")
-
-
-def _stat_data(t: torch.Tensor) -> tuple[torch.Tensor | None, str | None]:
-    """The dense values statistics run over, or None and a note saying why there are none."""
-    if t.device.type == "meta":
-        return None, "meta: no data"
-    if t.layout in _SPARSE_LAYOUTS:
-        stored = t._values() if t.layout == torch.sparse_coo else t.values()
-        return stored, f"sparse: statistics over {stored.numel():,} stored values"
-    if t.layout != torch.strided:
-        return None, f"no statistics for layout {_torch_name(t.layout)}"
-    if t.is_quantized:
-        return t.dequantize(), "quantized: statistics of the dequantized values"
-    return t, None
-
-
-def _work_tensor(data: torch.Tensor) -> torch.Tensor:
-    """A real floating tensor whose statistics are the summary's (magnitudes for complex)."""
-    if data.is_complex():
-        data = data.abs()
-    if data.dtype in (torch.float32, torch.float64):
-        return _in_memory_order(data)
-    if data.is_floating_point():
-        # fp16/bf16/fp8 reductions would round the results to 3 or fewer significant digits.
-        return _in_memory_order(data.float())
-    return _in_memory_order(data.to(torch.float64))
-
-
-def _in_memory_order(x: torch.Tensor) -> torch.Tensor:
-    """A view of `x` whose dims follow memory order: whole-tensor reductions ignore order, and
-    some (aminmax) run ten times slower over a transposed view than a contiguous one."""
-    if x.is_contiguous() or x.dim() < 2:
-        return x
-    order = sorted(range(x.dim()), key=lambda d: x.stride(d), reverse=True)
-    permuted = x.permute(order)
-    return permuted if permuted.is_contiguous() else x
-
-
-def _host_stats(x: torch.Tensor) -> _Stats | None:
-    """Statistics of a host tensor with no non-finite element, or None when there is one.
-
-    A handful of fast reductions; the variance comes from the norm and the mean unless they
-    nearly cancel, when a second pass about the mean keeps its digits.
-    """
-    n = x.numel()
-    lo_t, hi_t = torch.aminmax(x)
-    total, lo, hi = float(x.sum()), float(lo_t), float(hi_t)
-    norm = float(torch.linalg.vector_norm(x))
-    if not all(map(math.isfinite, (total, lo, hi, norm))):
-        return None
-    mean = total / n
-    m2 = norm * norm - n * mean * mean
-    if m2 < 1e-2 * norm * norm:
-        m2 = float(torch.linalg.vector_norm(x - mean)) ** 2
-    nonzero = int(torch.count_nonzero(x))
-    return _Stats(lo, hi, mean, m2, norm, nonzero, finite=n, nan=0)
-
-
-def _device_parts(x: torch.Tensor, maybe_nonfinite: bool) -> tuple[torch.Tensor, ...]:
-    """Raw statistics of `x` as small tensors on its device, computed without a host sync.
-
-    Branching on whether some element is non-finite would need the host, a sync on CUDA. So
-    non-finite elements are always replaced by the mean of the finite ones: one `aminmax` and
-    one `std_mean` then see finite values only, and the replacements add (next to) nothing
-    to the variance; `_device_stats` takes out what rounding of that mean leaves.
-    """
-    # Launches, not arithmetic, are the cost on a GPU: `count_nonzero` and `isfinite` each
-    # launch several kernels where `(x != 0).sum()` and `x.abs() < inf` launch two.
-    nonzero = (x != 0).sum()
-    if not maybe_nonfinite:
-        lo, hi = torch.aminmax(x)
-        std, mean = torch.std_mean(x, correction=0)
-        return torch.stack([lo, hi, mean, std]), nonzero.reshape(1)
-    finite = x.abs() < math.inf  # NaN compares false
-    count = finite.sum()
-    nan = torch.isnan(x).sum()
-    total = torch.where(finite, x, 0).sum(dtype=torch.float64)
-    fill = (total / count).to(x.dtype)
-    x = torch.where(finite, x, fill)
-    lo, hi = torch.aminmax(x)
-    std, mean = torch.std_mean(x, correction=0)
-    return (
-        torch.stack([lo, hi, mean, std, fill]),
-        torch.stack([nonzero, count, nan]),
-        total.reshape(1),
-    )
-
-
-def _device_stats(parts: Sequence[list[Any]], total: int, maybe_nonfinite: bool) -> _Stats:
-    """`_Stats` from the host copy of `_device_parts`' tensors over `total` elements."""
-    if not maybe_nonfinite:
-        (lo, hi, mean, std), (nonzero,) = parts
-        m2 = std * std * total
-        return _Stats(lo, hi, mean, m2, _norm(m2, total, mean), int(nonzero), total, 0)
-    (lo, hi, _, std, fill), (nonzero, finite, nan), (finite_sum,) = parts
-    if finite == 0:
-        return _Stats(math.nan, math.nan, math.nan, math.nan, math.nan, int(nonzero), 0, nan)
-    mean = finite_sum / finite
-    # The deviations about the mean of all `total` elements, replacements included, less the
-    # replacements' share (Chan et al.'s merge of two groups, run backwards).
-    replaced = total - finite
-    m2 = max(std * std * total - (fill - mean) ** 2 * finite * replaced / total, 0.0)
-    return _Stats(lo, hi, mean, m2, _norm(m2, finite, mean), int(nonzero), int(finite), int(nan))
-
-
-def _norm(m2: float, n: int, mean: float) -> float:
-    return math.sqrt(max(m2, 0.0) + n * mean * mean)
-
-
-def _values_copy(t: torch.Tensor) -> torch.Tensor:
-    """A private, contiguous copy of a small tensor's values, flattened in row-major order."""
-    if t.layout != torch.strided:
-        dense = t.to_dense()
-    elif t.is_quantized:
-        dense = t.dequantize()
-    else:
-        dense = t.clone(memory_format=torch.contiguous_format)
-    return dense.resolve_conj().resolve_neg().reshape(-1).contiguous()
-
-
-def _facts_of(t: torch.Tensor) -> _Facts:
-    return _Facts(
-        tuple(t.shape),
-        _torch_name(t.dtype),
-        _torch_name(t.device),
-        t.numel(),
-        _torch_name(t.layout),
-        t.requires_grad,
-        type(t.grad_fn).__name__ if t.grad_fn is not None else None,
-    )
 
 
 def _joined_later(x: torch.Tensor) -> bool:
@@ -240,7 +86,7 @@ def capture(t: torch.Tensor) -> PendingSummary:
     `t.detach()`, under `torch.no_grad()` where it computes: it consumes no random numbers and
     changes neither the tensor, its `.grad` nor the autograd graph.
     """
-    facts = _facts_of(t)
+    facts = facts_of(t)
     x = t.detach()
     if _joined_later(x):
         # The hot path for models of many small tensors, so no more than it needs: the clone
@@ -250,42 +96,38 @@ def capture(t: torch.Tensor) -> PendingSummary:
         return PendingSummary(facts, data=copy, joins=True)
     with torch.no_grad():
         try:
-            data, note = _stat_data(x)
+            data, note = stat_data(x)
             facts = facts._replace(note=note)
             if data is None or data.numel() == 0:
                 return PendingSummary(facts)
             if x.device.type in _HOST_DEVICE_TYPES:
                 return PendingSummary(facts, ready=_host_summary(facts, x, data))
             if data is x and x.numel() <= COPY_LIMIT:
-                return PendingSummary(facts, data=_values_copy(x))
+                return PendingSummary(facts, data=values_copy(x))
             maybe_nonfinite = data.is_floating_point() or data.is_complex()
             return PendingSummary(
                 facts,
-                parts=_device_parts(_work_tensor(data), maybe_nonfinite),
-                values=_values_copy(x) if x.numel() <= MAX_VALUES else None,
+                parts=device_parts(work_tensor(data), maybe_nonfinite),
+                values=values_copy(x) if x.numel() <= MAX_VALUES else None,
                 counted=data.numel(),
                 maybe_nonfinite=maybe_nonfinite,
             )
         except (RuntimeError, NotImplementedError, TypeError) as exc:
             # Tensor subclasses and exotic dtypes may refuse a reduction: a debugger must
             # show what it can rather than fail the user's iteration.
-            return PendingSummary(_failed(facts, exc))
+            return PendingSummary(failed(facts, exc))
 
 
-def _failed(facts: _Facts, exc: Exception) -> _Facts:
-    return facts._replace(note=f"no statistics: {str(exc).splitlines()[0]}")
-
-
-def _host_summary(facts: _Facts, x: torch.Tensor, data: torch.Tensor) -> TensorSummary:
+def _host_summary(facts: TensorFacts, x: torch.Tensor, data: torch.Tensor) -> TensorSummary:
     """The summary of a host tensor `x` whose statistics are those of `data`."""
     maybe_nonfinite = data.is_floating_point() or data.is_complex()
-    work = _work_tensor(data)
-    stats = _host_stats(work)
+    work = work_tensor(data)
+    stats = host_stats(work)
     if stats is None:
-        raw = [p.tolist() for p in _device_parts(work, maybe_nonfinite)]
-        stats = _device_stats(raw, data.numel(), maybe_nonfinite)
-    values = _values_copy(x).tolist() if x.numel() <= MAX_VALUES else None
-    return _summary(facts, stats, data.numel(), values)
+        raw = [p.tolist() for p in device_parts(work, maybe_nonfinite)]
+        stats = device_stats(raw, data.numel(), maybe_nonfinite)
+    values = values_copy(x).tolist() if x.numel() <= MAX_VALUES else None
+    return build_summary(facts, stats, data.numel(), values)
 
 
 def capture_many(tensors: Iterable[Any]) -> list[PendingSummary | None]:
@@ -307,51 +149,11 @@ def capture_many(tensors: Iterable[Any]) -> list[PendingSummary | None]:
         with torch.no_grad():
             copies = segments.flatten(joined).split([t.numel() for t in joined])
         for i, t, copy in zip(members, joined, copies, strict=True):
-            out[i] = PendingSummary(_facts_of(t), data=copy, joins=True)
+            out[i] = PendingSummary(facts_of(t), data=copy, joins=True)
     return [
         p if p is not None else capture(t) if isinstance(t, torch.Tensor) else None
         for p, t in zip(out, items, strict=True)
     ]
-
-
-def _summary(
-    facts: _Facts, stats: _Stats | None, counted: int, values: list[Any] | None
-) -> TensorSummary:
-    """The summary of a tensor with `facts`, and `stats` over `counted` elements (None: none)."""
-    numel = facts.numel
-    nan = inf = 0
-    lo = hi = mean = std = norm = None
-    if stats is None:
-        # A sparse tensor with no stored value is all (implicit) zeros; meta has no data.
-        zeros = numel if facts.layout != "strided" and facts.device != "meta" else 0
-    else:
-        zeros = numel - stats.nonzero
-        nan, inf = stats.nan, counted - stats.finite - stats.nan
-        if stats.finite > 0:
-            lo, hi, mean, norm = stats.lo, stats.hi, stats.mean, stats.norm
-            std = math.sqrt(stats.m2 / (stats.finite - 1)) if stats.finite > 1 else None
-    if values is None and numel == 0:
-        values = []
-    # Keywords rather than `**facts._asdict()`: this runs once per tensor of every step.
-    return TensorSummary(
-        shape=facts.shape,
-        dtype=facts.dtype,
-        device=facts.device,
-        numel=numel,
-        norm=norm,
-        min=lo,
-        max=hi,
-        mean=mean,
-        std=std,
-        nan=nan,
-        inf=inf,
-        zeros=zeros,
-        values=tuple(values) if values is not None else None,
-        layout=facts.layout,
-        requires_grad=facts.requires_grad,
-        grad_fn=facts.grad_fn,
-        note=facts.note,
-    )
 
 
 def _to_host(entries: Sequence[Sequence[torch.Tensor]]) -> list[list[torch.Tensor]]:
@@ -434,8 +236,8 @@ class _Joined:
                 offset += size
             mean = total / finite if finite else math.nan
             norm = math.sqrt(sumsq)
-            numbers = _Stats(lo, hi, mean, m2, norm, int(nonzero), int(finite), int(nan))
-            yield i, _summary(p.facts, numbers, size, shown)
+            numbers = Stats(lo, hi, mean, m2, norm, int(nonzero), int(finite), int(nan))
+            yield i, build_summary(p.facts, numbers, size, shown)
 
 
 def _finish(p: PendingSummary, on_host: list[torch.Tensor]) -> TensorSummary:
@@ -445,12 +247,12 @@ def _finish(p: PendingSummary, on_host: list[torch.Tensor]) -> TensorSummary:
         try:
             return _host_summary(p.facts, copy, copy)
         except (RuntimeError, NotImplementedError, TypeError) as exc:
-            return _summary(_failed(p.facts, exc), None, 0, None)
+            return build_summary(failed(p.facts, exc), None, 0, None)
     lists = [piece.tolist() for piece in on_host]
     n_parts = len(p.parts)
-    stats = _device_stats(lists[:n_parts], p.counted, p.maybe_nonfinite)
+    stats = device_stats(lists[:n_parts], p.counted, p.maybe_nonfinite)
     values = lists[n_parts] if p.values is not None else None
-    return _summary(p.facts, stats, p.counted, values)
+    return build_summary(p.facts, stats, p.counted, values)
 
 
 def resolve(pending: Sequence[PendingSummary | None]) -> list[TensorSummary | None]:
@@ -471,7 +273,7 @@ def resolve(pending: Sequence[PendingSummary | None]) -> list[TensorSummary | No
         elif p.joins and p.data is not None:
             by_kind.setdefault((p.facts.device, p.facts.dtype), []).append((i, p, p.data))
         elif not p._on_device():
-            out[i] = _summary(p.facts, None, 0, None)
+            out[i] = build_summary(p.facts, None, 0, None)
         else:
             alone.append((i, p))
     batches: list[_Joined] = []

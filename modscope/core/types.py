@@ -281,6 +281,22 @@ class StateDiff:
     removed: tuple[str, ...] = ()
     max_abs_delta: dict[str, float | None] = field(default_factory=dict)
     rel_change: dict[str, float | None] = field(default_factory=dict)
+    """‖new - old‖ / ‖old‖ per changed key; None when the key's shape or dtype changed, or when
+    its old value was all zeros (a change from zero has no ratio: shown as "from 0")."""
+    counters: tuple[str, ...] = ()
+    """The changed keys that hold integer or bool tensors (`num_batches_tracked`)."""
+
+    def largest_change(self) -> tuple[str, float] | None:
+        """The changed floating key with the largest finite max |delta|, or None. Integer
+        counters never win: `num_batches_tracked` grows by 1 every step whatever the scale of
+        the weights."""
+        counters = set(self.counters)
+        candidates = [
+            (k, v)
+            for k, v in self.max_abs_delta.items()
+            if k not in counters and v is not None and math.isfinite(v)
+        ]
+        return max(candidates, key=lambda kv: kv[1], default=None)
 
     def to_json(self) -> dict[str, Any]:
         return {

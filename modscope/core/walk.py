@@ -9,17 +9,25 @@ from typing import Any
 import torch
 from torch import nn
 
+from modscope.core.fmt import plural
+
 __all__ = [
     "CONTAINERS",
     "MAX_CONTAINER_DEPTH",
     "MODULE_INTERNALS",
     "SCALAR_TYPES",
+    "all_parameter_paths",
     "distinct_modules",
+    "find_cycle",
     "held_objects",
     "iter_container",
     "own_tensors",
+    "refuses_hooks",
+    "refusing_hooks",
+    "refusing_phrase",
     "structure_fingerprint",
     "subscript",
+    "subtree_tensors",
     "tensor_at",
     "user_attributes",
 ]
@@ -66,6 +74,93 @@ def distinct_modules(
         for name, child in reversed(module._modules.items()):
             if child is not None:
                 stack.append((prefix + name, child))
+    return out
+
+
+def subtree_tensors(
+    model: nn.Module, *, buffers: bool = True
+) -> list[tuple[str, torch.Tensor, bool]]:
+    """`(path, tensor, is_parameter)` for every registered parameter (and buffer) below `model`,
+    each object once at its first path: `named_parameters()` without calling a method the
+    model may override, and safe on cycles."""
+    out: list[tuple[str, torch.Tensor, bool]] = []
+    seen: set[int] = set()
+    for path, module in distinct_modules(model):
+        prefix = path + "." if path else ""
+        for name, t, is_parameter in own_tensors(module):
+            if (is_parameter or buffers) and id(t) not in seen:
+                seen.add(id(t))
+                out.append((prefix + name, t, is_parameter))
+    return out
+
+
+def refuses_hooks(module: nn.Module) -> bool:
+    """True for a module PyTorch refuses module hooks on: a ScriptModule (`torch.jit.script`)
+    raises "register_forward_pre_hook is not supported on ScriptModules"."""
+    return isinstance(module, torch.jit.ScriptModule)
+
+
+def refusing_hooks(model: nn.Module) -> list[str]:
+    """The paths of the outermost modules that refuse hooks (`refuses_hooks`); their
+    submodules, ScriptModules too, are left out."""
+    out: list[str] = []
+    for path, module in distinct_modules(model):
+        if refuses_hooks(module) and not any(path.startswith(p + ".") for p in out if p):
+            out.append(path)
+    return out
+
+
+def refusing_phrase(paths: list[str]) -> str:
+    """`1 ScriptModule (encoder.scripted)`: what `refusing_hooks` found, in words."""
+    shown = ", ".join(p or "the model" for p in paths[:4])
+    more = f" and {len(paths) - 4} more" if len(paths) > 4 else ""
+    return f"{plural(len(paths), 'ScriptModule')} ({shown}{more})"
+
+
+def find_cycle(model: nn.Module) -> tuple[str, str] | None:
+    """The first module registered as its own descendant (`m.add_module("loop", m)`, or
+    deeper), as `(the path where it repeats, the path of the ancestor it is)`, or None.
+
+    torch's `state_dict()`, `named_modules(remove_duplicate=False)` and `.to()` recurse forever
+    on such a model. Each module is explored once (depth first, iteratively).
+    """
+    on_path: dict[int, bool] = {id(model): True}
+    first = {id(model): ""}
+    stack = [(model, "", iter(list(model._modules.items())))]
+    while stack:
+        module, path, children = stack[-1]
+        for name, child in children:
+            if child is None:
+                continue
+            key = id(child)
+            child_path = f"{path}.{name}" if path else name
+            if on_path.get(key):
+                return child_path, first[key]
+            if key not in on_path:
+                on_path[key] = True
+                first[key] = child_path
+                stack.append((child, child_path, iter(list(child._modules.items()))))
+                break
+        else:
+            on_path[id(module)] = False
+            stack.pop()
+    return None
+
+
+def all_parameter_paths(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """`named_parameters(remove_duplicate=False)`: every name each parameter is reachable
+    under (a tied weight under each), in the same order, without calling a method the model
+    may override and without following a cycle back up."""
+    out: list[tuple[str, nn.Parameter]] = []
+    stack: list[tuple[nn.Module, str, frozenset[int]]] = [(model, "", frozenset())]
+    while stack:
+        module, path, above = stack.pop()
+        prefix = path + "." if path else ""
+        out += [(prefix + n, p) for n, p in module._parameters.items() if p is not None]
+        inside = above | {id(module)}
+        for name, child in reversed(list(module._modules.items())):
+            if child is not None and id(child) not in inside:
+                stack.append((child, prefix + name, inside))
     return out
 
 
@@ -171,7 +266,10 @@ def tensor_at(model: nn.Module, path: str) -> torch.Tensor | None:
         module = model.get_submodule(owner) if owner else model
     except AttributeError:
         return None
-    tensor = module._parameters.get(name)
-    if tensor is None:
-        tensor = module._buffers.get(name)
-    return tensor
+    for registry in (module._parameters, module._buffers):
+        # A ScriptModule's registries are OrderedDictWrappers: `in` and `[]`, but no `.get`.
+        if name in registry:
+            tensor = registry[name]
+            if tensor is not None:
+                return tensor
+    return None

@@ -11,13 +11,19 @@ from rich.padding import Padding
 from rich.text import Text
 
 from modscope.core.doctor import CheckResult, run_checks
-from modscope.core.errors import ScriptError
+from modscope.core.errors import user_error
 from modscope.core.exit_codes import ExitCode
-from modscope.core.fmt import plural
-from modscope.core.loader import stderr_sink
+from modscope.core.fmt import plural, printable, printable_lines
+from modscope.core.interrupts import is_real_interrupt
 from modscope.core.session import Session
-from modscope.core.types import Finding, Severity
-from modscope.report.common import error_console, print_error, write_json_line
+from modscope.core.types import Finding, Phase, Severity
+from modscope.report.common import (
+    error_console,
+    load_session,
+    print_error,
+    report_refusal,
+    write_json_line,
+)
 from modscope.report.styles import SEVERITY_MARK, SEVERITY_STYLE
 
 _HEADINGS = {Severity.ERROR: "errors", Severity.WARNING: "warnings", Severity.INFO: "info"}
@@ -34,12 +40,12 @@ def finding_block(f: Finding) -> RenderableType:
     head.append(f"{SEVERITY_MARK[f.severity]} ", style=style)
     head.append(f.kind.value, style=style)
     head.append("  ")
-    head.append(f.path or "(model)", style="bold")
+    head.append(printable(f.path) if f.path else "(model)", style="bold")
     if f.step:
         head.append(f"  step {f.step}", style="dim")
-    body = Text(f.message)
+    body = Text(printable_lines(f.message))
     fix = Text("fix: ", style="green")
-    fix.append(f.fix)
+    fix.append(printable_lines(f.fix))
     return Group(head, Padding(Group(body, fix), (0, 0, 0, 4), expand=False))
 
 
@@ -89,26 +95,33 @@ def result_json(result: CheckResult) -> dict[str, object]:
 
 def check_command(args: argparse.Namespace) -> int:
     """Load the script, run the doctor; 0 no error-level finding, 1 some, 2 a failure."""
-    try:
-        session = Session.load(args.script, model_name=args.model, sink=stderr_sink)
-    except ScriptError as exc:
-        print_error(exc.error, show_traceback=args.traceback)
+    session = load_session(args)
+    if session is None:
         return ExitCode.FAILED
     try:
-        result = run_checks(session, steps=args.steps)
+        try:
+            result = run_checks(session, steps=args.steps)
+        except BaseException as exc:
+            # The doctor's own passes (the eval-mode probe, copying the model) run the script's
+            # code outside `Session.run_phase`; sys.exit() or a KeyboardInterrupt of its own
+            # there must not end the command silently. A real Ctrl-C and modscope's bugs go on.
+            if isinstance(exc, Exception) or is_real_interrupt(exc):
+                raise
+            return _escaped(args, session, exc)
         if args.json:
             write_json_line(result_json(result))
             if result.notes:
                 notes = error_console()
                 for note in result.notes:
-                    notes.print(Text(f"modscope check: {note}", style="dim"))
+                    notes.print(Text(f"modscope check: {printable_lines(note)}", style="dim"))
         else:
             console = Console(highlight=False)
             steps = plural(result.steps_run, "step")
-            console.print(Text(f"modscope check {args.script} ({steps} run)", style="bold"))
+            title = f"modscope check {printable(args.script)} ({steps} run)"
+            console.print(Text(title, style="bold"))
             for note in (result.where, *result.notes):
                 if note:
-                    console.print(Text(note, style="dim"))
+                    console.print(Text(printable_lines(note), style="dim"))
             console.print()
             console.print(findings_report(result.findings))
         if result.error is not None:
@@ -118,3 +131,15 @@ def check_command(args: argparse.Namespace) -> int:
     finally:
         session.close()
         sys.stdout.flush()
+
+
+def _escaped(args: argparse.Namespace, session: Session, exc: BaseException) -> int:
+    """Exit 2 for a `BaseException` the script raised during the doctor's own passes."""
+    error = user_error(exc, phase=Phase.FORWARD, script=session.script.path)
+    where = error.file or "?"
+    if error.line:
+        where += f", line {error.line}"
+    message = f"{error.exc_type} in {where} (during the checks' own passes): {error.message}"
+    return report_refusal(
+        args, message, phase=Phase.FORWARD.value, exc_type=error.exc_type, detail=error
+    )

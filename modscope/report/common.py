@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from typing import Any, TextIO
 
@@ -11,15 +12,25 @@ from rich.console import Console
 from rich.text import Text
 
 from modscope.core.errors import ScriptError
-from modscope.core.loader import stderr_sink
+from modscope.core.exit_codes import ExitCode
+from modscope.core.fmt import printable, printable_lines
+from modscope.core.loader import PrintSink, stderr_sink
 from modscope.core.session import Session
 from modscope.core.types import UserError
 from modscope.report.labels import error_text
 
+# JSON escapes only C0 controls; these would reach a terminal raw (DEL, the C1 controls such as
+# a one-byte CSI, bidi overrides, line separators) or cannot be encoded (lone surrogates).
+_UNSAFE_IN_JSON = re.compile(
+    "[\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]"
+)
+
 
 def dumps(obj: Any) -> str:
-    """Strict JSON (no NaN/Infinity tokens: summaries already carry them as null)."""
-    return json.dumps(obj, allow_nan=False, ensure_ascii=False)
+    """Strict JSON on one line (no NaN/Infinity tokens: summaries carry them as null), with
+    every character that could act on a terminal written as a `\\uXXXX` escape."""
+    text = json.dumps(obj, allow_nan=False, ensure_ascii=False)
+    return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def write_json_line(obj: Any, stream: TextIO | None = None) -> None:
@@ -44,14 +55,108 @@ def print_error(error: UserError, *, show_traceback: bool = False) -> None:
 def print_message(message: str) -> None:
     """A one-line error that is no exception of the user's (a bad flag value, a bad hook spec)."""
     text = Text("modscope: error: ", style="bold red")
-    text.append(message)
+    text.append(printable_lines(message))
     error_console().print(text)
 
 
-def load_session(args: argparse.Namespace) -> Session | None:
-    """The session for a headless command, or None after printing the load error."""
+ARGUMENTS = "arguments"
+"""The `phase` of an error line for a refused command-line value (a flag, `--hook`, a path)."""
+SAVE = "save"
+"""The `phase` of an error line for a `--save-state` that failed to write after the run."""
+USAGE_ERROR = "UsageError"
+"""The `type` of an error line for a refused command-line value."""
+
+
+def error_event(
+    message: str,
+    *,
+    phase: str = ARGUMENTS,
+    exc_type: str = USAGE_ERROR,
+    step: int | None = None,
+    file: str | None = None,
+    line: int | None = None,
+) -> dict[str, Any]:
+    """An error line's object that no `UserError` carries: the same keys, in the same order."""
+    return {
+        "event": "error",
+        "step": step,
+        "phase": phase,
+        "file": file,
+        "line": line,
+        "message": message,
+        "type": exc_type,
+    }
+
+
+def write_json_failure(command: str | None, event: dict[str, Any]) -> None:
+    """What `--json` writes on stdout when a command fails before producing its output.
+
+    `run` writes the error line itself; `check` its one object with no findings, `steps_run` 0
+    and the error (the shape of docs/design.md section 2); `tree` an object `{"error": ...}`.
+    """
+    if command == "check":
+        write_json_line({"findings": [], "steps_run": 0, "error": event})
+    elif command == "tree":
+        write_json_line({"error": event})
+    else:
+        write_json_line(event)
+
+
+def _json_requested(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "json", False))
+
+
+def report_failure(args: argparse.Namespace, error: UserError) -> int:
+    """A located error of the user's code: the paragraph on stderr, under `--json` also the
+    command's JSON failure on stdout. Returns the exit status (2)."""
+    if _json_requested(args):
+        write_json_failure(getattr(args, "command", None), error.to_json())
+    print_error(error, show_traceback=getattr(args, "traceback", False))
+    return ExitCode.FAILED
+
+
+def report_refusal(
+    args: argparse.Namespace,
+    message: str,
+    *,
+    phase: str = ARGUMENTS,
+    exc_type: str = USAGE_ERROR,
+    detail: UserError | None = None,
+) -> int:
+    """A refused command-line value (or a failed write): one line on stderr, under `--json`
+    also the command's JSON failure on stdout (its `message`, `file` and `line` from `detail`
+    when given). Returns the exit status (2)."""
+    if _json_requested(args):
+        event = error_event(message, phase=phase, exc_type=exc_type)
+        if detail is not None:
+            event.update(file=detail.file, line=detail.line, message=detail.message)
+        write_json_failure(getattr(args, "command", None), event)
+    print_message(message)
+    return ExitCode.FAILED
+
+
+class ScriptPrints:
+    """The headless commands' sink for the script's prints: each line on stderr.
+
+    While a progress bar shows, `console` is the bar's: a line printed there goes above the bar,
+    which redraws below it, rather than tearing through it.
+    """
+
+    def __init__(self) -> None:
+        self.console: Console | None = None
+
+    def __call__(self, line: str) -> None:
+        if self.console is None:
+            stderr_sink(line)
+        else:
+            self.console.print(Text(printable(line.expandtabs())), soft_wrap=True)
+
+
+def load_session(args: argparse.Namespace, *, sink: PrintSink = stderr_sink) -> Session | None:
+    """The session for a headless command, or None after reporting the load error (under
+    `--json`, on stdout too)."""
     try:
-        return Session.load(args.script, model_name=args.model, sink=stderr_sink)
+        return Session.load(args.script, model_name=args.model, sink=sink)
     except ScriptError as exc:
-        print_error(exc.error, show_traceback=args.traceback)
+        report_failure(args, exc.error)
         return None

@@ -1,18 +1,38 @@
-"""Rich text labels shared by the headless tree and the app (torch-free: rich and snapshots)."""
+"""Rich text labels shared by the headless tree and the app (torch-free: rich and snapshots).
+
+Names, reprs and messages come from the user's code: each passes through `printable` (no
+terminal control, one line per name) and is appended as plain text, never as markup.
+"""
 
 from __future__ import annotations
 
 from rich.text import Text
 
-from modscope.core.fmt import format_count, plural
+from modscope.core.fmt import format_count, plural, printable, printable_lines
 from modscope.core.types import ModuleInfo, TensorInfo, Unregistered, UserError
+
+NAME_LIMIT = 60
+"""Cells one name (a module's, a tensor's, a class's, one part of a dotted path) may take in a
+row; a longer one is cut with "…" (the detail pane shows it whole)."""
+
+
+def shown_name(name: str) -> str:
+    """A name as a row shows it: escaped by `printable`, at most `NAME_LIMIT` cells."""
+    return printable(name, limit=NAME_LIMIT)
+
+
+def shown_path(path: str) -> str:
+    """A dotted path as a row shows it: each part as `shown_name` shows it."""
+    if len(path) <= NAME_LIMIT and path.isascii() and path.isprintable():
+        return path
+    return ".".join(shown_name(part) for part in path.split("."))
 
 
 def module_label(m: ModuleInfo, *, name: str | None = None) -> Text:
     """`powModel PowModel  1 param`, with trainable counts, buffers and `eval` when they matter."""
     text = Text()
-    text.append(name if name is not None else (m.name or "(root)"), style="bold")
-    text.append(f" {m.type_name}", style="dim")
+    text.append(shown_name(name if name is not None else (m.name or "(root)")), style="bold")
+    text.append(f" {shown_name(m.type_name)}", style="dim")
     totals = m.totals
     if totals.parameters:
         text.append(f"  {plural(totals.parameters, 'param')}")
@@ -40,15 +60,16 @@ def append_tensor_marks(
         names = t.shared_with if shared_shown is None else t.shared_with[:shared_shown]
         more = len(t.shared_with) - len(names)
         extra = f" +{more}" if more > 0 else ""
-        text.append(f"{sep}shared with {', '.join(names)}{extra}", style="green")
+        shown = ", ".join(shown_path(n) for n in names)
+        text.append(f"{sep}shared with {shown}{extra}", style="green")
 
 
 def unregistered_label(u: Unregistered) -> Text:
     """`✗ modelList[0] PowModel  not registered (module, in a plain list)`."""
     text = Text()
     text.append("✗ ", style="bold red")
-    text.append(u.path[len(u.owner) + 1 :] if u.owner else u.path, style="red")
-    text.append(f" {u.type_name}", style="dim")
+    text.append(shown_path(u.path[len(u.owner) + 1 :] if u.owner else u.path), style="red")
+    text.append(f" {shown_name(u.type_name)}", style="dim")
     where = f"in a plain {u.container}" if u.container else "a plain attribute"
     text.append(f"  not registered ({u.what}, {where})", style="red")
     return text
@@ -60,20 +81,20 @@ def error_text(error: UserError, *, file: str | None = None, traceback: bool = F
     `file` replaces the error's own path in the text (the app shows it relative to the script).
     """
     text = Text()
-    where = file if file is not None else (error.file or "?")
+    where = printable(file if file is not None else (error.file or "?"))
     if error.line:
         where += f", line {error.line}"
     when = "while loading" if error.step is None else f"at step {error.step}, {error.phase.value}"
-    text.append(f"{error.exc_type}", style="bold red")
+    text.append(printable(error.exc_type), style="bold red")
     text.append(f" in {where} ({when})\n")
-    text.append(error.message)
+    text.append(printable_lines(error.message))
     if error.source_line:
         text.append("\n    ")
-        text.append(error.source_line.strip(), style="bold")
+        text.append(printable(error.source_line.strip()), style="bold")
     if error.hint:
         text.append("\n")
-        text.append(error.hint, style="italic")
+        text.append(printable_lines(error.hint), style="italic")
     if traceback and error.traceback:
         text.append("\n\n")
-        text.append(error.traceback.rstrip(), style="dim")
+        text.append(printable_lines(error.traceback.rstrip()), style="dim")
     return text

@@ -11,11 +11,16 @@ from rich.text import Text
 from rich.tree import Tree
 
 from modscope.core.exit_codes import ExitCode
-from modscope.core.fmt import format_bytes, format_count, format_shape, plural
+from modscope.core.fmt import format_bytes, format_count, format_shape, plural, printable
 from modscope.core.inventory import fold_runs
 from modscope.core.types import Inventory, ModuleInfo, TensorInfo, Unregistered
 from modscope.report.common import load_session, write_json_line
-from modscope.report.labels import append_tensor_marks, module_label, unregistered_label
+from modscope.report.labels import (
+    append_tensor_marks,
+    module_label,
+    shown_name,
+    unregistered_label,
+)
 
 FOLD_MIN = 3
 
@@ -60,9 +65,9 @@ def tensor_label(t: TensorInfo) -> Text:
     """One line for a parameter or buffer: name, shape, dtype, count and its marks."""
     text = Text()
     text.append("◆ " if t.is_parameter else "◇ ", style="cyan" if t.is_parameter else "magenta")
-    text.append(t.name, style="bold")
+    text.append(shown_name(t.name), style="bold")
     if t.note:
-        text.append(f" {t.note}", style="yellow")
+        text.append(f" {printable(t.note)}", style="yellow")
         return text
     text.append(f" {format_shape(t.shape)}")
     if t.dtype != "float32":
@@ -98,8 +103,10 @@ def build_tree(
         for run in fold_runs(children, inv):
             if fold and run.count >= FOLD_MIN:
                 label = Text()
-                label.append(f"{run.first.name}-{run.last.name}", style="bold")
-                label.append(f": {format_count(run.count)} × {run.first.type_name}")
+                label.append(
+                    f"{shown_name(run.first.name)}-{shown_name(run.last.name)}", style="bold"
+                )
+                label.append(f": {format_count(run.count)} × {shown_name(run.first.type_name)}")
                 label.append(f"  {plural(run.first.totals.parameters, 'param')} each", style="dim")
                 fill(node.add(label).add(module_label(run.first)), run.first, level + 1)
             else:

@@ -21,7 +21,8 @@ from textual.widgets import Footer, Input, Tree
 from modscope.control import commands as cmd
 from modscope.control import updates as up
 from modscope.control.thread import ControllerFactory, SessionThread
-from modscope.tui.bindings import APP_BINDINGS, STEPPING
+from modscope.core.fmt import printable
+from modscope.tui.bindings import APP_BINDINGS, LIVE_ONLY, STEPPING, TIME_TRAVEL
 from modscope.tui.detail_pane import DetailPane
 from modscope.tui.diff_screen import DiffScreen
 from modscope.tui.error_panel import ErrorPanel
@@ -37,6 +38,7 @@ from modscope.tui.model_view import ModelView, NodeRef
 from modscope.tui.module_provider import ModuleProvider
 from modscope.tui.module_tree import ModuleTree
 from modscope.tui.status_line import StatusLine
+from modscope.tui.step_screen import StepScreen
 from modscope.tui.traceback_screen import TracebackScreen
 from modscope.tui.update_painter import UpdatePainter
 from modscope.tui.values_screen import ValuesScreen
@@ -119,7 +121,7 @@ class ModscopeApp(HookActions, UpdatePainter):
 
     def on_mount(self) -> None:
         self._idle = asyncio.Event()
-        self.sub_title = self.view.status.script
+        self.sub_title = printable(self.view.status.script)
         for pane_id, (title, _) in PANES.items():
             pane = self.query_one(f"#{pane_id}")
             pane.border_title = pane.border_title or title
@@ -185,6 +187,7 @@ class ModscopeApp(HookActions, UpdatePainter):
         """
         keys_state = (
             self.view.loaded,
+            self.view.status.replay is not None,
             self.view.status.running,
             bool(self.view.history),
             bool(self.view.status.paused_at),
@@ -202,6 +205,11 @@ class ModscopeApp(HookActions, UpdatePainter):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         on_main = self.screen is self.screen_stack[0]
+        replay = self.view.status.replay is not None
+        if action in TIME_TRAVEL and not replay:
+            return False
+        if action in LIVE_ONLY and replay:
+            return None  # shown greyed: a replay has no live model
         if action in STEPPING:
             # Keys pressed while the script loads are queued like those pressed mid-step.
             if isinstance(self.focused, Input) or not on_main or self.view.load_error:
@@ -245,6 +253,18 @@ class ModscopeApp(HookActions, UpdatePainter):
     def action_toggle_run(self) -> None:
         self.worker.set_running(not self.worker.running)
 
+    def action_rewind(self) -> None:
+        self._submit(cmd.Rewind())
+
+    def action_go_to_step(self) -> None:
+        status = self.view.status
+
+        def chosen(step: int | None) -> None:
+            if step is not None:
+                self._submit(cmd.GoToStep(step))
+
+        self.push_screen(StepScreen(status.step, status.last_step), chosen)
+
     def action_toggle_mode(self) -> None:
         self._submit(cmd.ToggleTraining())
 
@@ -282,6 +302,11 @@ class ModscopeApp(HookActions, UpdatePainter):
     def action_help(self) -> None:
         pane = self._focused_pane()
         title, intro = PANES.get(pane, ("modscope", ""))
+        if self.view.status.replay is not None:
+            intro += (
+                "\n\nThis is a replay of a recording: s and n move on a recorded step, u back "
+                "one, g to any. Train/eval, hooks and reload need a live model: greyed here."
+            )
         self.push_screen(HelpScreen(title, intro, keys_for(self, title)))
 
     async def action_quit(self) -> None:

@@ -24,6 +24,8 @@ APP_BINDINGS: list[BindingType] = [
         tooltip="Run iterations continuously; space again pauses",
     ),
     Binding("e", "toggle_mode", "Train/eval", id="mode"),
+    Binding("u", "rewind", "Back", id="rewind", tooltip="Back one step"),
+    Binding("g", "go_to_step", "Go to step", id="go_to_step", tooltip="Show any step"),
     Binding("d", "diff", "Diff", id="diff", tooltip="What the last step changed"),
     Binding(
         "h",
@@ -53,5 +55,11 @@ APP_BINDINGS: list[BindingType] = [
     Binding("q", "quit", "Quit", id="quit"),
 ]
 
-STEPPING = ("step", "next_phase", "toggle_run", "toggle_mode")
+STEPPING = ("step", "next_phase", "toggle_run", "toggle_mode", "rewind", "go_to_step")
 """Actions that run the model: off while typing, on other screens and without a loaded script."""
+
+TIME_TRAVEL = ("rewind", "go_to_step")
+"""Actions that move between steps already taken: a replay's (shown only where they work)."""
+
+LIVE_ONLY = ("toggle_mode", "attach_hook", "detach_hook", "reload")
+"""Actions that need a live model: greyed out in a replay, and the help says why."""

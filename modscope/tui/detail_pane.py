@@ -22,6 +22,8 @@ from modscope.core.fmt import (
     format_number,
     format_shape,
     format_value,
+    printable,
+    printable_lines,
     sparkline,
     summary_line,
 )
@@ -144,7 +146,7 @@ class DetailPane(VerticalScroll):
             "◆ " if t.is_parameter else "◇ ",
             style=colours.primary if t.is_parameter else colours.secondary,
         )
-        head.append(path, style="bold")
+        head.append(printable(path), style="bold")
         head.append("  parameter" if t.is_parameter else "  buffer", style="dim")
         facts = (
             f"{format_shape(t.shape)} {t.dtype} {t.device}, {format_count(t.numel)} "
@@ -207,13 +209,14 @@ class DetailPane(VerticalScroll):
             )
         marks = []
         if t.shared_with:
-            marks.append(Text(f"shared with {', '.join(t.shared_with)}", style=colours.success))
+            shared = ", ".join(printable(n) for n in t.shared_with)
+            marks.append(Text(f"shared with {shared}", style=colours.success))
         if t.has_grad_fn:
             marks.append(
                 Text("carries autograd history (has a grad_fn)", style=f"bold {colours.error}")
             )
         if t.note:
-            marks.append(Text(t.note, style="dim"))
+            marks.append(Text(printable(t.note), style="dim"))
         for mark in marks:
             _row(rows, "note", mark)
         return Group(head, rows, *self._findings(path))
@@ -224,8 +227,8 @@ class DetailPane(VerticalScroll):
         assert layout is not None
         m = layout.modules[path]
         head = Text()
-        head.append(layout.model_name if path == "" else path, style="bold")
-        head.append(f"  {m.type_name}", style="dim")
+        head.append(printable(layout.model_name if path == "" else path), style="bold")
+        head.append(f"  {printable(m.type_name)}", style="dim")
         head.append(
             "  train" if m.training else "  eval",
             style=self._palette.success if m.training else f"bold {self._palette.warning}",
@@ -236,18 +239,18 @@ class DetailPane(VerticalScroll):
         _row(rows, "params", Text(params))
         _row(rows, "buffers", Text(f"{format_count(totals.buffers)} elements"))
         _row(rows, "size", Text(format_bytes(totals.bytes)))
-        own = ", ".join(t.name for t in (*m.parameters, *m.buffers))
+        own = ", ".join(printable(t.name) for t in (*m.parameters, *m.buffers))
         if own:
             _row(rows, "own", Text(own))
         if m.children:
-            names = [c.rpartition(".")[2] for c in m.children[:8]]
+            names = [printable(c.rpartition(".")[2]) for c in m.children[:8]]
             more = f" … ({format_count(len(m.children))})" if len(m.children) > 8 else ""
             _row(rows, "children", Text(", ".join(names) + more))
         if m.extra_repr:
-            _row(rows, "extra_repr", Text(m.extra_repr))
+            _row(rows, "extra_repr", Text(printable_lines(m.extra_repr)))
         if path == "":
             for note in view.notes:
-                _row(rows, "note", Text(note, style="italic"))
+                _row(rows, "note", Text(printable(note), style="italic"))
         parts: list[RenderableType] = [head]
         paused = view.paused
         if paused is not None and paused.module == path:
@@ -272,23 +275,23 @@ class DetailPane(VerticalScroll):
             if i:
                 text.append(", ")
             if h.action:
-                text.append(h.action, style=self._palette.accent)
+                text.append(printable(h.action), style=self._palette.accent)
             else:
-                text.append(f"{h.kind} {h.qualname.rpartition('.')[2]}")
-                text.append(f" ({h.owner})", style="dim")
+                text.append(f"{h.kind} {printable(h.qualname.rpartition('.')[2])}")
+                text.append(f" ({printable(h.owner)})", style="dim")
         return text
 
     def _unregistered(self, path: str) -> RenderableType:
         u = self.view.unregistered(path)
         if u is None:
-            return Text(path)
+            return Text(printable(path))
         head = unregistered_label(u)
         rows = _rows()
-        _row(rows, "path", Text(u.path))
-        _row(rows, "type", Text(u.type_name))
-        _row(rows, "held by", Text(f"{u.owner or '(root)'}.{u.attribute}"))
+        _row(rows, "path", Text(printable(u.path)))
+        _row(rows, "type", Text(printable(u.type_name)))
+        _row(rows, "held by", Text(printable(f"{u.owner or '(root)'}.{u.attribute}")))
         if u.container:
-            _row(rows, "container", Text(f"a plain {u.container}"))
+            _row(rows, "container", Text(f"a plain {printable(u.container)}"))
         if u.shape is not None:
             _row(rows, "shape", Text(format_shape(u.shape)))
         return Group(head, rows, *self._findings(path))

@@ -15,11 +15,15 @@ from textual.theme import Theme
 from textual.widgets import DataTable, Footer, Static
 
 from modscope.core.fmt import format_count, format_number, summary_line
+from modscope.report.labels import shown_path
 from modscope.tui.hook_sections import Palette
 from modscope.tui.model_view import ModelView
 
 ROW_LIMIT = 2000
 """At most this many keys are listed ("showing N of M" in the title)."""
+
+NUMBER_WIDTH = 11
+"""The widest cell of the two number columns ("rel. change", `-1.2346e+05`)."""
 
 
 class DiffScreen(ModalScreen[None]):
@@ -130,26 +134,48 @@ class DiffScreen(ModalScreen[None]):
         caption.update(Content.assemble(*parts))
         # DataTable cells are Rich renderables: they take the theme's colours, not `$variables`.
         warning = Palette.of(self.app.theme_variables).warning
+        key_width, summary_width = cell_widths(
+            self.app.size.width, max((len(shown_path(k)) for k, _ in rows[:ROW_LIMIT]), default=3)
+        )
         for key, changed in rows[:ROW_LIMIT]:
             style = f"bold {warning}" if changed else "dim"
             before = self.view.before(key)
             after = record.state.get(key)
             delta = diff.max_abs_delta.get(key)
             rel = diff.rel_change.get(key)
+            old = summary_line(before) if before else "?" if key not in diff.added else "(added)"
             table.add_row(
-                Text(key, style=style),
-                Text(
-                    summary_line(before) if before else "?" if key not in diff.added else "(added)",
-                    style="" if changed else "dim",
-                ),
-                Text(summary_line(after) if after else "(removed)", style=style),
+                cell(shown_path(key), key_width, style),
+                cell(old, summary_width, "" if changed else "dim"),
+                cell(summary_line(after) if after else "(removed)", summary_width, style),
                 Text(format_number(delta) if changed else "0", style=style, justify="right"),
-                Text(_percent(rel) if changed else "0", style=style, justify="right"),
+                Text(_percent(rel, delta) if changed else "0", style=style, justify="right"),
                 key=key,
             )
 
+    def on_resize(self) -> None:
+        if self.query_one(DataTable).columns:  # after on_mount added them
+            self._fill()
 
-def _percent(rel: float | None) -> str:
+
+def cell_widths(screen_width: int, longest_key: int) -> tuple[int, int]:
+    """(key, summary) cell widths that keep all five columns on a screen this wide: the view
+    takes 96% of it, less its border, and each column has a cell of padding on either side."""
+    room = int(screen_width * 0.96) - 2 - 5 * 2 - 2 * NUMBER_WIDTH
+    key = min(longest_key, max(12, room // 3))
+    return key, max(12, (room - key) // 2)
+
+
+def cell(text: str, width: int, style: str) -> Text:
+    """A one-line cell of at most `width` cells, cut with an ellipsis: a long summary must not
+    widen its column and push the others off screen."""
+    out = Text(text, style=style, no_wrap=True, overflow="ellipsis")
+    out.truncate(width, overflow="ellipsis")
+    return out
+
+
+def _percent(rel: float | None, delta: float | None) -> str:
+    """The relative change; "from 0" for a tensor that was all zeros (no ratio to give)."""
     if rel is None:
-        return "?"
+        return "from 0" if delta is not None else "?"
     return f"{rel * 100:.2f}%" if rel * 100 >= 0.01 else f"{rel:.2e}"

@@ -15,6 +15,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
 
+from modscope.core.fmt import printable
 from modscope.core.hook_notes import (
     FULL_BESIDE_LEGACY,
     FULL_HOOK_COST,
@@ -25,6 +26,7 @@ from modscope.core.hook_notes import (
 )
 from modscope.core.hook_spec import HookSpec
 from modscope.core.types import HookAction, HookInfo, HookKind
+from modscope.report.labels import shown_path
 from modscope.tui.model_view import ModelView
 
 KINDS = tuple(HookKind)
@@ -139,7 +141,7 @@ class HookDialog(ModalScreen["HookSpec | None"]):
     def compose(self) -> ComposeResult:
         with Vertical(id="hook-box") as box:
             title = Text("Attach a hook to ")
-            title.append(self.module_name, style="bold")
+            title.append(shown_path(self.module_name), style="bold")
             box.border_title = title
             box.border_subtitle = Text(
                 "tab moves · arrows choose · enter attaches · q / escape cancel"
@@ -205,10 +207,11 @@ class HookDialog(ModalScreen["HookSpec | None"]):
             return "scale needs a number, e.g. 2"
         full = any("full" in h.flags for h in self.hooks)
         legacy = any("legacy" in h.flags for h in self.hooks)
+        name = shown_path(self.module_name)
         if kind is HookKind.LEGACY_BACKWARD and full:
-            return f"{LEGACY_BESIDE_FULL}: {self.module_name} already has a full backward hook"
+            return f"{LEGACY_BESIDE_FULL}: {name} already has a full backward hook"
         if kind is HookKind.BACKWARD and action in CHANGES and legacy:
-            return f"{FULL_BESIDE_LEGACY}: {self.module_name} has a legacy backward hook"
+            return f"{FULL_BESIDE_LEGACY}: {name} has a legacy backward hook"
         return None
 
     def choice(self) -> HookSpec:
@@ -269,10 +272,10 @@ class HookDialog(ModalScreen["HookSpec | None"]):
         factor = self.query_one("#factor", Input)
         factor.disabled = self.action is not HookAction.SCALE
         note = self.note()
-        self.query_one("#hook-note", Static).update(Text(note, style="dim"))
+        self.query_one("#hook-note", Static).update(Text(printable(note), style="dim"))
         self.query_one("#hook-note", Static).display = bool(note)
         spec = Text("spec  ", style="dim")
-        spec.append(str(self.choice()), style="bold")
+        spec.append(printable(str(self.choice())), style="bold")
         self.query_one("#hook-spec", Static).update(spec)
         self._error("")
 
@@ -292,7 +295,7 @@ class HookDialog(ModalScreen["HookSpec | None"]):
 
     def _error(self, message: str) -> None:
         error = self.query_one("#hook-error", Static)
-        error.update(Text(message))
+        error.update(Text(printable(message)))
         error.display = bool(message)
 
     @on(Button.Pressed, "#cancel")

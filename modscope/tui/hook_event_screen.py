@@ -15,8 +15,10 @@ from textual.screen import ModalScreen
 from textual.theme import Theme
 from textual.widgets import Static
 
+from modscope.core.fmt import printable
 from modscope.core.hook_notes import legacy_lesson, module_inputs
 from modscope.core.types import HookEvent, HookKind
+from modscope.report.labels import shown_path
 from modscope.tui.hook_sections import Palette, field_sections
 from modscope.tui.model_view import ModelView
 
@@ -59,7 +61,7 @@ class HookEventScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical() as box:
             title = Text("Hook event: ")
-            title.append(self.module_name, style="bold")
+            title.append(shown_path(self.module_name), style="bold")
             title.append(f" {self.event.kind.value}")
             box.border_title = title
             box.border_subtitle = Text("q / escape closes")
@@ -77,7 +79,7 @@ class HookEventScreen(ModalScreen[None]):
         head = Table.grid(padding=(0, 1))
         head.add_column(style="dim", no_wrap=True)
         head.add_column()
-        head.add_row("module", Text(self.module_name, style="bold"))
+        head.add_row("module", Text(printable(self.module_name), style="bold"))
         head.add_row("hook", Text(f"{e.kind.value}, {e.action.value}"))
         head.add_row("when", Text(f"step {e.step}, {e.phase.value} phase"))
         if e.count > 1:
@@ -85,9 +87,10 @@ class HookEventScreen(ModalScreen[None]):
         parts: list[RenderableType] = [head, *field_sections(e, counted=True, autograd=True)]
         if e.note:
             parts.append(Text("\nnote", style="bold"))
-            parts.append(Text(e.note, style="italic"))
+            parts.append(Text(printable(e.note), style="italic"))
         if e.kind is HookKind.LEGACY_BACKWARD:
-            parts.append(Text(self.lesson(), style=Palette.of(self.app.theme_variables).warning))
+            warning = Palette.of(self.app.theme_variables).warning
+            parts.append(Text(printable(self.lesson()), style=warning))
         return Group(*parts)
 
     def lesson(self) -> str:

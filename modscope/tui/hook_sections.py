@@ -10,7 +10,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from modscope.core.fmt import summary_line
+from modscope.core.fmt import printable, summary_line
 from modscope.core.hook_notes import legacy_lesson, module_inputs
 from modscope.core.types import HookEvent, HookKind, SummaryList
 
@@ -144,5 +144,5 @@ def seen_section(
         lesson = legacy_lesson(
             module, type_name, module_inputs(events), compared=HookKind.BACKWARD in events
         )
-        parts.append(Text(lesson, style=palette.warning))
+        parts.append(Text(printable(lesson), style=palette.warning))
     return parts

@@ -9,7 +9,9 @@ from textual.binding import Binding, BindingType
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
+from modscope.core.fmt import printable
 from modscope.core.types import HookInfo
+from modscope.report.labels import shown_path
 from modscope.tui import labels
 
 OWNER_WORDS = {
@@ -50,7 +52,7 @@ class HooksPane(OptionList):
         self._shown = (path, hooks, name)
         before = self.selected
         self.path, self.hooks = path, hooks
-        shown_name = name or (path or "(root)")
+        shown_name = shown_path(name or (path or "(root)"))
         self.clear_options()
         if path is None:
             self.add_option(
@@ -91,20 +93,21 @@ def hook_text(h: HookInfo, script: str) -> Text:
     text.append(h.kind, style="bold magenta" if ours else "bold")
     if h.target:
         text.append(" on ")
-        text.append(h.target)
+        text.append(shown_path(h.target))
     text.append("  ")
     if h.action:
         # The spec's MODULE and KIND are the pane's module and this row's kind already.
-        text.append(h.action.rpartition(":")[2], style="magenta")
-    text.append(f"  {OWNER_WORDS.get(h.owner, h.owner)}", style="dim" if ours else "yellow")
+        text.append(printable(h.action.rpartition(":")[2]), style="magenta")
+    owner = OWNER_WORDS.get(h.owner) or printable(h.owner)
+    text.append(f"  {owner}", style="dim" if ours else "yellow")
     if h.flags:
-        text.append(f"  [{', '.join(h.flags)}]", style="dim")
+        text.append(f"  [{printable(', '.join(h.flags))}]", style="dim")
     text.append("\n  ")
     if ours:
         # modscope's own function and line say nothing to the user.
         text.append("x detaches it", style="dim")
         return text
-    text.append(h.qualname)
+    text.append(printable(h.qualname))
     text.append("  ")
-    text.append(labels.display_location(h.location, script), style="dim")
+    text.append(printable(labels.display_location(h.location, script)), style="dim")
     return text

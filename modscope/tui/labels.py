@@ -1,6 +1,7 @@
 """One-line rich Texts for tree nodes, findings, errors and the status line.
 
-Every untrusted string (module names, paths, reprs, messages) is appended as plain text to a
+Every untrusted string (module names, paths, reprs, messages) passes through `printable` (an
+ESC or a newline in a name shows as `\\x1b`, `\\n`) and is appended as plain text to a
 `rich.text.Text`, never parsed as markup: `blocks[attn]` and `x[/y]` show as typed. The marks
 follow `modscope tree`: ◆ parameter, ◇ buffer, ✗ not registered.
 """
@@ -12,7 +13,13 @@ import os
 from rich.text import Text
 
 from modscope.control.updates import SessionStatus
-from modscope.core.fmt import format_count, format_number, format_shape, summary_line
+from modscope.core.fmt import (
+    format_count,
+    format_number,
+    format_shape,
+    printable,
+    summary_line,
+)
 from modscope.core.types import (
     Finding,
     HookEvent,
@@ -22,7 +29,7 @@ from modscope.core.types import (
     TensorSummary,
     UserError,
 )
-from modscope.report.labels import append_tensor_marks, plural
+from modscope.report.labels import append_tensor_marks, plural, shown_name, shown_path
 from modscope.report.labels import error_text as shared_error_text
 from modscope.report.labels import module_label as tree_module_label
 from modscope.report.styles import SEVERITY_MARK, SEVERITY_STYLE
@@ -84,7 +91,7 @@ def tensor_label(
     """`◆ powParam tensor 1.1034  ∇ 10.3434` with its marks; highlighted when it just changed."""
     text = Text()
     text.append("◆ " if t.is_parameter else "◇ ", style="cyan" if t.is_parameter else "magenta")
-    text.append(t.name, style="bold")
+    text.append(shown_name(t.name), style="bold")
     text.append(" ")
     if summary is not None:
         text.append(summary_line(summary), style="bold yellow" if changed else "")
@@ -104,15 +111,15 @@ def tensor_label(
         )
     append_tensor_marks(text, t, sep="  ", shared_shown=SHARED_SHOWN)
     if t.note:
-        text.append(f"  {t.note}", style="dim")
+        text.append(f"  {printable(t.note)}", style="dim")
     return text
 
 
 def fold_label(first: ModuleInfo, last: ModuleInfo, count: int) -> Text:
     """`0-3299: 3,300 × Block  12 params each`, like `modscope tree`'s folded runs."""
     text = Text()
-    text.append(f"{first.name}-{last.name}", style="bold")
-    text.append(f": {format_count(count)} × {first.type_name}")
+    text.append(f"{shown_name(first.name)}-{shown_name(last.name)}", style="bold")
+    text.append(f": {format_count(count)} × {shown_name(first.type_name)}")
     text.append(f"  {plural(first.totals.parameters, 'param')} each", style="dim")
     return text
 
@@ -126,14 +133,14 @@ def finding_text(f: Finding) -> Text:
     text.append(f"{SEVERITY_MARK[f.severity]} ", style=SEVERITY_STYLE[f.severity])
     text.append(f.kind.value, style=SEVERITY_STYLE[f.severity])
     text.append("  ")
-    text.append(f.path or "(model)", style="bold")
+    text.append(shown_path(f.path) if f.path else "(model)", style="bold")
     if f.step:
         text.append(f"  step {f.step}", style="dim")
     text.append("\n  ")
-    text.append(f.message)
+    text.append(printable(f.message))
     if f.fix:
         text.append("\n  fix: ", style="dim")
-        text.append(f.fix, style="dim")
+        text.append(printable(f.fix), style="dim")
     return text
 
 
@@ -146,7 +153,7 @@ def status_text(status: SessionStatus) -> Text:
     """`powlog.py │ step 3 │ next forward │ train │ loss 1.5248 │ out tensor 8.7652 │ paused`."""
     sep = (" │ ", "dim")
     text = Text(no_wrap=True, overflow="ellipsis")
-    text.append(status.script, style="bold")
+    text.append(printable(status.script), style="bold")
     if not status.loaded:
         text.append_text(
             Text.assemble(sep, ("loading…" if status.busy else "not loaded", "yellow"))
@@ -154,9 +161,15 @@ def status_text(status: SessionStatus) -> Text:
         return text
     if status.paused_at:
         # First after the script's name: on a narrow terminal the rest is cut, not this.
-        pause = f"paused in {status.paused_at} · c continues"
+        pause = f"paused in {shown_path(status.paused_at)} · c continues"
         text.append_text(Text.assemble(sep, (pause, "bold magenta")))
-    text.append_text(Text.assemble(sep, ("step ", "dim"), (str(status.step), "bold")))
+    if status.replay is not None:
+        # A replay says so first, and where in the recording it stands.
+        text.append_text(Text.assemble(sep, ("replay", "bold cyan")))
+        of = (f" of {status.last_step}", "dim")
+        text.append_text(Text.assemble(sep, ("step ", "dim"), (str(status.step), "bold"), of))
+    else:
+        text.append_text(Text.assemble(sep, ("step ", "dim"), (str(status.step), "bold")))
     if status.next_phase is not None and len(status.phases) > 1:
         label = "next " if not status.in_iteration else "in iteration, next "
         if status.paused_at:
@@ -182,7 +195,7 @@ def status_text(status: SessionStatus) -> Text:
     if status.queued:
         text.append_text(Text.assemble(sep, (f"queued {status.queued}", "bold cyan")))
     for tag in status.tags:
-        text.append_text(Text.assemble(sep, (tag, "italic")))
+        text.append_text(Text.assemble(sep, (printable(tag), "italic")))
     if status.hooks:
         text.append_text(Text.assemble(sep, (plural(status.hooks, "hook"), "magenta")))
     return text
@@ -192,7 +205,7 @@ def hook_event_text(e: HookEvent) -> Text:
     """`step 1 forward  logModel forward-pre scale  args: tensor 125.0000`."""
     text = Text()
     text.append(f"step {e.step} {e.phase.value}  ", style="dim")
-    text.append(e.module or "(root)", style="bold magenta")
+    text.append(shown_path(e.module) if e.module else "(root)", style="bold magenta")
     text.append(f" {e.kind.value}")
     if e.action.value != "observe":
         text.append(f" {e.action.value}", style="magenta")
@@ -207,5 +220,5 @@ def hook_event_text(e: HookEvent) -> Text:
         text.append(f"  {name}: ", style="dim")
         text.append(f"({shown}{more})")
     if e.note:
-        text.append(f"  [{e.note}]", style="dim italic")
+        text.append(f"  [{printable(e.note)}]", style="dim italic")
     return text

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.events import Resize
 from textual.widgets import RichLog
 
+from modscope.core.fmt import printable, printable_lines
 from modscope.core.types import HookEvent
 from modscope.tui import labels
 
@@ -15,7 +16,8 @@ LOG_LIMIT = 2000
 
 
 class LogPane(RichLog):
-    """A RichLog fed plain Texts only (user prints are never parsed as markup)."""
+    """A RichLog fed plain Texts only (user prints are never parsed as markup, and each
+    printed line is shown escaped: a `\\x1b[2J` in a print shows, it does not clear the screen)."""
 
     DEFAULT_CSS = """
     LogPane {
@@ -34,8 +36,9 @@ class LogPane(RichLog):
         self._width = 0
 
     def add(self, text: str | Text, style: str = "") -> None:
-        """Append one entry; a str is shown exactly as it is."""
-        line = text if isinstance(text, Text) else Text(text, style=style)
+        """Append one entry; a str is shown as typed, its control characters escaped (a Text
+        is shown as it is: the labels that build one escape what they take from the user)."""
+        line = text if isinstance(text, Text) else Text(printable_lines(text), style=style)
         self.plain_lines.append(line.plain)
         self._texts.append(line)
         self.write(line)
@@ -53,11 +56,18 @@ class LogPane(RichLog):
         for text in self._texts:
             self.write(text)
 
+    def forget(self) -> None:
+        """Drop every entry (a replay repaints the session from its start)."""
+        self.plain_lines.clear()
+        self._texts.clear()
+        self.clear()
+
     def printed(self, line: str) -> None:
-        self.add(line)
+        """One line the script printed; tabs become spaces, other controls escapes."""
+        self.add(Text(printable(line.expandtabs())))
 
     def message(self, line: str) -> None:
-        self.add(Text(line, style="dim italic"))
+        self.add(Text(printable_lines(line), style="dim italic"))
 
     def error(self, text: Text) -> None:
         self.add(text)

@@ -9,6 +9,8 @@ from rich.text import Text
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
 
+from modscope.report.labels import shown_path
+
 DISCOVERY_LIMIT = 50
 
 
@@ -31,7 +33,7 @@ class ModuleProvider(Provider):
             return
         for path in app.module_paths()[:DISCOVERY_LIMIT]:
             yield DiscoveryHit(
-                Text(f"go to {path or '(root)'}"),
+                Text(f"go to {shown_path(path) if path else '(root)'}"),
                 partial(app.go_to, path),
                 help="select this module in the tree",
             )
@@ -44,10 +46,12 @@ class ModuleProvider(Provider):
         for path in app.module_paths():
             if not path:
                 continue
-            score, offsets = matcher.fuzzy_search.match(matcher.query, path)
+            # Matched as shown (escaped, long names cut), so the highlighted offsets fall on it.
+            text = shown_path(path)
+            score, offsets = matcher.fuzzy_search.match(matcher.query, text)
             if score > 0:
                 # Not matcher.highlight(): it parses the path as markup (`blocks[attn]`).
-                shown = Content(path)
+                shown = Content(text)
                 for offset in offsets:
                     shown = shown.stylize(matcher.match_style, offset, offset + 1)
-                yield Hit(score, shown, partial(app.go_to, path), text=path, help="go to module")
+                yield Hit(score, shown, partial(app.go_to, path), text=text, help="go to module")

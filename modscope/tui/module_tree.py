@@ -18,7 +18,8 @@ from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode, UnknownNodeID
 
-from modscope.report.labels import unregistered_label
+from modscope.core.fmt import printable
+from modscope.report.labels import shown_name, unregistered_label
 from modscope.tui import labels
 from modscope.tui.model_view import ModelView, NodeKind, NodeRef
 
@@ -101,7 +102,8 @@ class ModuleTree(Tree[NodeRef]):
             self.select_path(cursor.path, expand=False)
         title = Text("Module tree")
         if self.filter_text:
-            title.append(f" (filter: {self.filter_text}, {self.filter_total:,} matches)")
+            shown = printable(self.filter_text, limit=40)
+            title.append(f" (filter: {shown}, {self.filter_total:,} matches)")
         self.border_title = title
 
     def _reset_nodes(self) -> None:
@@ -229,7 +231,7 @@ class ModuleTree(Tree[NodeRef]):
             labels.badge(text, view.findings_at.get(ref.path))
         elif ref.kind is NodeKind.UNREGISTERED:
             u = view.unregistered(ref.path)
-            text = unregistered_label(u) if u else Text(ref.path)
+            text = unregistered_label(u) if u else Text(printable(ref.path))
             labels.badge(text, view.findings_at.get(ref.path))
         elif ref.kind is NodeKind.FOLD:
             m = layout.modules[ref.path]
@@ -434,8 +436,9 @@ class ModuleTree(Tree[NodeRef]):
 
 
 def _highlight_name(text: Text, ref: NodeRef, needle: str, model_name: str) -> None:
-    """Mark where the filter matches the node's own name (not the rest of its label)."""
-    name = ref.path.rpartition(".")[2] if ref.path else model_name
+    """Mark where the filter matches the node's own name (not the rest of its label), as the
+    label shows the name (escaped, maybe cut)."""
+    name = shown_name(ref.path.rpartition(".")[2] if ref.path else model_name)
     start = 2 if ref.kind is NodeKind.TENSOR else 0
     at = name.lower().find(needle.lower())
     if at >= 0:

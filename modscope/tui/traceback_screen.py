@@ -12,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from modscope.control.updates import InternalError
+from modscope.core.fmt import printable, printable_lines
 
 
 class TracebackScreen(ModalScreen[None]):
@@ -45,8 +46,9 @@ class TracebackScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical() as box:
-            box.border_title = Text(self.error.message)
-            where = f"also in {self.error.log_file} · " if self.error.log_file else ""
+            box.border_title = Text(printable(self.error.message, limit=120))
+            log_file = printable(self.error.log_file) if self.error.log_file else ""
+            where = f"also in {log_file} · " if log_file else ""
             box.border_subtitle = Text(f"{where}q / escape: close")
             with VerticalScroll():
-                yield Static(Text(self.error.traceback), id="traceback")
+                yield Static(Text(printable_lines(self.error.traceback)), id="traceback")

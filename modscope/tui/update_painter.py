@@ -10,6 +10,7 @@ from rich.text import Text
 from textual.app import App
 
 from modscope.control import updates as up
+from modscope.core.fmt import printable, printable_lines
 from modscope.core.types import HookEvent, UserError
 from modscope.tui import labels
 from modscope.tui.error_panel import ErrorPanel
@@ -50,10 +51,11 @@ class UpdatePainter(App[None]):
     def _internal_error(self, u: up.InternalError) -> None:
         """A bug in modscope: logged with where its traceback is; `!` shows the traceback."""
         self._internal_errors.append(u)
-        where = f" (traceback in {u.log_file})" if u.log_file else ""
-        text = Text(f"{u.message}{where}; ! shows the traceback", style="red")
+        where = f" (traceback in {printable(u.log_file)})" if u.log_file else ""
+        message = printable_lines(u.message)
+        text = Text(f"{message}{where}; ! shows the traceback", style="red")
         self.query_one(LogPane).add(text)
-        self.notify(u.message, severity="error", markup=False)
+        self.notify(message, severity="error", markup=False)
 
     def _apply(self, u: up.Update) -> bool:
         """Apply one update; True when labels and details need redrawing."""
@@ -61,6 +63,10 @@ class UpdatePainter(App[None]):
         view = self.view
         if isinstance(u, up.Loaded):
             self._loaded(u)
+        elif isinstance(u, up.Repaint):
+            # What follows is the session again from its start: drop what the panes hold.
+            log.forget()
+            self.query_one(HookEventsPane).clear_events()
         elif isinstance(u, up.LoadFailed):
             self._load_failed(u.error)
         elif isinstance(u, up.LayoutChanged):
@@ -84,9 +90,10 @@ class UpdatePainter(App[None]):
         elif isinstance(u, up.InternalError):
             self._internal_error(u)
         elif isinstance(u, up.Notice):
-            log.add(Text(u.message, style="red" if u.severity == "error" else "yellow"))
+            message = printable_lines(u.message)
+            log.add(Text(message, style="red" if u.severity == "error" else "yellow"))
             if u.severity != "information":
-                self.notify(u.message, severity=u.severity, markup=False)  # type: ignore[arg-type]
+                self.notify(message, severity=u.severity, markup=False)  # type: ignore[arg-type]
         elif isinstance(u, up.FindingsChanged):
             view.set_findings(u.findings)
             self.query_one(FindingsPane).show(view.findings)

@@ -15,7 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
 from modscope.control.updates import ValuesRead
-from modscope.core.fmt import format_count, format_value
+from modscope.core.fmt import format_count, format_value, printable
 
 PAGE = 256
 INDEX_WIDTH = 14
@@ -122,7 +122,7 @@ class ValuesScreen(ModalScreen[None]):
         self.page = page
         self.numel = page.numel or self.numel
         caption = Content.assemble(
-            (self.path, "bold"), (" .grad" if self.grad else "", "$text-success")
+            (printable(self.path), "bold"), (" .grad" if self.grad else "", "$text-success")
         )
         if page.values:
             last = page.offset + len(page.values)
@@ -146,7 +146,7 @@ class ValuesScreen(ModalScreen[None]):
             per_line -= per_line % 4
         body = Text(no_wrap=True)
         if page.note:
-            body.append(page.note + "\n", style="dim")
+            body.append(printable(page.note) + "\n", style="dim")
         for i in range(0, len(page.values), per_line):
             index = _unravel(page.offset + i, page.shape)
             body.append(f"{index:>{INDEX_WIDTH}} ", style="dim")

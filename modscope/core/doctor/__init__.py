@@ -8,9 +8,10 @@ Kinds (severity; where found: S static, W the iterations a session runs, C `chec
 - buffer-grad-history (error, S W): a buffer holding a tensor with grad_fn / requires_grad
 - unused-parameter (warning, W): a trainable parameter without .grad after the first backward
   (only when other parameters got one)
-- not-in-optimizer (error, S): a trainable parameter in no param_group
-- frozen-in-optimizer (info, S): a frozen parameter in a param_group
-- stale-optimizer (error, S): the optimizer holds tensors the model does not
+- not-in-optimizer (error, S W): a trainable parameter in no param_group (again after each
+  step: a forward may replace a parameter)
+- frozen-in-optimizer (info, S W): a frozen parameter in a param_group
+- stale-optimizer (error, S W): the optimizer holds tensors the model does not
 - eval-nondeterministic (error, C): eval passes differ with the seed, and only with it
 - legacy-backward-hook (warning, S): a non-full `register_backward_hook` hook
 - nonfinite (error, S W): NaN/Inf in the loss (or output), parameters, gradients, buffers
@@ -19,13 +20,14 @@ Kinds (severity; where found: S static, W the iterations a session runs, C `chec
 - mode-mismatch (warning, S W): a submodule in the other train/eval mode than the root
 - device-mismatch (warning, S): one module's tensors on different devices
 - dtype-mismatch (warning, S): one module's floating parameters of different dtypes
-- exploding-gradient (warning, W): global gradient norm above 1e3
+- exploding-gradient (warning, W): global gradient norm above 1e6, or over 10 times the step
+  before's while the loss did not fall
 - vanishing-gradient (warning, W): global gradient norm below 1e-10 while abs(loss) > 1e-6
 
 `static.static_findings` reads the module tree; `watch.StepWatcher` reads the iterations a
 session runs anyway (`modscope run`, the app); `dynamic.run_checks` adds iterations and probes
-of its own in a `sandbox.Sandbox` (a deep copy where memory allows, else the originals,
-restored). docs/doctor.md has the same table with each fix.
+of its own in a `sandbox.Sandbox` (a deep copy where memory allows and the copy does not run
+the original's code, else the originals, restored). docs/doctor.md has the same table with each fix.
 """
 
 from modscope.core.doctor.dynamic import CheckResult, run_checks

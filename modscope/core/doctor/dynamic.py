@@ -12,6 +12,7 @@ from modscope.core.doctor.watch import StepWatcher
 from modscope.core.errors import user_error
 from modscope.core.session import Session
 from modscope.core.types import Finding, Phase, UserError
+from modscope.core.walk import refusing_hooks, refusing_phrase
 
 _MODE_NOTES = {
     SandboxMode.COPY: "dynamic checks ran on a copy of the model and optimizer",
@@ -45,58 +46,109 @@ def run_checks(
 
     Call between iterations (not after a partial `run_phase()`), with modscope's own hooks
     attached or not (the sandbox leaves them out). An iteration that raises stops the
-    iterations: `error` says where, and the findings so far are kept.
+    iterations: `error` says where, and the findings so far are kept. When the copy turns out
+    to run the original's code (a closure over its submodules), its results are dropped and
+    everything runs again on the model itself, restored afterwards.
     """
     watcher = StepWatcher(session)
     static = [_unstamped(f) for f in watcher.initial()]
     notes: list[str] = []
     script = session.script
+    skipped = refusing_hooks(session.model)
+    if skipped:
+        notes.append(
+            f"{refusing_phrase(skipped)} left out of the per-module checks (reused-module, the "
+            "first non-finite module, eval-mode randomness): PyTorch refuses hooks on ScriptModules"
+        )
     if script.train_step is None and not session.batches.defined:
         notes.append("no `inputs` in the script: only the static checks ran")
         return CheckResult(_worst_first(static), 0, notes=tuple(notes))
-    found: list[Finding] = []
-    error: UserError | None = None
-    steps_run = 0
-    sandbox = Sandbox(session, fraction=fraction)
-    with warnings.catch_warnings():
-        # Reported as legacy-backward-hook already; PyTorch would repeat it at every forward.
-        warnings.filterwarnings(
-            "ignore", message="Using a non-full backward hook", category=FutureWarning
-        )
-        with sandbox as box:
-            runner = StepWatcher(box, reported=static)
-            probe = ForwardProbe(box.model)
-            probe.attach()
-            try:
-                for step in range(1, (steps if sandbox.steps_allowed else 0) + 1):
-                    probe.begin_step(step)
-                    result = box.run_iteration()
-                    if result.error is not None or result.record is None:
-                        error = result.error
-                        break
-                    steps_run += 1
-                    found += runner.after_step(
-                        result.record, nonfinite_module=probe.take_nonfinite()
-                    )
-            finally:
-                probe.detach()
-            found += probe.reused_findings()
-            if error is None:
-                try:
-                    culprit = eval_nondeterminism(box.model, box.script)
-                except Exception as exc:
-                    where = user_error(exc, phase=Phase.FORWARD, script=script.path)
-                    notes.append(
-                        "the eval-mode check could not run: "
-                        f"{where.exc_type}: {where.message}"
-                        + (f" ({where.file}:{where.line})" if where.file and where.line else "")
-                    )
-                else:
-                    if culprit is not None:
-                        found.append(rules.eval_nondeterministic(*culprit))
-    notes += sandbox.notes
+    attempt = _Attempt(session, static, steps, Sandbox(session, fraction=fraction))
+    if attempt.run():
+        notes += attempt.sandbox.notes  # why the copy was dropped
+        attempt = _Attempt(session, static, steps, Sandbox(session, fraction=fraction, copy=False))
+        attempt.run()
+    sandbox = attempt.sandbox
     where = _MODE_NOTES[sandbox.mode] if sandbox.mode is not None else None
-    return CheckResult(_worst_first(static + found), steps_run, error, tuple(notes), where)
+    return CheckResult(
+        _worst_first(static + attempt.found),
+        attempt.steps_run,
+        attempt.error,
+        tuple(notes + attempt.notes + sandbox.notes),
+        where,
+    )
+
+
+class _Attempt:
+    """The dynamic part of `run_checks` in one sandbox: iterations, then the eval-mode probe."""
+
+    def __init__(
+        self, session: Session, static: list[Finding], steps: int, sandbox: Sandbox
+    ) -> None:
+        self.session = session
+        self.static = static
+        self.steps = steps
+        self.sandbox = sandbox
+        self.found: list[Finding] = []
+        self.notes: list[str] = []
+        self.error: UserError | None = None
+        self.steps_run = 0
+
+    def run(self) -> bool:
+        """Run the checks; True when the sandbox's copy was found to run the original's code
+        (the results are then not the model's: run again without a copy)."""
+        sandbox = self.sandbox
+        with warnings.catch_warnings():
+            # Reported as legacy-backward-hook already; PyTorch would repeat it at every forward.
+            warnings.filterwarnings(
+                "ignore", message="Using a non-full backward hook", category=FutureWarning
+            )
+            with sandbox as box:
+                if sandbox.shares_code():
+                    return True
+                self._iterate(box)
+                if sandbox.shares_code():
+                    return True
+                if self.error is None:
+                    self._probe_eval(box)
+                if sandbox.shares_code():
+                    return True
+        return False
+
+    def _iterate(self, box: Session) -> None:
+        runner = StepWatcher(box, reported=self.static)
+        probe = ForwardProbe(box.model)
+        probe.attach()
+        try:
+            for step in range(1, (self.steps if self.sandbox.steps_allowed else 0) + 1):
+                probe.begin_step(step)
+                result = box.run_iteration()
+                if self.sandbox.shares_code():
+                    return
+                if result.error is not None or result.record is None:
+                    self.error = result.error
+                    return
+                self.steps_run += 1
+                self.found += runner.after_step(
+                    result.record, nonfinite_module=probe.take_nonfinite()
+                )
+        finally:
+            probe.detach()
+            self.found += probe.reused_findings()
+
+    def _probe_eval(self, box: Session) -> None:
+        try:
+            culprit = eval_nondeterminism(box.model, box.script)
+        except Exception as exc:
+            where = user_error(exc, phase=Phase.FORWARD, script=self.session.script.path)
+            self.notes.append(
+                "the eval-mode check could not run: "
+                f"{where.exc_type}: {where.message}"
+                + (f" ({where.file}:{where.line})" if where.file and where.line else "")
+            )
+        else:
+            if culprit is not None:
+                self.found.append(rules.eval_nondeterministic(*culprit))
 
 
 def _worst_first(findings: list[Finding]) -> tuple[Finding, ...]:

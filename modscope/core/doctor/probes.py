@@ -13,10 +13,10 @@ from torch.utils.hooks import RemovableHandle
 
 from modscope.core.batches import BatchSource, spread
 from modscope.core.doctor import rules
-from modscope.core.doctor.sandbox import CloneLevel, RngState, Snapshot
+from modscope.core.doctor.snapshot import CloneLevel, RngState, Snapshot
 from modscope.core.summary import flatten_tensors
 from modscope.core.types import Finding
-from modscope.core.walk import distinct_modules
+from modscope.core.walk import distinct_modules, refuses_hooks, subtree_tensors
 
 # Two seeds for the eval-mode passes; the first is run twice to tell random draws from other
 # non-determinism (GPU atomics, time).
@@ -77,6 +77,8 @@ class ForwardProbe:
     def attach(self) -> None:
         try:
             for _, module in self.modules:
+                if refuses_hooks(module):
+                    continue
                 self._handles.append(module.register_forward_pre_hook(self._pre(module)))
                 self._handles.append(module.register_forward_hook(self._post(module)))
         except BaseException:
@@ -140,7 +142,7 @@ class ForwardProbe:
             calls = self.max_calls.get(id(module), 0)
             if calls < 2:
                 continue
-            names = [n for n, _ in module.named_parameters()]
+            names = [n for n, _, _ in subtree_tensors(module, buffers=False)]
             if not names:
                 continue
             if any(path.startswith(a + ".") and n >= calls for a, n in reported.items()):
@@ -196,6 +198,8 @@ class _PassRecorder:
         self._stack: list[Any] = []
         self._handles: list[RemovableHandle] = []
         for _, module in modules:
+            if refuses_hooks(module):
+                continue
             self._handles.append(module.register_forward_pre_hook(self._pre, with_kwargs=True))
             self._handles.append(module.register_forward_hook(self._post))
 
@@ -231,8 +235,7 @@ def eval_nondeterminism(model: nn.Module, script: Any) -> tuple[str, str] | None
     names = {id(m): (path, type(m).__name__) for path, m in modules}
     model.eval()
     devices = sorted(
-        {t.device.index or 0 for t in model.parameters() if t.device.type == "cuda"}
-        | {t.device.index or 0 for t in model.buffers() if t.device.type == "cuda"}
+        {t.device.index or 0 for _, t, _ in subtree_tensors(model) if t.device.type == "cuda"}
     )
     snapshot = Snapshot(model, clone=CloneLevel.BUFFERS)
 

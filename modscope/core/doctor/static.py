@@ -28,6 +28,7 @@ from modscope.core.walk import (
     distinct_modules,
     iter_container,
     own_tensors,
+    subtree_tensors,
 )
 
 Modules = list[tuple[str, nn.Module]]
@@ -86,7 +87,9 @@ def unregistered_findings(inv: Inventory, modules: Modules) -> list[Finding]:
             if leaves is not None:
                 n_params = 0
                 if what == "module":
-                    n_params = len({id(p) for m in leaves for p in m.parameters()})
+                    n_params = len(
+                        {id(t) for m in leaves for _, t, _ in subtree_tensors(m, buffers=False)}
+                    )
                 out.append(
                     rules.unregistered_container(
                         what,
@@ -285,9 +288,13 @@ def placement_findings(modules: Modules) -> list[Finding]:
 
 
 def optimizer_findings(
-    model: nn.Module, optimizer: torch.optim.Optimizer, modules: Modules
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    modules: Modules,
+    step: int | None = None,
 ) -> list[Finding]:
-    """`not-in-optimizer`, `frozen-in-optimizer` and `stale-optimizer`, compared by identity."""
+    """`not-in-optimizer`, `frozen-in-optimizer` and `stale-optimizer`, compared by identity;
+    `step` is the iteration after which they are looked for (None: at load)."""
     entries: list[tuple[str, torch.Tensor]] = []
     for g, group in enumerate(optimizer.param_groups):
         for i, p in enumerate(group.get("params", ())):
@@ -298,7 +305,10 @@ def optimizer_findings(
     out: list[Finding] = []
 
     missing = {pid for pid, (_, p) in params.items() if p.requires_grad and pid not in in_optimizer}
-    out += grouped(group_by_module(modules, missing), rules.not_in_optimizer)
+    out += grouped(
+        group_by_module(modules, missing),
+        lambda path, type_name, names: rules.not_in_optimizer(path, type_name, names, step),
+    )
     frozen = {pid for pid, (_, p) in params.items() if not p.requires_grad and pid in in_optimizer}
     out += grouped(group_by_module(modules, frozen), rules.frozen_in_optimizer)
     stale = [(entry, p) for entry, p in entries if id(p) not in params]
@@ -309,7 +319,7 @@ def optimizer_findings(
         stale = [(entry, p) for entry, p in stale if id(p) not in held]
     if stale:
         shapes = [f"{list(p.shape)} {str(p.dtype).removeprefix('torch.')}" for _, p in stale]
-        out.append(rules.stale_optimizer(stale[0][0], [e for e, _ in stale], shapes))
+        out.append(rules.stale_optimizer(stale[0][0], [e for e, _ in stale], shapes, step))
     return out
 
 
@@ -321,7 +331,7 @@ def grouped(
     that lists them all."""
     if len(groups) > GROUP_LIMIT:
         names = [n for _, _, names in groups for n in names]
-        return [make("", "the model", names)]
+        return [make("", "", names)]  # "the model: its N parameters (...)"
     return [
         make(path, type(m).__name__ if m is not None else None, names) for path, m, names in groups
     ]

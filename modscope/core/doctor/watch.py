@@ -25,7 +25,8 @@ class StepWatcher:
     in that iteration, from its `StepRecord` and the model as it is after it: non-finite loss,
     output, parameters, gradients or buffers; buffers that gained autograd history; trainable
     parameters without a gradient after the first backward; exploding or vanishing gradients;
-    submodules left in the other train/eval mode. Each finding is reported once per session
+    submodules left in the other train/eval mode; the optimizer rules again (a forward may
+    replace a parameter). Each finding is reported once per session
     (by `rules.dedup_key`: kind and path, or what went non-finite). Call it from the thread
     that steps the session.
     """
@@ -35,6 +36,8 @@ class StepWatcher:
         self.session = session
         self._keys: set[tuple[FindingKind, str]] = {rules.dedup_key(f) for f in reported}
         self._checked_unused = False
+        # (step, global gradient norm, loss) of the last iteration that had gradients.
+        self._last_scale: tuple[int, float, float | None] | None = None
 
     @property
     def model(self) -> nn.Module:
@@ -61,6 +64,11 @@ class StepWatcher:
         found += self._unused(record, modules, named)
         found += self._gradient_scale(record, named)
         found += static.mode_findings(modules, step)
+        optimizer = self.session.optimizer
+        if optimizer is not None:
+            # Again after each step: a forward that assigns `self.w = nn.Parameter(...)` leaves
+            # the optimizer holding the old tensor, and the new one in no param_group.
+            found += static.optimizer_findings(self.model, optimizer, modules, step)
         return self._new(found, step=step)
 
     def _new(self, found: Iterable[Finding], *, step: int) -> list[Finding]:
@@ -137,9 +145,16 @@ class StepWatcher:
         if not norms:
             return []
         total = math.sqrt(math.fsum(n * n for n in norms))
+        loss = record.loss
+        previous, self._last_scale = self._last_scale, (record.step, total, loss)
         if total > rules.EXPLODING_GRAD_NORM:
             return [rules.exploding_gradient(total, record.step)]
-        loss = record.loss
+        if previous is not None and previous[0] == record.step - 1 and previous[1] > 0:
+            _, before, loss_before = previous
+            rose = loss is None or loss_before is None or not loss < loss_before
+            grew = total > max(rules.EXPLODING_GRAD_GROWTH * before, rules.EXPLODING_GROWTH_FLOOR)
+            if grew and rose:
+                return [rules.exploding_gradient(total, record.step, before)]
         if (
             total < rules.VANISHING_GRAD_NORM
             and loss is not None

@@ -1,0 +1,82 @@
+"""The doctor's finding kinds, thresholds, and the words of each message and fix, by family.
+
+Detection lives in `static.py`, `watch.py` and `dynamic.py`; everything a person reads is written
+here, so that the wording stays consistent and each fix names the exact call. Callers use the
+package (`rules.nonfinite(...)`); the families are `registration` (what nn.Module registers),
+`optimizer`, `numerics` (NaN/Inf, gradient scale) and `module_state` (mode, placement,
+behaviour), on the shared `wording`.
+"""
+
+from modscope.core.doctor.rules.module_state import (
+    device_mismatch,
+    dtype_mismatch,
+    eval_nondeterministic,
+    mode_mismatch,
+    reused_module,
+)
+from modscope.core.doctor.rules.numerics import (
+    EXPLODING_GRAD_GROWTH,
+    EXPLODING_GRAD_NORM,
+    EXPLODING_GROWTH_FLOOR,
+    VANISHING_GRAD_NORM,
+    VANISHING_MIN_LOSS,
+    exploding_gradient,
+    nonfinite,
+    vanishing_gradient,
+)
+from modscope.core.doctor.rules.optimizer import (
+    frozen_in_optimizer,
+    not_in_optimizer,
+    stale_optimizer,
+    unused_parameter,
+)
+from modscope.core.doctor.rules.registration import (
+    buffer_grad_history,
+    global_legacy_backward_hook,
+    legacy_backward_hook,
+    shared_module,
+    shared_parameter,
+    unregistered_container,
+    unregistered_item,
+)
+from modscope.core.doctor.rules.wording import (
+    LISTED,
+    accessor,
+    dedup_key,
+    finding,
+    listing,
+    where,
+)
+
+__all__ = [
+    "EXPLODING_GRAD_GROWTH",
+    "EXPLODING_GRAD_NORM",
+    "EXPLODING_GROWTH_FLOOR",
+    "LISTED",
+    "VANISHING_GRAD_NORM",
+    "VANISHING_MIN_LOSS",
+    "accessor",
+    "buffer_grad_history",
+    "dedup_key",
+    "device_mismatch",
+    "dtype_mismatch",
+    "eval_nondeterministic",
+    "exploding_gradient",
+    "finding",
+    "frozen_in_optimizer",
+    "global_legacy_backward_hook",
+    "legacy_backward_hook",
+    "listing",
+    "mode_mismatch",
+    "nonfinite",
+    "not_in_optimizer",
+    "reused_module",
+    "shared_module",
+    "shared_parameter",
+    "stale_optimizer",
+    "unregistered_container",
+    "unregistered_item",
+    "unused_parameter",
+    "vanishing_gradient",
+    "where",
+]

@@ -1,0 +1,223 @@
+"""One tensor's statistics: its facts, and min/max/mean/std/norm over its finite values (on
+the host, or as a few numbers on its device), built into a `TensorSummary`."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+
+from modscope.core.types import TensorSummary
+
+_SPARSE_LAYOUTS = frozenset(
+    {torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc}
+)
+
+
+class TensorFacts(NamedTuple):
+    """What a summary says about a tensor besides its statistics (`TensorSummary`'s fields)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    device: str
+    numel: int
+    layout: str
+    requires_grad: bool
+    grad_fn: str | None
+    note: str | None = None
+
+
+class Stats(NamedTuple):
+    """Host statistics over the finite elements; `m2` is the sum of squared deviations."""
+
+    lo: float
+    hi: float
+    mean: float
+    m2: float
+    norm: float
+    nonzero: int
+    finite: int
+    nan: int
+
+
+@functools.cache
+def torch_name(value: torch.dtype | torch.layout | torch.device) -> str:
+    """`float32`, `sparse_coo`, `cuda:0`: torch's own names, without the `torch.` prefix."""
+    return str(value).removeprefix("torch.")
+
+
+def stat_data(t: torch.Tensor) -> tuple[torch.Tensor | None, str | None]:
+    """The dense values statistics run over, or None and a note saying why there are none."""
+    if t.device.type == "meta":
+        return None, "meta: no data"
+    if t.layout in _SPARSE_LAYOUTS:
+        stored = t._values() if t.layout == torch.sparse_coo else t.values()
+        return stored, f"sparse: statistics over {stored.numel():,} stored values"
+    if t.layout != torch.strided:
+        return None, f"no statistics for layout {torch_name(t.layout)}"
+    if t.is_quantized:
+        return t.dequantize(), "quantized: statistics of the dequantized values"
+    return t, None
+
+
+def work_tensor(data: torch.Tensor) -> torch.Tensor:
+    """A real floating tensor whose statistics are the summary's (magnitudes for complex)."""
+    if data.is_complex():
+        data = data.abs()
+    if data.dtype in (torch.float32, torch.float64):
+        return _in_memory_order(data)
+    if data.is_floating_point():
+        # fp16/bf16/fp8 reductions would round the results to 3 or fewer significant digits.
+        return _in_memory_order(data.float())
+    return _in_memory_order(data.to(torch.float64))
+
+
+def _in_memory_order(x: torch.Tensor) -> torch.Tensor:
+    """A view of `x` whose dims follow memory order: whole-tensor reductions ignore order, and
+    some (aminmax) run ten times slower over a transposed view than a contiguous one."""
+    if x.is_contiguous() or x.dim() < 2:
+        return x
+    order = sorted(range(x.dim()), key=lambda d: x.stride(d), reverse=True)
+    permuted = x.permute(order)
+    return permuted if permuted.is_contiguous() else x
+
+
+def host_stats(x: torch.Tensor) -> Stats | None:
+    """Statistics of a host tensor with no non-finite element, or None when there is one.
+
+    A handful of fast reductions; the variance comes from the norm and the mean unless they
+    nearly cancel, when a second pass about the mean keeps its digits.
+    """
+    n = x.numel()
+    lo_t, hi_t = torch.aminmax(x)
+    total, lo, hi = float(x.sum()), float(lo_t), float(hi_t)
+    norm = float(torch.linalg.vector_norm(x))
+    if not all(map(math.isfinite, (total, lo, hi, norm))):
+        return None
+    mean = total / n
+    m2 = norm * norm - n * mean * mean
+    if m2 < 1e-2 * norm * norm:
+        m2 = float(torch.linalg.vector_norm(x - mean)) ** 2
+    nonzero = int(torch.count_nonzero(x))
+    return Stats(lo, hi, mean, m2, norm, nonzero, finite=n, nan=0)
+
+
+def device_parts(x: torch.Tensor, maybe_nonfinite: bool) -> tuple[torch.Tensor, ...]:
+    """Raw statistics of `x` as small tensors on its device, computed without a host sync.
+
+    Branching on whether some element is non-finite would need the host, a sync on CUDA. So
+    non-finite elements are always replaced by the mean of the finite ones: one `aminmax` and
+    one `std_mean` then see finite values only, and the replacements add (next to) nothing
+    to the variance; `device_stats` takes out what rounding of that mean leaves.
+    """
+    # Launches, not arithmetic, are the cost on a GPU: `count_nonzero` and `isfinite` each
+    # launch several kernels where `(x != 0).sum()` and `x.abs() < inf` launch two.
+    nonzero = (x != 0).sum()
+    if not maybe_nonfinite:
+        lo, hi = torch.aminmax(x)
+        std, mean = torch.std_mean(x, correction=0)
+        return torch.stack([lo, hi, mean, std]), nonzero.reshape(1)
+    finite = x.abs() < math.inf  # NaN compares false
+    count = finite.sum()
+    nan = torch.isnan(x).sum()
+    total = torch.where(finite, x, 0).sum(dtype=torch.float64)
+    fill = (total / count).to(x.dtype)
+    x = torch.where(finite, x, fill)
+    lo, hi = torch.aminmax(x)
+    std, mean = torch.std_mean(x, correction=0)
+    return (
+        torch.stack([lo, hi, mean, std, fill]),
+        torch.stack([nonzero, count, nan]),
+        total.reshape(1),
+    )
+
+
+def device_stats(parts: Sequence[list[Any]], total: int, maybe_nonfinite: bool) -> Stats:
+    """`Stats` from the host copy of `device_parts`' tensors over `total` elements."""
+    if not maybe_nonfinite:
+        (lo, hi, mean, std), (nonzero,) = parts
+        m2 = std * std * total
+        return Stats(lo, hi, mean, m2, _norm(m2, total, mean), int(nonzero), total, 0)
+    (lo, hi, _, std, fill), (nonzero, finite, nan), (finite_sum,) = parts
+    if finite == 0:
+        return Stats(math.nan, math.nan, math.nan, math.nan, math.nan, int(nonzero), 0, nan)
+    mean = finite_sum / finite
+    # The deviations about the mean of all `total` elements, replacements included, less the
+    # replacements' share (Chan et al.'s merge of two groups, run backwards).
+    replaced = total - finite
+    m2 = max(std * std * total - (fill - mean) ** 2 * finite * replaced / total, 0.0)
+    return Stats(lo, hi, mean, m2, _norm(m2, finite, mean), int(nonzero), int(finite), int(nan))
+
+
+def _norm(m2: float, n: int, mean: float) -> float:
+    return math.sqrt(max(m2, 0.0) + n * mean * mean)
+
+
+def values_copy(t: torch.Tensor) -> torch.Tensor:
+    """A private, contiguous copy of a small tensor's values, flattened in row-major order."""
+    if t.layout != torch.strided:
+        dense = t.to_dense()
+    elif t.is_quantized:
+        dense = t.dequantize()
+    else:
+        dense = t.clone(memory_format=torch.contiguous_format)
+    return dense.resolve_conj().resolve_neg().reshape(-1).contiguous()
+
+
+def facts_of(t: torch.Tensor) -> TensorFacts:
+    return TensorFacts(
+        tuple(t.shape),
+        torch_name(t.dtype),
+        torch_name(t.device),
+        t.numel(),
+        torch_name(t.layout),
+        t.requires_grad,
+        type(t.grad_fn).__name__ if t.grad_fn is not None else None,
+    )
+
+
+def failed(facts: TensorFacts, exc: Exception) -> TensorFacts:
+    return facts._replace(note=f"no statistics: {str(exc).splitlines()[0]}")
+
+
+def build_summary(
+    facts: TensorFacts, stats: Stats | None, counted: int, values: list[Any] | None
+) -> TensorSummary:
+    """The summary of a tensor with `facts`, and `stats` over `counted` elements (None: none)."""
+    numel = facts.numel
+    nan = inf = 0
+    lo = hi = mean = std = norm = None
+    if stats is None:
+        # A sparse tensor with no stored value is all (implicit) zeros; meta has no data.
+        zeros = numel if facts.layout != "strided" and facts.device != "meta" else 0
+    else:
+        zeros = numel - stats.nonzero
+        nan, inf = stats.nan, counted - stats.finite - stats.nan
+        if stats.finite > 0:
+            lo, hi, mean, norm = stats.lo, stats.hi, stats.mean, stats.norm
+            std = math.sqrt(stats.m2 / (stats.finite - 1)) if stats.finite > 1 else None
+    if values is None and numel == 0:
+        values = []
+    # Keywords rather than `**facts._asdict()`: this runs once per tensor of every step.
+    return TensorSummary(
+        shape=facts.shape,
+        dtype=facts.dtype,
+        device=facts.device,
+        numel=numel,
+        norm=norm,
+        min=lo,
+        max=hi,
+        mean=mean,
+        std=std,
+        nan=nan,
+        inf=inf,
+        zeros=zeros,
+        values=tuple(values) if values is not None else None,
+        layout=facts.layout,
+        requires_grad=facts.requires_grad,
+        grad_fn=facts.grad_fn,
+        note=facts.note,
+    )

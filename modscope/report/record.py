@@ -1,0 +1,116 @@
+"""`run --record DIR`: the headless run's iterations go through the session controller, whose
+update stream (the one the app paints) is appended to a recording as each step completes.
+
+`RecordedRun.step()` gives the run's report what `Session.run_iteration()` and the doctor's
+`StepWatcher` give it without a recording, so the output is the same either way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from modscope.control import commands as cmd
+from modscope.control import updates as up
+from modscope.control.controller import SessionController
+from modscope.control.recording import META_FILE, RecordingWriter, script_meta
+from modscope.core.outputs import OutputError, check_writable
+from modscope.core.session import Session
+from modscope.core.types import Finding, HookEvent, StepRecord, UserError
+
+TENSORS_FOLDER = "tensors"
+
+
+def check_recording_folder(folder: str) -> None:
+    """Refuse, before the run, a `--record` folder that cannot be written (`OutputError`)."""
+    if not folder:
+        raise OutputError("an empty path")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise OutputError("exists and is not a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(exc.strerror or str(exc)) from None
+    check_writable(os.path.join(folder, META_FILE))
+
+
+@dataclass(frozen=True)
+class Iteration:
+    """What one recorded iteration gave the report."""
+
+    events: tuple[HookEvent, ...]
+    record: StepRecord | None
+    error: UserError | None
+    findings: tuple[Finding, ...]
+
+
+class PrintTee:
+    """The script's print sink for a recorded run: each line to the run's own sink, and to the
+    recording once it is open (lines printed before, while the script loaded, are kept)."""
+
+    def __init__(self, sink: Callable[[str], None]) -> None:
+        self.sink = sink
+        self.early: list[str] = []
+        self.also: Callable[[str], None] | None = None
+
+    def __call__(self, line: str) -> None:
+        self.sink(line)
+        if self.also is None:
+            self.early.append(line)
+        else:
+            self.also(line)
+
+
+class RecordedRun:
+    """Drives `session` through a controller and writes the controller's updates to `folder`.
+
+    `tensors_limit`: parameters of at most this many elements are also saved whole after
+    each step (`tensors/step-N.pt`, read back with `torch.load(..., weights_only=True)`).
+    """
+
+    def __init__(
+        self, session: Session, folder: str, tee: PrintTee, *, tensors_limit: int | None = None
+    ) -> None:
+        self.session = session
+        self.folder = folder
+        self.tensors_limit = tensors_limit
+        versions = {"torch": torch.__version__}
+        self.writer = RecordingWriter(folder, script_meta(session.script.path, versions=versions))
+        self.controller = SessionController(lambda sink, pause: session, script=session.script.path)
+        first = self.controller.load()
+        tee.also = self.controller.printed
+        early = [up.Printed(line) for line in tee.early]
+        self.writer.write(early + first)
+        self.initial = self._new_findings(first)
+
+    def step(self) -> Iteration:
+        updates = self.controller.handle(cmd.Step())
+        done = next(u for u in updates if isinstance(u, up.PhaseDone))
+        events = tuple(e for u in updates if isinstance(u, up.HookEventsSeen) for e in u.events)
+        self.writer.write(updates)
+        if done.record is not None and self.tensors_limit is not None:
+            self._save_tensors(done.record.step)
+        return Iteration(events, done.record, done.error, self._new_findings(updates))
+
+    def close(self) -> None:
+        self.writer.close()
+
+    @staticmethod
+    def _new_findings(updates: list[up.Update]) -> tuple[Finding, ...]:
+        return tuple(f for u in updates if isinstance(u, up.FindingsChanged) for f in u.new)
+
+    def _save_tensors(self, step: int) -> None:
+        limit = self.tensors_limit or 0
+        tensors = {
+            name: p.detach().cpu().clone()
+            for name, p in self.session.model.named_parameters()
+            if p.numel() <= limit
+        }
+        folder = os.path.join(self.folder, TENSORS_FOLDER)
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"step-{step}.pt")
+        torch.save(tensors, path + ".tmp")
+        os.replace(path + ".tmp", path)

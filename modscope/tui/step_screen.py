@@ -1,0 +1,71 @@
+"""Ask for a step number (`g`: go to a step of a replay)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Static
+
+
+class StepScreen(ModalScreen["int | None"]):
+    """A step number from 0 to `last`; `enter` goes there, `escape` cancels."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "dismiss(None)", "Cancel", id="cancel_step"),
+    ]
+
+    DEFAULT_CSS = """
+    StepScreen {
+        align: center middle;
+    }
+    StepScreen > Vertical {
+        width: 48;
+        height: auto;
+        border: round $accent;
+        background: $surface;
+        padding: 0 1;
+    }
+    StepScreen #step-error {
+        color: $text-error;
+        height: auto;
+    }
+    """
+
+    def __init__(self, current: int, last: int) -> None:
+        super().__init__()
+        self.current = current
+        self.last = last
+
+    def compose(self) -> ComposeResult:
+        with Vertical() as box:
+            box.border_title = Text("Go to step")
+            box.border_subtitle = Text("enter goes · escape cancels")
+            yield Static(Text(f"a step from 0 to {self.last} (now {self.current})"))
+            yield Input(str(self.current), type="integer", id="step")
+            yield Static(id="step-error")
+
+    def on_mount(self) -> None:
+        field = self.query_one(Input)
+        field.cursor_blink = not self.app.is_headless
+        field.focus()
+        field.select_all()
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        try:
+            step = int(event.value)
+        except ValueError:
+            step = -1
+        if not 0 <= step <= self.last:
+            self.query_one("#step-error", Static).update(
+                Text(f"{event.value or 'nothing'} is not a step from 0 to {self.last}")
+            )
+            return
+        self.dismiss(step)
