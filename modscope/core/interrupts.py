@@ -54,7 +54,7 @@ def is_real_interrupt(exc: BaseException) -> bool:
 def describe_base_exception(exc: BaseException) -> str | None:
     """Words for the exceptions that are not `Exception`s, when the user's code raised one."""
     if isinstance(exc, SystemExit):
-        return f"sys.exit({exc.code!r}) was called inside the iteration; modscope caught it"
+        return f"sys.exit({exc.code!r}) was called; modscope caught it"
     if isinstance(exc, KeyboardInterrupt):
         return "KeyboardInterrupt was raised by the code (not by Ctrl-C); modscope caught it"
     if isinstance(exc, GeneratorExit):

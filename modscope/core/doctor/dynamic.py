@@ -10,6 +10,7 @@ from modscope.core.doctor.probes import ForwardProbe, eval_nondeterminism
 from modscope.core.doctor.sandbox import MEMORY_FRACTION, Sandbox, SandboxMode
 from modscope.core.doctor.watch import StepWatcher
 from modscope.core.errors import user_error
+from modscope.core.interrupts import is_real_interrupt
 from modscope.core.session import Session
 from modscope.core.types import Finding, Phase, UserError
 from modscope.core.walk import refusing_hooks, refusing_phrase
@@ -139,7 +140,11 @@ class _Attempt:
     def _probe_eval(self, box: Session) -> None:
         try:
             culprit = eval_nondeterminism(box.model, box.script)
-        except Exception as exc:
+        except BaseException as exc:
+            # sys.exit() or a KeyboardInterrupt of the script's own, in eval mode, is a note like
+            # any other exception; the findings so far are kept. A real Ctrl-C goes on up.
+            if is_real_interrupt(exc):
+                raise
             where = user_error(exc, phase=Phase.FORWARD, script=self.session.script.path)
             self.notes.append(
                 "the eval-mode check could not run: "
