@@ -124,6 +124,9 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
     replay.add_argument(
         "--json", action="store_true", help="the recorded events as `run --json` wrote them"
     )
+    replay.add_argument(
+        "--rank", type=count, default=0, metavar="N", help="with --json: which rank (torchrun)"
+    )
 
     check = command("check", "find nn.Module pitfalls (the doctor)")
     check.add_argument(

@@ -35,14 +35,12 @@ def make_app(
 def run_replay(folder: str) -> int:
     """Open the app on a recording (`modscope replay DIR`); 2 when it cannot be read."""
     from modscope.control.replay import replay_factory
-    from modscope.report.replay_command import open_recording
+    from modscope.report.replay_command import open_ranks
 
-    recording = open_recording(folder)
-    if recording is None:
+    ranks = open_ranks(folder)
+    if not ranks:
         return ExitCode.FAILED
-    app = ModscopeApp(
-        str(recording.meta.get("script", folder)), controller=replay_factory(recording)
-    )
+    app = ModscopeApp(str(ranks[0].meta.get("script", folder)), controller=replay_factory(ranks))
     app.run()
     app.worker.stop()
     app.worker.join(WORKER_JOIN_TIMEOUT)

@@ -121,3 +121,17 @@ def test_replay_of_a_newer_format_or_no_recording_says_so(tmp_path, capsys):
     assert "upgrade modscope" in json_lines(out)[0]["message"] and "upgrade modscope" in err
     assert main(["replay", str(tmp_path), "--json"]) == 2
     assert "not a modscope recording" in capsys.readouterr().err
+
+
+def test_replay_json_picks_a_rank_of_a_multi_rank_recording(tmp_path, capsys):
+    outputs = []
+    for rank, steps in ((0, "2"), (1, "3")):
+        args = ["run", POWLOG, "--steps", steps, "--json"]
+        assert main([*args, "--record", str(tmp_path / "R" / f"rank{rank}")]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert main(["replay", str(tmp_path / "R"), "--json"]) == 0
+    assert capsys.readouterr().out == outputs[0]
+    assert main(["replay", str(tmp_path / "R"), "--json", "--rank", "1"]) == 0
+    assert capsys.readouterr().out == outputs[1]
+    assert main(["replay", str(tmp_path / "R"), "--json", "--rank", "2"]) == 2
+    assert "holds ranks 0 to 1, not 2" in capsys.readouterr().err

@@ -41,6 +41,13 @@ class GoToStep:
 
 
 @dataclass(frozen=True)
+class SwitchRank:
+    """A replay of several ranks: show the rank `by` places on (wrapping around)."""
+
+    by: int = 1
+
+
+@dataclass(frozen=True)
 class ToggleTraining:
     """Switch the whole model between train and eval mode."""
 
@@ -100,6 +107,7 @@ Command = (
     | Continue
     | Rewind
     | GoToStep
+    | SwitchRank
     | ToggleTraining
     | Reload
     | Quit

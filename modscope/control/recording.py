@@ -209,6 +209,20 @@ def read_meta(folder: str) -> dict[str, Any]:
     return meta
 
 
+def read_ranks(folder: str) -> list[Recording]:
+    """Every rank's recording under `folder`: the folder itself, or its `rank0`, `rank1`, ...
+    (a run under torchrun), in rank order."""
+    if os.path.isdir(folder) and not os.path.exists(os.path.join(folder, META_FILE)):
+        ranks = sorted(
+            (int(name[4:]), name)
+            for name in os.listdir(folder)
+            if name.startswith("rank") and name[4:].isdigit()
+        )
+        if ranks:
+            return [read_recording(os.path.join(folder, name)) for _, name in ranks]
+    return [read_recording(folder)]
+
+
 def read_recording(folder: str) -> Recording:
     """Read a recording; a torn last line (a run killed mid-write) is dropped."""
     meta = read_meta(folder)

@@ -2,8 +2,10 @@
 
 It opens at the last recorded step. `Step`/`NextPhase` move on one recorded step, `Rewind` back
 one, `GoToStep` to any; each move that goes back repaints the session from its start (a
-`Repaint` update, then the recorded updates up to that step). Commands that need a live model
-(hooks, train/eval, reload, values) get a notice instead. Torch-free, like the recording.
+`Repaint` update, then the recorded updates up to that step). A recording of several ranks
+(`run --record DIR` under torchrun) switches ranks with `SwitchRank`, at the same step.
+Commands that need a live model (hooks, train/eval, reload, values) get a notice instead.
+Torch-free, like the recording.
 """
 
 from __future__ import annotations
@@ -23,20 +25,25 @@ class ReplayController:
 
     def __init__(
         self,
-        recording: Recording,
+        recordings: Recording | Sequence[Recording],
         *,
         emit: Callable[[Sequence[up.Update]], None] | None = None,
         wait: Callable[[], cmd.Command] | None = None,
     ) -> None:
-        self.recording = recording
-        batches = recording.batches
+        self.ranks = [recordings] if isinstance(recordings, Recording) else list(recordings)
+        self._rank = 0
+        self._use(0)
+        self._at = len(self._ends)  # how many recorded steps are shown
+
+    def _use(self, rank: int) -> None:
+        self._rank = rank
+        self.recording = self.ranks[rank]
         # The batch that completes each recorded step, in order.
         self._ends = [
             i
-            for i, batch in enumerate(batches)
+            for i, batch in enumerate(self.recording.batches)
             if any(isinstance(u, up.PhaseDone) and u.record is not None for u in batch)
         ]
-        self._at = len(self._ends)  # how many recorded steps are shown
         self._last_status: up.SessionStatus | None = None
 
     @property
@@ -67,6 +74,12 @@ class ReplayController:
             return self._paint(self._at - 1)
         if isinstance(command, cmd.GoToStep):
             return self._paint(max(0, min(command.step, self.steps)))
+        if isinstance(command, cmd.SwitchRank):
+            if len(self.ranks) == 1:
+                return [up.Notice("this recording has one rank"), self._status()]
+            step = self._at
+            self._use((self._rank + command.by) % len(self.ranks))
+            return self._paint(min(step, self.steps))
         if isinstance(command, cmd.ListHooks):
             return [self._hooks_of(command.path)]
         if isinstance(command, cmd.ReadValues):
@@ -104,7 +117,14 @@ class ReplayController:
         # A step's recorded status says where the live run stood then; the replay's position
         # is the step shown.
         return up.StatusChanged(
-            replace(status, replay=self.recording.folder, last_step=self.steps, paused_at=None)
+            replace(
+                status,
+                replay=self.recording.folder,
+                last_step=self.steps,
+                paused_at=None,
+                rank=self._rank if len(self.ranks) > 1 else None,
+                ranks=len(self.ranks),
+            )
         )
 
     def _hooks_of(self, path: str) -> up.HooksListed:
@@ -117,11 +137,11 @@ class ReplayController:
 
 
 def replay_factory(
-    recording: Recording,
+    recordings: Recording | Sequence[Recording],
 ) -> Callable[[Callable[[Sequence[up.Update]], None], Callable[[], cmd.Command]], ReplayController]:
     """What the app's thread builds its controller with, for `modscope replay DIR`."""
 
     def make(emit: Callable[[Sequence[up.Update]], None], wait: Callable[[], cmd.Command]):
-        return ReplayController(recording, emit=emit, wait=wait)
+        return ReplayController(recordings, emit=emit, wait=wait)
 
     return make

@@ -64,7 +64,8 @@ class SessionStatus:
 
     The controller fills in the session's facts; `busy`, `running` and `queued` are the thread
     shell's, as of the last drain (`Batch`). `replay` is the recording's folder when the app
-    replays one (no live model), `last_step` the last step it holds.
+    replays one (no live model), `last_step` the last step it holds; `rank` and `ranks` say
+    which rank of a multi-rank recording is shown.
     """
 
     script: str
@@ -84,6 +85,8 @@ class SessionStatus:
     hooks: int = 0
     replay: str | None = None
     last_step: int = 0
+    rank: int | None = None
+    ranks: int = 1
 
 
 @dataclass(frozen=True)

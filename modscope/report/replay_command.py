@@ -7,33 +7,43 @@ import argparse
 import sys
 
 from modscope.control import updates as up
-from modscope.control.recording import Recording, RecordingError, read_recording
+from modscope.control.recording import Recording, RecordingError, read_ranks
 from modscope.core.exit_codes import ExitCode
 from modscope.core.loader import stderr_sink
 from modscope.report.common import error_event, print_message, write_json_line
 
 
-def open_recording(folder: str, *, json: bool = False) -> Recording | None:
-    """The recording at `folder`, or None after saying why it cannot be read (on stderr, and
-    as an error line on stdout under `--json`)."""
+def open_ranks(folder: str, *, json: bool = False) -> list[Recording]:
+    """Every rank's recording at `folder` (one, or `rank0`, `rank1`, ... of a torchrun job), or
+    none after saying why they cannot be read (on stderr, and as an error line on stdout under
+    `--json`)."""
     try:
-        recording = read_recording(folder)
+        ranks = read_ranks(folder)
     except RecordingError as exc:
         if json:
             write_json_line(error_event(str(exc), exc_type="RecordingError"))
         print_message(str(exc))
-        return None
-    if recording.torn:
-        print_message(f"{folder}: the recording was cut short while written; shown up to there")
-    return recording
+        return []
+    for recording in ranks:
+        if recording.torn:
+            print_message(
+                f"{recording.folder}: the recording was cut short while written; shown up to there"
+            )
+    return ranks
 
 
 def replay_json(args: argparse.Namespace) -> int:
     """Print the recorded events as JSON lines; 2 when the recorded run failed (or the folder
     is no recording), else 0."""
-    recording = open_recording(args.folder, json=True)
-    if recording is None:
+    ranks = open_ranks(args.folder, json=True)
+    if not ranks:
         return ExitCode.FAILED
+    if not 0 <= args.rank < len(ranks):
+        message = f"{args.folder} holds ranks 0 to {len(ranks) - 1}, not {args.rank}"
+        write_json_line(error_event(message))
+        print_message(message)
+        return ExitCode.FAILED
+    recording = ranks[args.rank]
     status = ExitCode.OK
     for u in recording.updates():
         if isinstance(u, up.Printed):

@@ -96,7 +96,7 @@ class ModscopeApp(HookActions, UpdatePainter):
         self._idle: asyncio.Event | None = None
         self._batch = up.Batch()
         self._go_to_on_load: str | None = None
-        self._keys_state: tuple[bool, ...] = ()
+        self._keys_state: tuple[object, ...] = ()
         if not animations:
             self.animation_level = "none"
 
@@ -188,6 +188,7 @@ class ModscopeApp(HookActions, UpdatePainter):
         keys_state = (
             self.view.loaded,
             self.view.status.replay is not None,
+            self.view.status.ranks,
             self.view.status.running,
             bool(self.view.history),
             bool(self.view.status.paused_at),
@@ -208,6 +209,8 @@ class ModscopeApp(HookActions, UpdatePainter):
         replay = self.view.status.replay is not None
         if action in TIME_TRAVEL and not replay:
             return False
+        if action == "switch_rank":
+            return self.view.status.ranks > 1 and self.screen is self.screen_stack[0]
         if action in LIVE_ONLY and replay:
             return None  # shown greyed: a replay has no live model
         if action in STEPPING:
@@ -255,6 +258,9 @@ class ModscopeApp(HookActions, UpdatePainter):
 
     def action_rewind(self) -> None:
         self._submit(cmd.Rewind())
+
+    def action_switch_rank(self, by: int) -> None:
+        self._submit(cmd.SwitchRank(by))
 
     def action_go_to_step(self) -> None:
         status = self.view.status

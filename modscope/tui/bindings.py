@@ -26,6 +26,20 @@ APP_BINDINGS: list[BindingType] = [
     Binding("e", "toggle_mode", "Train/eval", id="mode"),
     Binding("u", "rewind", "Back", id="rewind", tooltip="Back one step"),
     Binding("g", "go_to_step", "Go to step", id="go_to_step", tooltip="Show any step"),
+    Binding(
+        "right_square_bracket",
+        "switch_rank(1)",
+        "Next rank",
+        id="next_rank",
+        tooltip="A replay of several ranks: the next rank, at the same step",
+    ),
+    Binding(
+        "left_square_bracket",
+        "switch_rank(-1)",
+        "Previous rank",
+        id="previous_rank",
+        show=False,
+    ),
     Binding("d", "diff", "Diff", id="diff", tooltip="What the last step changed"),
     Binding(
         "h",
@@ -58,7 +72,7 @@ APP_BINDINGS: list[BindingType] = [
 STEPPING = ("step", "next_phase", "toggle_run", "toggle_mode", "rewind", "go_to_step")
 """Actions that run the model: off while typing, on other screens and without a loaded script."""
 
-TIME_TRAVEL = ("rewind", "go_to_step")
+TIME_TRAVEL = ("rewind", "go_to_step", "switch_rank")
 """Actions that move between steps already taken: a replay's (shown only where they work)."""
 
 LIVE_ONLY = ("toggle_mode", "attach_hook", "detach_hook", "reload")

@@ -168,6 +168,9 @@ def status_text(status: SessionStatus) -> Text:
         text.append_text(Text.assemble(sep, ("replay", "bold cyan")))
         of = (f" of {status.last_step}", "dim")
         text.append_text(Text.assemble(sep, ("step ", "dim"), (str(status.step), "bold"), of))
+        if status.rank is not None:
+            rank = (f"rank {status.rank} of {status.ranks}", "bold cyan")
+            text.append_text(Text.assemble(sep, rank, (" ([ ] switch)", "dim")))
     else:
         text.append_text(Text.assemble(sep, ("step ", "dim"), (str(status.step), "bold")))
     if status.next_phase is not None and len(status.phases) > 1:

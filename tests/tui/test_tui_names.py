@@ -174,7 +174,7 @@ def test_findings_and_hook_rows_escape_what_the_user_named():
         "forward",
         "script",
         "ev\x1bil.<locals>.f\nx",
-        "a\x1b.py:3",
+        "/tmp/a\x1b.py:3",  # absolute: shown relative to the script's folder
     )
     text = hook_text(hook, "/tmp/s.py").plain
     assert "ev\\x1bil.<locals>.f\\nx  a\\x1b.py:3" in text and no_controls(text)

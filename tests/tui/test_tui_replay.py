@@ -12,7 +12,7 @@ from tui_helpers import press, settle
 
 from modscope.control import commands as cmd
 from modscope.control.controller import SessionController, script_factory
-from modscope.control.recording import RecordingWriter, read_recording, script_meta
+from modscope.control.recording import RecordingWriter, read_ranks, read_recording, script_meta
 from modscope.control.replay import replay_factory
 from modscope.tui.app import ModscopeApp
 from modscope.tui.diff_screen import DiffScreen
@@ -102,3 +102,37 @@ async def test_the_help_says_what_a_replay_cannot_do(recording):
         assert "need a live model" in app.screen.intro
         greyed = {k.description for k in app.screen.keys if not k.enabled}
         assert {"Train/eval", "Hook", "Reload"} <= greyed
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> str:
+    """Two ranks' recordings side by side (as `run --record` writes them under torchrun): the
+    second rank ran three steps with another learning rate."""
+    root = tmp_path_factory.mktemp("ranks") / "R"
+    for rank, lr in ((0, None), (1, 0.05)):
+        c = SessionController(script_factory(POWLOG), script=POWLOG)
+        with RecordingWriter(str(root / f"rank{rank}"), script_meta(POWLOG)) as writer:
+            writer.write(c.load())
+            if lr is not None:
+                for group in c.session.optimizer.param_groups:
+                    group["lr"] = lr
+            for _ in range(3):
+                writer.write(c.handle(cmd.Step()))
+        c.close()
+    return str(root)
+
+
+async def test_brackets_switch_ranks_at_the_same_step(two_ranks):
+    app = ModscopeApp(two_ranks, controller=replay_factory(read_ranks(two_ranks)), animations=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await press(app, pilot, "u")
+        assert "rank 0 of 2" in app.query_one(StatusLine).text
+        rank0 = value(app, "powModel.powParam")
+        await press(app, pilot, "right_square_bracket")
+        status = app.query_one(StatusLine).text
+        assert "rank 1 of 2" in status and "step 2 of 3" in status
+        assert value(app, "powModel.powParam") != rank0
+        await press(app, pilot, "left_square_bracket")
+        assert "rank 0 of 2" in app.query_one(StatusLine).text
+        assert value(app, "powModel.powParam") == rank0
