@@ -101,6 +101,15 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
         help="observe forward-pre, forward, backward and backward-pre on every module",
     )
     run.add_argument(
+        "--break",
+        dest="breaks",
+        action="append",
+        default=[],
+        metavar="COND",
+        help="stop at the first COND: nan, loss>X, loss<X, grad-norm>X, step=N, "
+        "MODULE:output-absmax>X, MODULE:grad-norm>X (repeatable; exit 1 when one trips)",
+    )
+    run.add_argument(
         "--save-state", type=file_path, metavar="PATH", help="write the final state_dict here"
     )
     run.add_argument(
@@ -154,6 +163,14 @@ def build_app_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="attach MODULE:KIND[:ACTION[=ARG]] at start (repeatable)",
     )
+    parser.add_argument(
+        "--break",
+        dest="breaks",
+        action="append",
+        default=[],
+        metavar="COND",
+        help="arm a break condition at start: nan, loss>X, ... (repeatable; b in the app)",
+    )
     return parser
 
 
@@ -172,7 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from modscope.launch import run_app
 
             return run_app(
-                args.script, hooks=args.hook, model_name=args.model, traceback=args.traceback
+                args.script,
+                hooks=args.hook,
+                breaks=args.breaks,
+                model_name=args.model,
+                traceback=args.traceback,
             )
         # A Ctrl-C is marked as one, so a KeyboardInterrupt the script raises itself is its
         # error (exit 2) while a real one stops the command (exit 130).

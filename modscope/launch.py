@@ -17,6 +17,7 @@ def make_app(
     script: str,
     *,
     hooks: Sequence[str] = (),
+    breaks: Sequence[str] = (),
     model_name: str | None = None,
     traceback: bool = False,
     session_factory: SessionFactory | None = None,
@@ -26,7 +27,7 @@ def make_app(
     factory = session_factory or script_factory(script, model_name)
     return ModscopeApp(
         script,
-        controller=controller_factory(factory, script=script, hook_specs=hooks),
+        controller=controller_factory(factory, script=script, hook_specs=hooks, break_specs=breaks),
         show_traceback=traceback,
         animations=animations,
     )
@@ -51,6 +52,7 @@ def run_app(
     script: str,
     *,
     hooks: Sequence[str] = (),
+    breaks: Sequence[str] = (),
     model_name: str | None = None,
     traceback: bool = False,
     session_factory: SessionFactory | None = None,
@@ -65,6 +67,7 @@ def run_app(
     app = make_app(
         script,
         hooks=hooks,
+        breaks=breaks,
         model_name=model_name,
         traceback=traceback,
         session_factory=session_factory,

@@ -331,3 +331,30 @@ def test_a_command_that_raises_anything_is_shown_and_the_thread_goes_on():
     assert [u.record.step for u in of(seen, up.PhaseDone) if u.record] == [1]
     thread.stop()
     assert thread.join(10)
+
+
+def test_a_break_condition_waits_for_the_user_like_a_pause():
+    nan_origin = os.path.join(EXAMPLES, "nan_origin.py")
+    s = Scripted(nan_origin)
+    s.c = SessionController(
+        script_factory(nan_origin),
+        script=nan_origin,
+        break_specs=["nan"],
+        emit=s.emitted.extend,
+        wait=s._wait,
+    )
+    assert s.c.load()[-1].status.breaks == ("nan",)
+    s.c.handle(cmd.Step())
+    s.c.handle(cmd.Step())
+    assert not of(s.emitted, up.BreakHit)
+    s.answers = [cmd.ListHooks("blocks.1.gate"), cmd.Continue()]
+    updates = s.c.handle(cmd.Step())
+    (hit,) = of(s.emitted, up.BreakHit)
+    assert hit.event.module == "blocks.1.gate" and hit.event.class_name == "LogGate"
+    assert hit.event.step == 3 and hit.event.phase is Phase.FORWARD
+    statuses = [u.status.paused_at for u in of(s.emitted, up.StatusChanged)]
+    assert statuses[0] == "break nan at blocks.1.gate"
+    # Continue lets the iteration go on: it completes (with its NaN, a finding).
+    assert of(updates, up.PhaseDone)[0].record.step == 3
+    updates = s.c.handle(cmd.ArmBreaks(()))
+    assert updates[-1].status.breaks == ()

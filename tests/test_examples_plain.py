@@ -70,6 +70,15 @@ HISTORY = " grad_fn=AddBackward0"
 # The lines each example must print, in this order (other lines may come between them).
 EXPECTED: dict[str, list[str]] = {
     "powlog": ["z 4.8283", *table("powModel.powParam", "logModel.logParam"), "z 9.9982"],
+    "ddp_buffers": ["rank 0 1.running_mean[:2] -0.0880 -0.0226"],
+    "nan_origin": ["step 1 loss 1.1847", "step 2 loss 0.8784", "step 3 loss nan"],
+    "nan_backward": [
+        "step 1 loss 0.9596",
+        "step 2 loss 0.9513",
+        "step 3 loss 0.9803",
+        "step 4 loss nan",
+    ],
+    "ddp_clean": ["rank 0 1.running_mean[:2] -0.0880 -0.0226"],
     "shared": ["z 4.8283", *table("powModel.powParam", "logModel.logParam"), "z 9.9982"],
     "separate": [
         "z 4.8283",

@@ -135,3 +135,13 @@ def test_replay_json_picks_a_rank_of_a_multi_rank_recording(tmp_path, capsys):
     assert capsys.readouterr().out == outputs[1]
     assert main(["replay", str(tmp_path / "R"), "--json", "--rank", "2"]) == 2
     assert "holds ranks 0 to 1, not 2" in capsys.readouterr().err
+
+
+def test_a_break_is_recorded_and_replayed(tmp_path, capsys):
+    nan_origin = str(ROOT / "examples" / "nan_origin.py")
+    args = ["run", nan_origin, "--steps", "5", "--break", "nan", "--json"]
+    assert main([*args, "--record", str(tmp_path / "R")]) == 1
+    recorded = capsys.readouterr().out
+    assert json_lines(recorded)[-1]["event"] == "break"
+    assert main(["replay", str(tmp_path / "R"), "--json"]) == 1
+    assert capsys.readouterr().out == recorded

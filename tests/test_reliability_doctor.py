@@ -552,6 +552,10 @@ def _each_kind(n: int) -> list[Finding]:
     needs two: sharing, tying, placement)."""
     names, two = _names(n), max(n, 2)
     types = ["Linear"] * n
+    ranks = [
+        rules.RankValue((0,), 0.1, 1.0, 7),
+        rules.RankValue(tuple(range(1, n + 1)), 0.2, 2.0, 9),
+    ]
     out = [
         rules.unregistered_container(
             "module", "blocks", "blocks", "list", names, types, "Net", n, False
@@ -589,6 +593,22 @@ def _each_kind(n: int) -> list[Finding]:
         rules.vanishing_gradient(1e-12, 2.5, 1),
         rules.nonfinite("loss", (), 1, "body.1", "Log", float("nan")),
         rules.nonfinite("output", (), None, None, None, float("-inf")),
+        rules.rank_divergence(
+            names[0],
+            kind="buffer",
+            step=1,
+            values=ranks,
+            world_size=n + 1,
+            others=names[1:],
+            wrapped=False,
+        ),
+        rules.rank_divergence(
+            names[0], kind="parameter", step=0, values=ranks, world_size=n + 1, others=names[1:]
+        ),
+        rules.rank_divergence(
+            names[0], kind="frozen parameter", step=2, values=ranks, world_size=n + 1
+        ),
+        rules.rank_layout_divergence(1, n + 1, list(range(1, n + 1))),
     ]
     out += [rules.nonfinite(what, names, 2) for what in ("parameters", "gradients", "buffers")]
     if n == 1:  # reported alone: one parameter whose module holds others

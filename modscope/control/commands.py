@@ -95,6 +95,14 @@ class AttachHook:
 
 
 @dataclass(frozen=True)
+class ArmBreaks:
+    """Arm exactly these break conditions (`--break` texts; none: disarm). Not a query: at a
+    pause it waits for the iteration's end, so no watch is attached halfway through one."""
+
+    conditions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class DetachHook:
     """Detach a hook the hooks pane lists: modscope's, or (the user confirmed) another's."""
 
@@ -116,6 +124,7 @@ Command = (
     | Watch
     | AttachHook
     | DetachHook
+    | ArmBreaks
 )
 
 QUERIES = (ListHooks, ReadValues, Watch, AttachHook, DetachHook)

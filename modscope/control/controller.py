@@ -25,6 +25,7 @@ from modscope.control.snapshots import (
     read_values,
     summaries_of,
 )
+from modscope.core.break_spec import BreakSpecError
 from modscope.core.doctor import StepWatcher
 from modscope.core.doctor.rules import dedup_key
 from modscope.core.errors import ScriptError, user_error
@@ -34,6 +35,7 @@ from modscope.core.hooks import EventDraft, IterationAbandoned, events_of
 from modscope.core.loader import PrintSink
 from modscope.core.session import Session
 from modscope.core.types import (
+    BreakEvent,
     Finding,
     FindingKind,
     HookEvent,
@@ -76,10 +78,12 @@ class SessionController:
         *,
         script: str,
         hook_specs: Sequence[str] = (),
+        break_specs: Sequence[str] = (),
         emit: Emit | None = None,
         wait: Wait | None = None,
     ) -> None:
         self.script = script
+        self._break_specs = tuple(break_specs)
         self.script_name = os.path.basename(script)
         self._factory = factory
         self._hook_specs = tuple(hook_specs)
@@ -150,6 +154,7 @@ class SessionController:
             paused_at=self._paused_at,
             tags=_tags(s),
             hooks=len(s.hooks.attached),
+            breaks=tuple(str(c) for c in s.armed),
         )
 
     def _take(self) -> list[up.Update]:
@@ -191,6 +196,8 @@ class SessionController:
             self._attach(s, command.spec, source="h")
         elif isinstance(command, cmd.DetachHook):
             self._detach(s, command.hook)
+        elif isinstance(command, cmd.ArmBreaks):
+            self._arm(s, command.conditions)
         # Continue and Quit outside a pause have nothing to do.
 
     # -- loading -------------------------------------------------------------------------------
@@ -218,6 +225,9 @@ class SessionController:
                 self._out.append(up.Notice(f"--hook: {exc}", "error"))
                 continue
             self._attach(session, spec, source="--hook", relist=False)
+        session.on_break = self.serve_break
+        if self._break_specs:
+            self._arm(session, self._break_specs)
         layout = self._relayout(session)
         self._out.append(up.Loaded(layout, tuple(session.notes()), loaded_at))
         self._summarize(session, record=None, baseline=True)
@@ -296,8 +306,23 @@ class SessionController:
         if self._skip_pauses:
             return
         (event,) = events_of([draft], [0])
-        self._paused_at = f"{draft.module or '(root)'} ({draft.kind.value})"
-        self._out.append(up.Paused(event))
+        self._wait_for_user(f"{draft.module or '(root)'} ({draft.kind.value})", up.Paused(event))
+
+    def serve_break(self, event: BreakEvent) -> None:
+        """An armed break condition tripped (the session's `on_break`): like a pause hook, the
+        iteration waits there for the user; `s`/`n` finish the iteration/phase past further
+        breaks and pauses, `c` goes on, `q` abandons it."""
+        if self._closing or self._wait is None:
+            raise IterationAbandoned()
+        if self._skip_pauses:
+            return
+        where = event.module if event.module is not None else event.phase.value
+        self._wait_for_user(f"break {event.condition} at {where or '(root)'}", up.BreakHit(event))
+
+    def _wait_for_user(self, paused_at: str, shown: up.Update) -> None:
+        """Show `shown`, then serve commands until the user answers (the pause-time loop)."""
+        self._paused_at = paused_at
+        self._out.append(shown)
         self._flush()
         try:
             while True:
@@ -364,6 +389,17 @@ class SessionController:
         if self._hooks_path is not None:
             self._list_hooks(s, self._hooks_path)
 
+    def _arm(self, s: Session, conditions: Sequence[str]) -> None:
+        """Arm exactly `conditions` (the `b` dialog's list, or `--break`); a bad one is a notice
+        and the armed set stays as it was."""
+        try:
+            armed = s.arm(conditions)
+        except BreakSpecError as exc:
+            self._out.append(up.Notice(f"break: {exc}", "error"))
+            return
+        said = ", ".join(str(c) for c in armed) if armed else "none"
+        self._out.append(up.Notice(f"break conditions armed: {said}"))
+
     def _list_hooks(self, s: Session, path: str) -> None:
         self._hooks_path = path
         try:
@@ -424,13 +460,22 @@ def _tags(s: Session) -> tuple[str, ...]:
 
 
 def controller_factory(
-    session_factory: SessionFactory, *, script: str, hook_specs: Sequence[str] = ()
+    session_factory: SessionFactory,
+    *,
+    script: str,
+    hook_specs: Sequence[str] = (),
+    break_specs: Sequence[str] = (),
 ) -> Callable[[Emit, Wait], SessionController]:
     """What the app's thread builds its controller with (`SessionThread(factory)`)."""
 
     def make(emit: Emit, wait: Wait) -> SessionController:
         return SessionController(
-            session_factory, script=script, hook_specs=hook_specs, emit=emit, wait=wait
+            session_factory,
+            script=script,
+            hook_specs=hook_specs,
+            break_specs=break_specs,
+            emit=emit,
+            wait=wait,
         )
 
     return make

@@ -114,8 +114,15 @@ def decode(data: Any) -> Any:
 # -- writing --------------------------------------------------------------------------------
 
 
-def script_meta(script: str, *, versions: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """What a recording says about its run: the script, its SHA-256, the versions, the time."""
+def script_meta(
+    script: str,
+    *,
+    versions: Mapping[str, str] | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> dict[str, Any]:
+    """What a recording says about its run: the script, its SHA-256, the versions, the time;
+    under torchrun also the process's `rank` and the job's `world_size` (absent: one process)."""
     import hashlib
 
     digest = None
@@ -135,6 +142,7 @@ def script_meta(script: str, *, versions: Mapping[str, str] | None = None) -> di
             "python": platform.python_version(),
             **(versions or {}),
         },
+        **({"rank": rank, "world_size": world_size} if rank is not None else {}),
     }
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from modscope.core.types import (
+    BreakEvent,
     Finding,
     HookEvent,
     HookInfo,
@@ -87,6 +88,7 @@ class SessionStatus:
     last_step: int = 0
     rank: int | None = None
     ranks: int = 1
+    breaks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,13 @@ class Paused:
 
 
 @dataclass(frozen=True)
+class BreakHit:
+    """An armed break condition tripped and holds the iteration: where, and the values."""
+
+    event: BreakEvent
+
+
+@dataclass(frozen=True)
 class HooksListed:
     """Every hook that can fire on the module at `path` (a `list_hooks` snapshot)."""
 
@@ -233,6 +242,7 @@ Update = (
     | FindingsChanged
     | HooksListed
     | Paused
+    | BreakHit
     | ValuesRead
 )
 

@@ -23,6 +23,11 @@ _MODULE_HOOKS = (
 )
 
 
+BREAKS_MODULE = "modscope.core.breaks"
+BREAK_WATCH = "break watch"
+"""The action a hook of an armed break condition is listed with."""
+
+
 def _owner(fn: Callable[..., Any], script: str | None) -> str:
     _, location = describe_callable(fn)
     if location and script:
@@ -90,14 +95,17 @@ def list_hooks(
                     )
                 )
                 continue
+            watch = (getattr(fn, "__module__", "") or "") == BREAKS_MODULE
             found.append(
                 HookInfo(
                     HookId(attr, hook_id),
                     path,
                     kind,
-                    _owner(fn, script),
+                    # modscope's own, held by an armed break condition (b removes it).
+                    "modscope" if watch else _owner(fn, script),
                     qualname,
                     location,
+                    action=BREAK_WATCH if watch else None,
                     flags=_flags(module, attr, hook_id),
                 )
             )

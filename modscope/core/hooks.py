@@ -21,7 +21,7 @@ from torch.utils.hooks import RemovableHandle
 from modscope.core.hook_notes import FULL_HOOK_COST, INPUT_GRAD_NOTE, LEGACY_NOTE
 from modscope.core.hook_spec import MODSCOPE_REGISTRY, HookId, HookSpec, HookSpecError
 from modscope.core.summary import PendingSummary, capture, flatten_tensors, resolve
-from modscope.core.types import HookAction, HookEvent, HookKind, Phase
+from modscope.core.types import BreakEvent, HookAction, HookEvent, HookKind, Phase
 from modscope.core.walk import distinct_modules, refuses_hooks, refusing_phrase
 
 ALL_OBSERVED = (HookKind.FORWARD_PRE, HookKind.FORWARD, HookKind.BACKWARD, HookKind.BACKWARD_PRE)
@@ -71,6 +71,21 @@ def events_of(drafts: Sequence[EventDraft], numbers: Iterable[int]) -> list[Hook
 
 class IterationAbandoned(Exception):
     """Raised inside a paused hook when the user quits: unwinds the iteration."""
+
+
+class BreakStop(Exception):
+    """A `--break` condition tripped and nobody waits for the user (`Session(on_break=None)`,
+    the headless default): raised where it tripped, it unwinds the iteration like
+    `IterationAbandoned` (the partial iteration dropped, every transient hook removed), then
+    leaves `Session.run_phase()` / `run_iteration()` with the break and the hook events the
+    partial iteration recorded. A sibling of `IterationAbandoned`, not a subclass: a caller
+    that catches an abandoned iteration must not lose a break."""
+
+    def __init__(self, event: BreakEvent) -> None:
+        super().__init__(event.message or event.condition)
+        self.event = event
+        self.events: tuple[HookEvent, ...] = ()
+        """The hook events of the partial iteration, filled in by the session as it unwinds."""
 
 
 @dataclass

@@ -20,6 +20,7 @@ from torch import nn
 from modscope.core.errors import ScriptError, user_error
 from modscope.core.fmt import printable
 from modscope.core.interrupts import is_real_interrupt
+from modscope.core.model_state import WRAPPERS, inspected_module
 from modscope.core.outputs import file_kind
 from modscope.core.script_names import MISSING, SCRIPT_NAMES
 from modscope.core.types import Phase, UserError
@@ -162,6 +163,16 @@ def find_model(
     )
 
 
+def _wrapper_of(namespace: dict[str, Any], model: nn.Module) -> nn.Module | None:
+    """A top-level DistributedDataParallel (or DataParallel) around `model`, as in `model =
+    Net(); ddp = DistributedDataParallel(model)`: the iterations must call it, or the ranks'
+    gradients would not be averaged (the session still shows `model`)."""
+    for value in namespace.values():
+        if isinstance(value, WRAPPERS) and value is not model and inspected_module(value) is model:
+            return value
+    return None
+
+
 def _model_candidates_hint(namespace: dict[str, Any], wrong: str) -> str:
     """`--model` names these: the script's top-level `nn.Module`s, close matches first."""
     names = [
@@ -182,6 +193,7 @@ def _model_candidates_hint(namespace: dict[str, Any], wrong: str) -> str:
 def _read_contract(module: Any, path: str, model_name: str | None) -> LoadedScript:
     namespace = vars(module)
     name, model = find_model(namespace, path, model_name)
+    model = _wrapper_of(namespace, model) or model
     # `model` is the one `find_model` chose (`--model` may name another); the rest as defined.
     given = {n: namespace[n] for n in SCRIPT_NAMES if n != "model" and n in namespace}
     loaded = LoadedScript(path=path, module=module, model=model, model_name=name, **given)

@@ -1,5 +1,6 @@
 """Reading a model's `state_dict` for a session, and the located error when it cannot be read:
-a module cycle (torch recurses forever), a `get_extra_state` or state-dict hook that raises."""
+a module cycle (torch recurses forever), a `get_extra_state` or state-dict hook that raises; and
+the module a session inspects inside a (Distributed)DataParallel wrapper."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import linecache
 import re
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DataParallel, DistributedDataParallel
 from torch.nn.parameter import is_lazy
 
 from modscope.core.errors import ScriptError, is_user_file, user_error
@@ -19,6 +22,36 @@ _STATE_HINT = (
     "modscope reads model.state_dict() to show and diff the state; make state_dict() work "
     "(a get_extra_state() or state-dict hook that raises), then load the script again."
 )
+
+
+WRAPPERS = (DistributedDataParallel, DataParallel)
+"""Modules that only run another (their `.module`): modscope inspects the one inside."""
+
+
+def inspected_module(model: nn.Module) -> nn.Module:
+    """The user's model inside any DistributedDataParallel / DataParallel wrappers (their
+    `.module`), else `model`: what a session shows, hooks and diffs, so that no `module.`
+    prefix appears in a state key. The wrapper itself still runs the forward (it averages the
+    gradients across ranks and broadcasts buffers)."""
+    while isinstance(model, WRAPPERS) and isinstance(model.module, nn.Module):
+        model = model.module
+    return model
+
+
+def wrapper_note(runner: nn.Module) -> str | None:
+    """What a person should know when the script's model is a DistributedDataParallel (or
+    DataParallel) wrapper: modscope shows the model inside, the iterations call the wrapper."""
+    if inspected_module(runner) is runner:
+        return None
+    does = "splits each batch across its devices"
+    if isinstance(runner, DistributedDataParallel):
+        does = "averages the gradients across ranks"
+        if dist.is_available() and dist.is_initialized():
+            does += f" (this is rank {dist.get_rank()} of {dist.get_world_size()})"
+    return (
+        f"{type(runner).__name__}: modscope shows the model inside it (model.module); the "
+        f"iterations call the wrapper, which still {does}"
+    )
 
 
 def state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -12,11 +12,14 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from modscope.core.batches import BatchSource, InputsError, describe_inputs, spread, takes_batch
+from modscope.core.break_spec import BreakCondition
+from modscope.core.breaks import BreakWatch, loss_source
 from modscope.core.errors import ScriptError, user_error
 from modscope.core.event_log import EventLog
 from modscope.core.hook_spec import HookId, HookSpec
 from modscope.core.hooks import (
     AttachedHook,
+    BreakStop,
     EventDraft,
     HookManager,
     IterationAbandoned,
@@ -25,12 +28,18 @@ from modscope.core.interrupts import is_real_interrupt
 from modscope.core.inventory import build_inventory
 from modscope.core.loader import LoadedScript, PrintSink, captured_prints, load_script
 from modscope.core.losses import LossError, check_loss, is_scalar_loss, loss_value
-from modscope.core.model_state import initial_state, state_tensors
+from modscope.core.model_state import (
+    initial_state,
+    inspected_module,
+    state_tensors,
+    wrapper_note,
+)
 from modscope.core.outputs import atomic_write, check_writable
 from modscope.core.script_names import MISSING
 from modscope.core.statediff import StateTracker
 from modscope.core.summary import capture, capture_many, first_tensor, resolve
 from modscope.core.types import (
+    BreakEvent,
     HookEvent,
     Inventory,
     Phase,
@@ -58,9 +67,16 @@ class Session:
         *,
         sink: PrintSink | None = None,
         pause: Callable[[EventDraft], None] | None = None,
+        on_break: Callable[[BreakEvent], None] | None = None,
     ) -> None:
         self.script = script
-        self.model: nn.Module = script.model
+        self.on_break = on_break
+        """Called where an armed break condition trips (see `arm`); None raises `BreakStop`."""
+        self._breaks: BreakWatch | None = None
+        # The iterations call the script's model as given (`runner`: a DistributedDataParallel
+        # wrapper keeps averaging gradients); everything else reads the model inside (`model`).
+        self.runner: nn.Module = script.model
+        self.model: nn.Module = inspected_module(script.model)
         self.sink = sink
         self.batches = BatchSource(script.inputs)
         self.step = 0
@@ -199,6 +215,9 @@ class Session:
                 f"{refusing_phrase(refusing)}: PyTorch refuses hooks on ScriptModules, so hooks "
                 "on every module (--hooks all, `*`) skip them"
             )
+        wrapped = wrapper_note(self.runner)
+        if wrapped:
+            notes.append(wrapped)
         return notes
 
     # -- inspection ---------------------------------------------------------------------------
@@ -217,12 +236,76 @@ class Session:
 
     def set_training(self, training: bool) -> None:
         """Switch the whole model to train or eval mode (`model.train(training)`)."""
-        self.model.train(training)
+        self.runner.train(training)
 
     def close(self) -> None:
         """Remove every hook modscope added and drop the partial iteration."""
         self._reset_iteration()
         self.hooks.detach_all()
+        self.disarm()
+
+    # -- break conditions ---------------------------------------------------------------------
+
+    @property
+    def armed(self) -> tuple[BreakCondition, ...]:
+        """The break conditions armed now (none: nothing is attached for them)."""
+        return self._breaks.conditions if self._breaks is not None else ()
+
+    def arm(self, conditions: Iterable[BreakCondition | str]) -> tuple[BreakCondition, ...]:
+        """Arm these break conditions (`--break` texts or parsed), replacing those armed.
+
+        From the next phase on, a condition that trips calls `on_break(event)` where it
+        tripped: inside the module's hook for `nan` at a module and `MODULE:output-absmax>X`;
+        right before the phase for `step=N` and a non-finite batch; right after the phase for
+        the loss, the gradient norms and the optimizer step. `on_break` returns to let the
+        iteration go on, or raises `IterationAbandoned` to drop it (a `PhaseResult` with
+        `abandoned`); without `on_break`, `BreakStop` leaves `run_phase()`/`run_iteration()`
+        after the partial iteration is dropped. Either way nothing is restored: the model is
+        as the phase left it when it stopped (a forward stopped halfway has updated the
+        running statistics of the modules that ran; a backward some `.grad`s; after the
+        optimizer step the parameters are updated), and `step` does not count the iteration.
+        Each condition trips at most once per iteration. Raises `BreakSpecError` for a
+        condition that does not parse or names no module; `arm(())` disarms.
+        """
+        parsed = [
+            c if isinstance(c, BreakCondition) else BreakCondition.parse(c) for c in conditions
+        ]
+        watch = None
+        if parsed:
+            watch = BreakWatch(
+                self.model,
+                parsed,
+                trip=self._break_tripped,
+                context=self._context,
+                loss_fn=loss_source(self.script),
+            )
+        self.disarm()
+        self._breaks = watch
+        return self.armed
+
+    def disarm(self) -> None:
+        """Disarm every break condition: their hooks are removed, nothing is watched."""
+        watch, self._breaks = self._breaks, None
+        if watch is not None:
+            watch.close()
+
+    def _break_tripped(self, event: BreakEvent) -> None:
+        if self.on_break is None:
+            raise BreakStop(event)
+        self.on_break(event)
+
+    @contextmanager
+    def _breaks_around(self, phase: Phase) -> Iterator[None]:
+        """The armed break checks before and after `phase` (none while nothing is armed)."""
+        watch = self._breaks
+        if watch is None:
+            yield
+            return
+        grads = phase is Phase.TRAIN_STEP or (phase is Phase.FORWARD and not self.forward_only)
+        watch.before_phase(phase, grads=grads)
+        yield
+        if self._breaks is watch:  # not disarmed or re-armed at a pause within the phase
+            watch.after_phase(phase, output=self._output_summary, loss=self._loss_summary)
 
     # -- stepping -----------------------------------------------------------------------------
 
@@ -233,8 +316,16 @@ class Session:
         phase = self._pending_phases[0]
         self._phase = phase
         try:
-            with captured_prints(self.sink), self.hooks.quiet_legacy_warning():
+            with (
+                captured_prints(self.sink),
+                self.hooks.quiet_legacy_warning(),
+                self._breaks_around(phase),
+            ):
                 self._run(phase)
+        except BreakStop as stop:
+            stop.events = self._log.flush()
+            self._reset_iteration()
+            raise
         except IterationAbandoned:
             events = self._log.flush()
             self._reset_iteration()
@@ -283,7 +374,11 @@ class Session:
         """Run one whole iteration, or finish the one a `run_phase()` started."""
         events: list[HookEvent] = []
         while True:
-            result = self.run_phase()
+            try:
+                result = self.run_phase()
+            except BreakStop as stop:
+                stop.events = (*events, *stop.events)
+                raise
             events.extend(result.events)
             if result.record or result.error or result.abandoned:
                 return PhaseResult(
@@ -315,7 +410,7 @@ class Session:
                 self.script.scheduler.step()
         else:
             with self._root_output_capture():
-                loss = self.script.train_step(self.model)  # type: ignore[misc]
+                loss = self.script.train_step(self.runner)  # type: ignore[misc]
             self._output = self._root_output
             self._capture_results(loss if isinstance(loss, torch.Tensor) else None)
 
@@ -331,12 +426,12 @@ class Session:
         self._batch = batch
         if s.compute_loss is not None:
             with self._root_output_capture():
-                loss = s.compute_loss(self.model, batch)
+                loss = s.compute_loss(self.runner, batch)
             self._output = self._root_output
             check_loss(loss, "compute_loss")
         else:
             args, kwargs = spread(batch)
-            self._output = output = self.model(*args, **kwargs)
+            self._output = output = self.runner(*args, **kwargs)
             loss = self._loss_of(output, batch)
         self._loss = loss
         self._capture_results(loss)
@@ -408,6 +503,8 @@ class Session:
 
     def _reset_iteration(self) -> None:
         self.hooks.end_iteration()
+        if self._breaks is not None:
+            self._breaks.end_iteration()
         self._pending_phases = []
         self._batch = self._output = self._loss = self._root_output = None
 

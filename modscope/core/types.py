@@ -77,6 +77,7 @@ class FindingKind(str, enum.Enum):
     FROZEN_IN_OPTIMIZER = "frozen-in-optimizer"
     EXPLODING_GRADIENT = "exploding-gradient"
     VANISHING_GRADIENT = "vanishing-gradient"
+    RANK_DIVERGENCE = "rank-divergence"
 
     @property
     def severity(self) -> Severity:
@@ -102,6 +103,7 @@ SEVERITIES: dict[FindingKind, Severity] = {
     FindingKind.FROZEN_IN_OPTIMIZER: Severity.INFO,
     FindingKind.EXPLODING_GRADIENT: Severity.WARNING,
     FindingKind.VANISHING_GRADIENT: Severity.WARNING,
+    FindingKind.RANK_DIVERGENCE: Severity.ERROR,
 }
 """How bad each kind of finding is."""
 
@@ -406,6 +408,48 @@ class StepRecord:
             "state": {k: v.to_json() for k, v in self.state.items()},
             "grads": {k: (v.to_json() if v is not None else None) for k, v in self.grads.items()},
             "diff": self.diff.to_json(),
+        }
+
+
+@dataclass(frozen=True)
+class BreakEvent:
+    """A `--break` condition tripped: where, when, and the values that tripped it.
+
+    `module` is the dotted path of the module at fault (`""` the root), or None when the
+    condition concerns no one module (the loss, the global gradient norm, the batch, the step);
+    `class_name` is its class and `where` the `file:line` of that class's `forward` (None when
+    it has no Python source). `inputs` and `outputs` are what the module saw and gave at that
+    point: its arguments and output in the forward phase, the gradients w.r.t. them in the
+    backward phase (for the loss: the model's output and the loss; for a parameter: its
+    gradient and its value). `labels` name what `inputs` and `outputs` hold, in words
+    (`("grad_input", "grad_output")`, `("output", "loss")`, ...). `message` says in words what
+    tripped.
+    """
+
+    step: int
+    phase: Phase
+    condition: str
+    module: str | None
+    class_name: str | None
+    where: str | None
+    inputs: SummaryList = ()
+    outputs: SummaryList = ()
+    message: str = ""
+    labels: tuple[str, str] = ("inputs", "outputs")
+
+    def to_json(self) -> dict[str, Any]:
+        """The break line of docs/design.md section 2 (strict JSON)."""
+        return {
+            "event": "break",
+            "step": self.step,
+            "phase": self.phase.value,
+            "condition": self.condition,
+            "module": self.module,
+            "class": self.class_name,
+            "where": self.where,
+            "inputs": [s.to_json() if s is not None else None for s in self.inputs],
+            "outputs": [s.to_json() if s is not None else None for s in self.outputs],
+            "message": self.message,
         }
 
 

@@ -2,7 +2,9 @@
 update stream (the one the app paints) is appended to a recording as each step completes.
 
 `RecordedRun.step()` gives the run's report what `Session.run_iteration()` and the doctor's
-`StepWatcher` give it without a recording, so the output is the same either way.
+`StepWatcher` give it without a recording, so the output is the same either way. Under torchrun
+each rank records its own run (`DIR/rank0`, `DIR/rank1`, ...: the caller passes the rank's
+folder), and the ranks' comparison (`RankWatcher`) adds its findings to the stream.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from modscope.control import commands as cmd
 from modscope.control import updates as up
 from modscope.control.controller import SessionController
 from modscope.control.recording import META_FILE, RecordingWriter, script_meta
+from modscope.core.distributed import RankWatcher, launched_rank
 from modscope.core.outputs import OutputError, check_writable
 from modscope.core.session import Session
-from modscope.core.types import Finding, HookEvent, StepRecord, UserError
+from modscope.core.types import BreakEvent, Finding, HookEvent, StepRecord, UserError
 
 TENSORS_FOLDER = "tensors"
 
@@ -78,9 +81,20 @@ class RecordedRun:
         self.folder = folder
         self.tensors_limit = tensors_limit
         versions = {"torch": torch.__version__}
-        self.writer = RecordingWriter(folder, script_meta(session.script.path, versions=versions))
+        place = launched_rank()
+        meta = script_meta(
+            session.script.path,
+            versions=versions,
+            rank=place.rank if place else None,
+            world_size=place.world_size if place else None,
+        )
+        self.writer = RecordingWriter(folder, meta)
         self.controller = SessionController(lambda sink, pause: session, script=session.script.path)
+        self.ranks = RankWatcher(session.model, session.runner)
+        self._doctor_findings: tuple[Finding, ...] = ()
+        self._rank_findings: tuple[Finding, ...] = ()
         first = self.controller.load()
+        first = self._with_rank_findings(first, self.ranks.initial())
         tee.also = self.controller.printed
         early = [up.Printed(line) for line in tee.early]
         self.writer.write(early + first)
@@ -89,14 +103,39 @@ class RecordedRun:
     def step(self) -> Iteration:
         updates = self.controller.handle(cmd.Step())
         done = next(u for u in updates if isinstance(u, up.PhaseDone))
+        if done.record is not None:
+            updates = self._with_rank_findings(updates, self.ranks.after_step(done.record.step))
         events = tuple(e for u in updates if isinstance(u, up.HookEventsSeen) for e in u.events)
         self.writer.write(updates)
         if done.record is not None and self.tensors_limit is not None:
             self._save_tensors(done.record.step)
         return Iteration(events, done.record, done.error, self._new_findings(updates))
 
+    def record_break(self, event: BreakEvent) -> None:
+        """The break that stopped the run, as the recording's last line."""
+        self.writer.write([up.BreakHit(event)])
+
     def close(self) -> None:
         self.writer.close()
+
+    def _with_rank_findings(
+        self, updates: list[up.Update], found: list[Finding]
+    ) -> list[up.Update]:
+        """`updates` with the ranks' findings in every list of findings, and `found` (new this
+        command) announced before the status. The controller's doctor does not know them: its
+        `FindingsChanged` would drop them from a replay's findings pane."""
+        out: list[up.Update] = []
+        for u in updates:
+            if isinstance(u, up.FindingsChanged):
+                self._doctor_findings = u.findings
+                u = up.FindingsChanged(u.findings + self._rank_findings, u.new)
+            out.append(u)
+        if found:
+            self._rank_findings += tuple(found)
+            changed = up.FindingsChanged(self._doctor_findings + self._rank_findings, tuple(found))
+            last = len(out) - (1 if out and isinstance(out[-1], up.StatusChanged) else 0)
+            out.insert(last, changed)
+        return out
 
     @staticmethod
     def _new_findings(updates: list[up.Update]) -> tuple[Finding, ...]:

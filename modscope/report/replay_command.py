@@ -60,6 +60,9 @@ def replay_json(args: argparse.Namespace) -> int:
         elif isinstance(u, up.FindingsChanged):
             for finding in u.new:
                 write_json_line({"event": "finding", "step": finding.step, **finding.to_json()})
+        elif isinstance(u, up.BreakHit):
+            write_json_line(u.event.to_json())
+            status = ExitCode.FINDINGS  # as `run --break` exits
         elif isinstance(u, up.LoadFailed):
             write_json_line(u.error.to_json())
             status = ExitCode.FAILED

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 from rich.text import Text
 
+from modscope.core.break_spec import BreakSpecError, parse_conditions
+from modscope.core.distributed import RankWatcher, launched_rank, rank_folder
 from modscope.core.doctor import StepWatcher
 from modscope.core.exit_codes import ExitCode
 from modscope.core.fmt import (
@@ -32,7 +28,8 @@ from modscope.core.fmt import (
 from modscope.core.hooks import HookSpec, HookSpecError, all_hooks_specs
 from modscope.core.outputs import OutputError, check_writable
 from modscope.core.session import Session
-from modscope.core.types import Finding, HookEvent, StepRecord, UserError
+from modscope.core.types import BreakEvent, Finding, HookEvent, StepRecord, UserError
+from modscope.report.breaks import StopAtBreak, break_paragraph
 from modscope.report.check_command import findings_report
 from modscope.report.common import (
     SAVE,
@@ -42,6 +39,7 @@ from modscope.report.common import (
     report_refusal,
     write_json_line,
 )
+from modscope.report.progress import StepProgress
 from modscope.report.record import Iteration, PrintTee, RecordedRun, check_recording_folder
 
 LOSS_WIDTH = 10
@@ -77,76 +75,11 @@ class JsonReport:
         write_json_line(error.to_json())
         print_error(error, show_traceback=show_traceback)
 
+    def broke(self, event: BreakEvent) -> None:
+        write_json_line(event.to_json())
+
     def close(self) -> None:
         pass
-
-
-class _RateColumn(ProgressColumn):
-    """`12.5 steps/s` (or `s/step` when slower than one a second)."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        if not speed:
-            return Text("- steps/s", style="dim")
-        if speed < 1:
-            return Text(f"{1 / speed:.1f} s/step", style="dim")
-        return Text(f"{speed:.1f} steps/s", style="dim")
-
-
-class StepProgress:
-    """The bar on stderr while a run of several steps goes: step N/M, steps/s, loss, time left.
-
-    Shown only when stderr is a terminal and there is more than one step; it disappears when
-    the run ends. While it shows, the script's prints go through its console (`ScriptPrints`),
-    and so do the rows when stdout is the terminal too (as rich's own stdout redirection does),
-    so the bar is redrawn below them instead of being torn.
-    """
-
-    def __init__(self, steps: int, prints: ScriptPrints, console: Console | None = None) -> None:
-        self.prints = prints
-        console = console or Console(stderr=True, highlight=False)
-        self.progress: Progress | None = None
-        if steps > 1 and console.is_terminal:
-            self.progress = Progress(
-                TextColumn("step"),
-                MofNCompleteColumn(),
-                BarColumn(),
-                _RateColumn(),
-                TextColumn("loss {task.fields[loss]}"),
-                TimeRemainingColumn(),
-                console=console,
-                transient=True,
-                redirect_stdout=False,
-            )
-            self.task = self.progress.add_task("run", total=steps, loss="-")
-
-    def __enter__(self) -> StepProgress:
-        if self.progress is not None:
-            self.progress.start()
-            self.prints.console = self.progress.console
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        """Take the bar away (idempotent): before anything is printed after the run."""
-        if self.progress is not None:
-            self.prints.console = None
-            self.progress.stop()
-            self.progress = None
-
-    def advance(self, record: StepRecord) -> None:
-        if self.progress is not None:
-            loss = format_number(record.loss) if record.loss is not None else "-"
-            self.progress.update(self.task, advance=1, loss=loss)
-
-    def console_for(self, console: Console) -> Console:
-        """Where a line meant for `console` (stdout) goes now: the bar's console while the bar
-        shows on the same terminal."""
-        if self.progress is not None and console.is_terminal:
-            return self.progress.console
-        return console
 
 
 class TableReport:
@@ -188,6 +121,11 @@ class TableReport:
     def error(self, error: UserError, show_traceback: bool) -> None:
         self.close()
         print_error(error, show_traceback=show_traceback)
+
+    def broke(self, event: BreakEvent) -> None:
+        """What completed, then the break, last."""
+        self.close()
+        self.console.print(break_paragraph(event), soft_wrap=True)
 
     def close(self) -> None:
         """The summary after the rows: the state after the last step, hooks fired, findings."""
@@ -273,6 +211,62 @@ class TableReport:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    """`_run_command` in this process; under torchrun (`RANK` and `WORLD_SIZE` set) each rank
+    runs it: rank 0 reports as one process would, the others stay quiet unless they fail
+    (`QuietRank`), `--record DIR` writes each rank's recording to `DIR/rank<N>`, and only rank
+    0 writes `--save-state`."""
+    place = launched_rank()
+    if place is None:
+        return _run_command(args)
+    if args.record is not None:
+        args.record = rank_folder(args.record, place.rank)
+    if place.rank == 0:
+        return _run_command(args)
+    # Rank 0 writes --save-state, as scripts save (`if rank == 0: torch.save(...)`): ranks
+    # writing one path would race, and with broadcast buffers their copies differ by design.
+    args.save_state = None
+    with QuietRank(place.rank) as quiet:
+        quiet.status = _run_command(args)
+    return quiet.status
+
+
+class QuietRank:
+    """Keeps a rank other than 0 off the terminal: its stdout goes nowhere, and its stderr (the
+    script's prints, warnings, errors, torch's own C++ logs) to a temporary file that is written
+    out, each line naming the rank, only when the rank fails (`status` not 0, or an exception).
+    The file descriptors are redirected, so output that bypasses `sys.stderr` is held too."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+        self.status = 0
+
+    def __enter__(self) -> QuietRank:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._held = tempfile.TemporaryFile()
+        self._saved = (os.dup(1), os.dup(2))
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        os.dup2(self._held.fileno(), 2)
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        for fd, saved in zip((1, 2), self._saved, strict=True):
+            os.dup2(saved, fd)
+            os.close(saved)
+        if exc_type is not None or self.status != 0:
+            self._held.seek(0)
+            text = self._held.read().decode("utf-8", "replace")
+            prefix = f"[rank {self.rank}] "
+            sys.stderr.write("".join(prefix + line for line in text.splitlines(keepends=True)))
+            sys.stderr.flush()
+        self._held.close()
+
+
+def _run_command(args: argparse.Namespace) -> int:
     """Load the script, run `--steps` iterations, report them; 0 ok, 2 a failure.
 
     Everything that can be refused before the run is: the hook specs' syntax and `--save-state`
@@ -281,7 +275,8 @@ def run_command(args: argparse.Namespace) -> int:
     """
     try:
         specs = parse_specs(args.hook, args.hooks == "all")
-    except HookSpecError as exc:
+        conditions = parse_conditions(getattr(args, "breaks", []))
+    except (HookSpecError, BreakSpecError) as exc:
         return report_refusal(args, str(exc))
     if args.save_state is not None:
         try:
@@ -301,7 +296,8 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         try:
             attach_specs(session, specs)
-        except HookSpecError as exc:
+            session.arm(conditions)
+        except (HookSpecError, BreakSpecError) as exc:
             return report_refusal(args, str(exc))
         if args.eval:
             session.set_training(False)
@@ -317,11 +313,15 @@ class PlainRun:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.watcher = StepWatcher(session)
-        self.initial = tuple(self.watcher.initial())
+        self.ranks = RankWatcher(session.model, session.runner)  # inactive in one process
+        self.initial = tuple(self.watcher.initial() + self.ranks.initial())
 
     def step(self) -> Iteration:
         result = self.session.run_iteration()
-        found = self.watcher.after_step(result.record) if result.record is not None else []
+        found = []
+        if result.record is not None:
+            found = self.watcher.after_step(result.record)
+            found += self.ranks.after_step(result.record.step)
         return Iteration(result.events, result.record, result.error, tuple(found))
 
     def close(self) -> None:
@@ -329,6 +329,7 @@ class PlainRun:
 
 
 def _run(session: Session, args: argparse.Namespace, prints: ScriptPrints, tee: PrintTee) -> int:
+    stop = StopAtBreak()
     with StepProgress(0 if args.json else args.steps, prints) as progress:
         report = JsonReport() if args.json else TableReport(session, args.steps, progress)
         if args.record is not None:
@@ -337,6 +338,7 @@ def _run(session: Session, args: argparse.Namespace, prints: ScriptPrints, tee: 
             )
         else:
             run = PlainRun(session)
+        session.on_break = stop  # after the controller of --record has set its own
         try:
             # The doctor's static findings (step 0), then those of the iterations as they run: a
             # NaN loss is a `nonfinite` finding, not an error, and the run goes on.
@@ -350,6 +352,13 @@ def _run(session: Session, args: argparse.Namespace, prints: ScriptPrints, tee: 
                     progress.stop()
                     report.error(it.error, args.traceback)
                     return ExitCode.FAILED
+                if stop.event is not None:
+                    # Nothing after the break: the run stops where it tripped, exit 1.
+                    if isinstance(run, RecordedRun):
+                        run.record_break(stop.event)
+                    progress.stop()
+                    report.broke(stop.event)
+                    return ExitCode.FINDINGS
                 assert it.record is not None
                 report.step(it.record)
                 for finding in it.findings:

@@ -23,6 +23,7 @@ from modscope.control import updates as up
 from modscope.control.thread import ControllerFactory, SessionThread
 from modscope.core.fmt import printable
 from modscope.tui.bindings import APP_BINDINGS, LIVE_ONLY, STEPPING, TIME_TRAVEL
+from modscope.tui.break_dialog import BreakDialog
 from modscope.tui.detail_pane import DetailPane
 from modscope.tui.diff_screen import DiffScreen
 from modscope.tui.error_panel import ErrorPanel
@@ -228,6 +229,8 @@ class ModscopeApp(HookActions, UpdatePainter):
             )
         if action == "filter":
             return on_main and self.view.loaded
+        if action == "breaks":
+            return on_main and self.view.loaded and not isinstance(self.focused, Input)
         if action == "resume":
             return bool(self.view.status.paused_at)
         if action == "attach_hook":
@@ -258,6 +261,13 @@ class ModscopeApp(HookActions, UpdatePainter):
 
     def action_rewind(self) -> None:
         self._submit(cmd.Rewind())
+
+    def action_breaks(self) -> None:
+        def chosen(conditions: tuple[str, ...] | None) -> None:
+            if conditions is not None:
+                self._submit(cmd.ArmBreaks(conditions))
+
+        self.push_screen(BreakDialog(self.view.status.breaks), chosen)
 
     def action_switch_rank(self, by: int) -> None:
         self._submit(cmd.SwitchRank(by))

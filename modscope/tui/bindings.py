@@ -55,6 +55,13 @@ APP_BINDINGS: list[BindingType] = [
         id="detach_hook",
         tooltip="Detach the hook selected in the hooks pane",
     ),
+    Binding(
+        "b",
+        "breaks",
+        "Breaks",
+        id="breaks",
+        tooltip="Break conditions: stop where a NaN starts, a loss or gradient norm crosses X",
+    ),
     Binding("r", "reload", "Reload", id="reload"),
     Binding(
         "exclamation_mark",
@@ -75,5 +82,5 @@ STEPPING = ("step", "next_phase", "toggle_run", "toggle_mode", "rewind", "go_to_
 TIME_TRAVEL = ("rewind", "go_to_step", "switch_rank")
 """Actions that move between steps already taken: a replay's (shown only where they work)."""
 
-LIVE_ONLY = ("toggle_mode", "attach_hook", "detach_hook", "reload")
+LIVE_ONLY = ("toggle_mode", "attach_hook", "detach_hook", "reload", "breaks")
 """Actions that need a live model: greyed out in a replay, and the help says why."""

@@ -9,8 +9,9 @@ from rich.text import Text
 from textual.app import App
 
 from modscope.control import commands as cmd
+from modscope.core.fmt import printable
 from modscope.core.hook_spec import HookSpec
-from modscope.core.types import HookEvent
+from modscope.core.types import BreakEvent, HookEvent
 from modscope.tui.confirm_screen import ConfirmScreen
 from modscope.tui.detail_pane import DetailPane
 from modscope.tui.hook_dialog import HookDialog
@@ -75,6 +76,9 @@ class HookActions(App[None]):
         if hook.hook_id.is_modscope:
             self._submit(cmd.DetachHook(hook))
             return
+        if hook.owner == "modscope":  # a break condition's watch
+            self.notify("this hook watches a break condition: b removes the condition")
+            return
         body = Text()
         body.append(
             f"This {hook.kind} hook was added by {OWNER_WORDS.get(hook.owner, hook.owner)}"
@@ -98,6 +102,21 @@ class HookActions(App[None]):
         if self.view.module(event.module) is not None:
             self.go_to(event.module)
         self.query_one(DetailPane).refresh_detail()
+
+    def _break_hit(self, event: BreakEvent) -> None:
+        """A break condition holds the iteration: select its module (the root when it concerns
+        no one module) and show the values that tripped it."""
+        self.view.broke = event
+        path = event.module or ""
+        if self.view.module(path) is not None:
+            self.go_to(path)
+        self.query_one(DetailPane).refresh_detail()
+        self.notify(
+            printable(event.message or f"break {event.condition}"),
+            title=f"Break at step {event.step}",
+            severity="warning",
+            markup=False,
+        )
 
     def on_hook_events_pane_opened(self, event: HookEventsPane.Opened) -> None:
         name = self._module_name(event.event.module)

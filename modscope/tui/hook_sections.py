@@ -10,9 +10,9 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from modscope.core.fmt import printable, summary_line
+from modscope.core.fmt import printable, printable_lines, summary_line
 from modscope.core.hook_notes import legacy_lesson, module_inputs
-from modscope.core.types import HookEvent, HookKind, SummaryList
+from modscope.core.types import BreakEvent, HookEvent, HookKind, SummaryList
 
 FIELDS = ("args", "output", "grad_input", "grad_output")
 
@@ -102,6 +102,33 @@ def paused_section(e: HookEvent, palette: Palette = DEFAULT_PALETTE) -> list[Ren
         style=f"bold {palette.accent}",
     )
     parts: list[RenderableType] = [head, *field_sections(e)]
+    parts.append(
+        Text(
+            "c continues · s / n run to the end of the iteration / phase · q quits",
+            style="dim italic",
+        )
+    )
+    return parts
+
+
+def break_section(e: BreakEvent, palette: Palette = DEFAULT_PALETTE) -> list[RenderableType]:
+    """Where a break condition stopped the iteration, and the values that tripped it."""
+    head = Text(
+        f"break: {printable(e.condition)} tripped at step {e.step}, {e.phase.value} phase",
+        style=f"bold {palette.error}",
+    )
+    parts: list[RenderableType] = [head]
+    if e.message:
+        parts.append(Text(printable_lines(e.message)))
+    if e.class_name or e.where:
+        where = Text(printable(e.class_name or ""), style="bold")
+        if e.where:
+            where.append(f"  forward at {printable(e.where)}", style="dim")
+        parts.append(where)
+    for label, values in zip(e.labels, (e.inputs, e.outputs), strict=True):
+        if values:
+            parts.append(Text(printable(label), style="bold"))
+            parts.append(summaries_table(values))
     parts.append(
         Text(
             "c continues · s / n run to the end of the iteration / phase · q quits",

@@ -105,7 +105,8 @@ def hook_text(h: HookInfo, script: str) -> Text:
     text.append("\n  ")
     if ours:
         # modscope's own function and line say nothing to the user.
-        text.append("x detaches it", style="dim")
+        watch = not h.hook_id.is_modscope  # an armed break condition's
+        text.append("b removes its condition" if watch else "x detaches it", style="dim")
         return text
     text.append(printable(h.qualname))
     text.append("  ")

@@ -201,6 +201,9 @@ def status_text(status: SessionStatus) -> Text:
         text.append_text(Text.assemble(sep, (printable(tag), "italic")))
     if status.hooks:
         text.append_text(Text.assemble(sep, (plural(status.hooks, "hook"), "magenta")))
+    if status.breaks:
+        armed = printable(", ".join(status.breaks), limit=40)
+        text.append_text(Text.assemble(sep, ("break ", "dim"), (armed, "bold red")))
     return text
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from modscope.control.updates import ModelLayout, SessionStatus, TensorsSummarized
 from modscope.core.types import (
+    BreakEvent,
     Finding,
     HookEvent,
     HookInfo,
@@ -80,6 +81,8 @@ class ModelView:
         self.seen: dict[str, dict[HookKind, HookEvent]] = {}
         """The last event of each of modscope's hook kinds, by module path."""
         self.paused: HookEvent | None = None
+        self.broke: BreakEvent | None = None
+        """The break condition holding the iteration now, if one does."""
         """The hook firing a pause hook holds the iteration at, while it does."""
 
     # -- applying updates ----------------------------------------------------------------------
@@ -99,6 +102,7 @@ class ModelView:
         self.hooks.clear()
         self.seen.clear()
         self.paused = None
+        self.broke = None
 
     def relayout(self, layout: ModelLayout) -> None:
         self.layout = layout

@@ -11,7 +11,7 @@ from textual.app import App
 
 from modscope.control import updates as up
 from modscope.core.fmt import printable, printable_lines
-from modscope.core.types import HookEvent, UserError
+from modscope.core.types import BreakEvent, HookEvent, UserError
 from modscope.tui import labels
 from modscope.tui.error_panel import ErrorPanel
 from modscope.tui.findings_pane import FindingsPane
@@ -40,6 +40,7 @@ class UpdatePainter(App[None]):
         def go_to(self, path: str) -> None: ...
         def _show_detail(self, ref: NodeRef | None) -> None: ...
         def _paused(self, event: HookEvent) -> None: ...
+        def _break_hit(self, event: BreakEvent) -> None: ...
         def _show_hooks(self) -> None: ...
 
     def _show_status(self, status: up.SessionStatus) -> None:
@@ -76,11 +77,14 @@ class UpdatePainter(App[None]):
             view.status = u.status
             if not u.status.paused_at:
                 view.paused = None
+                view.broke = None
             if u.status.hooks:
                 # Shown from the first hook on, and kept: the layout does not jump back.
                 self.query_one(HookEventsPane).add_class("-active")
         elif isinstance(u, up.Paused):
             self._paused(u.event)
+        elif isinstance(u, up.BreakHit):
+            self._break_hit(u.event)
         elif isinstance(u, up.PhaseDone):
             self._phase_done(u)
         elif isinstance(u, up.TensorsSummarized):

@@ -30,7 +30,13 @@ class AppMaker:
             return session
 
         hooks = kwargs.pop("hooks", ())
-        controller = controller_factory(factory, script=path, hook_specs=hooks)  # type: ignore[arg-type]
+        breaks = kwargs.pop("breaks", ())
+        controller = controller_factory(
+            factory,
+            script=path,
+            hook_specs=hooks,  # type: ignore[arg-type]
+            break_specs=breaks,  # type: ignore[arg-type]
+        )
         app = ModscopeApp(path, controller=controller, animations=False, **kwargs)  # type: ignore[arg-type]
         self.apps.append(app)
         return app

@@ -1,6 +1,7 @@
 """The doctor: finds the `nn.Module` pitfalls of docs/design.md section 4, each with its fix.
 
-Kinds (severity; where found: S static, W the iterations a session runs, C `check` only):
+Kinds (severity; where found: S static, W the iterations a session runs, C `check` only,
+R `run` under torchrun):
 
 - unregistered-module (error, S): a Module in a plain list/tuple/dict/set attribute
 - unregistered-parameter (error, S): a Parameter kept the same way
@@ -23,11 +24,14 @@ Kinds (severity; where found: S static, W the iterations a session runs, C `chec
 - exploding-gradient (warning, W): global gradient norm above 1e6, or over 10 times the step
   before's while the loss did not fall
 - vanishing-gradient (warning, W): global gradient norm below 1e-10 while abs(loss) > 1e-6
+- rank-divergence (error, R: `run` under torchrun): a parameter or buffer whose bits differ
+  across ranks after a step (buffers DDP broadcasts at the next forward left out)
 
 `static.static_findings` reads the module tree; `watch.StepWatcher` reads the iterations a
 session runs anyway (`modscope run`, the app); `dynamic.run_checks` adds iterations and probes
 of its own in a `sandbox.Sandbox` (a deep copy where memory allows and the copy does not run
-the original's code, else the originals, restored). docs/doctor.md has the same table with each fix.
+the original's code, else the originals, restored); `modscope.core.distributed.RankWatcher`
+compares the ranks of a torchrun job. docs/doctor.md has the same table with each fix.
 """
 
 from modscope.core.doctor.dynamic import CheckResult, run_checks

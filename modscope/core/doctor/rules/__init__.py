@@ -3,10 +3,15 @@
 Detection lives in `static.py`, `watch.py` and `dynamic.py`; everything a person reads is written
 here, so that the wording stays consistent and each fix names the exact call. Callers use the
 package (`rules.nonfinite(...)`); the families are `registration` (what nn.Module registers),
-`optimizer`, `numerics` (NaN/Inf, gradient scale) and `module_state` (mode, placement,
-behaviour), on the shared `wording`.
+`optimizer`, `numerics` (NaN/Inf, gradient scale), `module_state` (mode, placement,
+behaviour) and `distributed` (ranks that disagree), on the shared `wording`.
 """
 
+from modscope.core.doctor.rules.distributed import (
+    RankValue,
+    rank_divergence,
+    rank_layout_divergence,
+)
 from modscope.core.doctor.rules.module_state import (
     device_mismatch,
     dtype_mismatch,
@@ -55,6 +60,7 @@ __all__ = [
     "LISTED",
     "VANISHING_GRAD_NORM",
     "VANISHING_MIN_LOSS",
+    "RankValue",
     "accessor",
     "buffer_grad_history",
     "dedup_key",
@@ -70,6 +76,8 @@ __all__ = [
     "mode_mismatch",
     "nonfinite",
     "not_in_optimizer",
+    "rank_divergence",
+    "rank_layout_divergence",
     "reused_module",
     "shared_module",
     "shared_parameter",

@@ -1,0 +1,68 @@
+"""Two ranks whose BatchNorm running statistics drift apart: DDP with `broadcast_buffers=False`.
+
+A small net with BatchNorm, wrapped in DistributedDataParallel with `broadcast_buffers=False`.
+Each rank sees its own data shard (its inputs depend on its rank), so each rank's BatchNorm
+updates its running mean and variance from different batches, and nothing makes them agree
+again: the gradients are averaged, the parameters stay equal, the buffers do not. In modscope,
+under torchrun, `rank-divergence` names `1.running_mean` at step 1:
+
+    torchrun --nproc-per-node 2 -m modscope run examples/ddp_buffers.py --steps 2
+
+Run alone (`python examples/ddp_buffers.py`, or `modscope run` without torchrun), it is one
+rank of a one-process gloo group. `examples/ddp_clean.py` is the same with the buffers broadcast.
+Its main block trains like modscope's default iteration, `DDP_EXAMPLE_STEPS` steps (2), and
+rank 0 saves the inner model's `state_dict` to `DDP_EXAMPLE_STATE` when set:
+`DDP_EXAMPLE_STATE=plain.pt torchrun --nproc-per-node 2 examples/ddp_buffers.py`.
+"""
+
+import os
+import warnings
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+if not dist.is_initialized():
+    if "RANK" in os.environ:  # under torchrun: its environment says where to meet
+        dist.init_process_group("gloo")
+    else:
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+rank = dist.get_rank()
+
+torch.manual_seed(0)  # the same initial weights on every rank (DDP broadcasts them too)
+net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1))
+# torch 2.13 renamed the option `forward_sync_buffers` (the old name works, with a warning)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    model = DistributedDataParallel(net, broadcast_buffers=False)
+
+shard = torch.Generator().manual_seed(rank)  # each rank its own batches
+
+
+def inputs():
+    return torch.randn(16, 4, generator=shard) + rank
+
+
+def loss_fn(output):
+    return output.square().mean()
+
+
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+def train(steps):
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = loss_fn(model(inputs()))
+        loss.backward()
+        optimizer.step()
+
+
+if __name__ == "__main__":
+    train(int(os.environ.get("DDP_EXAMPLE_STEPS", "2")))
+    state = net.state_dict()
+    if os.environ.get("DDP_EXAMPLE_STATE") and rank == 0:
+        torch.save(state, os.environ["DDP_EXAMPLE_STATE"])
+    means = state["1.running_mean"]
+    print(f"rank {rank} 1.running_mean[:2] {means[0].item():.4f} {means[1].item():.4f}")

@@ -1,0 +1,337 @@
+"""Many ranks (torchrun): where this process is in the job, and whether the ranks still hold the
+same parameters and buffers after each iteration (one small collective per iteration).
+
+Each rank digests every parameter and buffer of the model it inspects (the user's model, inside
+any DistributedDataParallel wrapper) into three 64-bit numbers computed on the tensor's device: a
+checksum of its bits, positions included, and the float64 sum and sum of squares (for people to
+read). One all-gather of a `[1 + n, 3]` int64 tensor (row 0: the layout) gives every rank every
+rank's digests; tensors whose checksums differ are `rank-divergence` findings. No tensor is sent.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.nn.parameter import is_lazy
+
+from modscope.core.doctor.rules.distributed import (
+    RankValue,
+    rank_divergence,
+    rank_layout_divergence,
+)
+from modscope.core.types import Finding
+from modscope.core.walk import subtree_tensors
+
+DIGEST_WIDTH = 3
+"""Per tensor: the checksum, then the float64 sum and sum of squares as their int64 bits."""
+
+CHUNK = 1 << 20
+"""Tensors up to this many elements are digested together (one pass per device and dtype);
+larger ones alone, this many elements at a time (bounded temporary memory)."""
+
+# 0x9E3779B97F4A7C15 (2**64 / golden ratio) as a signed int64: position i weighs (i * K) | 1, an
+# odd number, so every bit of every element counts and moving an element changes the checksum.
+# int64 products and sums wrap around: the same bits give the same checksum in any order.
+_K = -7046029254386353131
+
+_INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+# torch 2.13 renamed `all_gather_into_tensor` (the old name warns); older versions lack the new.
+_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+
+@dataclass(frozen=True)
+class ProcessRank:
+    """This process's place in a job that a launcher (torchrun) started."""
+
+    rank: int
+    world_size: int
+
+
+def launched_rank(environ: Mapping[str, str] | None = None) -> ProcessRank | None:
+    """This process's rank when torchrun (or another launcher setting `RANK` and `WORLD_SIZE`)
+    started it, else None. Read from the environment, so it is known before the script runs
+    (the script calls `init_process_group` itself)."""
+    env = os.environ if environ is None else environ
+    try:
+        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+    except (KeyError, ValueError):
+        return None
+    if world < 1 or not 0 <= rank < world:
+        return None
+    return ProcessRank(rank, world)
+
+
+def rank_folder(folder: str, rank: int) -> str:
+    """Where rank `rank` of a torchrun job records a run asked to record to `folder`."""
+    return os.path.join(folder, f"rank{rank}")
+
+
+# -- the digest -----------------------------------------------------------------------------
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor | None:
+    """`t`'s elements as one real 1-D tensor, or None when its bits cannot be read (sparse,
+    meta, quantized: those digest to zeros on every rank, so they are never reported)."""
+    if t.layout != torch.strided or t.device.type == "meta" or t.is_quantized:
+        return None
+    t = t.detach()
+    if t.is_complex():
+        t = torch.view_as_real(t.resolve_conj())
+    flat = t.resolve_neg().reshape(-1)
+    return flat if flat.element_size() in _INT_OF_SIZE else None
+
+
+def _bits(flat: torch.Tensor) -> torch.Tensor:
+    """The elements' bit patterns as int64 (a float32 1.0 is 0x3F800000)."""
+    return flat.contiguous().view(_INT_OF_SIZE[flat.element_size()]).to(torch.int64)
+
+
+def _digest_together(flats: Sequence[torch.Tensor]) -> torch.Tensor:
+    """`[len(flats), 3]` digests of tensors of one device and dtype, each of at most `CHUNK`
+    elements, in one pass (segment sums rather than a few small ops per tensor)."""
+    device = flats[0].device
+    counts = torch.tensor([f.numel() for f in flats], device=device)
+    joined = torch.cat(list(flats))
+    segment = torch.repeat_interleave(torch.arange(len(flats), device=device), counts)
+    starts = torch.cumsum(counts, 0) - counts
+    position = torch.arange(joined.numel(), device=device) - starts[segment]
+    weighted = _bits(joined) * torch.bitwise_or(position * _K, 1)
+    checksum = torch.zeros(len(flats), dtype=torch.int64, device=device)
+    checksum.index_add_(0, segment, weighted)
+    values = joined.to(torch.float64)
+    sums = torch.zeros(len(flats), dtype=torch.float64, device=device)
+    squares = torch.zeros_like(sums)
+    sums.index_add_(0, segment, values)
+    squares.index_add_(0, segment, values * values)
+    return torch.stack([checksum, sums.view(torch.int64), squares.view(torch.int64)], dim=1)
+
+
+def _digest_alone(flat: torch.Tensor) -> torch.Tensor:
+    """`[3]`: the digest of one large tensor, `CHUNK` elements at a time."""
+    device = flat.device
+    weights = torch.bitwise_or(torch.arange(CHUNK, device=device) * _K, 1)
+    checksum = torch.zeros((), dtype=torch.int64, device=device)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    squares = torch.zeros_like(total)
+    for start in range(0, flat.numel(), CHUNK):
+        part = flat[start : start + CHUNK]
+        checksum = checksum * _K + (_bits(part) * weights[: part.numel()]).sum()
+        values = part.to(torch.float64)
+        total = total + values.sum()
+        squares = squares + (values * values).sum()
+    return torch.stack([checksum, total.view(torch.int64), squares.view(torch.int64)])
+
+
+def tensor_digests(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """`[len(tensors), 3]` int64 on `device`: per tensor its checksum (equal bits, positions
+    included, give equal checksums; any other difference almost surely not), then the float64
+    sum and sum of squares of its values as int64 bits. Computed on each tensor's own device,
+    under no_grad, with no random numbers and no sync per tensor."""
+    rows: list[torch.Tensor | None] = [None] * len(tensors)
+    groups: dict[tuple[torch.device, torch.dtype], list[tuple[int, torch.Tensor]]] = {}
+    with torch.no_grad():
+        for i, t in enumerate(tensors):
+            flat = _flat(t)
+            if flat is None or flat.numel() == 0:
+                rows[i] = torch.zeros(DIGEST_WIDTH, dtype=torch.int64, device=device)
+            elif flat.numel() > CHUNK:
+                rows[i] = _digest_alone(flat).to(device)
+            else:
+                groups.setdefault((flat.device, flat.dtype), []).append((i, flat))
+        for members in groups.values():
+            together = _digest_together([flat for _, flat in members]).to(device)
+            for (i, _), row in zip(members, together, strict=True):
+                rows[i] = row
+    if not rows:
+        return torch.zeros((0, DIGEST_WIDTH), dtype=torch.int64, device=device)
+    return torch.stack(rows)  # type: ignore[arg-type]  # every row is filled by now
+
+
+def _floats(bits: torch.Tensor) -> list[float]:
+    return bits.contiguous().view(torch.float64).tolist()
+
+
+# -- comparing the ranks --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class _Watched:
+    path: str
+    tensor: torch.Tensor
+    kind: str
+    """"parameter", "frozen parameter" or "buffer"."""
+
+    def count(self) -> int:
+        return self.tensor.numel() * (2 if self.tensor.is_complex() else 1)
+
+
+def broadcast_buffer_paths(runner: nn.Module, model: nn.Module) -> frozenset[str]:
+    """The buffers of `model` that DistributedDataParallel will overwrite with rank 0's copy at
+    the start of the next forward (empty when `runner` is no DDP wrapper of `model`, or when it
+    will not broadcast them)."""
+    if not isinstance(runner, DistributedDataParallel) or runner.module is not model:
+        return frozenset()
+    # DDP's own test before a forward (`_pre_forward`): buffer sync is on and the last forward
+    # ran with gradient sync (not under no_sync() or no_grad), and no post-forward buffer hook.
+    will_sync = getattr(runner, "_check_sync_bufs_pre_fwd", None)
+    try:
+        syncs = bool(will_sync()) if callable(will_sync) else bool(runner.broadcast_buffers)
+    except Exception:
+        syncs = bool(getattr(runner, "broadcast_buffers", False))
+    if not syncs:
+        return frozenset()
+    ignored = set(getattr(runner, "parameters_to_ignore", ()))
+    return (
+        frozenset(path for path, _, is_parameter in subtree_tensors(model) if not is_parameter)
+        - ignored
+    )
+
+
+class RankWatcher:
+    """Compares every parameter and buffer across the ranks of a job after each iteration.
+
+    Inactive (every call answers []) unless `torch.distributed` is initialised with more than
+    one rank. Every rank must call `after_step` at the same points: it is a collective. Each
+    tensor is reported once: a finding names the first tensor (in the model's order) that
+    began to differ, with the ranks' digests, and lists the others that began at that step.
+    """
+
+    def __init__(self, model: nn.Module, runner: nn.Module) -> None:
+        """`model`: what modscope inspects; `runner`: what the iterations call (the same
+        module, or a DistributedDataParallel wrapper of it)."""
+        self.model = model
+        self.runner = runner
+        self.active = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        self.world_size = dist.get_world_size() if self.active else 1
+        self._reported: set[str] = set()
+
+    def initial(self) -> list[Finding]:
+        """The comparison at load (step 0): ranks that built or seeded their models apart."""
+        return self.after_step(0)
+
+    def after_step(self, step: int) -> list[Finding]:
+        """The tensors that began to differ across ranks by the end of `step`."""
+        if not self.active:
+            return []
+        watched = self._watched()
+        device = self._device()
+        local = self.digest(device, watched)
+        # The concatenated form: gloo refuses the stacked `[world, rows, 3]` output.
+        gathered = torch.empty(
+            (self.world_size * local.shape[0], DIGEST_WIDTH), dtype=torch.int64, device=device
+        )
+        _all_gather(gathered, local)
+        return self.compare(step, gathered.view(self.world_size, *local.shape).cpu(), watched)
+
+    def digest(self, device: torch.device, watched: list[_Watched] | None = None) -> torch.Tensor:
+        """This rank's `[1 + n, 3]` digest on `device`: the layout row (a CRC of the tensors'
+        paths, shapes and dtypes, and their count), then each parameter and buffer's."""
+        watched = self._watched() if watched is None else watched
+        return torch.cat(
+            [_layout_row(watched, device), tensor_digests([w.tensor for w in watched], device)]
+        )
+
+    def _watched(self) -> list[_Watched]:
+        out = []
+        for path, t, is_parameter in subtree_tensors(self.model):
+            if is_lazy(t):
+                continue
+            kind = "buffer"
+            if is_parameter:
+                kind = "parameter" if t.requires_grad else "frozen parameter"
+            out.append(_Watched(path, t, kind))
+        return out
+
+    def _device(self) -> torch.device:
+        """Where the collective's tensor must be: CPU for gloo (and mpi), else the model's
+        device (NCCL takes CUDA tensors only)."""
+        backend = str(dist.get_backend())
+        if backend in ("gloo", "mpi") or "cpu:" in backend:
+            return torch.device("cpu")
+        for _, t, _ in subtree_tensors(self.model):
+            return t.device
+        return torch.device("cpu")
+
+    def compare(
+        self, step: int, gathered: torch.Tensor, watched: list[_Watched] | None = None
+    ) -> list[Finding]:
+        """The findings from every rank's digests, `[world, 1 + n, 3]` as `after_step` gathers
+        them (row 0 the layout, then the model's tensors in order): tensors new to differ."""
+        watched = self._watched() if watched is None else watched
+        layouts = gathered[:, 0, 0]
+        if bool((layouts != layouts[0]).any()):
+            if "" in self._reported:
+                return []
+            self._reported.add("")
+            odd = (layouts != layouts[0]).nonzero().flatten().tolist()
+            return [rank_layout_divergence(step, self.world_size, odd)]
+        # Compared after the step, parameters and buffers alike, except the buffers DDP will
+        # overwrite with rank 0's copy at the start of the next forward (broadcast_buffers=True):
+        # BatchNorm's running statistics differ after every step by design (each rank's
+        # forward updated them from its own batch, after DDP's broadcast), and no forward ever
+        # reads those differing copies. Leaving them out now is comparing the buffers as the
+        # next forward will see them, without waiting for it and without a collective inside the
+        # user's forward; the parameters are compared as the step left them. Buffers DDP does
+        # not broadcast (broadcast_buffers=False, ignored ones, an unwrapped model, or a last
+        # forward under no_sync()) are compared: their difference stays.
+        exempt = broadcast_buffer_paths(self.runner, self.model)
+        checksums = gathered[:, 1:, 0]
+        differing = (checksums != checksums[:1]).any(dim=0).nonzero().flatten().tolist()
+        new = [
+            i
+            for i in differing
+            if watched[i].path not in exempt and watched[i].path not in self._reported
+        ]
+        if not new:
+            return []
+        self._reported.update(watched[i].path for i in new)
+        first = watched[new[0]]
+        return [
+            rank_divergence(
+                first.path,
+                kind=first.kind,
+                step=step,
+                values=_rank_values(gathered[:, 1 + new[0], :], first.count()),
+                world_size=self.world_size,
+                others=[watched[i].path for i in new[1:]],
+                wrapped=isinstance(self.runner, DistributedDataParallel),
+            )
+        ]
+
+
+def _layout_row(watched: Sequence[_Watched], device: torch.device) -> torch.Tensor:
+    """`[1, 3]`: a CRC of the tensors' paths, shapes and dtypes, and their count: ranks that hold
+    different tensors cannot be compared index by index."""
+    text = "\n".join(f"{w.path} {tuple(w.tensor.shape)} {w.tensor.dtype}" for w in watched)
+    return torch.tensor(
+        [[zlib.crc32(text.encode("utf-8", "surrogatepass")), len(watched), 0]],
+        dtype=torch.int64,
+        device=device,
+    )
+
+
+def _rank_values(digests: torch.Tensor, count: int) -> list[RankValue]:
+    """One tensor's `[world, 3]` digests as groups of ranks holding the same bits, rank 0's
+    group first."""
+    checksums = digests[:, 0].tolist()
+    sums = _floats(digests[:, 1])
+    squares = _floats(digests[:, 2])
+    groups: dict[int, list[int]] = {}
+    for rank, checksum in enumerate(checksums):
+        groups.setdefault(checksum, []).append(rank)
+    out = []
+    for checksum, ranks in groups.items():
+        r = ranks[0]
+        mean = sums[r] / count if count else math.nan
+        norm = math.sqrt(squares[r]) if squares[r] >= 0 else math.nan
+        out.append(RankValue(tuple(ranks), mean, norm, checksum))
+    return out

@@ -1,0 +1,57 @@
+"""Break conditions in the app: the iteration stops where a NaN starts, the tree selects the
+module, the detail pane shows the values; `b` arms and disarms conditions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.widgets import Input, OptionList
+from tui_helpers import press, settle
+
+from modscope.tui.break_dialog import BreakDialog
+from modscope.tui.detail_pane import DetailPane
+from modscope.tui.module_tree import ModuleTree
+from modscope.tui.status_line import StatusLine
+
+NAN_ORIGIN = Path(__file__).parents[2] / "examples" / "nan_origin.py"
+SIZE = (110, 34)
+
+
+async def test_a_nan_stops_the_iteration_at_its_origin(make_app):
+    app = make_app(NAN_ORIGIN, breaks=["nan"])
+    async with app.run_test(size=SIZE) as pilot:
+        await press(app, pilot, "s", "s")
+        assert "break nan" in app.query_one(StatusLine).text  # armed, shown
+        await press(app, pilot, "s")  # step 3: log() of a negative value in blocks.1.gate
+        status = app.query_one(StatusLine).text
+        assert "paused in break nan at blocks.1.gate" in status
+        assert app.query_one(ModuleTree).cursor_node.data.path == "blocks.1.gate"
+        detail = app.query_one(DetailPane).text
+        assert "break: nan tripped at step 3, forward phase" in detail
+        assert "LogGate" in detail and "nan_origin.py:" in detail and "NaN!" in detail
+        await press(app, pilot, "s")  # s finishes the iteration, past the break
+        status = app.query_one(StatusLine).text
+        assert "paused" not in status and "step 3" in status
+
+
+async def test_b_arms_and_disarms_conditions(make_app):
+    app = make_app(NAN_ORIGIN)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(app, pilot, "b")
+        assert isinstance(app.screen, BreakDialog)
+        assert "none armed" in app.screen.text
+        await press(app, pilot, *"loss<", "enter")  # incomplete: refused with the grammar
+        assert "loss<" in app.screen.query_one(Input).value
+        assert app.screen.conditions == []
+        await press(app, pilot, "1", "0", "0", "enter", *"step=2", "enter")
+        assert app.screen.conditions == ["loss<100", "step=2"]
+        app.screen.query_one(OptionList).focus()
+        await press(app, pilot, "x", "escape")  # the highlighted (first) one removed
+        assert not isinstance(app.screen, BreakDialog)
+        await settle(app, pilot)
+        assert app.view.status.breaks == ("step=2",)
+        assert make_app.session.armed and str(make_app.session.armed[0]) == "step=2"
+        await press(app, pilot, "s", "s")
+        assert "paused in break step=2" in app.query_one(StatusLine).text
+        await press(app, pilot, "c")
+        assert "step 2" in app.query_one(StatusLine).text
