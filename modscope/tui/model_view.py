@@ -144,16 +144,20 @@ class ModelView:
         self.findings_at = {}
         self.findings_below = {}
         for f in self.findings:
-            node = self.node_for(f.path)
-            if node is None:
-                continue
-            self.findings_at.setdefault(node, []).append(f)
-            owner = self.owner(node)
-            while owner is not None:
-                worst = self.findings_below.get(owner)
-                if worst is None or f.severity.rank < worst.rank:
-                    self.findings_below[owner] = f.severity
-                owner = self.owner(owner)
+            # Every path a finding names is marked: each divergent tensor of a rank-divergence,
+            # each name of a shared parameter.
+            nodes = {self.node_for(p) for p in (f.path, *f.paths)} - {None}
+            for node in sorted(nodes, key=str):
+                self._index_finding(f, node)
+
+    def _index_finding(self, f: Finding, node: str) -> None:
+        self.findings_at.setdefault(node, []).append(f)
+        owner = self.owner(node)
+        while owner is not None:
+            worst = self.findings_below.get(owner)
+            if worst is None or f.severity.rank < worst.rank:
+                self.findings_below[owner] = f.severity
+            owner = self.owner(owner)
 
     # -- lookups -------------------------------------------------------------------------------
 
