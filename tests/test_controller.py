@@ -210,7 +210,7 @@ def test_an_internal_error_keeps_its_traceback_and_the_session_goes_on(monkeypat
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug in modscope")
 
-    monkeypatch.setattr("modscope.control.controller.list_hooks", broken)
+    monkeypatch.setattr("modscope.control.hook_desk.list_hooks", broken)
     updates = s.c.handle(cmd.ListHooks("powModel"))
     (err,) = of(updates, up.InternalError)
     assert "a bug in modscope" in err.message and "Traceback" in err.traceback

@@ -17,6 +17,7 @@ from dataclasses import replace
 from enum import Enum
 
 from modscope.control import commands as cmd
+from modscope.control import hook_desk
 from modscope.control import updates as up
 from modscope.control.internal import internal_error
 from modscope.control.snapshots import (
@@ -25,11 +26,9 @@ from modscope.control.snapshots import (
     read_values,
     summaries_of,
 )
-from modscope.core.break_spec import BreakSpecError
 from modscope.core.doctor import StepWatcher
 from modscope.core.doctor.rules import dedup_key
 from modscope.core.errors import ScriptError, user_error
-from modscope.core.hook_listing import detach_foreign, list_hooks
 from modscope.core.hook_spec import HookSpec, HookSpecError
 from modscope.core.hooks import EventDraft, IterationAbandoned, events_of
 from modscope.core.loader import PrintSink
@@ -40,7 +39,6 @@ from modscope.core.types import (
     FindingKind,
     HookEvent,
     HookInfo,
-    HookKind,
     Phase,
     PhaseResult,
     StepRecord,
@@ -350,63 +348,24 @@ class SessionController:
         out, self._out = self._out, []
         self._emit(out)
 
-    # -- hooks ---------------------------------------------------------------------------------
+    # -- hooks and breaks -------------------------------------------------------------------
 
     def _attach(self, s: Session, spec: HookSpec, *, source: str, relist: bool = True) -> None:
-        """Attach `spec`, saying what happened in the log; errors (a bad module, PyTorch
-        refusing a legacy hook beside a full one) become notices, never a crash."""
-        specs = [spec]
-        if spec.kind is HookKind.LEGACY_BACKWARD and not any(
-            h.path == spec.module and h.kind is HookKind.BACKWARD for h in s.hooks.attached.values()
-        ):
-            specs.append(HookSpec(spec.module, HookKind.BACKWARD))
-        for i, one in enumerate(specs):
-            try:
-                added = s.attach(one)
-            except (HookSpecError, RuntimeError, ValueError) as exc:
-                self._out.append(up.Notice(f"{source}: {one}: {exc}", "error"))
-                break
-            where = f"{len(added):,} modules" if len(added) != 1 else (one.module or "the root")
-            why = " (beside the legacy hook, to compare)" if i else ""
-            skipped = s.hooks.skipped_note()
-            why += f"; {skipped}" if skipped else ""
-            self._out.append(up.Notice(f"attached {one} on {where}{why}"))
+        self._out += hook_desk.attach(s, spec, source=source)
         if relist and self._hooks_path is not None:
             self._list_hooks(s, self._hooks_path)
 
     def _detach(self, s: Session, hook: HookInfo) -> None:
-        what = hook.action or f"{hook.kind} {hook.qualname}"
-        try:
-            if hook.hook_id.is_modscope:
-                s.detach(hook.hook_id)
-            else:
-                detach_foreign(s.model, hook)
-        except (KeyError, AttributeError, ValueError) as exc:
-            self._out.append(up.Notice(f"detaching {what}: already gone ({exc})", "warning"))
-        else:
-            owner = "" if hook.hook_id.is_modscope else f" ({hook.owner}'s)"
-            self._out.append(up.Notice(f"detached {what}{owner} from {hook.module or 'the root'}"))
+        self._out += hook_desk.detach(s, hook)
         if self._hooks_path is not None:
             self._list_hooks(s, self._hooks_path)
 
     def _arm(self, s: Session, conditions: Sequence[str]) -> None:
-        """Arm exactly `conditions` (the `b` dialog's list, or `--break`); a bad one is a notice
-        and the armed set stays as it was."""
-        try:
-            armed = s.arm(conditions)
-        except BreakSpecError as exc:
-            self._out.append(up.Notice(f"break: {exc}", "error"))
-            return
-        said = ", ".join(str(c) for c in armed) if armed else "none"
-        self._out.append(up.Notice(f"break conditions armed: {said}"))
+        self._out += hook_desk.arm(s, conditions)
 
     def _list_hooks(self, s: Session, path: str) -> None:
-        self._hooks_path = path
-        try:
-            hooks = list_hooks(s.model, path, manager=s.hooks, script=s.script.path)
-        except AttributeError:  # the module is gone (the structure changed)
-            hooks = []
-        self._out.append(up.HooksListed(path, tuple(hooks)))
+        self._hooks_path = path  # listed again after each change, while the pane shows it
+        self._out.append(hook_desk.hooks_of(s, path))
 
     # -- summaries -----------------------------------------------------------------------------
 
