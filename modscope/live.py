@@ -77,7 +77,9 @@ def session_factory(model: Any, file: str, objects: dict[str, Any]) -> Callable[
     from modscope.core.session import Session
 
     def build(sink: Callable[[str], None], pause: Callable[..., None]) -> Session:
-        return Session.from_objects(model, origin=file, sink=sink, pause=pause, **objects)
+        return Session.from_objects(
+            model, origin=file, sink=sink, pause=pause, rewind=True, **objects
+        )
 
     return build
 

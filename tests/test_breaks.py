@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from modscope.cli import main
-from modscope.core import breaks
 from modscope.core.break_spec import GRAMMAR, BreakCondition, BreakMetric, BreakSpecError
+from modscope.core.breaks import finite
 from modscope.core.hooks import BreakStop, HookSpec, IterationAbandoned
 from modscope.core.session import Session
 from modscope.core.types import Phase
@@ -416,7 +416,7 @@ NEVER = ["nan", "loss>1e9", "loss<-1e9", "grad-norm>1e9", "block.0:output-absmax
 @pytest.mark.parametrize("deferred", [False, True], ids=["decided-at-once", "deferred"])
 def test_armed_but_never_tripping_is_bit_identical_to_the_plain_loop(monkeypatch, deferred):
     if deferred:  # the path off the CPU: flags read back after each phase
-        monkeypatch.setattr(breaks, "_HOST_DEVICE_TYPES", frozenset())
+        monkeypatch.setattr(finite, "_HOST_DEVICE_TYPES", frozenset())
     torch.manual_seed(0)
     plain = Mixed()
     watched = copy.deepcopy(plain)
@@ -451,7 +451,7 @@ def test_armed_but_never_tripping_is_bit_identical_to_the_plain_loop(monkeypatch
 
 @pytest.mark.parametrize("path", [ORIGIN, BACKWARD], ids=["forward", "backward"])
 def test_the_deferred_path_finds_the_same_origin(monkeypatch, path):
-    monkeypatch.setattr(breaks, "_HOST_DEVICE_TYPES", frozenset())
+    monkeypatch.setattr(finite, "_HOST_DEVICE_TYPES", frozenset())
     session = Session.load(path)
     session.arm(["nan"])
     with pytest.raises(BreakStop) as info:
@@ -469,10 +469,10 @@ def test_the_deferred_path_finds_the_same_origin(monkeypatch, path):
 @pytest.mark.parametrize("deferred", [False, True], ids=["decided-at-once", "deferred"])
 def test_finiteness_check_is_exact(monkeypatch, deferred):
     if deferred:
-        monkeypatch.setattr(breaks, "_HOST_DEVICE_TYPES", frozenset())
+        monkeypatch.setattr(finite, "_HOST_DEVICE_TYPES", frozenset())
 
     def bad(t: torch.Tensor) -> bool:
-        flag = breaks._any_bad([t])
+        flag = finite._any_bad([t])
         return bool(flag)
 
     huge = torch.full((8,), 3e38)  # its sum overflows, every value is finite

@@ -26,6 +26,7 @@ from modscope.control.snapshots import (
     read_values,
     summaries_of,
 )
+from modscope.core.checkpoints import RewindError
 from modscope.core.doctor import StepWatcher
 from modscope.core.doctor.rules import dedup_key
 from modscope.core.errors import ScriptError, user_error
@@ -62,7 +63,7 @@ def script_factory(script: str, model_name: str | None = None) -> SessionFactory
     """The session factory `modscope SCRIPT` uses: load `script` with the given sink and pause."""
 
     def load(sink: PrintSink, pause: PauseHandler) -> Session:
-        return Session.load(script, model_name=model_name, sink=sink, pause=pause)
+        return Session.load(script, model_name=model_name, sink=sink, pause=pause, rewind=True)
 
     return load
 
@@ -102,6 +103,7 @@ class SessionController:
         self._skip_pauses = False
         self._abandoned_by: cmd.Command | None = None
         self._closing = False
+        self._furthest = 0  # the furthest step reached (a rewind goes back from it)
 
     @property
     def session(self) -> Session | None:
@@ -153,6 +155,8 @@ class SessionController:
             tags=_tags(s),
             hooks=len(s.hooks.attached),
             breaks=tuple(str(c) for c in s.armed),
+            rewind=s.rewind_note() is None,
+            last_step=self._furthest,
         )
 
     def _take(self) -> list[up.Update]:
@@ -196,6 +200,10 @@ class SessionController:
             self._detach(s, command.hook)
         elif isinstance(command, cmd.ArmBreaks):
             self._arm(s, command.conditions)
+        elif isinstance(command, cmd.Rewind):
+            self._rewind(s, s.step - 1)
+        elif isinstance(command, cmd.GoToStep):
+            self._rewind(s, command.step)
         # Continue and Quit outside a pause have nothing to do.
 
     # -- loading -------------------------------------------------------------------------------
@@ -288,10 +296,34 @@ class SessionController:
         if structure_fingerprint(s.model) != self._fingerprint:
             self._out.append(up.LayoutChanged(self._relayout(s)))
         self._summarize(s, record=record)
+        self._furthest = max(self._furthest, s.step)
         if record is not None and self._watcher is not None:
             self._add_findings(self._watcher.after_step(record))
         if self._hooks_path is not None:
             self._list_hooks(s, self._hooks_path)
+
+    # -- rewind ------------------------------------------------------------------------------
+
+    def _rewind(self, s: Session, step: int) -> None:
+        """Back to the state after `step` iterations (`u`, `g`), painted anew: the tree, details,
+        loss plot and findings show that step."""
+        if step < 0 or step > s.step:
+            ahead = f"step {step} is ahead of step {s.step}: s runs on" if step > 0 else None
+            self._out.append(up.Notice(ahead or "this is the first step", "warning"))
+            return
+        try:
+            s.rewind(step)
+        except (RewindError, ValueError) as exc:
+            self._out.append(up.Notice(f"rewind: {exc}", "error"))
+            return
+        self._version += 1
+        layout = self._relayout(s)
+        self._out += [up.Repaint(step), up.Loaded(layout, tuple(s.notes()), time.perf_counter())]
+        self._out += [up.PhaseDone(r.step, Phase.OPTIMIZER, r) for r in s.history]
+        self._summarize(s, record=None, baseline=True)
+        if self._watcher is not None:
+            self._out.append(up.FindingsChanged(tuple(self._findings.values())))
+        self._out.append(up.Notice(f"rewound to step {step}"))
 
     # -- pause hooks ---------------------------------------------------------------------------
 

@@ -89,6 +89,7 @@ class SessionStatus:
     rank: int | None = None
     ranks: int = 1
     breaks: tuple[str, ...] = ()
+    rewind: bool = False
 
 
 @dataclass(frozen=True)

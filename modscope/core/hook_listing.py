@@ -24,6 +24,7 @@ _MODULE_HOOKS = (
 
 
 BREAKS_MODULE = "modscope.core.breaks"
+"""The package whose modules hold the hooks of an armed break condition."""
 BREAK_WATCH = "break watch"
 """The action a hook of an armed break condition is listed with."""
 
@@ -95,7 +96,8 @@ def list_hooks(
                     )
                 )
                 continue
-            watch = (getattr(fn, "__module__", "") or "") == BREAKS_MODULE
+            fn_module = getattr(fn, "__module__", "") or ""
+            watch = fn_module == BREAKS_MODULE or fn_module.startswith(BREAKS_MODULE + ".")
             found.append(
                 HookInfo(
                     HookId(attr, hook_id),

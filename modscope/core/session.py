@@ -1,4 +1,10 @@
-"""The Session facade: one model under inspection, stepped by phase, with hooks and history."""
+"""The Session facade: one model under inspection, stepped by phase, with hooks and history.
+
+Past 450 lines by intent: it is the one facade the controller, the reports and the doctor
+drive, so its public surface (stepping, hooks, breaks, rewind, saving) stays in one place; the
+work behind each part lives in its own module (losses, event_log, model_state, breaks,
+checkpoints, outputs).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from torch.nn.parameter import is_lazy
 from modscope.core.batches import BatchSource, InputsError, describe_inputs, spread, takes_batch
 from modscope.core.break_spec import BreakCondition
 from modscope.core.breaks import BreakWatch, loss_source
+from modscope.core.checkpoints import Checkpoints, RewindError
 from modscope.core.errors import ScriptError, user_error
 from modscope.core.event_log import EventLog
 from modscope.core.hook_spec import HookId, HookSpec
@@ -59,6 +66,15 @@ class Session:
 
     Used from one thread at a time (the app's worker). Every result is a frozen snapshot; live
     tensors never leave the session.
+
+    Rewind (docs/time_travel.md, "Rewind from Python"), with `rewind=True` (the app's sessions;
+    off by default, so the headless commands and the doctor pay nothing for it): before each
+    iteration the session keeps a checkpoint of the training state (`core.checkpoints`),
+    within `rewind_budget` bytes (default: 1 GiB or 25% of available memory, whichever is
+    smaller), older ones thinned.
+    `rewind(step)` goes back to the state after `step` iterations, and re-running from there
+    is bit-identical to the first time; `reachable_steps()` lists the steps kept whole;
+    `rewind_note()` says why rewind is off.
     """
 
     def __init__(
@@ -68,6 +84,8 @@ class Session:
         sink: PrintSink | None = None,
         pause: Callable[[EventDraft], None] | None = None,
         on_break: Callable[[BreakEvent], None] | None = None,
+        rewind: bool = False,
+        rewind_budget: int | None = None,
     ) -> None:
         self.script = script
         self.on_break = on_break
@@ -98,6 +116,17 @@ class Session:
         self._output_is_loss: bool | None = None
         self._tracker = StateTracker()
         self._tracker.reset(initial_state(self.model, script.path))
+        self._checkpoints = (
+            Checkpoints(
+                self.model,
+                optimizer=script.optimizer,
+                scheduler=script.scheduler,
+                batches=self.batches,
+                budget=rewind_budget,
+            )
+            if rewind
+            else None
+        )
 
     @classmethod
     def load(
@@ -107,6 +136,8 @@ class Session:
         model_name: str | None = None,
         sink: PrintSink | None = None,
         pause: Callable[[EventDraft], None] | None = None,
+        rewind: bool = False,
+        rewind_budget: int | None = None,
     ) -> Session:
         """Load a model script (raises `ScriptError` naming the file and line, also when the
         model's state cannot be read: a module cycle, a `state_dict()` that raises)."""
@@ -116,7 +147,7 @@ class Session:
             raise
         except Exception as exc:  # the model's own methods, called while reading the contract
             raise ScriptError(user_error(exc, phase=Phase.LOAD, script=path)) from exc
-        return cls(script, sink=sink, pause=pause)
+        return cls(script, sink=sink, pause=pause, rewind=rewind, rewind_budget=rewind_budget)
 
     @classmethod
     def from_objects(
@@ -132,6 +163,8 @@ class Session:
         origin: str = "<inspect>",
         sink: PrintSink | None = None,
         pause: Callable[[EventDraft], None] | None = None,
+        rewind: bool = False,
+        rewind_budget: int | None = None,
     ) -> Session:
         """A session on live objects (`modscope.inspect()`), with the script contract's names."""
         if not isinstance(model, nn.Module):
@@ -148,7 +181,7 @@ class Session:
             scheduler=scheduler,
             train_step=train_step,
         )
-        return cls(script, sink=sink, pause=pause)
+        return cls(script, sink=sink, pause=pause, rewind=rewind, rewind_budget=rewind_budget)
 
     # -- what the script defines --------------------------------------------------------------
 
@@ -313,6 +346,8 @@ class Session:
         """Run the next phase only: forward (with the loss), backward, or the optimizer step."""
         if not self._pending_phases:
             self._pending_phases = list(self.phases())
+            if self._checkpoints is not None:
+                self._checkpoints.take(self.step)
         phase = self._pending_phases[0]
         self._phase = phase
         try:
@@ -517,6 +552,55 @@ class Session:
     def _context(self) -> tuple[int, Phase]:
         """What a hook firing now belongs to: the step and phase running."""
         return self.step + 1, self._phase or Phase.FORWARD
+
+    # -- rewind -------------------------------------------------------------------------------
+
+    def rewind(self, step: int) -> None:
+        """Go back to the state after `step` iterations (0: as loaded), dropping a partial
+        iteration and the history after `step`. A step whose checkpoint was thinned away is
+        reached from the nearest earlier one by re-running the iterations between (with the
+        hooks attached now, break conditions not checked). Raises `ValueError` for a step
+        outside 0..`step`, `RewindError` when rewind is off or the step is before the oldest
+        checkpoint, or when an iteration of the re-run fails."""
+        if not 0 <= step <= self.step:
+            raise ValueError(f"step {step} is not in 0..{self.step}")
+        if self._checkpoints is None:
+            raise RewindError(self.rewind_note())
+        if step == self.step and not self.in_iteration:
+            return
+        self._reset_iteration()
+        self.step = base = self._checkpoints.restore(step)
+        self._checkpoints.truncate(base)
+        while self.history and self.history[-1].step > base:
+            self.history.pop()
+        kept = [e for e in self.events if e.step <= base]
+        self.events.clear()
+        self.events.extend(kept)
+        last = self.history[-1] if self.history and self.history[-1].step == base else None
+        self.last_loss = last.loss if last else None
+        self.last_output = last.output if last else None
+        self._tracker.reset(state_tensors(self.model))
+        watch, self._breaks = self._breaks, None
+        try:
+            while self.step < step:
+                result = self.run_iteration()
+                if result.error is not None or result.abandoned:
+                    raise RewindError(f"re-running step {self.step + 1} failed: {result.error}")
+        finally:
+            self._breaks = watch
+
+    def reachable_steps(self) -> tuple[int, ...]:
+        """The steps `rewind` restores without re-running (kept checkpoints, and the present);
+        any step from the first of them on can be rewound to. Empty when rewind is off."""
+        if self._checkpoints is None or not self._checkpoints.enabled:
+            return ()
+        return tuple(sorted({*self._checkpoints.steps(), self.step}))
+
+    def rewind_note(self) -> str | None:
+        """Why rewind is off (None while it is on)."""
+        if self._checkpoints is None:
+            return "rewind is off: the session was made with rewind=False"
+        return self._checkpoints.note
 
     # -- saving -------------------------------------------------------------------------------
 

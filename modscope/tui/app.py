@@ -189,6 +189,7 @@ class ModscopeApp(HookActions, UpdatePainter):
         keys_state = (
             self.view.loaded,
             self.view.status.replay is not None,
+            self.view.status.rewind,
             self.view.status.ranks,
             self.view.status.running,
             bool(self.view.history),
@@ -208,7 +209,7 @@ class ModscopeApp(HookActions, UpdatePainter):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         on_main = self.screen is self.screen_stack[0]
         replay = self.view.status.replay is not None
-        if action in TIME_TRAVEL and not replay:
+        if action in TIME_TRAVEL and not (replay or self.view.status.rewind):
             return False
         if action == "switch_rank":
             return self.view.status.ranks > 1 and self.screen is self.screen_stack[0]

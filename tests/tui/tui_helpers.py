@@ -25,7 +25,7 @@ class AppMaker:
         path = str(script if Path(script).is_absolute() else SCRIPTS / script)
 
         def factory(sink: Callable[[str], None], pause: Callable[..., None]) -> Session:
-            session = Session.load(path, sink=sink, pause=pause)
+            session = Session.load(path, sink=sink, pause=pause, rewind=True)
             self.sessions.append(session)
             return session
 

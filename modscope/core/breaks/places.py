@@ -1,0 +1,78 @@
+"""What a break condition points at and names: its module, parameters and source locations."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from modscope.core.break_spec import BreakCondition, BreakMetric, BreakSpecError
+from modscope.core.loader import LoadedScript
+from modscope.core.script_names import MISSING
+from modscope.core.walk import all_parameter_paths, distinct_modules, refuses_hooks
+
+
+def forward_location(module: nn.Module) -> str | None:
+    """`file:line` where the module's class defines `forward` (None without Python source)."""
+    fn = getattr(type(module), "forward", None)
+    if fn is None:
+        return None
+    try:
+        fn = inspect.unwrap(fn)
+        file = inspect.getsourcefile(fn)
+        _, line = inspect.getsourcelines(fn)
+    except (TypeError, OSError, ValueError):
+        return None
+    return f"{file}:{line}" if file else None
+
+
+def loss_source(script: LoadedScript) -> Callable[..., Any] | None:
+    """The function of the script that computes the loss, to name where a loss broke."""
+    for fn in (script.compute_loss, script.train_step, script.loss_fn):
+        if fn is not None and fn is not MISSING and callable(fn):
+            return fn
+    return None
+
+
+def _name(path: str) -> str:
+    return path or "the root module"
+
+
+def _distinct_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """Each trainable parameter once, at its first name."""
+    seen: set[int] = set()
+    out = []
+    for name, p in all_parameter_paths(module):
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            out.append((name, p))
+    return out
+
+
+def _find_module(model: nn.Module, c: BreakCondition) -> tuple[str, nn.Module]:
+    assert c.module is not None
+    path = c.module
+    module = model
+    if path:
+        for part in path.split("."):
+            child = dict(module._modules.items()).get(part)
+            if child is None:
+                names = [name for name, _ in distinct_modules(model) if name]
+                close = difflib.get_close_matches(path, names, n=5, cutoff=0.6)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise BreakSpecError(f"break condition {str(c)!r}: no module {path!r}{hint}")
+            module = child
+    if c.metric is BreakMetric.OUTPUT_ABSMAX and refuses_hooks(module):
+        raise BreakSpecError(
+            f"break condition {str(c)!r}: {_name(path)} is a ScriptModule; PyTorch refuses "
+            "hooks on ScriptModules"
+        )
+    if c.metric is BreakMetric.GRAD_NORM and not _distinct_parameters(module):
+        raise BreakSpecError(
+            f"break condition {str(c)!r}: {_name(path)} has no trainable parameters, so no "
+            "gradient norm"
+        )
+    return path, module

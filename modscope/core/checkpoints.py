@@ -1,0 +1,339 @@
+"""Rewind: a copy of the training state kept before each iteration, thinned to a memory budget.
+
+A `Checkpoint` holds what decides the next iterations bit for bit: the `state_dict` tensors and
+`requires_grad`, every `.grad`, the training flags, the optimizer's and the scheduler's state,
+every RNG (python, numpy when imported, torch CPU, CUDA when initialised), the position of the
+input source (`BatchSource.position`) and the step. Copies are made under `no_grad` and read no
+RNG (the observer rule, DESIGN section 5). Not kept: attributes of the model that are no state
+(a plain `self.calls += 1`), state held by `loss_fn` or an `inputs` function other than the
+RNGs, and a module's `get_extra_state()`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parameter import is_lazy
+
+from modscope.core.batches import BatchSource, clone_tree, tensor_bytes
+from modscope.core.walk import distinct_modules, own_tensors
+
+DEFAULT_BUDGET = 1 << 30
+"""The budget's ceiling: 1 GiB (or 25% of available memory, whichever is smaller)."""
+RECENT = 4
+"""Thinning keeps the checkpoints of the newest `RECENT` steps whole."""
+
+
+class RewindError(Exception):
+    """A rewind that cannot be done: rewind is off, or the step is before the oldest copy."""
+
+
+def available_memory() -> int | None:
+    """Bytes of host memory available now (`MemAvailable`), None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def default_budget(model: nn.Module | None = None) -> int:
+    """1 GiB or 25% of the available memory, whichever is smaller; with CUDA state, also 25% of
+    the free memory of each CUDA device the model uses (copies stay on the model's device)."""
+    budget = DEFAULT_BUDGET
+    host = available_memory()
+    if host:
+        budget = min(budget, host // 4)
+    state = model.state_dict().values() if model is not None else ()
+    for device in {t.device for t in state if isinstance(t, torch.Tensor)}:
+        if device.type == "cuda":
+            budget = min(budget, torch.cuda.mem_get_info(device)[0] // 4)
+    return budget
+
+
+@dataclass(frozen=True, eq=False)
+class RngState:
+    """Every RNG's state at one moment; reading it advances none of them."""
+
+    python: Any
+    numpy: Any
+    torch_cpu: torch.Tensor
+    cuda: tuple[torch.Tensor, ...] | None
+
+    @classmethod
+    def capture(cls) -> RngState:
+        np = sys.modules.get("numpy")
+        cuda = None
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            cuda = tuple(torch.cuda.get_rng_state_all())
+        return cls(
+            python=random.getstate(),
+            numpy=np.random.get_state() if np is not None else None,
+            torch_cpu=torch.get_rng_state(),
+            cuda=cuda,
+        )
+
+    def restore(self) -> None:
+        random.setstate(self.python)
+        np = sys.modules.get("numpy")
+        if self.numpy is not None and np is not None:
+            np.random.set_state(self.numpy)
+        torch.set_rng_state(self.torch_cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state_all(list(self.cuda))
+
+    def same(self, other: RngState) -> bool:
+        """True when no RNG moved between `self` and `other`."""
+        if self.python != other.python or not torch.equal(self.torch_cpu, other.torch_cpu):
+            return False
+        if (self.cuda is None) != (other.cuda is None):
+            return False
+        if self.cuda is not None and other.cuda is not None:
+            pairs = zip(self.cuda, other.cuda, strict=True)
+            if not all(torch.equal(a, b) for a, b in pairs):
+                return False
+        if (self.numpy is None) != (other.numpy is None):
+            return False
+        if self.numpy is not None:
+            a, b = self.numpy, other.numpy
+            return bool(a[0] == b[0] and (a[1] == b[1]).all() and a[2:] == b[2:])
+        return True
+
+    @property
+    def nbytes(self) -> int:
+        return tensor_bytes(self.torch_cpu) + tensor_bytes(self.cuda or ()) + 8 * 625 * 2
+
+
+@dataclass(eq=False)
+class Checkpoint:
+    """The training state before iteration `step + 1` (after `step` iterations)."""
+
+    step: int
+    batch_position: int
+    state: dict[str, torch.Tensor]
+    parameters: tuple[nn.Parameter, ...]
+    requires_grad: tuple[bool, ...]
+    grads: tuple[torch.Tensor | None, ...]
+    training: tuple[bool, ...]
+    optimizer: dict[str, Any] | None
+    scheduler: dict[str, Any] | None
+    rng: RngState
+    nbytes: int
+
+
+def keeps(step: int, newest: int) -> bool:
+    """The thinning rule: step 0, the newest `RECENT` steps, and further back, at distance
+    `d` in [2^k, 2^(k+1)) from the newest, the steps that are multiples of 2^(k-1).
+
+    As `newest` grows a step's divisor only grows, so a step once dropped is never wanted
+    again, and any step is at most `d / 2` iterations after a kept one.
+    """
+    distance = newest - step
+    if step == 0 or distance < RECENT:
+        return True
+    return step % (1 << max(0, distance.bit_length() - 2)) == 0
+
+
+class Checkpoints:
+    """The checkpoints of one session, oldest first, within `budget` bytes (the batches a
+    `BatchSource` keeps for replay count too)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        optimizer: torch.optim.Optimizer | None,
+        scheduler: Any,
+        batches: BatchSource,
+        budget: int | None = None,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.batches = batches
+        self.budget = default_budget(model) if budget is None else budget
+        self.note: str | None = None
+        self.thinned = False
+        self._kept: dict[int, Checkpoint] = {}
+        if any(is_lazy(p) for p in _parameters(model)):
+            self._disable("the model has lazy parameters (their first forward reshapes them)")
+        else:
+            batches.keep_replay(RngState.capture)
+
+    @property
+    def enabled(self) -> bool:
+        return self.note is None
+
+    def steps(self) -> tuple[int, ...]:
+        """The steps whose checkpoint is kept, oldest first."""
+        return tuple(sorted(self._kept))
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes held: every kept checkpoint and the batches kept for replay."""
+        return sum(c.nbytes for c in self._kept.values()) + self.batches.kept_bytes
+
+    def take(self, step: int) -> None:
+        """Keep the state as it is now as the checkpoint of `step` (replacing one there)."""
+        if not self.enabled:
+            return
+        estimate = self._estimate()
+        if estimate > self.budget:
+            self._disable(
+                f"one copy of the training state takes {_size(estimate)}, more than the "
+                f"rewind budget of {_size(self.budget)}"
+            )
+            return
+        try:
+            checkpoint = self._capture(step)
+        except Exception as exc:  # a scheduler state that cannot be copied, a raising state_dict
+            self._disable(f"the training state cannot be copied ({type(exc).__name__}: {exc})")
+            return
+        self.truncate(step - 1)
+        self._kept[step] = checkpoint
+        self._thin(step)
+
+    def truncate(self, step: int) -> None:
+        """Forget the checkpoints after `step` (another timeline from there on)."""
+        for s in [s for s in self._kept if s > step]:
+            del self._kept[s]
+
+    def restore(self, step: int) -> int:
+        """Restore the newest checkpoint at or before `step`; returns its step."""
+        if not self.enabled:
+            raise RewindError(self.note)
+        earlier = [s for s in self._kept if s <= step]
+        if not earlier:
+            oldest = min(self._kept, default=None)
+            raise RewindError(f"step {step} is before the oldest checkpoint ({oldest})")
+        checkpoint = self._kept[max(earlier)]
+        self._restore(checkpoint)
+        return checkpoint.step
+
+    # -- copying ------------------------------------------------------------------------------
+
+    def _estimate(self) -> int:
+        state = self.model.state_dict(keep_vars=True).values()
+        distinct = {id(t): t for t in state if isinstance(t, torch.Tensor)}
+        grads = [p.grad for p in _parameters(self.model) if p.grad is not None]
+        optimizer = self.optimizer.state_dict() if self.optimizer is not None else None
+        return tensor_bytes(list(distinct.values())) + tensor_bytes(grads) + tensor_bytes(optimizer)
+
+    @torch.no_grad()
+    def _capture(self, step: int) -> Checkpoint:
+        clones: dict[int, torch.Tensor] = {}
+        state: dict[str, torch.Tensor] = {}
+        for key, value in self.model.state_dict(keep_vars=True).items():
+            if isinstance(value, torch.Tensor):
+                # Tied weights appear under several keys: one copy each.
+                if id(value) not in clones:
+                    clones[id(value)] = value.detach().clone()
+                state[key] = clones[id(value)]
+        parameters = tuple(_parameters(self.model))
+        grads = tuple(p.grad.detach().clone() if p.grad is not None else None for p in parameters)
+        optimizer = clone_tree(self.optimizer.state_dict()) if self.optimizer else None
+        scheduler = None
+        if self.scheduler is not None and hasattr(self.scheduler, "state_dict"):
+            scheduler = copy.deepcopy(self.scheduler.state_dict())
+        rng = RngState.capture()
+        nbytes = (
+            tensor_bytes(list(clones.values()))
+            + tensor_bytes(grads)
+            + tensor_bytes(optimizer)
+            + rng.nbytes
+        )
+        return Checkpoint(
+            step=step,
+            batch_position=self.batches.position,
+            state=state,
+            parameters=parameters,
+            requires_grad=tuple(p.requires_grad for p in parameters),
+            grads=grads,
+            training=tuple(m.training for m in self.model.modules()),
+            optimizer=optimizer,
+            scheduler=scheduler,
+            rng=rng,
+            nbytes=nbytes,
+        )
+
+    @torch.no_grad()
+    def _restore(self, c: Checkpoint) -> None:
+        live = self.model.state_dict(keep_vars=True)
+        for key, saved in c.state.items():
+            tensor = live.get(key)
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            if (tensor.shape, tensor.dtype, tensor.device) == (
+                saved.shape,
+                saved.dtype,
+                saved.device,
+            ):
+                tensor.copy_(saved)
+            else:  # a buffer the forward replaced with another shape
+                tensor.data = saved.clone()
+        for p, requires_grad, grad in zip(c.parameters, c.requires_grad, c.grads, strict=True):
+            p.requires_grad_(requires_grad)
+            # A fresh clone each time: the next backward accumulates into it in place.
+            p.grad = grad.clone() if grad is not None else None
+        for module, training in zip(self.model.modules(), c.training, strict=False):
+            module.training = training
+        if self.optimizer is not None and c.optimizer is not None:
+            # load_state_dict keeps tensors that need no cast: hand it a copy to own.
+            self.optimizer.load_state_dict(clone_tree(c.optimizer))
+        if self.scheduler is not None and c.scheduler is not None:
+            self.scheduler.load_state_dict(copy.deepcopy(c.scheduler))
+        self.batches.seek(c.batch_position)
+        c.rng.restore()
+
+    # -- the budget ---------------------------------------------------------------------------
+
+    def _thin(self, newest: int) -> None:
+        if self.nbytes <= self.budget:
+            return
+        self.thinned = True
+        for s in [s for s in self._kept if not keeps(s, newest)]:
+            del self._kept[s]
+        # Still over: the oldest go, step 0 last (then the batches before the oldest kept).
+        for s in sorted(self._kept, key=lambda s: (s == 0, s)):
+            if self.nbytes <= self.budget or s == newest:
+                break
+            del self._kept[s]
+            self.batches.forget_before(self._kept[min(self._kept)].batch_position)
+
+    def _disable(self, why: str) -> None:
+        self.note = f"rewind is off: {why}"
+        self._kept.clear()
+        self.batches.keep_replay(None)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def _parameters(model: torch.nn.Module) -> Iterator[torch.Tensor]:
+    """Every parameter once, in `model.parameters()` order, read from the registries (a
+    user's model may override `parameters()`)."""
+    seen: set[int] = set()
+    for _, module in distinct_modules(model):
+        for _, t, is_parameter in own_tensors(module):
+            if is_parameter and id(t) not in seen:
+                seen.add(id(t))
+                yield t

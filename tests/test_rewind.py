@@ -1,0 +1,216 @@
+"""Rewind: checkpoints before each iteration, restored bit for bit, thinned to a budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from modscope.core.checkpoints import RewindError, keeps
+from modscope.core.hook_spec import HookSpec
+from modscope.core.hooks import all_hooks_specs
+from modscope.core.session import Session
+from modscope.core.types import HookAction, HookKind
+
+POWLOG = str(Path(__file__).resolve().parents[1] / "examples" / "powlog.py")
+
+
+def state_of(session: Session) -> dict[str, torch.Tensor]:
+    """Every tensor a re-run must reproduce: the state_dict, the grads, the optimizer state."""
+    out = {f"state.{k}": v.detach().clone() for k, v in session.model.state_dict().items()}
+    for name, p in session.model.named_parameters():
+        if p.grad is not None:
+            out[f"grad.{name}"] = p.grad.clone()
+    if session.optimizer is not None:
+        for i, per_param in session.optimizer.state_dict()["state"].items():
+            for key, value in per_param.items():
+                if isinstance(value, torch.Tensor):
+                    out[f"optim.{i}.{key}"] = value.clone()
+    return out
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def run(session: Session, n: int) -> list[float | None]:
+    losses = []
+    for _ in range(n):
+        result = session.run_iteration()
+        assert result.error is None, result.error
+        losses.append(result.loss)
+    return losses
+
+
+def params(session: Session) -> tuple[str, str]:
+    m = session.model
+    return f"{m.powModel.powParam.item():.4f}", f"{m.logModel.logParam.item():.4f}"
+
+
+def test_powlog_rewind_and_rerun() -> None:
+    session = Session.load(POWLOG, rewind=True)
+    run(session, 10)
+    assert params(session) == ("1.2430", "1.9815")
+    first = state_of(session)
+    session.rewind(5)
+    assert session.step == 5
+    assert params(session) == ("1.2367", "1.9618")
+    assert [r.step for r in session.history] == [1, 2, 3, 4, 5]
+    run(session, 5)
+    assert params(session) == ("1.2430", "1.9815")
+    assert_same(state_of(session), first)
+    session.rewind(0)
+    assert params(session) == ("1.0000", "1.0000")
+    session.close()
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.3))
+        self.norm = nn.BatchNorm1d(16)
+        self.head = nn.Linear(16, 1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nn.functional.mse_loss(self.head(self.norm(self.body(x))), y)
+
+
+def shuffled_session(
+    *, budget: int | None = None, hooks: bool = True, seeded: bool = True
+) -> Session:
+    torch.manual_seed(0)
+    model = Net()
+    data = TensorDataset(torch.randn(40, 8), torch.randn(40, 1))
+    # Without a generator the loader draws its order from torch's RNG at each epoch.
+    generator = torch.Generator().manual_seed(1) if seeded else None
+    loader = DataLoader(data, batch_size=8, shuffle=True, generator=generator)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5)
+    session = Session.from_objects(
+        model,
+        inputs=loader,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        rewind=True,
+        rewind_budget=budget,
+    )
+    if hooks:
+        for spec in all_hooks_specs():
+            session.attach(spec)
+        session.attach(HookSpec("body.0", HookKind.FORWARD_PRE, HookAction.SCALE, 1.5))
+    return session
+
+
+@pytest.mark.parametrize("seeded", [True, False])
+@pytest.mark.parametrize("back_to", [0, 3, 7])
+def test_rerun_is_bit_identical(back_to: int, seeded: bool) -> None:
+    session = shuffled_session(seeded=seeded)
+    losses = run(session, 12)  # more than one epoch (5 batches an epoch)
+    final = state_of(session)
+    session.rewind(back_to)
+    again = run(session, 12 - back_to)
+    assert again == losses[back_to:]
+    assert_same(state_of(session), final)
+    assert session.optimizer.param_groups[0]["lr"] == 1e-2 * 0.5**4
+    session.close()
+
+
+def test_thinning_keeps_step_zero_and_newest() -> None:
+    session = shuffled_session(hooks=False)
+    run(session, 1)
+    one = session._checkpoints.nbytes  # one checkpoint and one kept batch
+    session.rewind(0)
+    session = shuffled_session(budget=6 * one, hooks=False)
+    losses = run(session, 30)
+    final = state_of(session)
+    steps = session.reachable_steps()
+    assert steps[0] == 0 and steps[-1] == 30 and 29 in steps
+    assert len(steps) < 12
+    assert session._checkpoints.nbytes <= 6 * one
+    assert session.rewind_note() is None
+    # A thinned step: restored from the nearest earlier checkpoint, then re-run.
+    missing = next(s for s in range(30) if s not in steps)
+    session.rewind(missing)
+    assert session.step == missing
+    assert run(session, 30 - missing) == losses[missing:]
+    assert_same(state_of(session), final)
+
+
+def test_keeps_rule() -> None:
+    kept = [s for s in range(101) if keeps(s, 100)]
+    assert kept[0] == 0 and kept[-4:] == [97, 98, 99, 100]
+    assert len(kept) < 20
+    # once dropped, never wanted again
+    for newest in range(1, 200):
+        for s in range(newest):
+            if not keeps(s, newest):
+                assert not keeps(s, newest + 1)
+
+
+def test_budget_too_small_disables_rewind() -> None:
+    session = shuffled_session(budget=100, hooks=False)
+    run(session, 3)
+    note = session.rewind_note()
+    assert note is not None and "rewind is off" in note and "budget" in note
+    assert session.reachable_steps() == ()
+    with pytest.raises(RewindError):
+        session.rewind(1)
+
+
+def test_rewind_off() -> None:
+    session = Session.load(POWLOG)
+    run(session, 2)
+    assert session.reachable_steps() == ()
+    assert "rewind=False" in (session.rewind_note() or "")
+    with pytest.raises(RewindError):
+        session.rewind(0)
+
+
+def test_rewind_drops_partial_iteration() -> None:
+    session = shuffled_session()
+    run(session, 4)
+    expected = run(session, 2)
+    final = state_of(session)
+    session.rewind(4)
+    session.run_phase()  # forward
+    session.run_phase()  # backward: grads written
+    assert session.in_iteration
+    session.rewind(4)
+    assert not session.in_iteration and session.step == 4
+    assert run(session, 2) == expected
+    assert_same(state_of(session), final)
+
+
+def test_rewind_out_of_range() -> None:
+    session = Session.load(POWLOG, rewind=True)
+    run(session, 2)
+    with pytest.raises(ValueError):
+        session.rewind(3)
+    with pytest.raises(ValueError):
+        session.rewind(-1)
+
+
+def test_list_inputs_and_function_inputs_replay() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.Linear(4, 1))
+    batches = [torch.randn(3, 4) for _ in range(3)]
+    for inputs in (batches, lambda: torch.randn(3, 4)):
+        session = Session.from_objects(
+            model,
+            rewind=True,
+            inputs=inputs,
+            loss_fn=lambda out: out.square().mean(),
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        )
+        losses = run(session, 7)
+        final = state_of(session)
+        session.rewind(2)
+        assert run(session, 5) == losses[2:]
+        assert_same(state_of(session), final)
+        session.rewind(0)
+        session.close()
