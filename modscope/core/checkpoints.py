@@ -4,8 +4,8 @@ A `Checkpoint` holds what decides the next iterations bit for bit: the `state_di
 `requires_grad`, every `.grad`, the training flags, the optimizer's and the scheduler's state,
 every RNG (python, numpy when imported, torch CPU, CUDA when initialised), the position of the
 input source (`BatchSource.position`) and the step. Copies are made under `no_grad` and read no
-RNG (the observer rule, DESIGN section 5). Not kept: attributes of the model that are no state
-(a plain `self.calls += 1`), state held by `loss_fn` or an `inputs` function other than the
+RNG (the observer rule, docs/design.md section 5). Not kept: attributes of the model that are
+no state (a plain `self.calls += 1`), state held by `loss_fn` or an `inputs` function other than the
 RNGs, and a module's `get_extra_state()`.
 """
 
