@@ -13,6 +13,7 @@ from rich.text import Text
 from modscope.core.fmt import printable, printable_lines, summary_line
 from modscope.core.hook_notes import legacy_lesson, module_inputs
 from modscope.core.types import BreakEvent, HookEvent, HookKind, SummaryList
+from modscope.tui.labels import display_location
 
 FIELDS = ("args", "output", "grad_input", "grad_output")
 
@@ -111,8 +112,11 @@ def paused_section(e: HookEvent, palette: Palette = DEFAULT_PALETTE) -> list[Ren
     return parts
 
 
-def break_section(e: BreakEvent, palette: Palette = DEFAULT_PALETTE) -> list[RenderableType]:
-    """Where a break condition stopped the iteration, and the values that tripped it."""
+def break_section(
+    e: BreakEvent, palette: Palette = DEFAULT_PALETTE, script: str | None = None
+) -> list[RenderableType]:
+    """Where a break condition stopped the iteration, and the values that tripped it (the
+    file of the class's `forward` shown relative to the `script`'s folder)."""
     head = Text(
         f"break: {printable(e.condition)} tripped at step {e.step}, {e.phase.value} phase",
         style=f"bold {palette.error}",
@@ -123,7 +127,9 @@ def break_section(e: BreakEvent, palette: Palette = DEFAULT_PALETTE) -> list[Ren
     if e.class_name or e.where:
         where = Text(printable(e.class_name or ""), style="bold")
         if e.where:
-            where.append(f"  forward at {printable(e.where)}", style="dim")
+            where.append(
+                f"  forward at {printable(display_location(e.where, script))}", style="dim"
+            )
         parts.append(where)
     for label, values in zip(e.labels, (e.inputs, e.outputs), strict=True):
         if values:

@@ -55,3 +55,14 @@ async def test_b_arms_and_disarms_conditions(make_app):
         assert "paused in break step=2" in app.query_one(StatusLine).text
         await press(app, pilot, "c")
         assert "step 2" in app.query_one(StatusLine).text
+
+
+def test_break_snapshot(snap_compare, make_app):
+    app = make_app(NAN_ORIGIN, breaks=["nan"])
+
+    async def run_before(pilot) -> None:
+        await press(app, pilot, "s", "s", "s")
+        assert "paused in break nan at blocks.1.gate" in app.query_one(StatusLine).text
+        app.clear_notifications()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

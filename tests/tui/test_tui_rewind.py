@@ -35,3 +35,14 @@ async def test_ten_steps_five_back_five_again(make_app):
         assert "step 1" in app.query_one(StatusLine).text
         assert value(app, "powModel.powParam") == pytest.approx(1.1034, abs=5e-5)
         assert make_app.session.step == 1
+
+
+def test_rewound_snapshot(snap_compare, make_app):
+    app = make_app()
+
+    async def run_before(pilot) -> None:
+        await press(app, pilot, *"s" * 6, "u", "u")
+        assert "step 4" in app.query_one(StatusLine).text
+        app.clear_notifications()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
