@@ -12,9 +12,6 @@ RNGs, and a module's `get_extra_state()`.
 from __future__ import annotations
 
 import copy
-import os
-import random
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +21,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from modscope.core.batches import BatchSource, clone_tree, tensor_bytes
+from modscope.core.rng import RngState, available_bytes
 from modscope.core.walk import distinct_modules, own_tensors
 
 DEFAULT_BUDGET = 1 << 30
@@ -36,86 +34,19 @@ class RewindError(Exception):
     """A rewind that cannot be done: rewind is off, or the step is before the oldest copy."""
 
 
-def available_memory() -> int | None:
-    """Bytes of host memory available now (`MemAvailable`), None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def default_budget(model: nn.Module | None = None) -> int:
     """1 GiB or 25% of the available memory, whichever is smaller; with CUDA state, also 25% of
     the free memory of each CUDA device the model uses (copies stay on the model's device)."""
     budget = DEFAULT_BUDGET
-    host = available_memory()
+    host = available_bytes("cpu")
     if host:
         budget = min(budget, host // 4)
     state = model.state_dict().values() if model is not None else ()
     for device in {t.device for t in state if isinstance(t, torch.Tensor)}:
-        if device.type == "cuda":
-            budget = min(budget, torch.cuda.mem_get_info(device)[0] // 4)
+        free = available_bytes(str(device)) if device.type == "cuda" else None
+        if free is not None:
+            budget = min(budget, free // 4)
     return budget
-
-
-@dataclass(frozen=True, eq=False)
-class RngState:
-    """Every RNG's state at one moment; reading it advances none of them."""
-
-    python: Any
-    numpy: Any
-    torch_cpu: torch.Tensor
-    cuda: tuple[torch.Tensor, ...] | None
-
-    @classmethod
-    def capture(cls) -> RngState:
-        np = sys.modules.get("numpy")
-        cuda = None
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            cuda = tuple(torch.cuda.get_rng_state_all())
-        return cls(
-            python=random.getstate(),
-            numpy=np.random.get_state() if np is not None else None,
-            torch_cpu=torch.get_rng_state(),
-            cuda=cuda,
-        )
-
-    def restore(self) -> None:
-        random.setstate(self.python)
-        np = sys.modules.get("numpy")
-        if self.numpy is not None and np is not None:
-            np.random.set_state(self.numpy)
-        torch.set_rng_state(self.torch_cpu)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state_all(list(self.cuda))
-
-    def same(self, other: RngState) -> bool:
-        """True when no RNG moved between `self` and `other`."""
-        if self.python != other.python or not torch.equal(self.torch_cpu, other.torch_cpu):
-            return False
-        if (self.cuda is None) != (other.cuda is None):
-            return False
-        if self.cuda is not None and other.cuda is not None:
-            pairs = zip(self.cuda, other.cuda, strict=True)
-            if not all(torch.equal(a, b) for a, b in pairs):
-                return False
-        if (self.numpy is None) != (other.numpy is None):
-            return False
-        if self.numpy is not None:
-            a, b = self.numpy, other.numpy
-            return bool(a[0] == b[0] and (a[1] == b[1]).all() and a[2:] == b[2:])
-        return True
-
-    @property
-    def nbytes(self) -> int:
-        return tensor_bytes(self.torch_cpu) + tensor_bytes(self.cuda or ()) + 8 * 625 * 2
 
 
 @dataclass(eq=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import os
 from types import TracebackType
 from typing import Any
 
@@ -15,6 +14,7 @@ from torch import nn
 from modscope.core.doctor.model_copy import Tripwire, deep_copy, shared_code, strip_modscope_hooks
 from modscope.core.doctor.snapshot import CloneLevel, RngState, Snapshot
 from modscope.core.doctor.walk import Reachable
+from modscope.core.rng import available_bytes
 from modscope.core.session import Session
 from modscope.core.walk import refusing_hooks, refusing_phrase
 
@@ -63,29 +63,6 @@ def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> di
                 for value in per_param.values():
                     add(value)
     return out
-
-
-def available_bytes(device: str) -> int | None:
-    """Free memory on a device in bytes, or None when it cannot be told."""
-    kind = device.split(":", 1)[0]
-    if kind == "cpu":
-        try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        try:
-            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return None
-    if kind == "cuda" and torch.cuda.is_available():
-        try:
-            return torch.cuda.mem_get_info(torch.device(device))[0]
-        except Exception:
-            return None
-    return None
 
 
 def fits(need: dict[str, int], fraction: float) -> bool:

@@ -1,4 +1,4 @@
-"""Everything running a model can change, recorded to be put back: `Snapshot` and `RngState`.
+"""Everything running a model can change, recorded to be put back (`Snapshot`; RNGs: `core.rng`).
 
 `Snapshot` records what a forward, a backward and an optimizer step can change through a model
 (module attributes and registries, hook tables, train/eval flags, parameters, buffers, gradients,
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import random
-import sys
 from collections import deque
 from typing import Any
 
@@ -20,6 +18,7 @@ from torch import nn
 from torch.nn.parameter import UninitializedTensorMixin
 
 from modscope.core.doctor.walk import Reachable
+from modscope.core.rng import RngState
 
 
 class CloneLevel(enum.Enum):
@@ -83,29 +82,6 @@ def _put_back(container: Any, saved: Any) -> None:
             container.update(saved)
         else:
             container.extend(saved)
-
-
-class RngState:
-    """The global random states: torch (CPU and initialized CUDA devices), `random`, NumPy's."""
-
-    def __init__(self, generators: tuple[torch.Generator, ...] = ()) -> None:
-        self.torch = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-        self.python = random.getstate()
-        numpy = sys.modules.get("numpy")
-        self.numpy = numpy.random.get_state() if numpy is not None else None
-        self.generators = [(g, g.get_state()) for g in generators]
-
-    def restore(self) -> None:
-        torch.set_rng_state(self.torch)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state_all(self.cuda)
-        random.setstate(self.python)
-        numpy = sys.modules.get("numpy")
-        if self.numpy is not None and numpy is not None:
-            numpy.random.set_state(self.numpy)
-        for g, state in self.generators:
-            g.set_state(state)
 
 
 class Snapshot:

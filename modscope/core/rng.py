@@ -1,0 +1,85 @@
+"""The global random states and free memory, as the doctor's sandbox and rewind both need them:
+`RngState` (captured without advancing any RNG, put back exactly) and `available_bytes`."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+
+import torch
+
+
+class RngState:
+    """The global random states: torch (CPU and initialised CUDA devices), `random`, NumPy's
+    (when imported), and the given `torch.Generator`s. Reading them advances none."""
+
+    def __init__(self, generators: tuple[torch.Generator, ...] = ()) -> None:
+        self.torch = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        self.python = random.getstate()
+        numpy = sys.modules.get("numpy")
+        self.numpy = numpy.random.get_state() if numpy is not None else None
+        self.generators = [(g, g.get_state()) for g in generators]
+
+    @classmethod
+    def capture(cls) -> RngState:
+        """The global states now (no generators)."""
+        return cls()
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.torch)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state_all(self.cuda)
+        random.setstate(self.python)
+        numpy = sys.modules.get("numpy")
+        if self.numpy is not None and numpy is not None:
+            numpy.random.set_state(self.numpy)
+        for g, state in self.generators:
+            g.set_state(state)
+
+    def same(self, other: RngState) -> bool:
+        """True when no global RNG moved between `self` and `other`."""
+        if self.python != other.python or not torch.equal(self.torch, other.torch):
+            return False
+        if (self.cuda is None) != (other.cuda is None):
+            return False
+        pairs = zip(self.cuda or (), other.cuda or (), strict=True)
+        if not all(torch.equal(a, b) for a, b in pairs):
+            return False
+        if (self.numpy is None) != (other.numpy is None):
+            return False
+        if self.numpy is not None:
+            a, b = self.numpy, other.numpy
+            return bool(a[0] == b[0] and (a[1] == b[1]).all() and a[2:] == b[2:])
+        return True
+
+    @property
+    def nbytes(self) -> int:
+        """About what the copy takes (the torch states, and the Python/NumPy Mersenne tables)."""
+        tensors = [self.torch, *(self.cuda or ())]
+        return sum(t.numel() * t.element_size() for t in tensors) + 8 * 625 * 2
+
+
+def available_bytes(device: str) -> int | None:
+    """Free memory on a device in bytes (`"cpu"`: the host's `MemAvailable`), or None when it
+    cannot be told."""
+    kind = device.split(":", 1)[0]
+    if kind == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    if kind == "cuda" and torch.cuda.is_available():
+        try:
+            return torch.cuda.mem_get_info(torch.device(device))[0]
+        except Exception:
+            return None
+    return None
