@@ -82,7 +82,7 @@ def user_error(
         found = user_frame(exc.__traceback__, prefer=script)
         if found:
             file, line = found
-        words = _while_loading(exc) if phase is Phase.LOAD else describe_base_exception(exc)
+        words = describe_base_exception(exc, loading=phase is Phase.LOAD)
         message = words or str(exc) or type(exc).__name__
     source = linecache.getline(file, line).rstrip() if file and line else None
     if isinstance(exc, SyntaxError) and exc.text and not source:
@@ -98,14 +98,3 @@ def user_error(
         traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
         hint=hint,
     )
-
-
-def _while_loading(exc: BaseException) -> str | None:
-    """`describe_base_exception`'s words for the script's top level (no iteration runs yet)."""
-    if isinstance(exc, SystemExit):
-        return f"sys.exit({exc.code!r}) was called while the script loaded; modscope caught it"
-    if isinstance(exc, KeyboardInterrupt):
-        return "KeyboardInterrupt was raised by the script (not by Ctrl-C) while it loaded"
-    if isinstance(exc, GeneratorExit):
-        return "GeneratorExit was raised outside a generator's close() while the script loaded"
-    return describe_base_exception(exc)

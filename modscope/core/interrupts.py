@@ -51,14 +51,17 @@ def is_real_interrupt(exc: BaseException) -> bool:
     return not _installed.is_set() and threading.current_thread() is threading.main_thread()
 
 
-def describe_base_exception(exc: BaseException) -> str | None:
-    """Words for the exceptions that are not `Exception`s, when the user's code raised one."""
+def describe_base_exception(exc: BaseException, *, loading: bool = False) -> str | None:
+    """Words for the exceptions that are not `Exception`s, when the user's code raised one
+    (`loading`: at the script's top level, before any iteration)."""
+    when = " while the script loaded" if loading else ""
+    who = "the script" if loading else "the code"
     if isinstance(exc, SystemExit):
-        return f"sys.exit({exc.code!r}) was called; modscope caught it"
+        return f"sys.exit({exc.code!r}) was called{when}; modscope caught it"
     if isinstance(exc, KeyboardInterrupt):
-        return "KeyboardInterrupt was raised by the code (not by Ctrl-C); modscope caught it"
+        return f"KeyboardInterrupt was raised by {who} (not by Ctrl-C){when}; modscope caught it"
     if isinstance(exc, GeneratorExit):
-        return "GeneratorExit was raised outside a generator's close(); modscope caught it"
+        return f"GeneratorExit was raised outside a generator's close(){when}; modscope caught it"
     if not isinstance(exc, Exception):
-        return f"{type(exc).__name__} (a BaseException) was raised; modscope caught it"
+        return f"{type(exc).__name__} (a BaseException) was raised{when}; modscope caught it"
     return None
