@@ -110,6 +110,12 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
         "MODULE:output-absmax>X, MODULE:grad-norm>X (repeatable; exit 1 when one trips)",
     )
     run.add_argument(
+        "--layers",
+        action="store_true",
+        help="each module's output statistics, dead and saturated fractions, gradient norm and "
+        "update ratio, every step",
+    )
+    run.add_argument(
         "--save-state", type=file_path, metavar="PATH", help="write the final state_dict here"
     )
     run.add_argument(

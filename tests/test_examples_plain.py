@@ -153,10 +153,19 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "dropout": ["eval outputs equal: False"],
     "dropout_fixed": ["eval outputs equal: True"],
+    "layer_health": ["dead hidden units: 16 of 16", "gate outputs at the rails: 0.85"],
+    "layer_health_fixed": ["dead hidden units: 0 of 16", "gate outputs at the rails: 0.00"],
 }
 
 # The realistic models print a loss per step; the article gives no numbers for them.
-LOSS_STEPS = {"cnn": 8, "tiny_lm": 10, "dropout": 5, "dropout_fixed": 5}
+LOSS_STEPS = {
+    "cnn": 8,
+    "tiny_lm": 10,
+    "dropout": 5,
+    "dropout_fixed": 5,
+    "layer_health": 5,
+    "layer_health_fixed": 5,
+}
 
 
 # Under `python examples/X.py` as well, in their own interpreter: the article's central ones.

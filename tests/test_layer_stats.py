@@ -26,9 +26,7 @@ def _by_hand_model() -> nn.Sequential:
 
 def _one_step(model: nn.Module, inputs: torch.Tensor, lr: float = 0.1):
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    session = session_for(
-        model, inputs=inputs, loss_fn=lambda out: out.sum(), optimizer=optimizer
-    )
+    session = session_for(model, inputs=inputs, loss_fn=lambda out: out.sum(), optimizer=optimizer)
     with LayerWatch(session.model) as watch:
         result = session.run_iteration()
         assert result.record is not None

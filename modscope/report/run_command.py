@@ -26,6 +26,8 @@ from modscope.core.fmt import (
     summary_line,
 )
 from modscope.core.hooks import HookSpec, HookSpecError, all_hooks_specs
+from modscope.core.layer_stats import LayerWatch
+from modscope.core.layer_types import LayerStep
 from modscope.core.outputs import OutputError, check_writable
 from modscope.core.session import Session
 from modscope.core.types import BreakEvent, Finding, HookEvent, StepRecord, UserError
@@ -39,6 +41,7 @@ from modscope.report.common import (
     report_refusal,
     write_json_line,
 )
+from modscope.report.layers_table import TREND_WIDTH, print_layers
 from modscope.report.progress import StepProgress
 from modscope.report.record import Iteration, PrintTee, RecordedRun, check_recording_folder
 
@@ -67,6 +70,9 @@ class JsonReport:
 
     def step(self, record: StepRecord) -> None:
         write_json_line(record.to_json())
+
+    def layers(self, step: LayerStep) -> None:
+        write_json_line(step.to_json())
 
     def finding(self, finding: Finding) -> None:
         write_json_line({"event": "finding", "step": finding.step, **finding.to_json()})
@@ -97,6 +103,7 @@ class TableReport:
         self.notes_shown = False
         self.step_width = max(4, len(str(steps)))
         self.change_width = 0
+        self.layer_steps: list[LayerStep] = []
 
     def hook(self, event: HookEvent) -> None:
         key = (event.module or "(root)", event.kind.value, event.action.value)
@@ -114,6 +121,10 @@ class TableReport:
         console.print(self._row(record), soft_wrap=True)
         self.last = record
         self.progress.advance(record)
+
+    def layers(self, step: LayerStep) -> None:
+        """Kept for the table after the rows: the last step's modules, with a trend."""
+        self.layer_steps = [*self.layer_steps[-(TREND_WIDTH - 1) :], step]
 
     def finding(self, finding: Finding) -> None:
         self.findings.append(finding)
@@ -134,12 +145,15 @@ class TableReport:
         self._print_notes(c)
         if self.last is not None:
             c.print(self._state_table(self.last))
+        if self.layer_steps:
+            print_layers(c, self.layer_steps)
         if self.fired:
             c.print(self._hooks_table())
         if self.findings:
             c.print(findings_report(self.findings, title="Findings"))
         self.last = None
         self.findings = []
+        self.layer_steps = []
         self.fired.clear()
 
     def _print_notes(self, console: Console) -> None:
@@ -339,6 +353,9 @@ def _run(session: Session, args: argparse.Namespace, prints: ScriptPrints, tee: 
         else:
             run = PlainRun(session)
         session.on_break = stop  # after the controller of --record has set its own
+        layers = LayerWatch(session.model) if getattr(args, "layers", False) else None
+        if layers is not None:
+            layers.attach()
         try:
             # The doctor's static findings (step 0), then those of the iterations as they run: a
             # NaN loss is a `nonfinite` finding, not an error, and the run goes on.
@@ -361,6 +378,8 @@ def _run(session: Session, args: argparse.Namespace, prints: ScriptPrints, tee: 
                     return ExitCode.FINDINGS
                 assert it.record is not None
                 report.step(it.record)
+                if layers is not None:
+                    report.layers(layers.take(it.record))
                 for finding in it.findings:
                     report.finding(finding)
         except KeyboardInterrupt:
@@ -368,6 +387,8 @@ def _run(session: Session, args: argparse.Namespace, prints: ScriptPrints, tee: 
             report.close()  # what completed, then `modscope: interrupted` (cli.main)
             raise
         finally:
+            if layers is not None:
+                layers.detach()
             run.close()
         progress.stop()
         report.close()
