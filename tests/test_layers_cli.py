@@ -74,3 +74,10 @@ def test_run_layers_ends_bit_identical_to_a_run_without(script, tmp_path, capsys
     a, b = torch.load(plain, weights_only=True), torch.load(watched, weights_only=True)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_check_json_carries_dead_units_and_saturated_as_warnings(capsys):
+    assert main(["check", HEALTH, "--json", "--steps", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    found = {(f["kind"], f["path"], f["severity"], f["step"]) for f in report["findings"]}
+    assert found == {("dead-units", "act", "warning", 2), ("saturated", "gate", "warning", 2)}

@@ -609,6 +609,8 @@ def _each_kind(n: int) -> list[Finding]:
             names[0], kind="frozen parameter", step=2, values=ranks, world_size=n + 1
         ),
         rules.rank_layout_divergence(1, n + 1, list(range(1, n + 1))),
+        rules.dead_units("body.1", "ReLU", n, 3),
+        rules.saturated("body.2", "Sigmoid", 0.85, n, 3),
     ]
     out += [rules.nonfinite(what, names, 2) for what in ("parameters", "gradients", "buffers")]
     if n == 1:  # reported alone: one parameter whose module holds others

@@ -82,6 +82,8 @@ class FindingKind(str, enum.Enum):
     EXPLODING_GRADIENT = "exploding-gradient"
     VANISHING_GRADIENT = "vanishing-gradient"
     RANK_DIVERGENCE = "rank-divergence"
+    DEAD_UNITS = "dead-units"
+    SATURATED = "saturated"
 
     @property
     def severity(self) -> Severity:
@@ -108,6 +110,8 @@ SEVERITIES: dict[FindingKind, Severity] = {
     FindingKind.EXPLODING_GRADIENT: Severity.WARNING,
     FindingKind.VANISHING_GRADIENT: Severity.WARNING,
     FindingKind.RANK_DIVERGENCE: Severity.ERROR,
+    FindingKind.DEAD_UNITS: Severity.WARNING,
+    FindingKind.SATURATED: Severity.WARNING,
 }
 """How bad each kind of finding is."""
 

@@ -6,11 +6,13 @@ import warnings
 from dataclasses import dataclass, replace
 
 from modscope.core.doctor import rules
+from modscope.core.doctor.layers import LayerHealth
 from modscope.core.doctor.probes import ForwardProbe, eval_nondeterminism
 from modscope.core.doctor.sandbox import MEMORY_FRACTION, Sandbox, SandboxMode
 from modscope.core.doctor.watch import StepWatcher
 from modscope.core.errors import user_error
 from modscope.core.interrupts import is_real_interrupt
+from modscope.core.layer_stats import LayerWatch
 from modscope.core.session import Session
 from modscope.core.types import Finding, Phase, UserError
 from modscope.core.walk import refusing_hooks, refusing_phrase
@@ -120,6 +122,9 @@ class _Attempt:
         runner = StepWatcher(box, reported=self.static)
         probe = ForwardProbe(box.model)
         probe.attach()
+        layers = LayerWatch(box.model)
+        health = LayerHealth()
+        layers.attach()
         try:
             for step in range(1, (self.steps if self.sandbox.steps_allowed else 0) + 1):
                 probe.begin_step(step)
@@ -133,9 +138,12 @@ class _Attempt:
                 self.found += runner.after_step(
                     result.record, nonfinite_module=probe.take_nonfinite()
                 )
+                health.observe(layers.take(result.record))
         finally:
+            layers.detach()
             probe.detach()
             self.found += probe.reused_findings()
+            self.found += health.findings()
 
     def _probe_eval(self, box: Session) -> None:
         try:

@@ -12,6 +12,12 @@ from modscope.core.doctor.rules.distributed import (
     rank_divergence,
     rank_layout_divergence,
 )
+from modscope.core.doctor.rules.layer_health import (
+    MIN_OUTPUTS,
+    SATURATED_FRACTION,
+    dead_units,
+    saturated,
+)
 from modscope.core.doctor.rules.module_state import (
     device_mismatch,
     dtype_mismatch,
@@ -58,11 +64,14 @@ __all__ = [
     "EXPLODING_GRAD_NORM",
     "EXPLODING_GROWTH_FLOOR",
     "LISTED",
+    "MIN_OUTPUTS",
+    "SATURATED_FRACTION",
     "VANISHING_GRAD_NORM",
     "VANISHING_MIN_LOSS",
     "RankValue",
     "accessor",
     "buffer_grad_history",
+    "dead_units",
     "dedup_key",
     "device_mismatch",
     "dtype_mismatch",
@@ -79,6 +88,7 @@ __all__ = [
     "rank_divergence",
     "rank_layout_divergence",
     "reused_module",
+    "saturated",
     "shared_module",
     "shared_parameter",
     "stale_optimizer",
