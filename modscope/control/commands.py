@@ -103,6 +103,13 @@ class ArmBreaks:
 
 
 @dataclass(frozen=True)
+class WatchLayers:
+    """The layers view was opened: collect each module's statistics from the next iteration
+    on (`LayersSeen` after each). Not a query: at a pause it waits for the iteration's end, so
+    no iteration is seen in part."""
+
+
+@dataclass(frozen=True)
 class DetachHook:
     """Detach a hook the hooks pane lists: modscope's, or (the user confirmed) another's."""
 
@@ -125,6 +132,7 @@ Command = (
     | AttachHook
     | DetachHook
     | ArmBreaks
+    | WatchLayers
 )
 
 QUERIES = (ListHooks, ReadValues, Watch, AttachHook, DetachHook)

@@ -20,6 +20,7 @@ from modscope.control import commands as cmd
 from modscope.control import hook_desk
 from modscope.control import updates as up
 from modscope.control.internal import internal_error
+from modscope.control.layer_desk import LayerDesk
 from modscope.control.snapshots import (
     SUMMARIZE_ALL_LIMIT,
     make_layout,
@@ -104,6 +105,7 @@ class SessionController:
         self._abandoned_by: cmd.Command | None = None
         self._closing = False
         self._furthest = 0  # the furthest step reached (a rewind goes back from it)
+        self._layers = LayerDesk()  # per-module statistics, once the layers view is opened
 
     @property
     def session(self) -> Session | None:
@@ -200,6 +202,8 @@ class SessionController:
             self._detach(s, command.hook)
         elif isinstance(command, cmd.ArmBreaks):
             self._arm(s, command.conditions)
+        elif isinstance(command, cmd.WatchLayers):
+            self._out += self._layers.want(s)
         elif isinstance(command, cmd.Rewind):
             self._rewind(s, s.step - 1)
         elif isinstance(command, cmd.GoToStep):
@@ -232,6 +236,7 @@ class SessionController:
                 continue
             self._attach(session, spec, source="--hook", relist=False)
         session.on_break = self.serve_break
+        self._layers.attach(session)
         if self._break_specs:
             self._arm(session, self._break_specs)
         layout = self._relayout(session)
@@ -250,6 +255,7 @@ class SessionController:
         s, self._session = self._session, None
         self._paused_at = None
         self._watcher = None
+        self._layers.detach()
         if s is not None:
             try:
                 s.close()
@@ -287,6 +293,8 @@ class SessionController:
         self._out.append(
             up.PhaseDone(result.step, result.phase, result.record, result.error, result.abandoned)
         )
+        if result.record or result.error or result.abandoned:
+            self._out += self._layers.after_iteration(result.record)
         self._after_change(result.record)
 
     def _after_change(self, record: StepRecord | None) -> None:
@@ -295,6 +303,7 @@ class SessionController:
         self._version += 1
         if structure_fingerprint(s.model) != self._fingerprint:
             self._out.append(up.LayoutChanged(self._relayout(s)))
+            self._layers.attach(s)  # watch the modules the model has now
         self._summarize(s, record=record)
         self._furthest = max(self._furthest, s.step)
         if record is not None and self._watcher is not None:
@@ -316,6 +325,8 @@ class SessionController:
         except (RewindError, ValueError) as exc:
             self._out.append(up.Notice(f"rewind: {exc}", "error"))
             return
+        finally:
+            self._layers.discard()  # the re-run iterations of a thinned checkpoint
         self._version += 1
         layout = self._relayout(s)
         self._out += [up.Repaint(step), up.Loaded(layout, tuple(s.notes()), time.perf_counter())]

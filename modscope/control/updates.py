@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from modscope.core.layer_types import LayerStep
 from modscope.core.types import (
     BreakEvent,
     Finding,
@@ -228,6 +229,13 @@ class ValuesRead:
     note: str | None = None
 
 
+@dataclass(frozen=True)
+class LayersSeen:
+    """Each module's statistics after an iteration (sent once `WatchLayers` asked for them)."""
+
+    step: LayerStep
+
+
 Update = (
     Loaded
     | Repaint
@@ -245,6 +253,7 @@ Update = (
     | Paused
     | BreakHit
     | ValuesRead
+    | LayersSeen
 )
 
 
