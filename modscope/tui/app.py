@@ -33,6 +33,7 @@ from modscope.tui.hook_actions import HookActions
 from modscope.tui.hook_event_groups import coalesce
 from modscope.tui.hook_events_pane import HookEventsPane
 from modscope.tui.hooks_pane import HooksPane
+from modscope.tui.layers_screen import LayersScreen
 from modscope.tui.log_pane import LogPane
 from modscope.tui.loss_plot import LossPlot
 from modscope.tui.model_view import ModelView, NodeRef
@@ -98,6 +99,7 @@ class ModscopeApp(HookActions, UpdatePainter):
         self._batch = up.Batch()
         self._go_to_on_load: str | None = None
         self._keys_state: tuple[object, ...] = ()
+        self._layers_asked = False  # WatchLayers sent (once per app: reloads keep watching)
         if not animations:
             self.animation_level = "none"
 
@@ -230,6 +232,8 @@ class ModscopeApp(HookActions, UpdatePainter):
             )
         if action == "filter":
             return on_main and self.view.loaded
+        if action == "layers":
+            return on_main and self.view.loaded and not isinstance(self.focused, Input)
         if action == "breaks":
             return on_main and self.view.loaded and not isinstance(self.focused, Input)
         if action == "resume":
@@ -295,6 +299,19 @@ class ModscopeApp(HookActions, UpdatePainter):
     def action_diff(self) -> None:
         self.push_screen(DiffScreen(self.view))
 
+    def action_layers(self) -> None:
+        if not self._layers_asked:
+            self._layers_asked = True
+            self._submit(cmd.WatchLayers())
+        field = self.query_one(Input)
+        shown = field.value if field.has_class("-shown") else ""
+
+        def chosen(path: str | None) -> None:
+            if path is not None:
+                self.go_to(path)
+
+        self.push_screen(LayersScreen(self.view, shown), chosen)
+
     def action_filter(self) -> None:
         field = self.query_one(Input)
         field.add_class("-shown")
@@ -324,6 +341,7 @@ class ModscopeApp(HookActions, UpdatePainter):
                 "\n\nThis is a replay of a recording: s and n move on a recorded step, u back "
                 "one, g to any. Train/eval, hooks and reload need a live model: greyed here."
             )
+            intro += " The layers view (l) needs one too: it collects statistics as steps run."
         self.push_screen(HelpScreen(title, intro, keys_for(self, title)))
 
     async def action_quit(self) -> None:

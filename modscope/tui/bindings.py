@@ -41,6 +41,16 @@ APP_BINDINGS: list[BindingType] = [
         show=False,
     ),
     Binding("d", "diff", "Diff", id="diff", tooltip="What the last step changed"),
+    # Listed by `?` but not in the footer, which is full at 100 columns already.
+    Binding(
+        "l",
+        "layers",
+        "Layers",
+        id="layers",
+        show=False,
+        tooltip="Each module's output statistics, dead and saturated shares, gradient norm and "
+        "update ratio",
+    ),
     Binding(
         "h",
         "attach_hook",
@@ -82,5 +92,5 @@ STEPPING = ("step", "next_phase", "toggle_run", "toggle_mode", "rewind", "go_to_
 TIME_TRAVEL = ("rewind", "go_to_step", "switch_rank")
 """Actions that move between steps already taken: a replay's (shown only where they work)."""
 
-LIVE_ONLY = ("toggle_mode", "attach_hook", "detach_hook", "reload", "breaks")
+LIVE_ONLY = ("toggle_mode", "attach_hook", "detach_hook", "reload", "breaks", "layers")
 """Actions that need a live model: greyed out in a replay, and the help says why."""

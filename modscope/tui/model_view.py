@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from modscope.control.updates import ModelLayout, SessionStatus, TensorsSummarized
+from modscope.core.layer_types import LayerStep
 from modscope.core.types import (
     BreakEvent,
     Finding,
@@ -83,6 +84,8 @@ class ModelView:
         self.paused: HookEvent | None = None
         self.broke: BreakEvent | None = None
         """The break condition holding the iteration now, if one does."""
+        self.layers: deque[LayerStep] = deque(maxlen=HISTORY_LIMIT)
+        """Each module's statistics after each step since the layers view was first opened."""
         """The hook firing a pause hook holds the iteration at, while it does."""
 
     # -- applying updates ----------------------------------------------------------------------
@@ -97,6 +100,7 @@ class ModelView:
         self.version = -1
         self.summaries, self.grads, self.baseline = {}, {}, {}
         self.history.clear()
+        self.layers.clear()
         self.changed = frozenset()
         self.set_findings(())
         self.hooks.clear()
@@ -134,6 +138,11 @@ class ModelView:
     def add_record(self, record: StepRecord) -> None:
         self.history.append(record)
         self.changed = frozenset(record.diff.changed)
+
+    def back_to(self, step: int) -> None:
+        """The session was rewound to `step`: the layer statistics of later steps are gone."""
+        while self.layers and self.layers[-1].step > step:
+            self.layers.pop()
 
     def set_findings(self, findings: Iterable[Finding]) -> None:
         order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}

@@ -16,6 +16,7 @@ from modscope.tui import labels
 from modscope.tui.error_panel import ErrorPanel
 from modscope.tui.findings_pane import FindingsPane
 from modscope.tui.hook_events_pane import HookEventsPane
+from modscope.tui.layers_screen import LayersScreen
 from modscope.tui.load_error_screen import LoadErrorScreen
 from modscope.tui.log_pane import LogPane
 from modscope.tui.model_view import ModelView, NodeRef
@@ -68,6 +69,7 @@ class UpdatePainter(App[None]):
             # What follows is the session again from its start: drop what the panes hold.
             log.forget()
             self.query_one(HookEventsPane).clear_events()
+            view.back_to(u.step)
         elif isinstance(u, up.LoadFailed):
             self._load_failed(u.error)
         elif isinstance(u, up.LayoutChanged):
@@ -106,6 +108,10 @@ class UpdatePainter(App[None]):
             self._show_hooks()
         elif isinstance(u, up.ValuesRead) and isinstance(self.screen, ValuesScreen):
             self.screen.show_page(u)
+        elif isinstance(u, up.LayersSeen):
+            view.layers.append(u.step)
+            if isinstance(self.screen, LayersScreen):
+                self.screen.refresh_rows()
         else:
             return False
         return True

@@ -1,0 +1,133 @@
+"""The layers view (`l`): a table of modules with their statistics after the last step, sorted
+by any column, filtered like the tree, `enter` to the module in the tree; greyed in a replay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.pilot import Pilot
+from textual.widgets import DataTable
+from tui_helpers import press
+
+from modscope.control import commands as cmd
+from modscope.control.controller import SessionController, script_factory
+from modscope.control.recording import RecordingWriter, read_recording, script_meta
+from modscope.control.replay import replay_factory
+from modscope.tui.app import ModscopeApp
+from modscope.tui.help_screen import HelpScreen
+from modscope.tui.layers_screen import LayersScreen
+from modscope.tui.log_pane import LogPane
+from modscope.tui.module_tree import ModuleTree
+
+HEALTH = Path(__file__).parents[2] / "examples" / "layer_health.py"
+SIZE = (120, 30)
+
+
+def table_rows(app: ModscopeApp) -> dict[str, list[str]]:
+    table = app.screen.query_one(DataTable)
+    return {str(k.value): [str(c) for c in table.get_row(k)] for k in table.rows}
+
+
+def first_column(app: ModscopeApp) -> list[str]:
+    table = app.screen.query_one(DataTable)
+    return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+
+
+async def opened_after_two_steps(app: ModscopeApp, pilot: Pilot, *keys: str) -> None:
+    """`l` (collecting starts), back, two steps, `l` again, then `keys`."""
+    await press(app, pilot, "l", "escape", "s", "s", "l", *keys)
+    app.clear_notifications()
+    await pilot.pause()
+    assert isinstance(app.screen, LayersScreen)
+    assert "internal error" not in app.query_one(LogPane).text
+
+
+def test_layers_view_after_two_steps(snap_compare, make_app):
+    app = make_app(HEALTH)
+
+    async def run_before(pilot: Pilot) -> None:
+        await opened_after_two_steps(app, pilot)
+        rows = table_rows(app)
+        assert list(rows) == ["", "hidden", "act", "gate_in", "gate", "out"]
+        header = [c.label.plain for c in app.screen.query_one(DataTable).columns.values()]
+        dead, saturated = header.index("dead"), header.index("saturated")
+        assert rows["act"][dead] == "100%" and rows["gate"][saturated] == "85%"
+        assert "after step 2" in str(app.screen.query_one("#layers-caption").render())
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_layers_view_sorted_by_dead_share(snap_compare, make_app):
+    app = make_app(HEALTH)
+
+    async def run_before(pilot: Pilot) -> None:
+        # o: type, mean, std, absmax, dead (largest first).
+        await opened_after_two_steps(app, pilot, "o", "o", "o", "o", "o")
+        assert app.screen.sort_key == "dead" and app.screen.descending
+        assert first_column(app)[0] == "act"
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+async def test_o_cycles_the_sort_column_and_shift_o_reverses(make_app):
+    app = make_app(HEALTH)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened_after_two_steps(app, pilot, "o")
+        assert app.screen.sort_key == "type"
+        # GatedMLP, the Linears in the model's order, ReLU, Sigmoid.
+        assert first_column(app) == ["(root)", "hidden", "gate_in", "out", "act", "gate"]
+        await press(app, pilot, "O")
+        assert first_column(app)[:2] == ["gate", "act"]
+        for _ in range(8):  # on through every column, back to the model's order
+            await press(app, pilot, "o")
+        assert app.screen.sort_key == "module"
+        assert first_column(app) == ["(root)", "hidden", "act", "gate_in", "gate", "out"]
+
+
+async def test_the_tree_filter_applies_and_enter_selects_the_module_in_the_tree(make_app):
+    app = make_app(HEALTH)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(app, pilot, "l", "escape", "s", "slash", "g", "a", "t", "e", "enter", "l")
+        assert isinstance(app.screen, LayersScreen)
+        # The modules the filtered tree shows: the matches and the root above them.
+        assert first_column(app) == ["(root)", "gate_in", "gate"]
+        await press(app, pilot, "down", "down", "enter")
+        assert not isinstance(app.screen, LayersScreen)
+        tree = app.query_one(ModuleTree)
+        assert tree.cursor_node.data.path == "gate"
+
+
+async def test_before_any_step_the_view_says_how_to_get_statistics(make_app):
+    app = make_app(HEALTH)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(app, pilot, "l")
+        caption = str(app.screen.query_one("#layers-caption").render())
+        assert "No statistics yet" in caption and "s to run one" in caption
+        await press(app, pilot, "escape", "s", "l")
+        assert "after step 1" in str(app.screen.query_one("#layers-caption").render())
+
+
+async def test_help_lists_the_layers_key(make_app):
+    app = make_app(HEALTH)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(app, pilot, "question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        assert any(k.key == "l" and k.description == "Layers" for k in app.screen.keys)
+
+
+async def test_the_layers_key_is_greyed_in_a_replay_and_the_help_says_why(tmp_path):
+    folder = str(tmp_path / "R")
+    c = SessionController(script_factory(str(HEALTH)), script=str(HEALTH))
+    with RecordingWriter(folder, script_meta(str(HEALTH))) as writer:
+        writer.write(c.load())
+        writer.write(c.handle(cmd.Step()))
+    c.close()
+    app = ModscopeApp(folder, controller=replay_factory(read_recording(folder)), animations=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(app, pilot)
+        assert app.check_action("layers", ()) is None
+        await press(app, pilot, "l")
+        assert not isinstance(app.screen, LayersScreen)
+        await press(app, pilot, "question_mark")
+        assert "The layers view (l) needs one too" in app.screen.intro
+        assert any(k.key == "l" and not k.enabled for k in app.screen.keys)
