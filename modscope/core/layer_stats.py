@@ -5,6 +5,7 @@ one transfer per device (docs/design.md section 2, `run --layers`)."""
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,8 +28,8 @@ from modscope.core.walk import distinct_modules, refuses_hooks
 
 _RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.Threshold)
 _PARTS = 6
-"""What one call leaves on the device, as float64: sum, sum of squares, min, max, zeros,
-elements at the rails."""
+"""What one call leaves on the device, as float64: sum, sum of squares, min, max, nonzero
+elements, elements at the rails."""
 
 
 def activation_of(module: nn.Module) -> Activation | None:
@@ -67,8 +68,9 @@ def output_parts(x: torch.Tensor, rails: tuple[float, float] | None) -> torch.Te
         total = x.sum(dtype=torch.float64)
         squares = torch.linalg.vector_norm(x, dtype=torch.float64) ** 2
         lo, hi = torch.aminmax(x)
-        zeros = (x == 0).sum()
-        parts = [total, squares, lo.double(), hi.double(), zeros.double()]
+        # count_nonzero: one kernel, where (x == 0).sum() writes a bool copy of x first.
+        nonzero = torch.count_nonzero(x)
+        parts = [total, squares, lo.double(), hi.double(), nonzero.double()]
         if rails is None:
             parts.append(torch.zeros((), dtype=torch.float64, device=x.device))
         else:
@@ -116,6 +118,9 @@ class LayerWatch:
         self._rails = [rails_of(m) for _, m in self.modules]
         self._handles: list[RemovableHandle] = []
         self._seen: list[tuple[int, int, torch.Tensor]] = []
+        # The parts of each output tensor seen in this iteration, by id: a container's output
+        # is often its last child's very tensor (Sequential), whose parts are reused then.
+        self._parts: dict[int, tuple[weakref.ref[torch.Tensor], int, torch.Tensor]] = {}
 
     @property
     def attached(self) -> bool:
@@ -143,6 +148,7 @@ class LayerWatch:
     def discard(self) -> None:
         """Forget what was seen since the last `take` (an iteration abandoned or rewound)."""
         self._seen = []
+        self._parts = {}
 
     def __enter__(self) -> LayerWatch:
         self.attach()
@@ -161,7 +167,7 @@ class LayerWatch:
             if x is None:
                 return
             try:
-                self._seen.append((index, x.numel(), output_parts(x, rails)))
+                self._seen.append((index, x.numel(), self._parts_of(x, rails)))
             except (RuntimeError, NotImplementedError, TypeError):
                 # A tensor subclass or exotic dtype may refuse a reduction: show no
                 # statistics for it rather than fail the user's iteration.
@@ -169,11 +175,24 @@ class LayerWatch:
 
         return note_output
 
+    def _parts_of(self, x: torch.Tensor, rails: tuple[float, float] | None) -> torch.Tensor:
+        """`output_parts(x, rails)`, reused when the same tensor, unchanged since (its
+        `_version`), was seen by a module with no rails (the rails column then differs)."""
+        if rails is not None:
+            return output_parts(x, rails)
+        known = self._parts.get(id(x))
+        if known is not None and known[0]() is x and known[1] == x._version:
+            return known[2]
+        parts = output_parts(x, None)
+        self._parts[id(x)] = (weakref.ref(x), x._version, parts)
+        return parts
+
     def take(self, record: StepRecord) -> LayerStep:
         """Every module's statistics for the iteration `record` describes (its gradients and
         diff give the learning signs); the outputs noted since the last take come to the host in
         one transfer per device."""
         seen, self._seen = self._seen, []
+        self._parts = {}
         outputs = combine_calls(seen)
         stats = []
         for index, (path, module) in enumerate(self.modules):
@@ -227,9 +246,9 @@ def layer_stats(
     """One module's `LayerStats` from its combined output parts and its parameters' health."""
     stats = dead = saturated = None
     if output is not None:
-        (total, squares, lo, hi, zeros, at_rails), n, calls = output
+        (total, squares, lo, hi, nonzero, at_rails), n, calls = output
         stats = output_stats(total, squares, lo, hi, n, calls)
-        dead = zeros / n
+        dead = (n - nonzero) / n
         saturated = at_rails / n if rails else None
     return LayerStats(
         path=path,

@@ -26,6 +26,8 @@ R `run` under torchrun):
 - vanishing-gradient (warning, W): global gradient norm below 1e-10 while abs(loss) > 1e-6
 - rank-divergence (error, R: `run` under torchrun): a parameter or buffer whose bits differ
   across ranks after a step (buffers DDP broadcasts at the next forward left out)
+- dead-units (warning, C): a ReLU-like module whose every output is zero in each step checked
+- saturated (warning, C): a sigmoid/tanh-like module with most outputs at its rails, each step
 
 `static.static_findings` reads the module tree; `watch.StepWatcher` reads the iterations a
 session runs anyway (`modscope run`, the app); `dynamic.run_checks` adds iterations and probes
