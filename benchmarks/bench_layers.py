@@ -37,8 +37,12 @@ def many(device: str) -> tuple[nn.Module, torch.Tensor]:
     return nn.Sequential(*layers).to(device), torch.randn(16, 8).to(device)
 
 
-def variant(base: nn.Module, inputs: torch.Tensor, *, watched: bool) -> Callable[[], None]:
-    """One iteration of a session on a copy of `base`, with a `LayerWatch` when `watched`."""
+def variant(
+    base: nn.Module, inputs: torch.Tensor, *, watched: bool, noop: bool = False
+) -> Callable[[], None]:
+    """One iteration of a session on a copy of `base`, with a `LayerWatch` when `watched`, or
+    with a forward hook that does nothing on every module when `noop` (the floor of any
+    per-module hook)."""
     model = copy.deepcopy(base)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     s = Session.from_objects(
@@ -47,6 +51,9 @@ def variant(base: nn.Module, inputs: torch.Tensor, *, watched: bool) -> Callable
     watch = LayerWatch(s.model)
     if watched:
         watch.attach()
+    if noop:
+        for m in model.modules():
+            m.register_forward_hook(lambda *_: None)
 
     def step() -> None:
         record = s.run_iteration().record
@@ -69,6 +76,7 @@ def main() -> None:
 
         variants = {
             "session": variant(base, inputs, watched=False),
+            "session + no-op hooks": variant(base, inputs, watched=False, noop=True),
             "session + layers": variant(base, inputs, watched=True),
         }
         for step in variants.values():
@@ -89,7 +97,7 @@ def main() -> None:
         print(f"{args.device}: {name}, {modules} modules, {params:,} parameters")
         for v, values in times.items():
             median = statistics.median(values)
-            print(f"  {v:18s} {median * 1e3:8.3f} ms/iteration   x{median / base_ms:.2f}")
+            print(f"  {v:22s} {median * 1e3:8.3f} ms/iteration   x{median / base_ms:.2f}")
 
 
 if __name__ == "__main__":

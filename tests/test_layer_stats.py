@@ -157,3 +157,58 @@ def test_nonfinite_outputs_leave_the_statistics_empty_not_wrong():
     out = layers["0"].output
     assert out.mean is None and out.std is None and out.absmax is None
     assert layers["0"].to_json()["output"]["mean"] is None
+
+
+def test_many_small_outputs_joined_give_the_numbers_each_would_alone():
+    # Twelve small outputs (under segments.SUMMARY_MAX_NUMEL elements) take the joined path;
+    # the reference is each output's statistics computed directly in float64.
+    torch.manual_seed(0)
+    layers = [m for _ in range(6) for m in (nn.Linear(4, 4), nn.ReLU())]
+    model = nn.Sequential(*layers)
+    x = torch.randn(3, 4)
+    seen: dict[str, torch.Tensor] = {}
+    for name, m in model.named_modules():
+        m.register_forward_hook(
+            lambda mod, a, out, name=name: seen.__setitem__(name, out.detach().double())
+        )
+    layers_by_path = _one_step_forward(model, x)
+    assert len(seen) == 13
+    for name, out in seen.items():
+        stats = layers_by_path[name]
+        assert stats.output.mean == pytest.approx(float(out.mean()), abs=1e-12)
+        assert stats.output.std == pytest.approx(float(out.std(correction=0)), abs=1e-6)
+        assert stats.output.absmax == pytest.approx(float(out.abs().max()))
+        assert stats.dead == pytest.approx(float((out == 0).double().mean()))
+
+
+def test_a_nan_in_a_joined_small_output_empties_its_statistics_only():
+    model = nn.Sequential(*[nn.Identity() for _ in range(9)], nn.ReLU())
+    layers = _one_step_forward(model, torch.tensor([1.0, math.nan, -2.0]))
+    assert layers["0"].output.mean is None and layers["0"].output.numel == 3
+    # ReLU passes NaN on: its mean is empty too, but its zeros still count (-2 -> 0).
+    assert layers["9"].dead == pytest.approx(1 / 3)
+
+
+def test_saturated_shares_of_many_small_outputs_joined_match_each_alone():
+    torch.manual_seed(0)
+    kinds = (nn.Sigmoid, nn.Tanh, lambda: nn.Hardtanh(-0.5, 0.5), nn.ReLU)
+    acts = [make() for _ in range(3) for make in kinds]
+    model = nn.Sequential(*[m for a in acts for m in (nn.Linear(4, 4), a)])
+    with torch.no_grad():
+        for m in model:
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(4.0)
+    seen: dict[str, torch.Tensor] = {}
+    for name, m in model.named_modules():
+        m.register_forward_hook(lambda mod, a, out, name=name: seen.__setitem__(name, out.detach()))
+    layers = _one_step_forward(model, torch.randn(5, 4))
+    for name, module in model.named_children():
+        low, high = rails_of(module) or (None, None)
+        if low is None:
+            assert layers[name].saturated is None
+            continue
+        margin = 0.01 * (high - low)
+        out = seen[name]
+        expected = float(((out <= low + margin) | (out >= high - margin)).double().mean())
+        assert layers[name].saturated == pytest.approx(expected), name
+    assert any(layers[n].saturated for n in layers if layers[n].saturated is not None)

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 from torch.utils.hooks import RemovableHandle
 
+from modscope.core import segments
 from modscope.core.layer_types import (
     SATURATION_MARGIN,
     Activation,
@@ -22,6 +23,7 @@ from modscope.core.layer_types import (
     OutputStats,
     ParamHealth,
 )
+from modscope.core.segments import Segments
 from modscope.core.summary import flatten_tensors
 from modscope.core.types import StepRecord
 from modscope.core.walk import distinct_modules, refuses_hooks
@@ -74,10 +76,8 @@ def output_parts(x: torch.Tensor, rails: tuple[float, float] | None) -> torch.Te
         if rails is None:
             parts.append(torch.zeros((), dtype=torch.float64, device=x.device))
         else:
-            low, high = rails
-            margin = SATURATION_MARGIN * (high - low)
-            at_rails = (x <= low + margin) | (x >= high - margin)
-            parts.append(at_rails.sum().double())
+            low, high = _rail_bounds(rails)
+            parts.append(((x <= low) | (x >= high)).sum().double())
         return torch.stack(parts)
 
 
@@ -121,6 +121,7 @@ class LayerWatch:
         # The parts of each output tensor seen in this iteration, by id: a container's output
         # is often its last child's very tensor (Sequential), whose parts are reused then.
         self._parts: dict[int, tuple[weakref.ref[torch.Tensor], int, torch.Tensor]] = {}
+        self._small: list[tuple[int, torch.Tensor, tuple[float, float] | None]] = []
 
     @property
     def attached(self) -> bool:
@@ -149,6 +150,7 @@ class LayerWatch:
         """Forget what was seen since the last `take` (an iteration abandoned or rewound)."""
         self._seen = []
         self._parts = {}
+        self._small = []
 
     def __enter__(self) -> LayerWatch:
         self.attach()
@@ -167,7 +169,11 @@ class LayerWatch:
             if x is None:
                 return
             try:
-                self._seen.append((index, x.numel(), self._parts_of(x, rails)))
+                if _joined_later(x):
+                    # Copied whole, summarized with the other small outputs in `take`.
+                    self._small.append((index, x.detach().clone(), rails))
+                else:
+                    self._seen.append((index, x.numel(), self._parts_of(x, rails)))
             except (RuntimeError, NotImplementedError, TypeError):
                 # A tensor subclass or exotic dtype may refuse a reduction: show no
                 # statistics for it rather than fail the user's iteration.
@@ -192,16 +198,79 @@ class LayerWatch:
         diff give the learning signs); the outputs noted since the last take come to the host in
         one transfer per device."""
         seen, self._seen = self._seen, []
+        small, self._small = self._small, []
         self._parts = {}
-        outputs = combine_calls(seen)
+        outputs = combine_calls([*seen, *joined_parts(small)])
         stats = []
+        unchanged = frozenset(record.diff.unchanged)
         for index, (path, module) in enumerate(self.modules):
-            params = param_health(path, module, record)
+            params = param_health(path, module, record, unchanged)
             output = outputs.get(index)
             stats.append(
                 layer_stats(path, module, output, params, rails=self._rails[index] is not None)
             )
         return LayerStep(record.step, tuple(stats))
+
+
+def _joined_later(x: torch.Tensor) -> bool:
+    """True for an output small enough to be copied and summarized with others in `take`: for
+    such a tensor a handful of reductions cost far more in launches than in arithmetic."""
+    return x.numel() <= segments.SUMMARY_MAX_NUMEL and segments.joinable(x)
+
+
+Small = tuple[int, torch.Tensor, "tuple[float, float] | None"]
+"""A copied small output: its module's index, the copy, and the module's rails."""
+
+
+def joined_parts(small: Sequence[Small]) -> list[tuple[int, int, torch.Tensor]]:
+    """The `_PARTS` of each copied small output (module index, numel, parts): summarized
+    together per device and dtype by `segments.summary_stats` (some twenty kernels for all of
+    them) when there are `segments.MIN_TENSORS` or more, one by one otherwise."""
+    groups: dict[tuple[torch.device, torch.dtype], list[Small]] = {}
+    for item in small:
+        groups.setdefault((item[1].device, item[1].dtype), []).append(item)
+    out: list[tuple[int, int, torch.Tensor]] = []
+    for members in groups.values():
+        if len(members) < segments.MIN_TENSORS:
+            out += [(i, c.numel(), output_parts(c, rails)) for i, c, rails in members]
+            continue
+        with torch.no_grad():
+            parts = _joined_table(members)
+        out += [(i, c.numel(), row) for (i, c, _), row in zip(members, parts, strict=True)]
+    return out
+
+
+def _joined_table(members: Sequence[Small]) -> torch.Tensor:
+    """A `(len(members), _PARTS)` float64 table of the members' parts, computed together."""
+    copies = [c for _, c, _ in members]
+    flat = segments.flatten(copies)
+    segs = Segments.of([c.numel() for c in copies], flat.device)
+    table = segments.summary_stats(flat, segs)
+    # lo, hi, total, m2, sumsq, nonzero, finite, nan -> sum, sumsq, lo, hi, nonzero, at rails;
+    # a NaN or Inf (finite < numel) leaves the sum NaN, as `output_parts` does.
+    sizes = torch.tensor(segs.sizes, dtype=torch.float64).to(flat.device, non_blocking=True)
+    total = torch.where(table[:, 6] == sizes, table[:, 2], math.nan)
+    at_rails = torch.zeros_like(total)
+    bounds = [_rail_bounds(rails) for _, _, rails in members]
+    if any(rails is not None for _, _, rails in members):
+        low, high = (
+            torch.tensor(b, dtype=torch.float64).to(flat.device, non_blocking=True)
+            for b in zip(*bounds, strict=True)
+        )
+        x = segments.as_float64(flat)
+        hit = (x <= low.index_select(0, segs.ids)) | (x >= high.index_select(0, segs.ids))
+        at_rails = segs.sum(hit.double())
+    columns = [total, table[:, 4], table[:, 0], table[:, 1], table[:, 5], at_rails]
+    return torch.stack(columns, 1)
+
+
+def _rail_bounds(rails: tuple[float, float] | None) -> tuple[float, float]:
+    """The values at or beyond which an output is at a rail (never, without rails)."""
+    if rails is None:
+        return -math.inf, math.inf
+    low, high = rails
+    margin = SATURATION_MARGIN * (high - low)
+    return low + margin, high - margin
 
 
 def combine_calls(
@@ -275,9 +344,14 @@ def output_stats(
     return OutputStats(mean, math.sqrt(variance), max(abs(lo), abs(hi)), n, calls)
 
 
-def param_health(path: str, module: nn.Module, record: StepRecord) -> tuple[ParamHealth, ...]:
+def param_health(
+    path: str, module: nn.Module, record: StepRecord, unchanged: frozenset[str] | None = None
+) -> tuple[ParamHealth, ...]:
     """Each own parameter's gradient norm and update ratio, read from the step's record (its
-    gradient summaries and `diff.rel_change`): nothing is computed again."""
+    gradient summaries and `diff.rel_change`): nothing is computed again. `unchanged`: the
+    record's `diff.unchanged` as a set, when the caller asks for many modules."""
+    if unchanged is None:
+        unchanged = frozenset(record.diff.unchanged)
     prefix = path + "." if path else ""
     out = []
     for name, p in module._parameters.items():
@@ -286,19 +360,18 @@ def param_health(path: str, module: nn.Module, record: StepRecord) -> tuple[Para
         key = prefix + name
         grad = record.grads.get(key)
         norm = grad.norm if grad is not None else None
-        out.append(ParamHealth(name, norm, update_ratio(key, record)))
+        out.append(ParamHealth(name, norm, update_ratio(key, record, unchanged)))
     return tuple(out)
 
 
-def update_ratio(key: str, record: StepRecord) -> float | None:
+def update_ratio(key: str, record: StepRecord, unchanged: frozenset[str]) -> float | None:
     """‖Δw‖ / ‖w‖ of the state key `key` over the step: `diff.rel_change` for a changed key,
-    0.0 for an unchanged one, None when there is no ratio (from all zeros, a shape change)."""
-    diff = record.diff
-    if key in diff.rel_change:
-        return diff.rel_change[key]
-    if key in diff.unchanged:
-        return 0.0
-    return None
+    0.0 for an unchanged one (in `unchanged`, the record's `diff.unchanged`), None when there
+    is no ratio (from all zeros, a shape change)."""
+    rel = record.diff.rel_change
+    if key in rel:
+        return rel[key]
+    return 0.0 if key in unchanged else None
 
 
 def combined_norm(norms: Sequence[float | None]) -> float | None:
