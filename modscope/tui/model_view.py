@@ -84,9 +84,9 @@ class ModelView:
         self.paused: HookEvent | None = None
         self.broke: BreakEvent | None = None
         """The break condition holding the iteration now, if one does."""
+        """The hook firing a pause hook holds the iteration at, while it does."""
         self.layers: deque[LayerStep] = deque(maxlen=HISTORY_LIMIT)
         """Each module's statistics after each step since the layers view was first opened."""
-        """The hook firing a pause hook holds the iteration at, while it does."""
 
     # -- applying updates ----------------------------------------------------------------------
 
