@@ -157,6 +157,7 @@ class SessionController:
             breaks=tuple(str(c) for c in s.armed),
             rewind=s.rewind_note() is None,
             last_step=self._furthest,
+            fork=s.original.fork if s.original is not None else None,
         )
 
     def _take(self) -> list[up.Update]:
@@ -204,6 +205,8 @@ class SessionController:
             self._rewind(s, s.step - 1)
         elif isinstance(command, cmd.GoToStep):
             self._rewind(s, command.step)
+        elif isinstance(command, cmd.CompareTimelines):
+            self._compare_timelines(s)
         # Continue and Quit outside a pause have nothing to do.
 
     # -- loading -------------------------------------------------------------------------------
@@ -323,7 +326,16 @@ class SessionController:
         self._summarize(s, record=None, baseline=True)
         if self._watcher is not None:
             self._out.append(up.FindingsChanged(tuple(self._findings.values())))
+        if s.original is not None:
+            o = s.original
+            self._out.append(up.OtherTimeline(o.fork, o.end, o.losses()))
         self._out.append(up.Notice(f"rewound to step {step}"))
+
+    def _compare_timelines(self, s: Session) -> None:
+        try:
+            self._out.append(up.TimelinesCompared(s.compare_timelines()))
+        except RewindError as exc:
+            self._out.append(up.TimelinesCompared(error=str(exc)))
 
     # -- pause hooks ---------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from modscope.core.timelines import TimelineComparison
 from modscope.core.types import (
     BreakEvent,
     Finding,
@@ -66,7 +67,8 @@ class SessionStatus:
     The controller fills in the session's facts; `busy`, `running` and `queued` are the thread
     shell's, as of the last drain (`Batch`). `replay` is the recording's folder when the app
     replays one (no live model), `last_step` the last step it holds; `rank` and `ranks` say
-    which rank of a multi-rank recording is shown.
+    which rank of a multi-rank recording is shown. `fork` is the step where this timeline
+    parts from the original one a rewind left (None before any).
     """
 
     script: str
@@ -90,6 +92,7 @@ class SessionStatus:
     ranks: int = 1
     breaks: tuple[str, ...] = ()
     rewind: bool = False
+    fork: int | None = None
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,25 @@ class ValuesRead:
     note: str | None = None
 
 
+@dataclass(frozen=True)
+class OtherTimeline:
+    """After a rewind: the original timeline kept for "what if" (`core.timelines`): where
+    the timelines part and the original's loss after each of its steps, for the loss plot."""
+
+    fork: int
+    end: int
+    losses: tuple[float | None, ...] = ()
+
+
+@dataclass(frozen=True)
+class TimelinesCompared:
+    """The answer to `CompareTimelines`: this timeline against the original at one step, or
+    `error`: why there is nothing to compare (no original timeline yet)."""
+
+    comparison: TimelineComparison | None = None
+    error: str | None = None
+
+
 Update = (
     Loaded
     | Repaint
@@ -245,6 +267,8 @@ Update = (
     | Paused
     | BreakHit
     | ValuesRead
+    | OtherTimeline
+    | TimelinesCompared
 )
 
 
