@@ -103,7 +103,9 @@ class Checkpoints:
         self._kept: dict[int, Checkpoint] = {}
         self._other: dict[int, dict[str, torch.Tensor]] = {}
         """The model state after each step of the other timeline (`keep_other`), by step."""
-        if any(is_lazy(p) for p in _parameters(model)):
+        if self.budget == 0:
+            self._disable("its memory budget is 0 (--rewind-budget)")
+        elif any(is_lazy(p) for p in _parameters(model)):
             self._disable("the model has lazy parameters (their first forward reshapes them)")
         else:
             batches.keep_replay(RngState.capture)

@@ -116,6 +116,7 @@ class Session:
         self._root_output: Any = None
         # Without a loss_fn, the first forward tells whether the output is the loss.
         self._output_is_loss: bool | None = None
+        self._dropped = False
         self._tracker = StateTracker()
         self._tracker.reset(initial_state(self.model, script.path))
         self.original: Timeline | None = None
@@ -225,6 +226,13 @@ class Session:
     def in_iteration(self) -> bool:
         """True between phases of a partly run iteration."""
         return bool(self._pending_phases)
+
+    @property
+    def partial(self) -> bool:
+        """True while the model may hold part of an iteration: one under way (`in_iteration`),
+        or one dropped halfway (a break, an error, a pause abandoned) since the last complete
+        one. `rewind(step)` then restores even the step it stands at."""
+        return self.in_iteration or self._dropped
 
     def notes(self) -> list[str]:
         """What a person should know about how iterations run, in words."""
@@ -364,22 +372,22 @@ class Session:
                 self._run(phase)
         except BreakStop as stop:
             stop.events = self._log.flush()
-            self._reset_iteration()
+            self._drop_iteration()
             raise
         except IterationAbandoned:
             events = self._log.flush()
-            self._reset_iteration()
+            self._drop_iteration()
             return PhaseResult(self.step + 1, phase, events=events, abandoned=True)
         except BaseException as exc:
             # sys.exit(), KeyboardInterrupt or GeneratorExit from the user's code is a user
             # error like any other; only a real Ctrl-C goes on up (the iteration dropped).
             if is_real_interrupt(exc):
                 self._log.drop()
-                self._reset_iteration()
+                self._drop_iteration()
                 raise
             error = self._error(exc, phase)
             events = self._log.flush()
-            self._reset_iteration()
+            self._drop_iteration()
             return PhaseResult(self.step + 1, phase, events=events, error=error)
         finally:
             self._phase = None
@@ -397,7 +405,7 @@ class Session:
             try:
                 record = self._finish_iteration()
             except Exception as exc:  # the model's state_dict() raised after the iteration
-                self._reset_iteration()
+                self._drop_iteration()
                 return PhaseResult(
                     self.step + 1, phase, events=events, error=self._error(exc, phase)
                 )
@@ -508,9 +516,15 @@ class Session:
         finally:
             handle.remove()
 
+    def _drop_iteration(self) -> None:
+        """An iteration ended halfway: the model may hold part of it (`partial`)."""
+        self._reset_iteration()
+        self._dropped = True
+
     def _finish_iteration(self) -> StepRecord:
         record = self._record(self.step + 1)
         self.step += 1
+        self._dropped = False
         self.history.append(record)
         self._reset_iteration()
         return record
@@ -562,16 +576,17 @@ class Session:
 
     def rewind(self, step: int) -> None:
         """Go back to the state after `step` iterations (0: as loaded), dropping a partial
-        iteration and the history after `step`. A step whose checkpoint was thinned away is
-        reached from the nearest earlier one by re-running the iterations between (with the
-        hooks attached now, break conditions not checked). Raises `ValueError` for a step
+        iteration (or what one dropped halfway left: `partial`) and the history after `step`.
+        A step whose checkpoint was thinned away is reached from the nearest earlier one by
+        re-running the iterations between (with the hooks attached now, break conditions not
+        checked). Raises `ValueError` for a step
         outside 0..`step`, `RewindError` when rewind is off or the step is before the oldest
         checkpoint, or when an iteration of the re-run fails."""
         if not 0 <= step <= self.step:
             raise ValueError(f"step {step} is not in 0..{self.step}")
         if self._checkpoints is None:
             raise RewindError(self.rewind_note())
-        if step == self.step and not self.in_iteration:
+        if step == self.step and not self.partial:
             return
         kept = self._keep_original(step)
         self._reset_iteration()
@@ -583,6 +598,7 @@ class Session:
                 self._checkpoints.forget_other()
             raise
         self._checkpoints.truncate(base)
+        self._dropped = False
         while self.history and self.history[-1].step > base:
             self.history.pop()
         kept = [e for e in self.events if e.step <= base]

@@ -21,7 +21,7 @@ class Timeline:
 
     fork: int
     end: int
-    records: tuple[StepRecord, ...] = ()
+    records: tuple[StepRecord, ...] = field(default=(), repr=False)
 
     def record(self, step: int) -> StepRecord | None:
         """The record of `step` (None for step 0, or a step older than the history kept)."""
