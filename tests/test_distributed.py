@@ -305,6 +305,17 @@ def test_a_failing_rank_prints_its_error_naming_the_rank(tmp_path):
     assert "modscope: error:" in lines[0] and "no such file" in result.stderr
 
 
+def test_a_break_on_a_rank_other_than_0_is_said_on_its_stderr():
+    result = modscope(
+        "run", "examples/nan_origin.py", "--steps", "5", "--break", "nan", "--json",
+        env={"RANK": "1", "WORLD_SIZE": "2"},
+    )  # fmt: skip
+    assert result.returncode == 1 and result.stdout == ""  # torchrun then stops the others
+    lines = result.stderr.splitlines()
+    assert lines and all(line.startswith("[rank 1] ") for line in lines)
+    assert lines[0].startswith("[rank 1] break nan at step 3, forward phase: blocks.1.gate")
+
+
 # -- under torchrun -------------------------------------------------------------------------
 
 

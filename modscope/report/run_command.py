@@ -34,6 +34,7 @@ from modscope.report.check_command import findings_report
 from modscope.report.common import (
     SAVE,
     ScriptPrints,
+    error_console,
     load_session,
     print_error,
     report_refusal,
@@ -236,11 +237,15 @@ class QuietRank:
     out, each line naming the rank, only when the rank fails (`status` not 0, or an exception).
     The file descriptors are redirected, so output that bypasses `sys.stderr` is held too."""
 
+    active = False
+    """True while a rank's output is held (a break is then also said on its stderr)."""
+
     def __init__(self, rank: int) -> None:
         self.rank = rank
         self.status = 0
 
     def __enter__(self) -> QuietRank:
+        QuietRank.active = True
         sys.stdout.flush()
         sys.stderr.flush()
         self._held = tempfile.TemporaryFile()
@@ -251,6 +256,7 @@ class QuietRank:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
+        QuietRank.active = False
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):
                 stream.flush()
@@ -358,6 +364,10 @@ def _run(session: Session, args: argparse.Namespace, prints: ScriptPrints, tee: 
                         run.record_break(stop.event)
                     progress.stop()
                     report.broke(stop.event)
+                    if QuietRank.active:
+                        # This rank's stdout goes nowhere: say the break where its held
+                        # stderr is written out (the exit status 1 shows it).
+                        error_console().print(break_paragraph(stop.event), soft_wrap=True)
                     return ExitCode.FINDINGS
                 assert it.record is not None
                 report.step(it.record)
