@@ -11,6 +11,7 @@ from typing import NoReturn
 from modscope import __version__
 from modscope.core.exit_codes import ExitCode
 from modscope.core.interrupts import catching_ctrl_c
+from modscope.core.sizes import SizeError, parse_size
 
 COMMANDS = ("tree", "run", "check", "replay")
 
@@ -41,6 +42,14 @@ def count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer 0 or more, got {value}")
     return value
+
+
+def size(text: str) -> int:
+    """A memory size (`--rewind-budget`): `512MiB`, `2G`, `25%` of available memory, `0`."""
+    try:
+        return parse_size(text)
+    except SizeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def file_path(text: str) -> str:
@@ -177,6 +186,13 @@ def build_app_parser() -> argparse.ArgumentParser:
         metavar="COND",
         help="arm a break condition at start: nan, loss>X, ... (repeatable; b in the app)",
     )
+    parser.add_argument(
+        "--rewind-budget",
+        type=size,
+        metavar="SIZE",
+        help="memory for rewind's checkpoints: 512MiB, 2G, 10%% of available memory, 0 (off); "
+        "default 1 GiB or 25%% of available memory, whichever is smaller",
+    )
     return parser
 
 
@@ -198,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.script,
                 hooks=args.hook,
                 breaks=args.breaks,
+                rewind_budget=args.rewind_budget,
                 model_name=args.model,
                 traceback=args.traceback,
             )

@@ -18,13 +18,15 @@ def make_app(
     *,
     hooks: Sequence[str] = (),
     breaks: Sequence[str] = (),
+    rewind_budget: int | None = None,
     model_name: str | None = None,
     traceback: bool = False,
     session_factory: SessionFactory | None = None,
     animations: bool = True,
 ) -> ModscopeApp:
-    """The app on `script` (or on what `session_factory` builds), not yet running."""
-    factory = session_factory or script_factory(script, model_name)
+    """The app on `script` (or on what `session_factory` builds), not yet running;
+    `rewind_budget` bytes for rewind's checkpoints (None: the default)."""
+    factory = session_factory or script_factory(script, model_name, rewind_budget)
     return ModscopeApp(
         script,
         controller=controller_factory(factory, script=script, hook_specs=hooks, break_specs=breaks),
@@ -53,6 +55,7 @@ def run_app(
     *,
     hooks: Sequence[str] = (),
     breaks: Sequence[str] = (),
+    rewind_budget: int | None = None,
     model_name: str | None = None,
     traceback: bool = False,
     session_factory: SessionFactory | None = None,
@@ -68,6 +71,7 @@ def run_app(
         script,
         hooks=hooks,
         breaks=breaks,
+        rewind_budget=rewind_budget,
         model_name=model_name,
         traceback=traceback,
         session_factory=session_factory,

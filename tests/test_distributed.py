@@ -305,6 +305,28 @@ def test_a_failing_rank_prints_its_error_naming_the_rank(tmp_path):
     assert "modscope: error:" in lines[0] and "no such file" in result.stderr
 
 
+def test_a_break_on_a_rank_other_than_0_is_said_on_its_stderr():
+    result = modscope(
+        "run", "examples/nan_origin.py", "--steps", "5", "--break", "nan", "--json",
+        env={"RANK": "1", "WORLD_SIZE": "2"},
+    )  # fmt: skip
+    assert result.returncode == 1 and result.stdout == ""  # torchrun then stops the others
+    lines = result.stderr.splitlines()
+    assert lines and all(line.startswith("[rank 1] ") for line in lines)
+    assert lines[0].startswith("[rank 1] break nan at step 3, forward phase: blocks.1.gate")
+
+
+def test_check_and_tree_on_a_rank_other_than_0_say_nothing_unless_it_fails():
+    for command in ("check", "tree"):
+        clean = modscope(command, "examples/powlog.py", env={"RANK": "1", "WORLD_SIZE": "2"})
+        assert (clean.returncode, clean.stdout, clean.stderr) == (0, "", "")
+    found = modscope("check", "examples/buffers.py", env={"RANK": "1", "WORLD_SIZE": "2"})
+    assert found.returncode == 1 and found.stdout == ""  # an error-level finding on rank 1
+    lines = found.stderr.splitlines()
+    assert lines and all(line.startswith("[rank 1]") for line in lines)
+    assert any("buffer-grad-history  logModel.logBuff" in line for line in lines)
+
+
 # -- under torchrun -------------------------------------------------------------------------
 
 

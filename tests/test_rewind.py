@@ -9,10 +9,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from modscope.cli import main
 from modscope.core.checkpoints import RewindError, keeps
 from modscope.core.hook_spec import HookSpec
-from modscope.core.hooks import all_hooks_specs
+from modscope.core.hooks import IterationAbandoned, all_hooks_specs
 from modscope.core.session import Session
+from modscope.core.sizes import SizeError, host_available_bytes, parse_size
 from modscope.core.types import HookAction, HookKind
 
 POWLOG = str(Path(__file__).resolve().parents[1] / "examples" / "powlog.py")
@@ -214,3 +216,64 @@ def test_list_inputs_and_function_inputs_replay() -> None:
         assert_same(state_of(session), final)
         session.rewind(0)
         session.close()
+
+
+def test_a_rewind_budget_of_zero_turns_rewind_off() -> None:
+    session = Session.load(POWLOG, rewind=True, rewind_budget=0)
+    run(session, 2)
+    assert session.rewind_note() == "rewind is off: its memory budget is 0 (--rewind-budget)"
+    with pytest.raises(RewindError, match="budget is 0"):
+        session.rewind(1)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("512MiB", 512 << 20), ("2G", 2 << 30), ("1.5GB", 1_500_000_000), ("4096", 4096), ("0", 0)],
+)
+def test_sizes_parse(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+def test_a_percentage_is_of_the_available_memory_and_bad_sizes_say_what_is_expected() -> None:
+    available = host_available_bytes()
+    assert available is not None
+    assert parse_size("10%") == pytest.approx(available / 10, rel=0.05)
+    for bad in ("lots", "-1G", "12 parsecs", "150%"):
+        with pytest.raises(SizeError, match="expected"):
+            parse_size(bad)
+
+
+def test_the_command_line_hands_the_rewind_budget_to_the_app(monkeypatch, capsys) -> None:
+    import modscope.launch
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(modscope.launch, "run_app", lambda script, **kw: seen.update(kw) or 0)
+    assert main([POWLOG, "--rewind-budget", "64MiB"]) == 0
+    assert seen["rewind_budget"] == 64 << 20
+    with pytest.raises(SystemExit) as exit_:
+        main([POWLOG, "--rewind-budget", "lots"])
+    assert exit_.value.code == 2
+    assert "--rewind-budget: expected a size such as 512MiB" in capsys.readouterr().err
+
+
+def test_rewind_to_the_step_it_stands_at_undoes_an_iteration_dropped_halfway() -> None:
+    session = shuffled_session()
+    run(session, 3)
+    expected = run(session, 1)
+    final = state_of(session)
+    session.rewind(3)
+    session.arm(["loss>-1"])  # trips after every forward: BatchNorm's statistics have moved
+
+    def drop(event: object) -> None:
+        raise IterationAbandoned()
+
+    session.on_break = drop
+    assert session.run_iteration().abandoned
+    assert session.partial and not session.in_iteration and session.step == 3
+    moved = state_of(session)["state.norm.running_mean"]
+    session.rewind(3)
+    assert not session.partial
+    assert not torch.equal(state_of(session)["state.norm.running_mean"], moved)
+    session.disarm()
+    assert run(session, 1) == expected
+    assert_same(state_of(session), final)

@@ -41,6 +41,12 @@ class GoToStep:
 
 
 @dataclass(frozen=True)
+class CompareTimelines:
+    """What if: this timeline's state after the last step against the original timeline's
+    after the same step (answered by `TimelinesCompared`)."""
+
+
+@dataclass(frozen=True)
 class SwitchRank:
     """A replay of several ranks: show the rank `by` places on (wrapping around)."""
 
@@ -122,6 +128,7 @@ Command = (
     | Continue
     | Rewind
     | GoToStep
+    | CompareTimelines
     | SwitchRank
     | ToggleTraining
     | Reload
@@ -135,7 +142,7 @@ Command = (
     | WatchLayers
 )
 
-QUERIES = (ListHooks, ReadValues, Watch, AttachHook, DetachHook)
+QUERIES = (ListHooks, ReadValues, Watch, AttachHook, DetachHook, CompareTimelines)
 """Commands that jump ahead of queued steps and run at a pause too: the user looks around,
 attaches and detaches hooks at a breakpoint."""
 

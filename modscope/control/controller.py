@@ -60,11 +60,21 @@ class Through(Enum):
     ITERATION = "iteration"
 
 
-def script_factory(script: str, model_name: str | None = None) -> SessionFactory:
-    """The session factory `modscope SCRIPT` uses: load `script` with the given sink and pause."""
+def script_factory(
+    script: str, model_name: str | None = None, rewind_budget: int | None = None
+) -> SessionFactory:
+    """The session factory `modscope SCRIPT` uses: load `script` with the given sink and pause,
+    rewind on (within `rewind_budget` bytes; None: the default budget)."""
 
     def load(sink: PrintSink, pause: PauseHandler) -> Session:
-        return Session.load(script, model_name=model_name, sink=sink, pause=pause, rewind=True)
+        return Session.load(
+            script,
+            model_name=model_name,
+            sink=sink,
+            pause=pause,
+            rewind=True,
+            rewind_budget=rewind_budget,
+        )
 
     return load
 
@@ -126,10 +136,10 @@ class SessionController:
     def handle(self, command: cmd.Command) -> list[up.Update]:
         """Run one command; returns its updates, the status last."""
         self._guarded(self._execute, command)
-        if isinstance(self._abandoned_by, cmd.Reload):
-            # A reload pressed at a pause: the iteration has unwound, now load again.
-            self._abandoned_by = None
-            self._guarded(self._execute, cmd.Reload())
+        later, self._abandoned_by = self._abandoned_by, None
+        if isinstance(later, cmd.Reload | cmd.Rewind | cmd.GoToStep):
+            # Pressed at a pause: the iteration has unwound; now load again, or rewind.
+            self._guarded(self._execute, later)
         return self._take()
 
     def close(self) -> list[up.Update]:
@@ -159,6 +169,7 @@ class SessionController:
             breaks=tuple(str(c) for c in s.armed),
             rewind=s.rewind_note() is None,
             last_step=self._furthest,
+            fork=s.original.fork if s.original is not None else None,
         )
 
     def _take(self) -> list[up.Update]:
@@ -205,9 +216,12 @@ class SessionController:
         elif isinstance(command, cmd.WatchLayers):
             self._out += self._layers.want(s)
         elif isinstance(command, cmd.Rewind):
-            self._rewind(s, s.step - 1)
+            # Back to the start of an iteration under way or dropped halfway, else one back.
+            self._rewind(s, s.step if s.partial else s.step - 1)
         elif isinstance(command, cmd.GoToStep):
             self._rewind(s, command.step)
+        elif isinstance(command, cmd.CompareTimelines):
+            self._compare_timelines(s)
         # Continue and Quit outside a pause have nothing to do.
 
     # -- loading -------------------------------------------------------------------------------
@@ -334,7 +348,16 @@ class SessionController:
         self._summarize(s, record=None, baseline=True)
         if self._watcher is not None:
             self._out.append(up.FindingsChanged(tuple(self._findings.values())))
+        if s.original is not None:
+            o = s.original
+            self._out.append(up.OtherTimeline(o.fork, o.end, o.losses()))
         self._out.append(up.Notice(f"rewound to step {step}"))
+
+    def _compare_timelines(self, s: Session) -> None:
+        try:
+            self._out.append(up.TimelinesCompared(s.compare_timelines()))
+        except RewindError as exc:
+            self._out.append(up.TimelinesCompared(error=str(exc)))
 
     # -- pause hooks ---------------------------------------------------------------------------
 
@@ -377,7 +400,7 @@ class SessionController:
                     self._skip_pauses = True
                     is_step = isinstance(command, cmd.Step)
                     self._through = Through.ITERATION if is_step else Through.PHASE
-                elif isinstance(command, cmd.Reload | cmd.Quit):
+                elif isinstance(command, cmd.Reload | cmd.Quit | cmd.Rewind | cmd.GoToStep):
                     self._abandoned_by = command
                     self._closing = isinstance(command, cmd.Quit)
                     raise IterationAbandoned()

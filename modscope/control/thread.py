@@ -17,7 +17,7 @@ from modscope.control import commands as cmd
 from modscope.control import updates as up
 from modscope.control.internal import internal_error
 
-ANSWERS = (cmd.Step, cmd.NextPhase, cmd.Continue, cmd.Reload)
+ANSWERS = (cmd.Step, cmd.NextPhase, cmd.Continue, cmd.Reload, cmd.Rewind, cmd.GoToStep)
 """The commands that answer a pause hook (submitted after it began)."""
 
 

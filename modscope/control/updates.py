@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from modscope.core.layer_types import LayerStep
+from modscope.core.timelines import TimelineComparison
 from modscope.core.types import (
     BreakEvent,
     Finding,
@@ -67,7 +68,8 @@ class SessionStatus:
     The controller fills in the session's facts; `busy`, `running` and `queued` are the thread
     shell's, as of the last drain (`Batch`). `replay` is the recording's folder when the app
     replays one (no live model), `last_step` the last step it holds; `rank` and `ranks` say
-    which rank of a multi-rank recording is shown.
+    which rank of a multi-rank recording is shown. `fork` is the step where this timeline
+    parts from the original one a rewind left (None before any).
     """
 
     script: str
@@ -91,6 +93,7 @@ class SessionStatus:
     ranks: int = 1
     breaks: tuple[str, ...] = ()
     rewind: bool = False
+    fork: int | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,25 @@ class ValuesRead:
 
 
 @dataclass(frozen=True)
+class OtherTimeline:
+    """After a rewind: the original timeline kept for "what if" (`core.timelines`): where
+    the timelines part and the original's loss after each of its steps, for the loss plot."""
+
+    fork: int
+    end: int
+    losses: tuple[float | None, ...] = ()
+
+
+@dataclass(frozen=True)
+class TimelinesCompared:
+    """The answer to `CompareTimelines`: this timeline against the original at one step, or
+    `error`: why there is nothing to compare (no original timeline yet)."""
+
+    comparison: TimelineComparison | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class LayersSeen:
     """Each module's statistics after an iteration (sent once `WatchLayers` asked for them)."""
 
@@ -253,6 +275,8 @@ Update = (
     | Paused
     | BreakHit
     | ValuesRead
+    | OtherTimeline
+    | TimelinesCompared
     | LayersSeen
 )
 

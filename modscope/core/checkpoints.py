@@ -12,6 +12,7 @@ RNGs, and a module's `get_extra_state()`.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -100,7 +101,11 @@ class Checkpoints:
         self.note: str | None = None
         self.thinned = False
         self._kept: dict[int, Checkpoint] = {}
-        if any(is_lazy(p) for p in _parameters(model)):
+        self._other: dict[int, dict[str, torch.Tensor]] = {}
+        """The model state after each step of the other timeline (`keep_other`), by step."""
+        if self.budget == 0:
+            self._disable("its memory budget is 0 (--rewind-budget)")
+        elif any(is_lazy(p) for p in _parameters(model)):
             self._disable("the model has lazy parameters (their first forward reshapes them)")
         else:
             batches.keep_replay(RngState.capture)
@@ -115,8 +120,11 @@ class Checkpoints:
 
     @property
     def nbytes(self) -> int:
-        """The bytes held: every kept checkpoint and the batches kept for replay."""
-        return sum(c.nbytes for c in self._kept.values()) + self.batches.kept_bytes
+        """The bytes held: every kept checkpoint, the other timeline's states and the batches
+        kept for replay."""
+        kept = sum(c.nbytes for c in self._kept.values())
+        other = sum(_state_bytes(state) for state in self._other.values())
+        return kept + other + self.batches.kept_bytes
 
     def take(self, step: int) -> None:
         """Keep the state as it is now as the checkpoint of `step` (replacing one there)."""
@@ -142,6 +150,44 @@ class Checkpoints:
         """Forget the checkpoints after `step` (another timeline from there on)."""
         for s in [s for s in self._kept if s > step]:
             del self._kept[s]
+        self._thin()
+
+    def keep_other(self, after: int, present: int) -> None:
+        """Before a rewind to `after`: keep the model state after each step from `after + 1`
+        to `present` (the one running now) as the other timeline, from the checkpoints there
+        (not copied again) and one copy of the state now, for `other_state`. Only the model
+        state is kept (no gradients, optimizer or RNG: nothing re-runs from it)."""
+        if not self.enabled:
+            return
+        self._other = {s: c.state for s, c in self._kept.items() if s > after}
+        if present not in self._other:
+            self._other[present] = _state_copy(self.model)
+
+    def widen_other(self, after: int, fork: int) -> None:
+        """Before a rewind to `after`, earlier than the other timeline's `fork`: the steps
+        from `after + 1` to `fork` are still the same in both timelines, so this timeline's
+        checkpoints there are the other's states too (kept before they are truncated)."""
+        for s, c in self._kept.items():
+            if after < s <= fork:
+                self._other.setdefault(s, c.state)
+
+    def forget_other(self) -> None:
+        """Drop the other timeline's states."""
+        self._other.clear()
+
+    def other_state(self, step: int) -> dict[str, torch.Tensor] | None:
+        """The model state after `step` in the other timeline (None where none is kept)."""
+        return self._other.get(step)
+
+    def other_steps(self) -> tuple[int, ...]:
+        """The steps of the other timeline whose model state is kept, oldest first."""
+        return tuple(sorted(self._other))
+
+    def state(self, step: int) -> dict[str, torch.Tensor] | None:
+        """The model state after `step` in this timeline, from its checkpoint (None where
+        none is kept)."""
+        c = self._kept.get(step)
+        return c.state if c is not None else None
 
     def restore(self, step: int) -> int:
         """Restore the newest checkpoint at or before `step`; returns its step."""
@@ -166,14 +212,7 @@ class Checkpoints:
 
     @torch.no_grad()
     def _capture(self, step: int) -> Checkpoint:
-        clones: dict[int, torch.Tensor] = {}
-        state: dict[str, torch.Tensor] = {}
-        for key, value in self.model.state_dict(keep_vars=True).items():
-            if isinstance(value, torch.Tensor):
-                # Tied weights appear under several keys: one copy each.
-                if id(value) not in clones:
-                    clones[id(value)] = value.detach().clone()
-                state[key] = clones[id(value)]
+        state = _state_copy(self.model)
         parameters = tuple(_parameters(self.model))
         grads = tuple(p.grad.detach().clone() if p.grad is not None else None for p in parameters)
         optimizer = clone_tree(self.optimizer.state_dict()) if self.optimizer else None
@@ -181,12 +220,7 @@ class Checkpoints:
         if self.scheduler is not None and hasattr(self.scheduler, "state_dict"):
             scheduler = copy.deepcopy(self.scheduler.state_dict())
         rng = RngState.capture()
-        nbytes = (
-            tensor_bytes(list(clones.values()))
-            + tensor_bytes(grads)
-            + tensor_bytes(optimizer)
-            + rng.nbytes
-        )
+        nbytes = _state_bytes(state) + tensor_bytes(grads) + tensor_bytes(optimizer) + rng.nbytes
         return Checkpoint(
             step=step,
             batch_position=self.batches.position,
@@ -232,23 +266,54 @@ class Checkpoints:
 
     # -- the budget ---------------------------------------------------------------------------
 
-    def _thin(self, newest: int) -> None:
+    def _thin(self, newest: int | None = None) -> None:
+        """Within the budget again: both timelines thinned by `keeps` (from this one's
+        `newest` step, from the other's last), then the oldest of each in turn, then the
+        other's last step, then this timeline's step 0; its newest stays."""
         if self.nbytes <= self.budget:
             return
         self.thinned = True
+        newest = max(self._kept, default=0) if newest is None else newest
+        end = max(self._other, default=0)
         for s in [s for s in self._kept if not keeps(s, newest)]:
             del self._kept[s]
-        # Still over: the oldest go, step 0 last (then the batches before the oldest kept).
-        for s in sorted(self._kept, key=lambda s: (s == 0, s)):
-            if self.nbytes <= self.budget or s == newest:
+        for s in [s for s in self._other if not keeps(s, end)]:
+            del self._other[s]
+        theirs = [(self._other, s) for s in sorted(self._other) if s != end]
+        ours = [(self._kept, s) for s in sorted(self._kept) if s not in (0, newest)]
+        pairs = itertools.zip_longest(theirs, ours)
+        order = [x for pair in pairs for x in pair if x is not None]
+        order += [(self._other, end), (self._kept, 0)]
+        for store, s in order:
+            if self.nbytes <= self.budget:
                 break
-            del self._kept[s]
-            self.batches.forget_before(self._kept[min(self._kept)].batch_position)
+            if s in store and (store is self._other or s != newest):
+                del store[s]
+                # The batches before the oldest checkpoint kept go too.
+                self.batches.forget_before(self._kept[min(self._kept)].batch_position)
 
     def _disable(self, why: str) -> None:
         self.note = f"rewind is off: {why}"
         self._kept.clear()
+        self._other.clear()
         self.batches.keep_replay(None)
+
+
+@torch.no_grad()
+def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's `state_dict` tensors (tied ones copied once)."""
+    clones: dict[int, torch.Tensor] = {}
+    state: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict(keep_vars=True).items():
+        if isinstance(value, torch.Tensor):
+            if id(value) not in clones:
+                clones[id(value)] = value.detach().clone()
+            state[key] = clones[id(value)]
+    return state
+
+
+def _state_bytes(state: dict[str, torch.Tensor]) -> int:
+    return tensor_bytes(list({id(t): t for t in state.values()}.values()))
 
 
 def _size(n: int) -> str:

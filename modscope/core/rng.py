@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 
 import torch
+
+from modscope.core.sizes import host_available_bytes
 
 
 class RngState:
@@ -66,17 +67,7 @@ def available_bytes(device: str) -> int | None:
     cannot be told."""
     kind = device.split(":", 1)[0]
     if kind == "cpu":
-        try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        try:
-            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return None
+        return host_available_bytes()
     if kind == "cuda" and torch.cuda.is_available():
         try:
             return torch.cuda.mem_get_info(torch.device(device))[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -43,8 +44,9 @@ from modscope.core.model_state import (
 )
 from modscope.core.outputs import atomic_write, check_writable
 from modscope.core.script_names import MISSING
-from modscope.core.statediff import StateTracker
+from modscope.core.statediff import StateTracker, compare_states
 from modscope.core.summary import capture, capture_many, first_tensor, resolve
+from modscope.core.timelines import Timeline, TimelineComparison
 from modscope.core.types import (
     BreakEvent,
     HookEvent,
@@ -114,8 +116,12 @@ class Session:
         self._root_output: Any = None
         # Without a loss_fn, the first forward tells whether the output is the loss.
         self._output_is_loss: bool | None = None
+        self._dropped = False
         self._tracker = StateTracker()
         self._tracker.reset(initial_state(self.model, script.path))
+        self.original: Timeline | None = None
+        """The timeline the first rewind went back over, to compare re-runs against
+        (`compare_timelines`); None before any rewind that left steps behind."""
         self._checkpoints = (
             Checkpoints(
                 self.model,
@@ -220,6 +226,13 @@ class Session:
     def in_iteration(self) -> bool:
         """True between phases of a partly run iteration."""
         return bool(self._pending_phases)
+
+    @property
+    def partial(self) -> bool:
+        """True while the model may hold part of an iteration: one under way (`in_iteration`),
+        or one dropped halfway (a break, an error, a pause abandoned) since the last complete
+        one. `rewind(step)` then restores even the step it stands at."""
+        return self.in_iteration or self._dropped
 
     def notes(self) -> list[str]:
         """What a person should know about how iterations run, in words."""
@@ -359,22 +372,22 @@ class Session:
                 self._run(phase)
         except BreakStop as stop:
             stop.events = self._log.flush()
-            self._reset_iteration()
+            self._drop_iteration()
             raise
         except IterationAbandoned:
             events = self._log.flush()
-            self._reset_iteration()
+            self._drop_iteration()
             return PhaseResult(self.step + 1, phase, events=events, abandoned=True)
         except BaseException as exc:
             # sys.exit(), KeyboardInterrupt or GeneratorExit from the user's code is a user
             # error like any other; only a real Ctrl-C goes on up (the iteration dropped).
             if is_real_interrupt(exc):
                 self._log.drop()
-                self._reset_iteration()
+                self._drop_iteration()
                 raise
             error = self._error(exc, phase)
             events = self._log.flush()
-            self._reset_iteration()
+            self._drop_iteration()
             return PhaseResult(self.step + 1, phase, events=events, error=error)
         finally:
             self._phase = None
@@ -392,7 +405,7 @@ class Session:
             try:
                 record = self._finish_iteration()
             except Exception as exc:  # the model's state_dict() raised after the iteration
-                self._reset_iteration()
+                self._drop_iteration()
                 return PhaseResult(
                     self.step + 1, phase, events=events, error=self._error(exc, phase)
                 )
@@ -503,9 +516,15 @@ class Session:
         finally:
             handle.remove()
 
+    def _drop_iteration(self) -> None:
+        """An iteration ended halfway: the model may hold part of it (`partial`)."""
+        self._reset_iteration()
+        self._dropped = True
+
     def _finish_iteration(self) -> StepRecord:
         record = self._record(self.step + 1)
         self.step += 1
+        self._dropped = False
         self.history.append(record)
         self._reset_iteration()
         return record
@@ -557,20 +576,29 @@ class Session:
 
     def rewind(self, step: int) -> None:
         """Go back to the state after `step` iterations (0: as loaded), dropping a partial
-        iteration and the history after `step`. A step whose checkpoint was thinned away is
-        reached from the nearest earlier one by re-running the iterations between (with the
-        hooks attached now, break conditions not checked). Raises `ValueError` for a step
+        iteration (or what one dropped halfway left: `partial`) and the history after `step`.
+        A step whose checkpoint was thinned away is reached from the nearest earlier one by
+        re-running the iterations between (with the hooks attached now, break conditions not
+        checked). Raises `ValueError` for a step
         outside 0..`step`, `RewindError` when rewind is off or the step is before the oldest
         checkpoint, or when an iteration of the re-run fails."""
         if not 0 <= step <= self.step:
             raise ValueError(f"step {step} is not in 0..{self.step}")
         if self._checkpoints is None:
             raise RewindError(self.rewind_note())
-        if step == self.step and not self.in_iteration:
+        if step == self.step and not self.partial:
             return
+        kept = self._keep_original(step)
         self._reset_iteration()
-        self.step = base = self._checkpoints.restore(step)
+        try:
+            self.step = base = self._checkpoints.restore(step)
+        except RewindError:
+            if kept:
+                self.original = None
+                self._checkpoints.forget_other()
+            raise
         self._checkpoints.truncate(base)
+        self._dropped = False
         while self.history and self.history[-1].step > base:
             self.history.pop()
         kept = [e for e in self.events if e.step <= base]
@@ -588,6 +616,68 @@ class Session:
                     raise RewindError(f"re-running step {self.step + 1} failed: {result.error}")
         finally:
             self._breaks = watch
+
+    def _keep_original(self, step: int) -> bool:
+        """Before a rewind to `step`: the first that leaves steps behind keeps them as the
+        original timeline; a later one to before its fork moves the fork. True when kept now."""
+        assert self._checkpoints is not None
+        if self.original is not None:
+            if step < self.original.fork:
+                self._checkpoints.widen_other(step, self.original.fork)
+                self.original = replace(self.original, fork=step)
+            return False
+        if step >= self.step:
+            return False
+        self._checkpoints.keep_other(step, self.step)
+        self.original = Timeline(fork=step, end=self.step, records=tuple(self.history))
+        return True
+
+    def compare_timelines(self, step: int | None = None) -> TimelineComparison:
+        """This timeline's `state_dict` after `step` (default: the last step run) against the
+        original timeline's after the same step ("what if": a hook attached after a rewind,
+        what did it change?). Raises `RewindError` when there is no original timeline yet
+        and `ValueError` for a step outside 0..`step`."""
+        o = self.original
+        if o is None:
+            raise RewindError(
+                "there is no other timeline yet: rewind to an earlier step, change something "
+                "(attach a hook), and run on"
+            )
+        k = self.step if step is None else step
+        if not 0 <= k <= self.step:
+            raise ValueError(f"step {k} is not in 0..{self.step}")
+        ours = next((r for r in self.history if r.step == k), None)
+        theirs = o.record(k)
+        comparison = TimelineComparison(
+            step=k,
+            fork=o.fork,
+            end=o.end,
+            loss=ours.loss if ours else None,
+            original_loss=theirs.loss if theirs else None,
+            ours=dict(ours.state) if ours else {},
+            theirs=dict(theirs.state) if theirs else {},
+        )
+        return replace(comparison, **self._timeline_diff(k, o))
+
+    def _timeline_diff(self, k: int, o: Timeline) -> dict[str, Any]:
+        """`diff` or `note` of `compare_timelines` for step `k`."""
+        assert self._checkpoints is not None
+        if k <= o.fork:
+            return {"note": f"step {k} comes before the timelines part (step {o.fork})"}
+        if k > o.end:
+            return {"note": f"the original timeline ends at step {o.end}"}
+        theirs = self._checkpoints.other_state(k)
+        if theirs is None:
+            kept = ", ".join(str(s) for s in self._checkpoints.other_steps()) or "none"
+            why = "thinned away to keep the rewind budget"
+            return {
+                "note": f"the original timeline's state after step {k} was {why} (kept: {kept})"
+            }
+        live = k == self.step and not self.in_iteration
+        ours = state_tensors(self.model) if live else self._checkpoints.state(k)
+        if ours is None:
+            return {"note": f"this timeline's state after step {k} was thinned away"}
+        return {"diff": compare_states(ours, theirs)}
 
     def reachable_steps(self) -> tuple[int, ...]:
         """The steps `rewind` restores without re-running (kept checkpoints, and the present);

@@ -245,3 +245,11 @@ def _new_block(group: _Group) -> _Block:
     return _Block(
         tuple(group.keys), tuple(group.shapes), previous, Segments.of(sizes, previous.device)
     )
+
+
+def compare_states(new: Mapping[str, torch.Tensor], old: Mapping[str, torch.Tensor]) -> StateDiff:
+    """`new` against `old` as `StateTracker.diff` does, key by key, copying neither: two
+    timelines' states after the same step (`Session.compare_timelines`)."""
+    tracker = StateTracker()
+    tracker._previous = {k: v.detach() for k, v in old.items() if isinstance(v, torch.Tensor)}
+    return tracker.diff(new, remember=False)

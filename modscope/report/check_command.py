@@ -24,6 +24,7 @@ from modscope.report.common import (
     report_refusal,
     write_json_line,
 )
+from modscope.report.ranks import on_rank_zero
 from modscope.report.styles import SEVERITY_MARK, SEVERITY_STYLE
 
 _HEADINGS = {Severity.ERROR: "errors", Severity.WARNING: "warnings", Severity.INFO: "info"}
@@ -94,7 +95,13 @@ def result_json(result: CheckResult) -> dict[str, object]:
 
 
 def check_command(args: argparse.Namespace) -> int:
-    """Load the script, run the doctor; 0 no error-level finding, 1 some, 2 a failure."""
+    """Load the script, run the doctor; 0 no error-level finding, 1 some, 2 a failure. Under
+    torchrun, rank 0 reports and the others only when they fail (exit status not 0), with
+    their report, each line naming the rank."""
+    return on_rank_zero(_check_command, args, hold_stdout=True)
+
+
+def _check_command(args: argparse.Namespace) -> int:
     session = load_session(args)
     if session is None:
         return ExitCode.FAILED

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 
@@ -36,6 +33,7 @@ from modscope.report.check_command import findings_report
 from modscope.report.common import (
     SAVE,
     ScriptPrints,
+    error_console,
     load_session,
     print_error,
     report_refusal,
@@ -43,6 +41,7 @@ from modscope.report.common import (
 )
 from modscope.report.layers_table import TREND_WIDTH, print_layers
 from modscope.report.progress import StepProgress
+from modscope.report.ranks import QuietRank
 from modscope.report.record import Iteration, PrintTee, RecordedRun, check_recording_folder
 
 LOSS_WIDTH = 10
@@ -244,42 +243,6 @@ def run_command(args: argparse.Namespace) -> int:
     return quiet.status
 
 
-class QuietRank:
-    """Keeps a rank other than 0 off the terminal: its stdout goes nowhere, and its stderr (the
-    script's prints, warnings, errors, torch's own C++ logs) to a temporary file that is written
-    out, each line naming the rank, only when the rank fails (`status` not 0, or an exception).
-    The file descriptors are redirected, so output that bypasses `sys.stderr` is held too."""
-
-    def __init__(self, rank: int) -> None:
-        self.rank = rank
-        self.status = 0
-
-    def __enter__(self) -> QuietRank:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self._held = tempfile.TemporaryFile()
-        self._saved = (os.dup(1), os.dup(2))
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 1)
-        os.dup2(self._held.fileno(), 2)
-        return self
-
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
-        for fd, saved in zip((1, 2), self._saved, strict=True):
-            os.dup2(saved, fd)
-            os.close(saved)
-        if exc_type is not None or self.status != 0:
-            self._held.seek(0)
-            text = self._held.read().decode("utf-8", "replace")
-            prefix = f"[rank {self.rank}] "
-            sys.stderr.write("".join(prefix + line for line in text.splitlines(keepends=True)))
-            sys.stderr.flush()
-        self._held.close()
-
-
 def _run_command(args: argparse.Namespace) -> int:
     """Load the script, run `--steps` iterations, report them; 0 ok, 2 a failure.
 
@@ -375,6 +338,10 @@ def _run(session: Session, args: argparse.Namespace, prints: ScriptPrints, tee: 
                         run.record_break(stop.event)
                     progress.stop()
                     report.broke(stop.event)
+                    if QuietRank.active:
+                        # This rank's stdout goes nowhere: say the break where its held
+                        # stderr is written out (the exit status 1 shows it).
+                        error_console().print(break_paragraph(stop.event), soft_wrap=True)
                     return ExitCode.FINDINGS
                 assert it.record is not None
                 report.step(it.record)

@@ -21,6 +21,7 @@ from modscope.report.labels import (
     shown_name,
     unregistered_label,
 )
+from modscope.report.ranks import on_rank_zero
 
 FOLD_MIN = 3
 
@@ -131,6 +132,11 @@ def totals_line(inv: Inventory) -> Text:
 
 
 def tree_command(args: argparse.Namespace) -> int:
+    """The tree of `args.script`; under torchrun rank 0 prints it, the others only an error."""
+    return on_rank_zero(_tree_command, args)
+
+
+def _tree_command(args: argparse.Namespace) -> int:
     session = load_session(args)
     if session is None:
         return ExitCode.FAILED

@@ -178,7 +178,7 @@ class ModscopeApp(HookActions, UpdatePainter):
         if dirty and self.view.loaded:
             self.query_one(ModuleTree).refresh_labels()
             self.query_one(DetailPane).refresh_detail()
-            self.query_one(LossPlot).show(self.view.losses())
+            self.query_one(LossPlot).show(self.view.losses(), self.view.other_losses())
         self._refresh_keys()
         if self._is_idle() and self._idle is not None:
             self._idle.set()
@@ -402,6 +402,9 @@ class ModscopeApp(HookActions, UpdatePainter):
 
     def on_values_screen_page_wanted(self, event: ValuesScreen.PageWanted) -> None:
         self._submit(cmd.ReadValues(event.path, event.offset, event.count, event.grad))
+
+    def on_diff_screen_comparison_wanted(self, event: DiffScreen.ComparisonWanted) -> None:
+        self._submit(cmd.CompareTimelines())
 
     def on_findings_pane_go_to(self, event: FindingsPane.GoTo) -> None:
         node = self.view.node_for(event.finding.path)

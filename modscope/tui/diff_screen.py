@@ -1,4 +1,5 @@
-"""The `state_dict` diff view: every key before and after the last step, changed ones first."""
+"""The `state_dict` diff view: every key before and after the last step, changed ones first;
+after a rewind, `t` compares this timeline's last step with the original timeline's ("what if")."""
 
 from __future__ import annotations
 
@@ -9,18 +10,25 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.content import Content
+from textual.message import Message
 from textual.reactive import var
 from textual.screen import ModalScreen
 from textual.theme import Theme
 from textual.widgets import DataTable, Footer, Static
 
+from modscope.control.updates import TimelinesCompared
 from modscope.core.fmt import format_count, format_number, summary_line
+from modscope.core.types import StateDiff, TensorSummary
 from modscope.report.labels import shown_path
 from modscope.tui.hook_sections import Palette
 from modscope.tui.model_view import ModelView
 
 ROW_LIMIT = 2000
 """At most this many keys are listed ("showing N of M" in the title)."""
+
+COLUMNS = ("key", "before", "after", "max |Δ|", "rel. change")
+COMPARED_COLUMNS = ("key", "original", "this timeline", "max |Δ|", "rel. diff.")
+"""The column labels when comparing with the original timeline (`t`)."""
 
 NUMBER_WIDTH = 11
 """The widest cell of the two number columns ("rel. change", `-1.2346e+05`)."""
@@ -33,6 +41,7 @@ class DiffScreen(ModalScreen[None]):
         Binding("q,escape", "dismiss", "Close", id="close_diff"),
         Binding("d", "dismiss", "Close", show=False),
         Binding("u", "toggle_unchanged", "Hide/show unchanged", id="toggle_unchanged"),
+        Binding("t", "toggle_timelines", "Original timeline", id="compare_timelines"),
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
     ]
@@ -58,10 +67,18 @@ class DiffScreen(ModalScreen[None]):
 
     show_unchanged = var(True, init=False)
     """Whether unchanged keys are listed (`u` toggles)."""
+    against_original = var(False, init=False)
+    """Whether the view compares with the original timeline (`t` toggles) instead of the step
+    before."""
+
+    class ComparisonWanted(Message):
+        """The view wants this timeline compared with the original (`CompareTimelines`)."""
 
     def __init__(self, view: ModelView) -> None:
         super().__init__()
         self.view = view
+        self.comparison: TimelinesCompared | None = None
+        """The controller's last answer, while `against_original`."""
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -71,8 +88,6 @@ class DiffScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        for label in ("key", "before", "after", "max |Δ|", "rel. change"):
-            table.add_column(label, key=label)
         self._fill()
         table.focus()
         self.app.theme_changed_signal.subscribe(self, self._theme_changed)
@@ -86,6 +101,26 @@ class DiffScreen(ModalScreen[None]):
     def action_toggle_unchanged(self) -> None:
         self.show_unchanged = not self.show_unchanged
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "toggle_timelines":
+            return self.view.status.fork is not None  # shown once a rewind left a timeline
+        return True
+
+    def action_toggle_timelines(self) -> None:
+        self.against_original = not self.against_original
+
+    def watch_against_original(self, against: bool) -> None:
+        self.comparison = None
+        if against:
+            self.post_message(self.ComparisonWanted())
+        self._fill()
+
+    def show_comparison(self, answer: TimelinesCompared) -> None:
+        """The controller's answer to `ComparisonWanted`."""
+        if self.against_original:
+            self.comparison = answer
+            self._fill()
+
     def action_cursor_down(self) -> None:
         self.query_one(DataTable).action_cursor_down()
 
@@ -94,34 +129,78 @@ class DiffScreen(ModalScreen[None]):
 
     def rows(self) -> list[tuple[str, bool]]:
         """The keys listed, in order, each with whether it changed."""
-        record = self.view.last_record
-        if record is None:
+        diff = self._diff()
+        if diff is None:
             return []
-        diff = record.diff
         changed = [(k, True) for k in (*diff.changed, *diff.added)]
         if not self.show_unchanged:
             return changed
         return changed + [(k, False) for k in diff.unchanged] + [(k, True) for k in diff.removed]
 
-    def _fill(self) -> None:
-        table = self.query_one(DataTable)
-        table.clear()
+    def _diff(self) -> StateDiff | None:
+        """The diff listed: the last step's, or this timeline's against the original's."""
+        if self.against_original:
+            answer = self.comparison
+            return answer.comparison.diff if answer and answer.comparison else None
         record = self.view.last_record
-        caption = self.query_one("#diff-caption", Static)
-        self.query_one(Vertical).border_title = Text("state_dict diff")
-        if record is None:
-            caption.update(Content.styled("No step yet: press s to run one iteration.", "dim"))
-            return
-        diff = record.diff
-        rows = self.rows()
-        total = len(diff.changed) + len(diff.unchanged) + len(diff.added) + len(diff.removed)
+        return record.diff if record is not None else None
+
+    def _columns(self, key: str) -> tuple[TensorSummary | None, TensorSummary | None]:
+        """A key's summaries in the "before" and "after" columns."""
+        answer = self.comparison
+        if self.against_original and answer is not None and answer.comparison is not None:
+            return answer.comparison.theirs.get(key), answer.comparison.ours.get(key)
+        record = self.view.last_record
+        return self.view.before(key), record.state.get(key) if record else None
+
+    def _caption(self, diff: StateDiff) -> list[tuple[str, str] | str]:
+        answer = self.comparison
+        if self.against_original and answer is not None and answer.comparison is not None:
+            c = answer.comparison
+            return [
+                (f"after step {c.step}", "bold"),
+                f", this timeline vs the original (they part after step {c.fork}): ",
+                (f"{format_count(len(diff.changed))} differ", "bold $text-warning"),
+                f", {format_count(len(diff.unchanged))} identical;",
+                f" loss {format_number(c.loss)} vs {format_number(c.original_loss)}",
+            ]
+        record = self.view.last_record
+        assert record is not None
         before = f"step {record.step - 1}" if record.step > 1 else "the start"
-        parts: list[tuple[str, str] | str] = [
+        return [
             (f"after step {record.step}", "bold"),
             f" vs {before}: ",
             (f"{format_count(len(diff.changed))} changed", "bold $text-warning"),
             f", {format_count(len(diff.unchanged))} unchanged",
         ]
+
+    def _empty(self) -> Content:
+        """What the caption says when there is nothing to list."""
+        if not self.against_original:
+            return Content.styled("No step yet: press s to run one iteration.", "dim")
+        answer = self.comparison
+        if answer is None:
+            return Content.styled("Comparing with the original timeline…", "dim")
+        c = answer.comparison
+        why = answer.error or (c.note if c is not None else None) or "nothing to compare"
+        return Content.styled(f"{why}.  t: back to the last step's diff", "dim")
+
+    def _fill(self) -> None:
+        table = self.query_one(DataTable)
+        table.clear(columns=True)
+        labels = COMPARED_COLUMNS if self.against_original else COLUMNS
+        for key, label in zip(COLUMNS, labels, strict=True):
+            table.add_column(label, key=key)
+        caption = self.query_one("#diff-caption", Static)
+        title = "state_dict: this timeline vs the original" if self.against_original else None
+        self.query_one(Vertical).border_title = Text(title or "state_dict diff")
+        diff = self._diff()
+        if diff is None:
+            caption.update(self._empty())
+            return
+        rows = self.rows()
+        total = len(diff.changed) + len(diff.unchanged) + len(diff.added) + len(diff.removed)
+        parts = self._caption(diff)
         if diff.added or diff.removed:
             parts.append((f", {len(diff.added)} added, {len(diff.removed)} removed", "$text-error"))
         if not self.show_unchanged:
@@ -139,8 +218,7 @@ class DiffScreen(ModalScreen[None]):
         )
         for key, changed in rows[:ROW_LIMIT]:
             style = f"bold {warning}" if changed else "dim"
-            before = self.view.before(key)
-            after = record.state.get(key)
+            before, after = self._columns(key)
             delta = diff.max_abs_delta.get(key)
             rel = diff.rel_change.get(key)
             old = summary_line(before) if before else "?" if key not in diff.added else "(added)"

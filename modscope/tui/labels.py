@@ -173,6 +173,9 @@ def status_text(status: SessionStatus) -> Text:
             text.append_text(Text.assemble(sep, rank, (" ([ ] switch)", "dim")))
     else:
         text.append_text(Text.assemble(sep, ("step ", "dim"), (str(status.step), "bold")))
+        if status.fork is not None:
+            what_if = (f"what if from step {status.fork}", "bold yellow")
+            text.append_text(Text.assemble(sep, what_if, (" (d t compares)", "dim")))
     if status.next_phase is not None and len(status.phases) > 1:
         label = "next " if not status.in_iteration else "in iteration, next "
         if status.paused_at:

@@ -13,7 +13,12 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from modscope.control.updates import ModelLayout, SessionStatus, TensorsSummarized
+from modscope.control.updates import (
+    ModelLayout,
+    OtherTimeline,
+    SessionStatus,
+    TensorsSummarized,
+)
 from modscope.core.layer_types import LayerStep
 from modscope.core.types import (
     BreakEvent,
@@ -82,11 +87,14 @@ class ModelView:
         self.seen: dict[str, dict[HookKind, HookEvent]] = {}
         """The last event of each of modscope's hook kinds, by module path."""
         self.paused: HookEvent | None = None
+        """The hook firing a pause hook holds the iteration at, while it does."""
         self.broke: BreakEvent | None = None
         """The break condition holding the iteration now, if one does."""
         """The hook firing a pause hook holds the iteration at, while it does."""
         self.layers: deque[LayerStep] = deque(maxlen=HISTORY_LIMIT)
         """Each module's statistics after each step since the layers view was first opened."""
+        self.other: OtherTimeline | None = None
+        """The original timeline a rewind left ("what if"), for the loss plot."""
 
     # -- applying updates ----------------------------------------------------------------------
 
@@ -107,6 +115,7 @@ class ModelView:
         self.seen.clear()
         self.paused = None
         self.broke = None
+        self.other = None
 
     def relayout(self, layout: ModelLayout) -> None:
         self.layout = layout
@@ -303,6 +312,10 @@ class ModelView:
 
     def losses(self) -> list[float | None]:
         return [r.loss for r in self.history]
+
+    def other_losses(self) -> tuple[float | None, ...]:
+        """The original timeline's loss after each of its steps (empty before a rewind)."""
+        return self.other.losses if self.other is not None else ()
 
     def before(self, key: str) -> TensorSummary | None:
         """A state entry as it was before the last recorded step."""

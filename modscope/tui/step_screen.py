@@ -65,7 +65,11 @@ class StepScreen(ModalScreen["int | None"]):
             step = -1
         if not 0 <= step <= self.last:
             self.query_one("#step-error", Static).update(
-                Text(f"{event.value or 'nothing'} is not a step from 0 to {self.last}")
+                Text(
+                    f"{event.value!r} is not a step from 0 to {self.last}"
+                    if event.value.strip()
+                    else f"type a step from 0 to {self.last}"
+                )
             )
             return
         self.dismiss(step)

@@ -13,6 +13,7 @@ from modscope.control import updates as up
 from modscope.core.fmt import printable, printable_lines
 from modscope.core.types import BreakEvent, HookEvent, UserError
 from modscope.tui import labels
+from modscope.tui.diff_screen import DiffScreen
 from modscope.tui.error_panel import ErrorPanel
 from modscope.tui.findings_pane import FindingsPane
 from modscope.tui.hook_events_pane import HookEventsPane
@@ -108,6 +109,10 @@ class UpdatePainter(App[None]):
             self._show_hooks()
         elif isinstance(u, up.ValuesRead) and isinstance(self.screen, ValuesScreen):
             self.screen.show_page(u)
+        elif isinstance(u, up.TimelinesCompared) and isinstance(self.screen, DiffScreen):
+            self.screen.show_comparison(u)
+        elif isinstance(u, up.OtherTimeline):
+            view.other = u
         elif isinstance(u, up.LayersSeen):
             view.layers.append(u.step)
             if isinstance(self.screen, LayersScreen):
