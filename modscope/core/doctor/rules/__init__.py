@@ -4,7 +4,8 @@ Detection lives in `static.py`, `watch.py` and `dynamic.py`; everything a person
 here, so that the wording stays consistent and each fix names the exact call. Callers use the
 package (`rules.nonfinite(...)`); the families are `registration` (what nn.Module registers),
 `optimizer`, `numerics` (NaN/Inf, gradient scale), `module_state` (mode, placement,
-behaviour) and `distributed` (ranks that disagree), on the shared `wording`.
+behaviour), `distributed` (ranks that disagree) and `training` (update sizes, eval mode,
+uncleared gradients, PyTorch's warnings), on the shared `wording`.
 """
 
 from modscope.core.doctor.rules.distributed import (
@@ -44,6 +45,19 @@ from modscope.core.doctor.rules.registration import (
     unregistered_container,
     unregistered_item,
 )
+from modscope.core.doctor.rules.training import (
+    GRAD_GROWTH_FACTOR,
+    GRAD_GROWTH_SHARE,
+    GRAD_GROWTH_STEPS,
+    UPDATE_RATIO_HIGH,
+    UPDATE_RATIO_LOW,
+    UPDATE_RATIO_STEPS,
+    WeightRatio,
+    grad_accumulation,
+    torch_warning,
+    training_in_eval,
+    update_ratio,
+)
 from modscope.core.doctor.rules.wording import (
     LISTED,
     accessor,
@@ -57,10 +71,17 @@ __all__ = [
     "EXPLODING_GRAD_GROWTH",
     "EXPLODING_GRAD_NORM",
     "EXPLODING_GROWTH_FLOOR",
+    "GRAD_GROWTH_FACTOR",
+    "GRAD_GROWTH_SHARE",
+    "GRAD_GROWTH_STEPS",
     "LISTED",
+    "UPDATE_RATIO_HIGH",
+    "UPDATE_RATIO_LOW",
+    "UPDATE_RATIO_STEPS",
     "VANISHING_GRAD_NORM",
     "VANISHING_MIN_LOSS",
     "RankValue",
+    "WeightRatio",
     "accessor",
     "buffer_grad_history",
     "dedup_key",
@@ -71,6 +92,7 @@ __all__ = [
     "finding",
     "frozen_in_optimizer",
     "global_legacy_backward_hook",
+    "grad_accumulation",
     "legacy_backward_hook",
     "listing",
     "mode_mismatch",
@@ -82,9 +104,12 @@ __all__ = [
     "shared_module",
     "shared_parameter",
     "stale_optimizer",
+    "torch_warning",
+    "training_in_eval",
     "unregistered_container",
     "unregistered_item",
     "unused_parameter",
+    "update_ratio",
     "vanishing_gradient",
     "where",
 ]
