@@ -388,6 +388,16 @@ def test_an_ignored_warning_is_neither_shown_nor_reported() -> None:
     assert shown == [] and of_kind(found, FindingKind.TORCH_WARNING) == []
 
 
+def test_the_legacy_hook_warning_is_shown_and_left_to_legacy_backward_hook() -> None:
+    model = mlp()
+    model[2].register_backward_hook(lambda module, grad_in, grad_out: None)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        found = watch(_trained_session(model), 2, static=True)
+    assert [f.kind for f in found] == [FindingKind.LEGACY_BACKWARD_HOOK]
+    assert any("non-full backward hook" in str(w.message) for w in shown)
+
+
 def test_capture_hands_the_hook_back_and_leaves_other_threads_alone() -> None:
     capture = WarningCapture()
     before = warnings.showwarning

@@ -24,6 +24,9 @@ from modscope.core.warning_capture import CapturedWarning
 
 _EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
 _TORCH_NN = "torch.nn."
+_LEGACY_HOOK_WARNING = "Using a non-full backward hook"
+"""PyTorch's warning about a script's own `register_backward_hook`: a `legacy-backward-hook`
+finding already."""
 
 Modules = list[tuple[str, nn.Module]]
 Named = list[tuple[str, nn.Parameter]]
@@ -168,10 +171,10 @@ class TrainingWatch:
     @staticmethod
     def torch_warnings(shown: Sequence[CapturedWarning], step: int) -> list[Finding]:
         """The warnings PyTorch showed during the step (the script's own and other libraries'
-        reach the user as before, and are no finding)."""
+        reach the user as before, and are no finding; nor is the legacy-backward-hook one)."""
         out = []
         for w in shown:
-            if not w.from_torch:
+            if not w.from_torch or w.message.startswith(_LEGACY_HOOK_WARNING):
                 continue
             location = f"{_short(w.file)}:{w.line}" if w.file and w.line else _short_origin(w)
             origin = _short_origin(w)
