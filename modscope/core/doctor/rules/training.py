@@ -111,9 +111,10 @@ def training_in_eval(modules: Sequence[tuple[str, str]], step: int) -> Finding:
         FindingKind.TRAINING_IN_EVAL,
         "",
         f"step {step} trained the model (backward and an optimizer step) while it is in eval "
-        f"mode: {plural(len(modules), 'module')} behave differently in training "
-        f"({listing(names)}): BatchNorm normalises with frozen running statistics and does not "
-        "update them, dropout is off, so the model trains as it will not be evaluated.",
+        f"mode: {plural(len(modules), 'module')} "
+        f"{'behaves' if len(modules) == 1 else 'behave'} differently in training "
+        f"({listing(names)}): BatchNorm normalises with its running statistics, frozen, and "
+        "dropout is off, so the model trains as it will not be evaluated.",
         "call model.train() before the training iterations (and model.eval() only around "
         "evaluation, then model.train() again); `modscope run --eval` asks for eval on purpose",
         paths=[path for path, _ in modules] if len(modules) > 1 else (),
@@ -148,10 +149,12 @@ def torch_warning(
     """`location`: the user's `file:line` (or the warning's own when none was on the stack);
     `origin`: the warning's own `file:line`, mentioned when it differs."""
     inside = f" (raised in {origin})" if origin != location else ""
+    said = message.rstrip()
+    said += "" if said.endswith((".", "!", "?")) else "."
     return finding(
         FindingKind.TORCH_WARNING,
         "",
-        f"PyTorch warned at step {step}, at {location}{inside}: {category}: {message}",
+        f"PyTorch warned at step {step}, at {location}{inside}: {category}: {said}",
         "read the warning: it names what PyTorch did instead of what the code asks (a loss "
         "whose input and target broadcast: give both the same shape, e.g. target.view_as(out)); "
         "warnings.filterwarnings('ignore', ...) silences it once it is understood",
