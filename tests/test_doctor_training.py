@@ -27,6 +27,7 @@ from modscope.core.types import Finding, FindingKind
 from modscope.core.warning_capture import WarningCapture
 from tests import training_models as T
 from tests.doctor_models import output_sum, session_for
+from tests.test_doctor_dynamic import CLEAN
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TRAINING_KINDS = {
@@ -439,6 +440,20 @@ def test_common_architectures_trained_the_usual_way_raise_none_of_these(
     )
     found = watch(session, 8)
     assert {f.kind for f in found} & TRAINING_KINDS == set()
+
+
+@pytest.mark.parametrize("name", list(CLEAN))
+def test_torchs_own_layers_raise_none_of_these_over_eight_steps(name: str) -> None:
+    """The clean models of the other doctor tests (LSTM, attention, BatchNorm, weight norm,
+    pruning, parametrizations, tied embeddings...), four times as many steps as they run."""
+    make, inputs, _ = CLEAN[name]
+    torch.manual_seed(0)
+    model = make()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    session = session_for(
+        model, inputs=inputs, loss_fn=output_sum, optimizer=torch.optim.Adam(trainable)
+    )
+    assert {f.kind for f in watch(session, 8)} & TRAINING_KINDS == set()
 
 
 # -- through the command line ------------------------------------------------------------------
