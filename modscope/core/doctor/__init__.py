@@ -34,8 +34,7 @@ R `run` under torchrun):
 - torch-warning (warning, W): a warning PyTorch showed during an iteration, at the user's line
 
 `static.static_findings` reads the module tree; `watch.StepWatcher` reads the iterations a
-session runs anyway (`modscope run`, the app; the training kinds in `training_watch`);
-`dynamic.run_checks` adds iterations and probes
+session runs anyway (`modscope run`, the app); `dynamic.run_checks` adds iterations and probes
 of its own in a `sandbox.Sandbox` (a deep copy where memory allows and the copy does not run
 the original's code, else the originals, restored); `modscope.core.distributed.RankWatcher`
 compares the ranks of a torchrun job. docs/doctor.md has the same table with each fix.

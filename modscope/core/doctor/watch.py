@@ -27,10 +27,9 @@ class StepWatcher:
     output, parameters, gradients or buffers; buffers that gained autograd history; trainable
     parameters without a gradient after the first backward; exploding or vanishing gradients;
     submodules left in the other train/eval mode; the optimizer rules again (a forward may
-    replace a parameter); and how the steps train (`training_watch`: update ratios, training
-    in eval mode, gradients never cleared, PyTorch's warnings). Each finding is reported once
-    per session (by `rules.dedup_key`: kind and path, or what went non-finite). Call it from
-    the thread that steps the session.
+    replace a parameter). Each finding is reported once per session
+    (by `rules.dedup_key`: kind and path, or what went non-finite). Call it from the thread
+    that steps the session.
     """
 
     def __init__(self, session: Session, *, reported: Iterable[Finding] = ()) -> None:
@@ -81,7 +80,8 @@ class StepWatcher:
         modules: list[tuple[str, nn.Module]],
         named: list[tuple[str, nn.Parameter]],
     ) -> list[Finding]:
-        """`update-ratio`, `training-in-eval`, `grad-accumulation`, `torch-warning`."""
+        """How the steps train (`training_watch`): `update-ratio`, `training-in-eval`,
+        `grad-accumulation`, `torch-warning`."""
         session, watch = self.session, self._training
         found = watch.update_ratios(record, modules, named, session.optimizer)
         found += watch.training_in_eval(record, modules, named, session.requested_training)

@@ -4,8 +4,7 @@ Detection lives in `static.py`, `watch.py` and `dynamic.py`; everything a person
 here, so that the wording stays consistent and each fix names the exact call. Callers use the
 package (`rules.nonfinite(...)`); the families are `registration` (what nn.Module registers),
 `optimizer`, `numerics` (NaN/Inf, gradient scale), `module_state` (mode, placement,
-behaviour), `distributed` (ranks that disagree) and `training` (update sizes, eval mode,
-uncleared gradients, PyTorch's warnings), on the shared `wording`.
+behaviour) and `distributed` (ranks that disagree), on the shared `wording`.
 """
 
 from modscope.core.doctor.rules.distributed import (
