@@ -7,7 +7,6 @@ the step, and the warnings the session saw: no extra pass, no tensor read, no ho
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 import os
@@ -231,14 +230,20 @@ def _mode_matters(module: nn.Module) -> bool:
     return _forward_reads_training(cls)
 
 
-@functools.cache
+_READS_TRAINING: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+"""Per class, whether its forward reads `self.training` (weak: a reloaded script's classes go)."""
+
+
 def _forward_reads_training(cls: type) -> bool:
     """True when the forward of a module class of the user's reads `self.training`."""
-    try:
-        source = inspect.getsource(cls.forward)
-    except (OSError, TypeError):
-        return False
-    return "self.training" in source
+    known = _READS_TRAINING.get(cls)
+    if known is None:
+        try:
+            known = "self.training" in inspect.getsource(cls.forward)
+        except (OSError, TypeError):
+            known = False
+        _READS_TRAINING[cls] = known
+    return known
 
 
 def _grad_norms(record: StepRecord, grads: dict[str, torch.Tensor]) -> dict[str, float]:
