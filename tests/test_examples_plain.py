@@ -153,10 +153,19 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "dropout": ["eval outputs equal: False"],
     "dropout_fixed": ["eval outputs equal: True"],
+    "health": ["running_mean moved: False", "loss over (8, 8)"],
+    "health_fixed": ["running_mean moved: True", "loss over (8, 1)"],
 }
 
 # The realistic models print a loss per step; the article gives no numbers for them.
-LOSS_STEPS = {"cnn": 8, "tiny_lm": 10, "dropout": 5, "dropout_fixed": 5}
+LOSS_STEPS = {
+    "cnn": 8,
+    "tiny_lm": 10,
+    "dropout": 5,
+    "dropout_fixed": 5,
+    "health": 5,
+    "health_fixed": 5,
+}
 
 
 # Under `python examples/X.py` as well, in their own interpreter: the article's central ones.
