@@ -153,6 +153,8 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "dropout": ["eval outputs equal: False"],
     "dropout_fixed": ["eval outputs equal: True"],
+    "health": ["running_mean moved: False", "loss over (8, 8)"],
+    "health_fixed": ["running_mean moved: True", "loss over (8, 1)"],
     "layer_health": ["dead hidden units: 16 of 16", "gate outputs at the rails: 0.85"],
     "layer_health_fixed": ["dead hidden units: 0 of 16", "gate outputs at the rails: 0.00"],
 }
@@ -163,6 +165,8 @@ LOSS_STEPS = {
     "tiny_lm": 10,
     "dropout": 5,
     "dropout_fixed": 5,
+    "health": 5,
+    "health_fixed": 5,
     "layer_health": 5,
     "layer_health_fixed": 5,
 }

@@ -609,6 +609,15 @@ def _each_kind(n: int) -> list[Finding]:
             names[0], kind="frozen parameter", step=2, values=ranks, world_size=n + 1
         ),
         rules.rank_layout_divergence(1, n + 1, list(range(1, n + 1))),
+        rules.update_ratio(
+            [rules.WeightRatio(name, "body.0", "Linear", (0.5, 0.4, 0.3), 0.5) for name in names], 3
+        ),
+        rules.update_ratio(
+            [rules.WeightRatio(name, "body.0", "Linear", (1e-8,) * 3, None) for name in names], 3
+        ),
+        rules.training_in_eval([(f"body.{i}", "Dropout") for i in range(n)], 1),
+        rules.grad_accumulation([1.0, 2.0, 3.0], 3),
+        rules.torch_warning("UserWarning", "sizes differ", "model.py:3", "torch/nn/f.py:1", 2),
         rules.dead_units("body.1", "ReLU", n, 3),
         rules.saturated("body.2", "Sigmoid", 0.85, n, 3),
     ]
@@ -642,6 +651,8 @@ UNCOUNTED = {
     FindingKind.DTYPE_MISMATCH,
     FindingKind.EXPLODING_GRADIENT,
     FindingKind.VANISHING_GRADIENT,
+    FindingKind.GRAD_ACCUMULATION,
+    FindingKind.TORCH_WARNING,
 }
 TWO = [
     re.compile(r"\b(?:freeze|add|remove|use|leave|changes|unfreezing) it\b"),

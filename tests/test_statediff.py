@@ -121,6 +121,7 @@ async def test_the_diff_view_of_long_summaries_fits_an_80_column_terminal():
     from textual.app import App
     from textual.widgets import DataTable
 
+    from modscope.control.updates import SessionStatus
     from modscope.core.summary import summarize
     from modscope.core.types import StepRecord
     from modscope.tui.diff_screen import DiffScreen
@@ -134,6 +135,7 @@ async def test_the_diff_view_of_long_summaries_fits_an_80_column_terminal():
 
     class View:
         last_record = record
+        status = SessionStatus("script.py")
 
         def before(self, key):
             return summarize(big[key])

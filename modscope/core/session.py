@@ -58,6 +58,7 @@ from modscope.core.types import (
     UserError,
 )
 from modscope.core.walk import all_parameter_paths, refusing_hooks, refusing_phrase
+from modscope.core.warning_capture import WarningCapture
 
 EVENT_LIMIT = 5000
 HISTORY_LIMIT = 1000
@@ -117,6 +118,11 @@ class Session:
         # Without a loss_fn, the first forward tells whether the output is the loss.
         self._output_is_loss: bool | None = None
         self._dropped = False
+        self.shown_warnings = WarningCapture()
+        """The warnings PyTorch showed during the iterations, for the doctor (`take()`)."""
+        self.requested_training: bool | None = None
+        """The mode a person asked for through modscope (`run --eval`, the app's train/eval
+        key); None while the model is in the mode the script left it in."""
         self._tracker = StateTracker()
         self._tracker.reset(initial_state(self.model, script.path))
         self.original: Timeline | None = None
@@ -282,6 +288,7 @@ class Session:
 
     def set_training(self, training: bool) -> None:
         """Switch the whole model to train or eval mode (`model.train(training)`)."""
+        self.requested_training = training
         self.runner.train(training)
 
     def close(self) -> None:
@@ -367,6 +374,7 @@ class Session:
             with (
                 captured_prints(self.sink),
                 self.hooks.quiet_legacy_warning(),
+                self.shown_warnings.capturing(),
                 self._breaks_around(phase),
             ):
                 self._run(phase)

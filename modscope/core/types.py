@@ -82,6 +82,10 @@ class FindingKind(str, enum.Enum):
     EXPLODING_GRADIENT = "exploding-gradient"
     VANISHING_GRADIENT = "vanishing-gradient"
     RANK_DIVERGENCE = "rank-divergence"
+    UPDATE_RATIO = "update-ratio"
+    TRAINING_IN_EVAL = "training-in-eval"
+    GRAD_ACCUMULATION = "grad-accumulation"
+    TORCH_WARNING = "torch-warning"
     DEAD_UNITS = "dead-units"
     SATURATED = "saturated"
 
@@ -110,6 +114,10 @@ SEVERITIES: dict[FindingKind, Severity] = {
     FindingKind.EXPLODING_GRADIENT: Severity.WARNING,
     FindingKind.VANISHING_GRADIENT: Severity.WARNING,
     FindingKind.RANK_DIVERGENCE: Severity.ERROR,
+    FindingKind.UPDATE_RATIO: Severity.WARNING,
+    FindingKind.TRAINING_IN_EVAL: Severity.WARNING,
+    FindingKind.GRAD_ACCUMULATION: Severity.ERROR,
+    FindingKind.TORCH_WARNING: Severity.WARNING,
     FindingKind.DEAD_UNITS: Severity.WARNING,
     FindingKind.SATURATED: Severity.WARNING,
 }

@@ -72,6 +72,8 @@ class ModuleTree(Tree[NodeRef]):
         self._populated: set[int] = set()
         self.filter_text = ""
         self.filter_total = 0
+        self._fit_pending = False
+        """The first tree came before the pane had a height: the fit rule waits for one."""
 
     # -- building ------------------------------------------------------------------------------
 
@@ -91,7 +93,9 @@ class ModuleTree(Tree[NodeRef]):
             self._build_filtered(self.filter_text)
         else:
             self._build_root()
-            if first and self.fits():
+            if first and not self.size.height:
+                self._fit_pending = True
+            elif first and self.fits():
                 self._expand_below(self.root)
             for path in sorted(expanded, key=lambda p: p.count(".") if p else -1):
                 node = self._by_path.get(path)
@@ -125,6 +129,13 @@ class ModuleTree(Tree[NodeRef]):
         """Whether the whole tree, every node expanded, fits the pane's height."""
         room = self.size.height or FIT_ROWS
         return self.view.layout is not None and self.view.tree_rows(room) <= room
+
+    def on_resize(self) -> None:
+        # The script loaded before the first layout: the fit rule, now that the height is known.
+        if self._fit_pending and self.size.height:
+            self._fit_pending = False
+            if not self.filter_text and self._by_path and self.fits():
+                self._expand_below(self.root)
 
     def _expand_below(self, node: TreeNode[NodeRef]) -> None:
         """Create and expand every node under `node` (the tree is known to be small)."""

@@ -83,3 +83,24 @@ async def test_a_rebuild_keeps_what_was_collapsed(make_app):
         assert not app.view.status.training
         assert "powModel.powParam" not in shown(tree)
         assert "logModel.logParam" in shown(tree)
+
+
+async def test_a_layout_that_comes_before_the_panes_height_waits_for_it(make_app):
+    # The script loaded before the first layout (a loaded machine): the fit rule must use the
+    # pane's real height, not a guess. traps.py takes 13 rows expanded.
+    for size, expanded in (((100, 12), False), (SIZE, True)):
+        app = make_app("traps.py")
+        async with app.run_test(size=size) as pilot:
+            await settle(app, pilot)
+            tree = app.query_one(ModuleTree)
+            tree._reset_nodes()
+            height = tree.styles.height
+            tree.styles.height = 0  # no height yet, as before the first layout
+            await pilot.pause()
+            tree.show_model()
+            assert tree._fit_pending
+            assert not any(node.is_expanded for node in tree.root.children)
+            tree.styles.height = height
+            await settle(app, pilot)
+            assert not tree._fit_pending and tree.size.height > 0
+            assert any(node.is_expanded for node in tree.root.children) is expanded

@@ -26,6 +26,12 @@ R `run` under torchrun):
 - vanishing-gradient (warning, W): global gradient norm below 1e-10 while abs(loss) > 1e-6
 - rank-divergence (error, R: `run` under torchrun): a parameter or buffer whose bits differ
   across ranks after a step (buffers DDP broadcasts at the next forward left out)
+- update-ratio (warning, W): a layer weight whose |Δw|/|w| stayed above 0.2 (the loss not
+  falling) or below 1e-6 for 3 steps: its learning rate is mismatched to it
+- training-in-eval (warning, W): a step trained the model in eval mode; the modules that compute
+  differently in training are listed
+- grad-accumulation (error, W): gradients never cleared, growing step over step
+- torch-warning (warning, W): a warning PyTorch showed during an iteration, at the user's line
 - dead-units (warning, C): a ReLU-like module whose every output is zero in each step checked
 - saturated (warning, C): a sigmoid/tanh-like module with most outputs at its rails, each step
 

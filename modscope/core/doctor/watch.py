@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from modscope.core.doctor import rules, static
+from modscope.core.doctor.training_watch import TrainingWatch
 from modscope.core.doctor.walk import group_by_module, named_parameters_once
 from modscope.core.types import Finding, FindingKind, StepRecord
 from modscope.core.walk import distinct_modules
@@ -38,6 +39,7 @@ class StepWatcher:
         self._checked_unused = False
         # (step, global gradient norm, loss) of the last iteration that had gradients.
         self._last_scale: tuple[int, float, float | None] | None = None
+        self._training = TrainingWatch()
 
     @property
     def model(self) -> nn.Module:
@@ -69,7 +71,23 @@ class StepWatcher:
             # Again after each step: a forward that assigns `self.w = nn.Parameter(...)` leaves
             # the optimizer holding the old tensor, and the new one in no param_group.
             found += static.optimizer_findings(self.model, optimizer, modules, step)
+        found += self._training_findings(record, modules, named)
         return self._new(found, step=step)
+
+    def _training_findings(
+        self,
+        record: StepRecord,
+        modules: list[tuple[str, nn.Module]],
+        named: list[tuple[str, nn.Parameter]],
+    ) -> list[Finding]:
+        """How the steps train (`training_watch`): `update-ratio`, `training-in-eval`,
+        `grad-accumulation`, `torch-warning`."""
+        session, watch = self.session, self._training
+        found = watch.update_ratios(record, modules, named, session.optimizer)
+        found += watch.training_in_eval(record, modules, named, session.requested_training)
+        found += watch.grad_accumulation(record, named)
+        found += watch.torch_warnings(session.shown_warnings.take(), record.step)
+        return found
 
     def _new(self, found: Iterable[Finding], *, step: int) -> list[Finding]:
         out = []
