@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from modscope.core.layer_stats import LayerWatch, rails_of
+from modscope.core.layer_parts import rails_of
+from modscope.core.layer_stats import LayerWatch
 from modscope.core.layer_types import Activation
 from tests.doctor_models import session_for
 
