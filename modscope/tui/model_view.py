@@ -37,6 +37,10 @@ from modscope.core.types import (
 
 HISTORY_LIMIT = 1000
 
+LAYER_STEPS_KEPT = 16
+"""Steps of layer statistics kept for the layers view's sparklines (at least its 12): one step
+holds an object per module, so a model of 13,000 modules would hold millions over a long run."""
+
 
 class NodeKind(enum.Enum):
     """What a node of the module tree is."""
@@ -91,7 +95,7 @@ class ModelView:
         self.broke: BreakEvent | None = None
         """The break condition holding the iteration now, if one does."""
         """The hook firing a pause hook holds the iteration at, while it does."""
-        self.layers: deque[LayerStep] = deque(maxlen=HISTORY_LIMIT)
+        self.layers: deque[LayerStep] = deque(maxlen=LAYER_STEPS_KEPT)
         """Each module's statistics after each step since the layers view was first opened."""
         self.other: OtherTimeline | None = None
         """The original timeline a rewind left ("what if"), for the loss plot."""

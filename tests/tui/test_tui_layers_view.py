@@ -13,10 +13,12 @@ from modscope.control import commands as cmd
 from modscope.control.controller import SessionController, script_factory
 from modscope.control.recording import RecordingWriter, read_recording, script_meta
 from modscope.control.replay import replay_factory
+from modscope.core.layer_types import LayerStep
 from modscope.tui.app import ModscopeApp
 from modscope.tui.help_screen import HelpScreen
 from modscope.tui.layers_screen import LayersScreen
 from modscope.tui.log_pane import LogPane
+from modscope.tui.model_view import ModelView
 from modscope.tui.module_tree import ModuleTree
 
 HEALTH = Path(__file__).parents[2] / "examples" / "layer_health.py"
@@ -131,3 +133,12 @@ async def test_the_layers_key_is_greyed_in_a_replay_and_the_help_says_why(tmp_pa
         await press(app, pilot, "question_mark")
         assert "The layers view (l) needs one too" in app.screen.intro
         assert any(k.key == "l" and not k.enabled for k in app.screen.keys)
+
+
+def test_the_view_keeps_the_last_sixteen_steps_and_a_rewind_drops_later_ones():
+    view = ModelView("script.py")
+    for step in range(1, 21):
+        view.layers.append(LayerStep(step, ()))
+    assert [s.step for s in view.layers] == list(range(5, 21))
+    view.back_to(10)
+    assert [s.step for s in view.layers] == list(range(5, 11))
