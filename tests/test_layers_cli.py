@@ -81,3 +81,20 @@ def test_check_json_carries_dead_units_and_saturated_as_warnings(capsys):
     report = json.loads(capsys.readouterr().out)
     found = {(f["kind"], f["path"], f["severity"], f["step"]) for f in report["findings"]}
     assert found == {("dead-units", "act", "warning", 2), ("saturated", "gate", "warning", 2)}
+
+
+def test_a_recording_made_with_layers_replays_its_layers_lines(tmp_path, capsys):
+    folder = str(tmp_path / "R")
+    assert main(["run", HEALTH, "--steps", "2", "--layers", "--json", "--record", folder]) == 0
+    ran = _lines(capsys.readouterr().out)
+    assert main(["replay", folder, "--json"]) == 0
+    replayed = _lines(capsys.readouterr().out)
+    assert [e for e in replayed if e["event"] == "layers"] == [
+        e for e in ran if e["event"] == "layers"
+    ]
+    assert [e["event"] for e in replayed if e["event"] in ("step", "layers")] == [
+        "step",
+        "layers",
+        "step",
+        "layers",
+    ]

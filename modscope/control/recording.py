@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modscope.control import updates as up
-from modscope.core import hook_spec, timelines, types
+from modscope.core import hook_spec, layer_types, timelines, types
 from modscope.core.version import VERSION
 
 FORMAT = "modscope-recording"
@@ -41,7 +41,7 @@ class RecordingError(Exception):
 
 def _registry() -> dict[str, type]:
     found: dict[str, type] = {}
-    for module in (types, hook_spec, timelines, up):
+    for module in (types, hook_spec, timelines, layer_types, up):
         for name, value in vars(module).items():
             recordable = isinstance(value, type) and (
                 dataclasses.is_dataclass(value) or issubclass(value, enum.Enum)

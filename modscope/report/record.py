@@ -20,6 +20,7 @@ from modscope.control import updates as up
 from modscope.control.controller import SessionController
 from modscope.control.recording import META_FILE, RecordingWriter, script_meta
 from modscope.core.distributed import RankWatcher, launched_rank
+from modscope.core.layer_types import LayerStep
 from modscope.core.outputs import OutputError, check_writable
 from modscope.core.session import Session
 from modscope.core.types import BreakEvent, Finding, HookEvent, StepRecord, UserError
@@ -48,6 +49,8 @@ class Iteration:
     record: StepRecord | None
     error: UserError | None
     findings: tuple[Finding, ...]
+    layers: LayerStep | None = None
+    """Each module's statistics (`run --layers`), None without them."""
 
 
 class PrintTee:
@@ -75,7 +78,13 @@ class RecordedRun:
     """
 
     def __init__(
-        self, session: Session, folder: str, tee: PrintTee, *, tensors_limit: int | None = None
+        self,
+        session: Session,
+        folder: str,
+        tee: PrintTee,
+        *,
+        tensors_limit: int | None = None,
+        layers: bool = False,
     ) -> None:
         self.session = session
         self.folder = folder
@@ -99,6 +108,8 @@ class RecordedRun:
         early = [up.Printed(line) for line in tee.early]
         self.writer.write(early + first)
         self.initial = self._new_findings(first)
+        if layers:  # recorded too: a replay's layers view shows them
+            self.writer.write(self.controller.handle(cmd.WatchLayers()))
 
     def step(self) -> Iteration:
         updates = self.controller.handle(cmd.Step())
@@ -109,7 +120,8 @@ class RecordedRun:
         self.writer.write(updates)
         if done.record is not None and self.tensors_limit is not None:
             self._save_tensors(done.record.step)
-        return Iteration(events, done.record, done.error, self._new_findings(updates))
+        layers = next((u.step for u in updates if isinstance(u, up.LayersSeen)), None)
+        return Iteration(events, done.record, done.error, self._new_findings(updates), layers)
 
     def record_break(self, event: BreakEvent) -> None:
         """The break that stopped the run, as the recording's last line."""

@@ -57,6 +57,8 @@ def replay_json(args: argparse.Namespace) -> int:
             if u.error is not None:
                 write_json_line(u.error.to_json())
                 status = ExitCode.FAILED
+        elif isinstance(u, up.LayersSeen):
+            write_json_line(u.step.to_json())
         elif isinstance(u, up.FindingsChanged):
             for finding in u.new:
                 write_json_line({"event": "finding", "step": finding.step, **finding.to_json()})

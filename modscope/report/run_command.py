@@ -285,13 +285,17 @@ def _run_command(args: argparse.Namespace) -> int:
 
 
 class PlainRun:
-    """The run's iterations straight from the session, the doctor watching them."""
+    """The run's iterations straight from the session, the doctor watching them, and with
+    `layers` each module's statistics (its hooks removed by `close`)."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, layers: bool = False) -> None:
         self.session = session
         self.watcher = StepWatcher(session)
         self.ranks = RankWatcher(session.model, session.runner)  # inactive in one process
         self.initial = tuple(self.watcher.initial() + self.ranks.initial())
+        self.layers = LayerWatch(session.model) if layers else None
+        if self.layers is not None:
+            self.layers.attach()
 
     def step(self) -> Iteration:
         result = self.session.run_iteration()
@@ -299,26 +303,31 @@ class PlainRun:
         if result.record is not None:
             found = self.watcher.after_step(result.record)
             found += self.ranks.after_step(result.record.step)
-        return Iteration(result.events, result.record, result.error, tuple(found))
+        layers = None
+        if self.layers is not None:
+            if result.record is not None:
+                layers = self.layers.take(result.record)
+            else:
+                self.layers.discard()
+        return Iteration(result.events, result.record, result.error, tuple(found), layers)
 
     def close(self) -> None:
-        pass
+        if self.layers is not None:
+            self.layers.detach()
 
 
 def _run(session: Session, args: argparse.Namespace, prints: ScriptPrints, tee: PrintTee) -> int:
     stop = StopAtBreak()
+    layers = bool(getattr(args, "layers", False))
     with StepProgress(0 if args.json else args.steps, prints) as progress:
         report = JsonReport() if args.json else TableReport(session, args.steps, progress)
         if args.record is not None:
             run: PlainRun | RecordedRun = RecordedRun(
-                session, args.record, tee, tensors_limit=args.record_tensors
+                session, args.record, tee, tensors_limit=args.record_tensors, layers=layers
             )
         else:
-            run = PlainRun(session)
+            run = PlainRun(session, layers=layers)
         session.on_break = stop  # after the controller of --record has set its own
-        layers = LayerWatch(session.model) if getattr(args, "layers", False) else None
-        if layers is not None:
-            layers.attach()
         try:
             # The doctor's static findings (step 0), then those of the iterations as they run: a
             # NaN loss is a `nonfinite` finding, not an error, and the run goes on.
@@ -345,8 +354,8 @@ def _run(session: Session, args: argparse.Namespace, prints: ScriptPrints, tee: 
                     return ExitCode.FINDINGS
                 assert it.record is not None
                 report.step(it.record)
-                if layers is not None:
-                    report.layers(layers.take(it.record))
+                if it.layers is not None:
+                    report.layers(it.layers)
                 for finding in it.findings:
                     report.finding(finding)
         except KeyboardInterrupt:
@@ -354,8 +363,6 @@ def _run(session: Session, args: argparse.Namespace, prints: ScriptPrints, tee: 
             report.close()  # what completed, then `modscope: interrupted` (cli.main)
             raise
         finally:
-            if layers is not None:
-                layers.detach()
             run.close()
         progress.stop()
         report.close()

@@ -233,6 +233,8 @@ class ModscopeApp(HookActions, UpdatePainter):
         if action == "filter":
             return on_main and self.view.loaded
         if action == "layers":
+            if replay and not self.view.layers:
+                return None  # greyed: recorded without --layers (the help says so)
             return on_main and self.view.loaded and not isinstance(self.focused, Input)
         if action == "breaks":
             return on_main and self.view.loaded and not isinstance(self.focused, Input)
@@ -300,7 +302,7 @@ class ModscopeApp(HookActions, UpdatePainter):
         self.push_screen(DiffScreen(self.view))
 
     def action_layers(self) -> None:
-        if not self._layers_asked:
+        if not self._layers_asked and self.view.status.replay is None:
             self._layers_asked = True
             self._submit(cmd.WatchLayers())
         field = self.query_one(Input)
@@ -341,7 +343,10 @@ class ModscopeApp(HookActions, UpdatePainter):
                 "\n\nThis is a replay of a recording: s and n move on a recorded step, u back "
                 "one, g to any. Train/eval, hooks and reload need a live model: greyed here."
             )
-            intro += " The layers view (l) needs one too: it collects statistics as steps run."
+            intro += (
+                " The layers view (l) shows what a run recorded with --layers; greyed for a "
+                "recording made without it."
+            )
         self.push_screen(HelpScreen(title, intro, keys_for(self, title)))
 
     async def action_quit(self) -> None:

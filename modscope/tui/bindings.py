@@ -92,5 +92,5 @@ STEPPING = ("step", "next_phase", "toggle_run", "toggle_mode", "rewind", "go_to_
 TIME_TRAVEL = ("rewind", "go_to_step", "switch_rank")
 """Actions that move between steps already taken: a replay's (shown only where they work)."""
 
-LIVE_ONLY = ("toggle_mode", "attach_hook", "detach_hook", "reload", "breaks", "layers")
+LIVE_ONLY = ("toggle_mode", "attach_hook", "detach_hook", "reload", "breaks")
 """Actions that need a live model: greyed out in a replay, and the help says why."""

@@ -152,6 +152,13 @@ class ModelView:
         self.history.append(record)
         self.changed = frozenset(record.diff.changed)
 
+    def add_layers(self, step: LayerStep) -> None:
+        """A step's layer statistics; they replace any of that step or later (a replay paints
+        its steps again from the start after moving back)."""
+        while self.layers and self.layers[-1].step >= step.step:
+            self.layers.pop()
+        self.layers.append(step)
+
     def back_to(self, step: int) -> None:
         """The session was rewound to `step`: the layer statistics of later steps are gone."""
         while self.layers and self.layers[-1].step > step:

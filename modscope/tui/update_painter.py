@@ -114,7 +114,7 @@ class UpdatePainter(App[None]):
         elif isinstance(u, up.OtherTimeline):
             view.other = u
         elif isinstance(u, up.LayersSeen):
-            view.layers.append(u.step)
+            view.add_layers(u.step)
             if isinstance(self.screen, LayersScreen):
                 self.screen.refresh_rows()
         else:

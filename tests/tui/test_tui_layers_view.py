@@ -9,6 +9,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable
 from tui_helpers import press
 
+from modscope.cli import main
 from modscope.control import commands as cmd
 from modscope.control.controller import SessionController, script_factory
 from modscope.control.recording import RecordingWriter, read_recording, script_meta
@@ -117,7 +118,7 @@ async def test_help_lists_the_layers_key(make_app):
         assert any(k.key == "l" and k.description == "Layers" for k in app.screen.keys)
 
 
-async def test_the_layers_key_is_greyed_in_a_replay_and_the_help_says_why(tmp_path):
+async def test_the_layers_key_is_greyed_in_a_replay_made_without_layers(tmp_path):
     folder = str(tmp_path / "R")
     c = SessionController(script_factory(str(HEALTH)), script=str(HEALTH))
     with RecordingWriter(folder, script_meta(str(HEALTH))) as writer:
@@ -131,7 +132,7 @@ async def test_the_layers_key_is_greyed_in_a_replay_and_the_help_says_why(tmp_pa
         await press(app, pilot, "l")
         assert not isinstance(app.screen, LayersScreen)
         await press(app, pilot, "question_mark")
-        assert "The layers view (l) needs one too" in app.screen.intro
+        assert "recorded with --layers" in app.screen.intro
         assert any(k.key == "l" and not k.enabled for k in app.screen.keys)
 
 
@@ -142,3 +143,19 @@ def test_the_view_keeps_the_last_sixteen_steps_and_a_rewind_drops_later_ones():
     assert [s.step for s in view.layers] == list(range(5, 21))
     view.back_to(10)
     assert [s.step for s in view.layers] == list(range(5, 11))
+
+
+async def test_a_replay_of_a_run_recorded_with_layers_shows_them(tmp_path, capsys):
+    folder = str(tmp_path / "R")
+    assert main(["run", str(HEALTH), "--steps", "3", "--layers", "--record", folder]) == 0
+    capsys.readouterr()
+    app = ModscopeApp(folder, controller=replay_factory(read_recording(folder)), animations=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(app, pilot, "l")
+        assert isinstance(app.screen, LayersScreen)
+        assert "after step 3" in str(app.screen.query_one("#layers-caption").render())
+        assert first_column(app) == ["(root)", "hidden", "act", "gate_in", "gate", "out"]
+        # Back two recorded steps: the view shows step 1, no step counted twice.
+        await press(app, pilot, "escape", "u", "u", "l")
+        assert "after step 1" in str(app.screen.query_one("#layers-caption").render())
+        assert [s.step for s in app.view.layers] == [1]
