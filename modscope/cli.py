@@ -50,6 +50,22 @@ def file_path(text: str) -> str:
     return text
 
 
+def memory_budget(text: str) -> int | float:
+    """A `--memory-budget`: bytes (`512M`, `2G`) or a share of the available memory (`25%`)."""
+    from modscope.core.memory_budget import BudgetError, parse_budget
+
+    try:
+        return parse_budget(text)
+    except BudgetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+MEMORY_BUDGET_HELP = (
+    "memory for the previous state_dict copy and the history: bytes (512M, 2G) or a share of "
+    "the available memory (default 25%%); tensors past it are diffed by digest and sample"
+)
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("script", help="the model script (a Python file)")
     parser.add_argument("--model", metavar="NAME", help="which top-level name is the model")
@@ -112,6 +128,7 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
     run.add_argument(
         "--save-state", type=file_path, metavar="PATH", help="write the final state_dict here"
     )
+    run.add_argument("--memory-budget", type=memory_budget, metavar="SIZE", help=MEMORY_BUDGET_HELP)
     run.add_argument(
         "--record",
         type=file_path,
@@ -171,6 +188,9 @@ def build_app_parser() -> argparse.ArgumentParser:
         metavar="COND",
         help="arm a break condition at start: nan, loss>X, ... (repeatable; b in the app)",
     )
+    parser.add_argument(
+        "--memory-budget", type=memory_budget, metavar="SIZE", help=MEMORY_BUDGET_HELP
+    )
     return parser
 
 
@@ -194,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 breaks=args.breaks,
                 model_name=args.model,
                 traceback=args.traceback,
+                memory_budget=args.memory_budget,
             )
         # A Ctrl-C is marked as one, so a KeyboardInterrupt the script raises itself is its
         # error (exit 2) while a real one stops the command (exit 130).

@@ -22,9 +22,10 @@ def make_app(
     traceback: bool = False,
     session_factory: SessionFactory | None = None,
     animations: bool = True,
+    memory_budget: int | float | None = None,
 ) -> ModscopeApp:
     """The app on `script` (or on what `session_factory` builds), not yet running."""
-    factory = session_factory or script_factory(script, model_name)
+    factory = session_factory or script_factory(script, model_name, memory_budget=memory_budget)
     return ModscopeApp(
         script,
         controller=controller_factory(factory, script=script, hook_specs=hooks, break_specs=breaks),
@@ -57,6 +58,7 @@ def run_app(
     traceback: bool = False,
     session_factory: SessionFactory | None = None,
     join_timeout: float | None = WORKER_JOIN_TIMEOUT,
+    memory_budget: int | float | None = None,
 ) -> int:
     """Open the app on `script`; 0 after `q`, 2 when the script never loaded.
 
@@ -71,6 +73,7 @@ def run_app(
         model_name=model_name,
         traceback=traceback,
         session_factory=session_factory,
+        memory_budget=memory_budget,
     )
     try:
         app.run()

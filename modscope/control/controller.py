@@ -59,11 +59,20 @@ class Through(Enum):
     ITERATION = "iteration"
 
 
-def script_factory(script: str, model_name: str | None = None) -> SessionFactory:
+def script_factory(
+    script: str, model_name: str | None = None, *, memory_budget: int | float | None = None
+) -> SessionFactory:
     """The session factory `modscope SCRIPT` uses: load `script` with the given sink and pause."""
 
     def load(sink: PrintSink, pause: PauseHandler) -> Session:
-        return Session.load(script, model_name=model_name, sink=sink, pause=pause, rewind=True)
+        return Session.load(
+            script,
+            model_name=model_name,
+            sink=sink,
+            pause=pause,
+            rewind=True,
+            memory_budget=memory_budget,
+        )
 
     return load
 

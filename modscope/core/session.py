@@ -35,6 +35,7 @@ from modscope.core.interrupts import is_real_interrupt
 from modscope.core.inventory import build_inventory
 from modscope.core.loader import LoadedScript, PrintSink, captured_prints, load_script
 from modscope.core.losses import LossError, check_loss, is_scalar_loss, loss_value
+from modscope.core.memory_budget import copy_budget, history_limit, resolve_budget
 from modscope.core.model_state import (
     initial_state,
     inspected_module,
@@ -75,6 +76,10 @@ class Session:
     `rewind(step)` goes back to the state after `step` iterations, and re-running from there
     is bit-identical to the first time; `reachable_steps()` lists the steps kept whole;
     `rewind_note()` says why rewind is off.
+
+    `memory_budget` (bytes, a share of the available memory as a float, or None: 25% of it)
+    bounds the previous-state copy the diff needs and the step history (`core.memory_budget`):
+    keys whose copy does not fit are kept as digests and samples (`StateDiff.sampled`).
     """
 
     def __init__(
@@ -86,8 +91,11 @@ class Session:
         on_break: Callable[[BreakEvent], None] | None = None,
         rewind: bool = False,
         rewind_budget: int | None = None,
+        memory_budget: int | float | None = None,
     ) -> None:
         self.script = script
+        self.memory_budget = resolve_budget(memory_budget)
+        """Bytes the previous-state copy and the history may take (`core.memory_budget`)."""
         self.on_break = on_break
         """Called where an armed break condition trips (see `arm`); None raises `BreakStop`."""
         self._breaks: BreakWatch | None = None
@@ -114,7 +122,7 @@ class Session:
         self._root_output: Any = None
         # Without a loss_fn, the first forward tells whether the output is the loss.
         self._output_is_loss: bool | None = None
-        self._tracker = StateTracker()
+        self._tracker = StateTracker(copy_budget(self.memory_budget))
         self._tracker.reset(initial_state(self.model, script.path))
         self._checkpoints = (
             Checkpoints(
@@ -138,6 +146,7 @@ class Session:
         pause: Callable[[EventDraft], None] | None = None,
         rewind: bool = False,
         rewind_budget: int | None = None,
+        memory_budget: int | float | None = None,
     ) -> Session:
         """Load a model script (raises `ScriptError` naming the file and line, also when the
         model's state cannot be read: a module cycle, a `state_dict()` that raises)."""
@@ -147,7 +156,14 @@ class Session:
             raise
         except Exception as exc:  # the model's own methods, called while reading the contract
             raise ScriptError(user_error(exc, phase=Phase.LOAD, script=path)) from exc
-        return cls(script, sink=sink, pause=pause, rewind=rewind, rewind_budget=rewind_budget)
+        return cls(
+            script,
+            sink=sink,
+            pause=pause,
+            rewind=rewind,
+            rewind_budget=rewind_budget,
+            memory_budget=memory_budget,
+        )
 
     @classmethod
     def from_objects(
@@ -165,6 +181,7 @@ class Session:
         pause: Callable[[EventDraft], None] | None = None,
         rewind: bool = False,
         rewind_budget: int | None = None,
+        memory_budget: int | float | None = None,
     ) -> Session:
         """A session on live objects (`modscope.inspect()`), with the script contract's names."""
         if not isinstance(model, nn.Module):
@@ -181,7 +198,14 @@ class Session:
             scheduler=scheduler,
             train_step=train_step,
         )
-        return cls(script, sink=sink, pause=pause, rewind=rewind, rewind_budget=rewind_budget)
+        return cls(
+            script,
+            sink=sink,
+            pause=pause,
+            rewind=rewind,
+            rewind_budget=rewind_budget,
+            memory_budget=memory_budget,
+        )
 
     # -- what the script defines --------------------------------------------------------------
 
@@ -506,6 +530,9 @@ class Session:
     def _finish_iteration(self) -> StepRecord:
         record = self._record(self.step + 1)
         self.step += 1
+        limit = history_limit(self.memory_budget, record, HISTORY_LIMIT)
+        if limit != self.history.maxlen:
+            self.history = deque(self.history, maxlen=limit)
         self.history.append(record)
         self._reset_iteration()
         return record

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from modscope.core import segments
+from modscope.core.sampled_state import SampledState
 from modscope.core.segments import Segments, joinable
 from modscope.core.types import StateDiff
 
@@ -31,7 +32,9 @@ def _key_diff(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
         # On the CPU reading a scalar back costs nothing: when every difference is finite
         # (no NaN, no infinity on either side) `a != b` is exactly `a - b != 0`, so five passes
         # over the tensor do instead of ten.
-        max_delta = delta.abs().amax()
+        # One aminmax pass instead of abs() (a new tensor) and amax().
+        lo, hi = torch.aminmax(delta)
+        max_delta = torch.maximum(-lo, hi)
         if torch.isfinite(max_delta):
             delta_norm = torch.linalg.vector_norm(delta, dtype=wide)
             old_norm = torch.linalg.vector_norm(b, dtype=wide)
@@ -49,6 +52,17 @@ def _key_diff(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     delta_norm = torch.linalg.vector_norm(torch.where(same, 0.0, delta), dtype=wide)
     rel = _relative(delta_norm, torch.linalg.vector_norm(b, dtype=wide))
     return torch.stack([changed.double(), max_delta.double(), rel.double()])
+
+
+def _sampled_diff(before: SampledState, now: SampledState | None) -> torch.Tensor | None:
+    """`segments.DIFF_COLUMNS` of a key kept as a `SampledState`: changed by the digests, the
+    largest |delta| and the relative change over the sample (the same positions both times:
+    same shape, same seed). None when its shape or dtype changed (no statistics to give)."""
+    if now is None or now.shape != before.shape or now.dtype != before.dtype:
+        return None
+    stats = _key_diff(now.values, before.values)
+    changed = float(now.digest != before.digest)
+    return torch.cat([torch.tensor([changed], dtype=torch.float64, device=stats.device), stats[1:]])
 
 
 def _relative(delta_norm: torch.Tensor, old_norm: torch.Tensor) -> torch.Tensor:
@@ -88,12 +102,14 @@ class _Group:
         return block.keys == tuple(self.keys) and block.shapes == tuple(self.shapes)
 
 
-def _groups(state: Mapping[str, torch.Tensor]) -> dict[_Kind, _Group]:
-    """The state's small tensors grouped by device and dtype, where there are enough to join."""
+def _groups(state: Mapping[str, torch.Tensor], sampled: Collection[str]) -> dict[_Kind, _Group]:
+    """The state's small tensors grouped by device and dtype, where there are enough to join
+    (the `sampled` keys, kept as digests, stay out)."""
     groups: dict[_Kind, _Group] = {}
     for key, value in state.items():
         if (
-            isinstance(value, torch.Tensor)
+            key not in sampled
+            and isinstance(value, torch.Tensor)
             and value.numel() <= segments.DIFF_MAX_NUMEL
             and joinable(value)
         ):
@@ -114,29 +130,72 @@ class StateTracker:
     buffer (each key's previous value a view of it), copied and compared by some twenty
     kernels for all of them rather than a dozen per key (see `segments`). A group whose keys
     or shapes changed is compared key by key once, then joined anew.
+
+    With a `budget` (bytes), the copies take at most that much: the smallest keys are copied
+    until the next would not fit, and each key left over is kept as a `SampledState` (a digest
+    of its bytes and a fixed sample of its elements), so whether it changed stays exact and
+    its change's statistics are estimated from the sample (`StateDiff.sampled`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, budget: int | None = None) -> None:
+        self.budget = budget
         self._previous: dict[str, torch.Tensor] = {}
         self._blocks: dict[_Kind, _Block] = {}
+        self._sampled: dict[str, SampledState] = {}
 
     def reset(self, state: Mapping[str, torch.Tensor]) -> None:
         """Take `state` as the baseline the next diff compares against."""
         self._previous = {}
         self._blocks = {}
-        self._remember(state, _groups(state), {})
+        self._sampled = {}
+        sampled = self._over_budget(state)
+        self._remember(state, _groups(state, sampled), {}, sampled, {})
+
+    @property
+    def sampled_keys(self) -> tuple[str, ...]:
+        """The keys kept as digests and samples now, not copied whole."""
+        return tuple(self._sampled)
+
+    def _over_budget(self, state: Mapping[str, torch.Tensor]) -> set[str]:
+        """The keys kept as digests: the largest ones, once copies of the smaller ones have
+        filled the budget (none without a budget)."""
+        if self.budget is None:
+            return set()
+        sizes = sorted(
+            (_nbytes(v), i, k)
+            for i, (k, v) in enumerate(state.items())
+            if isinstance(v, torch.Tensor) and SampledState.handles(v)
+        )
+        left = self.budget
+        over: set[str] = set()
+        for size, _, key in sizes:
+            if over or size > left:
+                over.add(key)
+            else:
+                left -= size
+        return over
 
     def _remember(
         self,
         state: Mapping[str, torch.Tensor],
         groups: Mapping[_Kind, _Group],
         flats: Mapping[_Kind, torch.Tensor],
+        sampled: Collection[str],
+        fresh: Mapping[str, SampledState],
     ) -> None:
         """Keep `state` as the previous values; `flats` holds the joined current values of
-        the groups whose block still matches (`diff` has just compared them)."""
+        the groups whose block still matches (`diff` has just compared them), `fresh` the
+        digests `diff` has just taken of the `sampled` keys."""
         kept: dict[str, torch.Tensor] = {}
         blocks: dict[_Kind, _Block] = {}
         with torch.no_grad():
+            # Copies given up first, so that memory is free before new ones are made.
+            for key in sampled:
+                self._previous.pop(key, None)
+            self._sampled = {
+                key: fresh[key] if key in fresh else SampledState.of(state[key].detach())
+                for key in sampled
+            }
             for kind, group in groups.items():
                 block = self._blocks.get(kind)
                 if block is not None and group.matches(block):
@@ -148,7 +207,9 @@ class StateTracker:
                 blocks[kind] = block
             retired = {k for b in self._blocks.values() for k in b.keys}
             for key, value in state.items():
-                if key in kept or not isinstance(value, torch.Tensor) or value.is_meta:
+                if key in kept or key in sampled:
+                    continue
+                if not isinstance(value, torch.Tensor) or value.is_meta:
                     continue
                 # A view of a retired block's buffer would keep the whole buffer alive.
                 old = None if key in retired else self._previous.get(key)
@@ -175,9 +236,12 @@ class StateTracker:
         lists the changed integer and bool keys.
         """
         before = self._previous
-        added = tuple(k for k in state if k not in before)
-        removed = tuple(k for k in before if k not in state)
-        groups = _groups(state)
+        known = before.keys() | self._sampled.keys()
+        added = tuple(k for k in state if k not in known)
+        removed = tuple(k for k in (*before, *self._sampled) if k not in state)
+        over = self._over_budget(state)
+        groups = _groups(state, over)
+        fresh: dict[str, SampledState] = {}
         rows: dict[torch.device, list[tuple[Sequence[str], torch.Tensor]]] = {}
         flats: dict[_Kind, torch.Tensor] = {}
         joined: set[str] = set()
@@ -192,9 +256,19 @@ class StateTracker:
                 rows.setdefault(flat.device, []).append((group.keys, stats))
                 joined.update(group.keys)
             for key, value in state.items():
-                if key in joined or key not in before:
+                if key in joined or key not in known:
                     continue
                 if not isinstance(value, torch.Tensor) or value.is_meta:
+                    continue
+                if key in self._sampled:
+                    now = SampledState.of(value.detach()) if SampledState.handles(value) else None
+                    stats = _sampled_diff(self._sampled[key], now)
+                    if stats is None:
+                        reshaped.append(key)  # a new shape or dtype: changed, no statistics
+                    else:
+                        rows.setdefault(stats.device, []).append(((key,), stats.reshape(1, -1)))
+                    if now is not None:
+                        fresh[key] = now
                     continue
                 new, old = value.detach(), before[key]
                 if new.shape != old.shape or new.dtype != old.dtype:
@@ -219,8 +293,9 @@ class StateTracker:
         order = {k: i for i, k in enumerate(state)}
         changed_keys.sort(key=order.__getitem__)
         unchanged.sort(key=order.__getitem__)
+        sampled = tuple(k for k in state if k in self._sampled)
         if remember:
-            self._remember(state, groups, flats)
+            self._remember(state, groups, flats, over, fresh)
         return StateDiff(
             counters=tuple(k for k in changed_keys if _is_counter(state[k])),
             changed=tuple(changed_keys),
@@ -229,6 +304,7 @@ class StateTracker:
             removed=removed,
             max_abs_delta={k: max_abs[k] for k in changed_keys},
             rel_change={k: rel_change[k] for k in changed_keys},
+            sampled=sampled,
         )
 
 
@@ -245,3 +321,7 @@ def _new_block(group: _Group) -> _Block:
     return _Block(
         tuple(group.keys), tuple(group.shapes), previous, Segments.of(sizes, previous.device)
     )
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
