@@ -103,8 +103,8 @@ def test_the_history_keeps_fewer_steps_when_records_are_large() -> None:
         diff=StateDiff(),
     )
     assert history_limit(None, record, 1000) == 1000
-    # 1,000 summaries of about 2 kB: a quarter of a 40 MB budget holds 4 such records.
-    assert history_limit(40_000_000, record, 1000) == 4
+    # 1,000 summaries of about 600 bytes: a quarter of a 40 MB budget holds 16 such records.
+    assert history_limit(40_000_000, record, 1000) == 16
     assert history_limit(1, record, 1000) == 1
 
 

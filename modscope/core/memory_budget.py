@@ -106,9 +106,9 @@ def _cgroup_left() -> int | None:
         return None
 
 
-SUMMARY_BYTES = 2048
-"""About what one `TensorSummary` in a step record takes with its dict entry and key (measured:
-a record of 26,400 summaries, a 13,200-module model's state and gradients, takes about 54 MB)."""
+SUMMARY_BYTES = 600
+"""About what one summary in a step record takes with everything the record holds for it
+(measured with tracemalloc: 583 bytes per summary on a model of 1,320 parameter tensors)."""
 
 
 def copy_budget(budget: int | None) -> int | None:

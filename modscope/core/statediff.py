@@ -12,7 +12,8 @@ from modscope.core.sampled_state import SampledState
 from modscope.core.segments import Segments, joinable
 from modscope.core.types import StateDiff
 
-_Kind = tuple[torch.device, torch.dtype]
+_Kind = tuple[torch.device, torch.dtype, int]
+"""A group's device, dtype and run (`segments.bounded`: a buffer holds a bounded number)."""
 
 
 def _comparable(t: torch.Tensor) -> torch.Tensor:
@@ -105,7 +106,7 @@ class _Group:
 def _groups(state: Mapping[str, torch.Tensor], sampled: Collection[str]) -> dict[_Kind, _Group]:
     """The state's small tensors grouped by device and dtype, where there are enough to join
     (the `sampled` keys, kept as digests, stay out)."""
-    groups: dict[_Kind, _Group] = {}
+    by_kind: dict[tuple[torch.device, torch.dtype], list[tuple[str, torch.Tensor]]] = {}
     for key, value in state.items():
         if (
             key not in sampled
@@ -113,13 +114,15 @@ def _groups(state: Mapping[str, torch.Tensor], sampled: Collection[str]) -> dict
             and value.numel() <= segments.DIFF_MAX_NUMEL
             and joinable(value)
         ):
-            group = groups.get((value.device, value.dtype))
-            if group is None:
-                group = groups[value.device, value.dtype] = _Group([], [], [])
-            group.keys.append(key)
-            group.shapes.append(value.shape)
-            group.tensors.append(value)
-    return {kind: g for kind, g in groups.items() if len(g.keys) >= segments.MIN_TENSORS}
+            by_kind.setdefault((value.device, value.dtype), []).append((key, value))
+    groups: dict[_Kind, _Group] = {}
+    for (device, dtype), items in by_kind.items():
+        for run, members in enumerate(segments.bounded(items, lambda kv: kv[1].numel())):
+            if len(members) >= segments.MIN_TENSORS:
+                groups[device, dtype, run] = _Group(
+                    [k for k, _ in members], [v.shape for _, v in members], [v for _, v in members]
+                )
+    return groups
 
 
 class StateTracker:

@@ -277,12 +277,13 @@ def resolve(pending: Sequence[PendingSummary | None]) -> list[TensorSummary | No
         else:
             alone.append((i, p))
     batches: list[_Joined] = []
-    for members in by_kind.values():
-        batch = _Joined.of(members) if len(members) >= segments.MIN_TENSORS else None
-        if batch is None:
-            alone.extend((i, p) for i, p, _ in members)
-        else:
-            batches.append(batch)
+    for same_kind in by_kind.values():
+        for members in segments.bounded(same_kind, lambda m: m[2].numel()):
+            batch = _Joined.of(members) if len(members) >= segments.MIN_TENSORS else None
+            if batch is None:
+                alone.extend((i, p) for i, p, _ in members)
+            else:
+                batches.append(batch)
     host = _to_host([p._on_device() for _, p in alone] + [b.on_device for b in batches])
     for (i, p), pieces in zip(alone, host[: len(alone)], strict=True):
         out[i] = _finish(p, pieces)
