@@ -73,12 +73,13 @@ def _popen_with_rusage() -> None:
 
 @dataclass(frozen=True)
 class Row:
-    """A line of the table: `candidate` against `baseline`, compared by `ratio`."""
+    """A line of the table: a figure computed from the medians of the processes it `uses`."""
 
     label: str
-    ratio: Callable[[dict[str, Measured]], float]
-    unit: str
-    goal: float | None
+    uses: tuple[str, ...]
+    value: Callable[..., float]
+    unit: str = "x"
+    goal: float | None = None
 
     def verdict(self, value: float) -> str:
         if self.goal is None:
@@ -86,18 +87,22 @@ class Row:
         return "ok" if value <= self.goal else "OVER"
 
 
-def ratio(a: str, b: str, field: str = "wall") -> Callable[[dict[str, Measured]], float]:
-    return lambda m: getattr(m[a], field) / getattr(m[b], field)
+def wall(a: Measured, b: Measured) -> float:
+    return a.wall / b.wall
 
 
-def added_cost(hooked: str, bare: str, noop: str, plain: str) -> Callable[..., float]:
+def peak(a: Measured, b: Measured) -> float:
+    return a.peak_rss / b.peak_rss
+
+
+def added_cost(hooked: Measured, bare: Measured, noop: Measured, plain: Measured) -> float:
     """(hooked - bare) / (noop - plain), on the iterations' own time."""
+    assert None not in (hooked.inner, bare.inner, noop.inner, plain.inner)
+    return (hooked.inner - bare.inner) / (noop.inner - plain.inner)  # type: ignore[operator]
 
-    def value(m: dict[str, Measured]) -> float:
-        floor = m[noop].inner - m[plain].inner  # type: ignore[operator]
-        return (m[hooked].inner - m[bare].inner) / floor  # type: ignore[operator]
 
-    return value
+def inner_seconds(m: Measured) -> float:
+    return m.inner or 0.0
 
 
 def commands(tmp: str, quick: bool) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
@@ -158,52 +163,40 @@ def commands(tmp: str, quick: bool) -> tuple[dict[str, list[str]], dict[str, dic
 
 
 ROWS = [
-    Row("run vs plain loop, MLP: wall", ratio("run mlp", "plain mlp"), "x", 1.05),
-    Row("run vs plain loop, MLP: peak RSS", ratio("run mlp", "plain mlp", "peak_rss"), "x", None),
-    Row("run vs plain loop, 13k modules: wall", ratio("run many", "plain many"), "x", 1.25),
-    Row(
-        "run vs plain loop, 13k modules: peak RSS",
-        ratio("run many", "plain many", "peak_rss"),
-        "x",
-        1.35,
-    ),
-    Row(
-        "run --hooks all vs plain loop, MLP: wall",
-        ratio("run --hooks all mlp", "plain mlp"),
-        "x",
-        None,
-    ),
+    Row("run vs plain loop, MLP: wall", ("run mlp", "plain mlp"), wall, goal=1.05),
+    Row("run vs plain loop, MLP: peak RSS", ("run mlp", "plain mlp"), peak),
+    Row("run vs plain loop, 13k modules: wall", ("run many", "plain many"), wall, goal=1.25),
+    Row("run vs plain loop, 13k modules: peak RSS", ("run many", "plain many"), peak, goal=1.35),
+    Row("run --hooks all vs plain loop, MLP: wall", ("run --hooks all mlp", "plain mlp"), wall),
     Row(
         "run --hooks all vs plain loop, 13k modules: wall",
-        ratio("run --hooks all many", "plain many"),
-        "x",
-        None,
+        ("run --hooks all many", "plain many"),
+        wall,
     ),
     Row(
         "run --hooks all vs plain loop, 13k modules: peak RSS",
-        ratio("run --hooks all many", "plain many", "peak_rss"),
-        "x",
-        None,
+        ("run --hooks all many", "plain many"),
+        peak,
     ),
     Row(
         "observe hooks' added cost / no-op hooks', 13k modules",
-        added_cost("session hooks many", "session many", "noop hooks many", "plain many"),
-        "x",
-        2.0,
+        ("session hooks many", "session many", "noop hooks many", "plain many"),
+        added_cost,
+        goal=2.0,
     ),
-    Row("tree vs building the model, 13k modules", ratio("tree many", "build many"), "x", 1.1),
-    Row("tree vs torchinfo.summary, 13k modules", ratio("tree many", "torchinfo many"), "x", 1.0),
+    Row("tree vs building the model, 13k modules", ("tree many", "build many"), wall, goal=1.1),
+    Row("tree vs torchinfo.summary, 13k modules", ("tree many", "torchinfo many"), wall, goal=1.0),
     Row(
         "check vs building + one plain step, 13k modules",
-        ratio("check many", "build+1 step many"),
-        "x",
-        None,
+        ("check many", "build+1 step many"),
+        wall,
     ),
     Row(
         "app first paint after the model is built, 13k modules",
-        lambda m: m["first paint many"].inner or 0.0,
-        "s",
-        1.0,
+        ("first paint many",),
+        inner_seconds,
+        unit="s",
+        goal=1.0,
     ),
 ]
 
@@ -225,23 +218,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small models, one round")
     parser.add_argument("--repeat", type=int, default=None, help="rounds (default 3; quick 1)")
+    parser.add_argument(
+        "--threads",
+        default="1",
+        help="OMP_NUM_THREADS of every process (default 1: on a shared machine, OpenMP workers "
+        "waiting for a core make small ops many times slower, at random)",
+    )
+    parser.add_argument("--only", help="measure only the rows whose label contains this")
     args = parser.parse_args()
     repeat = args.repeat or (1 if args.quick else 3)
     _popen_with_rusage()
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; OMP_NUM_THREADS={args.threads}")
     with tempfile.TemporaryDirectory() as tmp:
         cmds, envs = commands(tmp, args.quick)
-        runs: dict[str, list[Measured]] = {name: [] for name in cmds}
+        rows = [r for r in ROWS if args.only is None or args.only in r.label]
+        wanted = {name for r in rows for name in r.uses} if args.only else set(cmds)
+        runs: dict[str, list[Measured]] = {name: [] for name in cmds if name in wanted}
         for round_ in range(repeat):
             for name, argv in cmds.items():
-                env = dict(os.environ, **envs.get(name, {}))
+                if name not in wanted:
+                    continue
+                env = dict(os.environ, OMP_NUM_THREADS=args.threads, **envs.get(name, {}))
                 runs[name].append(measure(argv, env))
             print(f"round {round_ + 1}/{repeat} done", file=sys.stderr)
     medians = {name: _median(ms) for name, ms in runs.items()}
     print(f"{'quick: ' if args.quick else ''}medians of {repeat} alternating rounds")
     print(f"{'measurement':58s} {'value':>8s} {'goal':>8s}")
-    for row in ROWS:
-        value = row.ratio(medians)
+    for row in rows:
+        value = row.value(*(medians[name] for name in row.uses))
         goal = f"<= {row.goal:g}{row.unit}" if row.goal is not None else ""
         shown = f"{value:.2f}{row.unit}" if row.unit == "x" else f"+{value:.2f} s"
         print(f"{row.label:58s} {shown:>8s} {goal:>8s} {row.verdict(value)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -97,7 +98,8 @@ def capture(t: torch.Tensor) -> PendingSummary:
     with torch.no_grad():
         try:
             data, note = stat_data(x)
-            facts = facts._replace(note=note)
+            if note is not None:
+                facts = facts._replace(note=note)
             if data is None or data.numel() == 0:
                 return PendingSummary(facts)
             if x.device.type in _HOST_DEVICE_TYPES:
@@ -116,6 +118,36 @@ def capture(t: torch.Tensor) -> PendingSummary:
             # Tensor subclasses and exotic dtypes may refuse a reduction: a debugger must
             # show what it can rather than fail the user's iteration.
             return PendingSummary(failed(facts, exc))
+
+
+class CaptureMemo:
+    """`capture` that sees each tensor once while it is unchanged.
+
+    Hooks on every module meet most tensors twice: a module's output is the next one's
+    input, a container's arguments its first child's, and a gradient reaches the hooks on
+    both ends of the activation it belongs to. The same tensor object at the same version
+    counter (an in-place change bumps it) has the same values, so its capture is shared.
+    Entries hold weak references, so no tensor lives longer for being seen; `clear` after
+    each iteration.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[weakref.ref[torch.Tensor], int, PendingSummary]] = {}
+
+    def capture(self, t: torch.Tensor) -> PendingSummary:
+        try:
+            version = t._version
+        except RuntimeError:  # inference tensors keep no version counter
+            return capture(t)
+        hit = self._seen.get(id(t))
+        if hit is not None and hit[0]() is t and hit[1] == version:
+            return hit[2]
+        pending = capture(t)
+        self._seen[id(t)] = (weakref.ref(t), version, pending)
+        return pending
+
+    def clear(self) -> None:
+        self._seen.clear()
 
 
 def _host_summary(facts: TensorFacts, x: torch.Tensor, data: torch.Tensor) -> TensorSummary:
