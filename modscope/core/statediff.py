@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,23 +26,39 @@ def _comparable(t: torch.Tensor) -> torch.Tensor:
     return segments.comparable(t)
 
 
+def _host_key_diff(new: torch.Tensor, old: torch.Tensor) -> list[float] | None:
+    """`segments.DIFF_COLUMNS` for one key on the CPU, or None when some difference is not
+    finite (`_key_diff` then).
+
+    On the CPU reading a number back costs nothing, so the scalar work is Python's: when every
+    difference is finite (no NaN, no infinity on either side) `a != b` is exactly
+    `a - b != 0`, and four passes over the tensor (the difference, its extremes, two norms)
+    and five other calls do. Models of thousands of mid-sized tensors spent more on the two
+    dozen scalar tensor ops per key this replaces than on the passes.
+    """
+    a, b = _comparable(new), _comparable(old)
+    if not a.numel():
+        return None
+    delta = a - b
+    lo, hi = torch.aminmax(delta)
+    max_delta = max(-float(lo), float(hi))
+    if not math.isfinite(max_delta):
+        return None
+    wide = torch.promote_types(a.dtype, torch.float32)
+    delta_norm = torch.linalg.vector_norm(delta, dtype=wide)
+    if max_delta == 0:
+        return [0.0, 0.0, 0.0]
+    old_norm = torch.linalg.vector_norm(b, dtype=wide)
+    if float(old_norm) == 0:
+        return [1.0, max_delta, segments.FROM_ZERO]
+    return [1.0, max_delta, float(delta_norm / old_norm)]
+
+
 def _key_diff(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     """`segments.DIFF_COLUMNS` for one key, as a float64 tensor of 3 on its device."""
     a, b = _comparable(new), _comparable(old)
     delta = a - b
     wide = torch.promote_types(a.dtype, torch.float32)
-    if a.device.type == "cpu" and delta.numel():
-        # On the CPU reading a scalar back costs nothing: when every difference is finite
-        # (no NaN, no infinity on either side) `a != b` is exactly `a - b != 0`, so five passes
-        # over the tensor do instead of ten.
-        # One aminmax pass instead of abs() (a new tensor) and amax().
-        lo, hi = torch.aminmax(delta)
-        max_delta = torch.maximum(-lo, hi)
-        if torch.isfinite(max_delta):
-            delta_norm = torch.linalg.vector_norm(delta, dtype=wide)
-            old_norm = torch.linalg.vector_norm(b, dtype=wide)
-            rel = _relative(delta_norm, old_norm)
-            return torch.stack([(max_delta > 0).double(), max_delta.double(), rel.double()])
     # Equal infinities are unchanged too, although their difference is NaN.
     same = (a == b) | (torch.isnan(a) & torch.isnan(b))
     changed = (~same).any()
@@ -245,6 +263,7 @@ class StateTracker:
         over = self._over_budget(state)
         groups = _groups(state, over)
         fresh: dict[str, SampledState] = {}
+        on_host: list[tuple[str, list[float]]] = []
         rows: dict[torch.device, list[tuple[Sequence[str], torch.Tensor]]] = {}
         flats: dict[_Kind, torch.Tensor] = {}
         joined: set[str] = set()
@@ -277,22 +296,32 @@ class StateTracker:
                 if new.shape != old.shape or new.dtype != old.dtype:
                     reshaped.append(key)  # a new tensor under the old key: changed
                     continue
+                if new.device.type == "cpu":
+                    numbers = _host_key_diff(new, old)
+                    if numbers is not None:
+                        on_host.append((key, numbers))
+                        continue
                 stats = _key_diff(new, old).reshape(1, -1)
                 rows.setdefault(stats.device, []).append(((key,), stats))
         changed_keys: list[str] = list(reshaped)
         unchanged: list[str] = []
         max_abs: dict[str, float | None] = {k: None for k in reshaped}
         rel_change: dict[str, float | None] = {k: None for k in reshaped}
-        for entries in rows.values():
-            values = torch.cat([stats for _, stats in entries]).cpu().tolist()
-            keys = (key for batch, _ in entries for key in batch)
-            for key, (flag, max_delta, rel) in zip(keys, values, strict=True):
-                if flag:
-                    changed_keys.append(key)
-                    max_abs[key] = max_delta
-                    rel_change[key] = None if rel == segments.FROM_ZERO else rel
-                else:
-                    unchanged.append(key)
+        results = [
+            zip(
+                (key for batch, _ in entries for key in batch),
+                torch.cat([stats for _, stats in entries]).cpu().tolist(),
+                strict=True,
+            )
+            for entries in rows.values()
+        ]
+        for key, (flag, max_delta, rel) in itertools.chain(on_host, *results):
+            if flag:
+                changed_keys.append(key)
+                max_abs[key] = max_delta
+                rel_change[key] = None if rel == segments.FROM_ZERO else rel
+            else:
+                unchanged.append(key)
         order = {k: i for i, k in enumerate(state)}
         changed_keys.sort(key=order.__getitem__)
         unchanged.sort(key=order.__getitem__)
