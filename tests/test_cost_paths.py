@@ -12,6 +12,7 @@ from torch import nn
 from modscope.core import segments
 from modscope.core.hook_spec import HookSpec
 from modscope.core.session import Session
+from modscope.core.stacked_stats import stackable, stacked_stats
 from modscope.core.statediff import StateTracker
 from modscope.core.summary import CaptureMemo, resolve, summarize, summarize_many
 
@@ -83,3 +84,32 @@ def test_summaries_and_diffs_in_bounded_buffers_equal_the_per_tensor_ones(monkey
         assert summarize(t).max == a.max
     assert diff_pieces.max_abs_delta == pytest.approx(diff_whole.max_abs_delta, rel=1e-6)
     assert diff_pieces.changed == diff_whole.changed == tuple(state)
+
+
+def test_stacked_summaries_equal_the_per_tensor_ones() -> None:
+    torch.manual_seed(2)
+    tensors = [torch.randn(30, 40) for _ in range(9)]
+    tensors[1][0, 0] = 0.0  # one zero: counted
+    tensors[2][5, 5] = float("nan")  # non-finite: left to the per-tensor path
+    tensors[3] += 1000.0  # nearly all mean: the per-tensor path's second pass
+    assert all(stackable(t) for t in tensors)
+    stats = stacked_stats(tensors)
+    assert stats[2] is None and stats[3] is None
+    for t, s in zip(tensors, stats, strict=True):
+        if s is None:
+            continue
+        assert s.lo == float(t.min()) and s.hi == float(t.max())
+        assert s.nonzero == int(torch.count_nonzero(t))
+        assert s.mean == pytest.approx(float(t.double().mean()), rel=1e-5)
+        assert s.norm == pytest.approx(float(t.double().norm()), rel=1e-6)
+    assert stats[1].nonzero == 1199
+    together = summarize_many(tensors)
+    for t, summary in zip(tensors, together, strict=True):
+        alone = summarize(t)
+        assert (summary.min, summary.max, summary.zeros, summary.nan) == (
+            alone.min,
+            alone.max,
+            alone.zeros,
+            alone.nan,
+        )
+        assert summary.std == pytest.approx(alone.std, rel=1e-5)

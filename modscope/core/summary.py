@@ -13,6 +13,7 @@ import torch
 
 from modscope.core import segments
 from modscope.core.segments import Segments, joinable
+from modscope.core.stacked_stats import MIN_STACKED, stackable, stacked_stats
 from modscope.core.tensor_stats import (
     Stats,
     TensorFacts,
@@ -182,10 +183,27 @@ def capture_many(tensors: Iterable[Any]) -> list[PendingSummary | None]:
             copies = segments.flatten(joined).split([t.numel() for t in joined])
         for i, t, copy in zip(members, joined, copies, strict=True):
             out[i] = PendingSummary(facts_of(t), data=copy, joins=True)
+    _capture_stacked(items, out)
     return [
         p if p is not None else capture(t) if isinstance(t, torch.Tensor) else None
         for p, t in zip(out, items, strict=True)
     ]
+
+
+def _capture_stacked(items: Sequence[Any], out: list[PendingSummary | None]) -> None:
+    """Fill `out` with the finished summaries of host tensors summarised stacked, by numel and
+    dtype (`stacked_stats`); the rest stay None for `capture`."""
+    by_shape: dict[tuple[int, torch.dtype], list[int]] = {}
+    for i, t in enumerate(items):
+        if out[i] is None and isinstance(t, torch.Tensor) and stackable(t):
+            by_shape.setdefault((t.numel(), t.dtype), []).append(i)
+    for members in by_shape.values():
+        if len(members) < MIN_STACKED:
+            continue
+        for i, stats in zip(members, stacked_stats([items[i] for i in members]), strict=True):
+            if stats is not None:
+                facts = facts_of(items[i])
+                out[i] = PendingSummary(facts, ready=build_summary(facts, stats, facts.numel, None))
 
 
 def _to_host(entries: Sequence[Sequence[torch.Tensor]]) -> list[list[torch.Tensor]]:
