@@ -113,3 +113,20 @@ def test_stacked_summaries_equal_the_per_tensor_ones() -> None:
             alone.nan,
         )
         assert summary.std == pytest.approx(alone.std, rel=1e-5)
+
+
+def test_the_collector_is_held_for_a_record_and_restored_after() -> None:
+    from modscope.core.gc_pause import collector_paused
+
+    assert gc.isenabled()
+    with pytest.raises(ValueError), collector_paused():
+        assert not gc.isenabled()
+        raise ValueError
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # a caller that held it keeps it held
+    finally:
+        gc.enable()

@@ -23,6 +23,7 @@ from modscope.core.breaks import BreakWatch, loss_source
 from modscope.core.checkpoints import Checkpoints, RewindError
 from modscope.core.errors import ScriptError, user_error
 from modscope.core.event_log import EventLog
+from modscope.core.gc_pause import collector_paused
 from modscope.core.hook_spec import HookId, HookSpec
 from modscope.core.hooks import (
     AttachedHook,
@@ -539,7 +540,10 @@ class Session:
 
     def _record(self, step: int | None = None) -> StepRecord:
         """The record of the iteration `step` (the last one counted, by default)."""
-        step = self.step if step is None else step
+        with collector_paused():
+            return self._build_record(self.step if step is None else step)
+
+    def _build_record(self, step: int) -> StepRecord:
         state = state_tensors(self.model)
         diff = self._tracker.diff(state)
         named = all_parameter_paths(self.model)
