@@ -124,7 +124,10 @@ class Session:
         # Without a loss_fn, the first forward tells whether the output is the loss.
         self._output_is_loss: bool | None = None
         self._tracker = StateTracker(copy_budget(self.memory_budget))
-        self._tracker.reset(initial_state(self.model, script.path))
+        initial_state(self.model, script.path)  # a state that cannot be read fails the load
+        # The diff's baseline (a copy of the state) is taken when the first iteration starts,
+        # not here: `tree` and a session never stepped need no copy of the model.
+        self._baseline_due = True
         self._checkpoints = (
             Checkpoints(
                 self.model,
@@ -370,6 +373,9 @@ class Session:
     def run_phase(self) -> PhaseResult:
         """Run the next phase only: forward (with the loss), backward, or the optimizer step."""
         if not self._pending_phases:
+            if self._baseline_due:
+                self._tracker.reset(state_tensors(self.model))
+                self._baseline_due = False
             self._pending_phases = list(self.phases())
             if self._checkpoints is not None:
                 self._checkpoints.take(self.step)
@@ -611,6 +617,7 @@ class Session:
         self.last_loss = last.loss if last else None
         self.last_output = last.output if last else None
         self._tracker.reset(state_tensors(self.model))
+        self._baseline_due = False
         watch, self._breaks = self._breaks, None
         try:
             while self.step < step:
