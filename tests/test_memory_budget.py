@@ -200,3 +200,15 @@ def test_without_the_budget_the_same_run_runs_out_of_memory(tmp_path: Path) -> N
     assert done.returncode == 2
     error = json.loads(done.stdout.splitlines()[-1])
     assert error["event"] == "error" and "can't allocate memory" in error["message"]
+
+
+def test_a_bad_budget_is_an_argument_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from modscope.cli import main
+
+    script = tmp_path / "m.py"
+    script.write_text("import torch\nmodel = torch.nn.Linear(2, 2)\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", str(script), "--json", "--memory-budget", "lots"])
+    assert exit_.value.code == 2
+    error = json.loads(capsys.readouterr().out)
+    assert error["phase"] == "arguments" and "'lots' is no size" in error["message"]
