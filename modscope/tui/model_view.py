@@ -79,6 +79,8 @@ class ModelView:
         self.baseline: dict[str, TensorSummary] = {}
         self.history: deque[StepRecord] = deque(maxlen=HISTORY_LIMIT)
         self.changed: frozenset[str] = frozenset()
+        self.sampled: frozenset[str] = frozenset()
+        """Keys the last diff compared by digest and sample (`StateDiff.sampled`)."""
         self.findings: tuple[Finding, ...] = ()
         self.findings_at: dict[str, list[Finding]] = {}
         self.findings_below: dict[str, Severity] = {}
@@ -105,6 +107,7 @@ class ModelView:
         self.summaries, self.grads, self.baseline = {}, {}, {}
         self.history.clear()
         self.changed = frozenset()
+        self.sampled = frozenset()
         self.set_findings(())
         self.hooks.clear()
         self.seen.clear()
@@ -142,6 +145,7 @@ class ModelView:
     def add_record(self, record: StepRecord) -> None:
         self.history.append(record)
         self.changed = frozenset(record.diff.changed)
+        self.sampled = frozenset(record.diff.sampled)
 
     def set_findings(self, findings: Iterable[Finding]) -> None:
         order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
