@@ -44,8 +44,9 @@ def count(text: str) -> int:
     return value
 
 
-def size(text: str) -> int:
-    """A memory size (`--rewind-budget`): `512MiB`, `2G`, `25%` of available memory, `0`."""
+def size(text: str) -> int | float:
+    """A memory size (`--memory-budget`, `--rewind-budget`): bytes (`512MiB`, `2G`, `0`) or a
+    share of the available memory (`25%`, a float)."""
     try:
         return parse_size(text)
     except SizeError as exc:
@@ -57,6 +58,12 @@ def file_path(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a file path, got an empty one")
     return text
+
+
+MEMORY_BUDGET_HELP = (
+    "memory for the previous state_dict copy and the history: bytes (512M, 2G) or a share of "
+    "the available memory (default 25%%); tensors past it are diffed by digest and sample"
+)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -127,6 +134,7 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
     run.add_argument(
         "--save-state", type=file_path, metavar="PATH", help="write the final state_dict here"
     )
+    run.add_argument("--memory-budget", type=size, metavar="SIZE", help=MEMORY_BUDGET_HELP)
     run.add_argument(
         "--record",
         type=file_path,
@@ -193,6 +201,9 @@ def build_app_parser() -> argparse.ArgumentParser:
         help="memory for rewind's checkpoints: 512MiB, 2G, 10%% of available memory, 0 (off); "
         "default 1 GiB or 25%% of available memory, whichever is smaller",
     )
+    parser.add_argument(
+        "--memory-budget", type=size, metavar="SIZE", help=MEMORY_BUDGET_HELP
+    )
     return parser
 
 
@@ -217,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rewind_budget=args.rewind_budget,
                 model_name=args.model,
                 traceback=args.traceback,
+                memory_budget=args.memory_budget,
             )
         # A Ctrl-C is marked as one, so a KeyboardInterrupt the script raises itself is its
         # error (exit 2) while a real one stops the command (exit 130).

@@ -18,15 +18,19 @@ def make_app(
     *,
     hooks: Sequence[str] = (),
     breaks: Sequence[str] = (),
-    rewind_budget: int | None = None,
+    rewind_budget: int | float | None = None,
     model_name: str | None = None,
     traceback: bool = False,
     session_factory: SessionFactory | None = None,
     animations: bool = True,
+    memory_budget: int | float | None = None,
 ) -> ModscopeApp:
     """The app on `script` (or on what `session_factory` builds), not yet running;
-    `rewind_budget` bytes for rewind's checkpoints (None: the default)."""
-    factory = session_factory or script_factory(script, model_name, rewind_budget)
+    `rewind_budget` for rewind's checkpoints and `memory_budget` for the diff's copy and the
+    history (bytes, a share of the available memory as a float, None: the defaults)."""
+    factory = session_factory or script_factory(
+        script, model_name, rewind_budget=rewind_budget, memory_budget=memory_budget
+    )
     return ModscopeApp(
         script,
         controller=controller_factory(factory, script=script, hook_specs=hooks, break_specs=breaks),
@@ -55,11 +59,12 @@ def run_app(
     *,
     hooks: Sequence[str] = (),
     breaks: Sequence[str] = (),
-    rewind_budget: int | None = None,
+    rewind_budget: int | float | None = None,
     model_name: str | None = None,
     traceback: bool = False,
     session_factory: SessionFactory | None = None,
     join_timeout: float | None = WORKER_JOIN_TIMEOUT,
+    memory_budget: int | float | None = None,
 ) -> int:
     """Open the app on `script`; 0 after `q`, 2 when the script never loaded.
 
@@ -75,6 +80,7 @@ def run_app(
         model_name=model_name,
         traceback=traceback,
         session_factory=session_factory,
+        memory_budget=memory_budget,
     )
     try:
         app.run()

@@ -13,8 +13,9 @@ from modscope.cli import main
 from modscope.core.checkpoints import RewindError, keeps
 from modscope.core.hook_spec import HookSpec
 from modscope.core.hooks import IterationAbandoned, all_hooks_specs
+from modscope.core.memory_budget import host_available
 from modscope.core.session import Session
-from modscope.core.sizes import SizeError, host_available_bytes, parse_size
+from modscope.core.sizes import SizeError, parse_size
 from modscope.core.types import HookAction, HookKind
 
 POWLOG = str(Path(__file__).resolve().parents[1] / "examples" / "powlog.py")
@@ -234,10 +235,12 @@ def test_sizes_parse(text: str, expected: int) -> None:
     assert parse_size(text) == expected
 
 
-def test_a_percentage_is_of_the_available_memory_and_bad_sizes_say_what_is_expected() -> None:
-    available = host_available_bytes()
+def test_a_share_is_of_the_memory_available_when_the_session_starts() -> None:
+    assert parse_size("10%") == 0.1
+    available = host_available()
     assert available is not None
-    assert parse_size("10%") == pytest.approx(available / 10, rel=0.05)
+    session = Session.load(POWLOG, rewind=True, rewind_budget=0.1)
+    assert session._checkpoints.budget == pytest.approx(available / 10, rel=0.05)
     for bad in ("lots", "-1G", "12 parsecs", "150%"):
         with pytest.raises(SizeError, match="expected"):
             parse_size(bad)

@@ -61,10 +61,14 @@ class Through(Enum):
 
 
 def script_factory(
-    script: str, model_name: str | None = None, rewind_budget: int | None = None
+    script: str,
+    model_name: str | None = None,
+    *,
+    rewind_budget: int | float | None = None,
+    memory_budget: int | float | None = None,
 ) -> SessionFactory:
     """The session factory `modscope SCRIPT` uses: load `script` with the given sink and pause,
-    rewind on (within `rewind_budget` bytes; None: the default budget)."""
+    rewind on; the budgets as `Session` takes them (None: the defaults)."""
 
     def load(sink: PrintSink, pause: PauseHandler) -> Session:
         return Session.load(
@@ -74,6 +78,7 @@ def script_factory(
             pause=pause,
             rewind=True,
             rewind_budget=rewind_budget,
+            memory_budget=memory_budget,
         )
 
     return load

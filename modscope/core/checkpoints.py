@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from modscope.core.batches import BatchSource, clone_tree, tensor_bytes
+from modscope.core.memory_budget import host_available
 from modscope.core.rng import RngState, available_bytes
 from modscope.core.walk import distinct_modules, own_tensors
 
@@ -35,11 +36,20 @@ class RewindError(Exception):
     """A rewind that cannot be done: rewind is off, or the step is before the oldest copy."""
 
 
+def rewind_budget(budget: int | float | None, model: nn.Module | None = None) -> int:
+    """The rewind budget in bytes: `budget` bytes as given, a share (a float) of the memory
+    available to this process, or (None, or a share that cannot be told) `default_budget`."""
+    if isinstance(budget, int):
+        return budget
+    available = host_available() if budget is not None else None
+    return int(available * budget) if available is not None else default_budget(model)
+
+
 def default_budget(model: nn.Module | None = None) -> int:
     """1 GiB or 25% of the available memory, whichever is smaller; with CUDA state, also 25% of
     the free memory of each CUDA device the model uses (copies stay on the model's device)."""
     budget = DEFAULT_BUDGET
-    host = available_bytes("cpu")
+    host = host_available()
     if host:
         budget = min(budget, host // 4)
     state = model.state_dict().values() if model is not None else ()
@@ -91,13 +101,13 @@ class Checkpoints:
         optimizer: torch.optim.Optimizer | None,
         scheduler: Any,
         batches: BatchSource,
-        budget: int | None = None,
+        budget: int | float | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.batches = batches
-        self.budget = default_budget(model) if budget is None else budget
+        self.budget = rewind_budget(budget, model)
         self.note: str | None = None
         self.thinned = False
         self._kept: dict[int, Checkpoint] = {}

@@ -20,7 +20,7 @@ from torch.utils.hooks import RemovableHandle
 # The notes that say so live in a torch-free module, so that the UI shows the same words.
 from modscope.core.hook_notes import FULL_HOOK_COST, INPUT_GRAD_NOTE, LEGACY_NOTE
 from modscope.core.hook_spec import MODSCOPE_REGISTRY, HookId, HookSpec, HookSpecError
-from modscope.core.summary import PendingSummary, capture, flatten_tensors, resolve
+from modscope.core.summary import CaptureMemo, PendingSummary, flatten_tensors, resolve
 from modscope.core.types import BreakEvent, HookAction, HookEvent, HookKind, Phase
 from modscope.core.walk import distinct_modules, refuses_hooks, refusing_phrase
 
@@ -109,8 +109,8 @@ class AttachedHook:
         return self.spec.action
 
 
-def _captures(values: Sequence[Any]) -> list[PendingSummary | None]:
-    return [capture(t) if isinstance(t, torch.Tensor) else None for t in values]
+def _captures(memo: CaptureMemo, values: Sequence[Any]) -> list[PendingSummary | None]:
+    return [memo.capture(t) if isinstance(t, torch.Tensor) else None for t in values]
 
 
 def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
@@ -141,10 +141,10 @@ class _BackwardCall:
     def got(self, side: str, index: int, grad: torch.Tensor) -> None:
         self.arrived = True
         if side == "in":
-            self.grad_input[index] = capture(grad)
+            self.grad_input[index] = self.manager.memo.capture(grad)
             self.waiting_in.discard(index)
         else:
-            self.grad_output[index] = capture(grad)
+            self.grad_output[index] = self.manager.memo.capture(grad)
             self.waiting_out.discard(index)
         if self.waiting_out:
             return
@@ -192,6 +192,8 @@ class HookManager:
         self._transient: list[RemovableHandle] = []
         self._calls: list[_BackwardCall] = []
         self.skipped: tuple[str, ...] = ()
+        self.memo = CaptureMemo()
+        """Captures shared by the hooks within an iteration (cleared by `end_iteration`)."""
 
     # -- attaching ---------------------------------------------------------------------------
 
@@ -317,6 +319,7 @@ class HookManager:
             handle.remove()
         self._transient.clear()
         self._calls.clear()
+        self.memo.clear()
 
     @property
     def has_legacy(self) -> bool:
@@ -359,7 +362,7 @@ class HookManager:
     def _forward_pre(self, hook: AttachedHook) -> Callable[..., Any]:
         def forward_pre(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             seen = flatten_tensors(args) + flatten_tensors(list(kwargs.values()))
-            self._fire(hook, args=_captures(seen))
+            self._fire(hook, args=_captures(self.memo, seen))
             if self._changes(hook):
                 fn = self._scaled(hook)
                 return _map_tensors(args, fn), _map_tensors(kwargs, fn)
@@ -372,7 +375,10 @@ class HookManager:
             module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
         ) -> Any:
             seen = flatten_tensors(args) + flatten_tensors(list(kwargs.values()))
-            self._fire(hook, args=_captures(seen), output=_captures(flatten_tensors(output)))
+            output_seen = flatten_tensors(output)
+            self._fire(
+                hook, args=_captures(self.memo, seen), output=_captures(self.memo, output_seen)
+            )
             if self._changes(hook):
                 return _map_tensors(output, self._scaled(hook))
             return None
@@ -400,7 +406,8 @@ class HookManager:
 
     def _fire_grads(self, hook: AttachedHook, grad_input: Any, grad_output: Any, note: str) -> None:
         """A module-level backward hook fired: what it saw, with the note that says which kind."""
-        grad_in, grad_out = _captures(list(grad_input)), _captures(list(grad_output))
+        grad_in = _captures(self.memo, list(grad_input))
+        grad_out = _captures(self.memo, list(grad_output))
         self._fire(hook, grad_input=grad_in, grad_output=grad_out, note=note)
 
     def _legacy(self, hook: AttachedHook) -> Callable[..., Any]:
@@ -424,7 +431,8 @@ class HookManager:
             return backward
 
         def backward_pre(module: nn.Module, grad_output: Any) -> Any:
-            self._fire(hook, grad_output=_captures(list(grad_output)), note=FULL_HOOK_COST)
+            grads = _captures(self.memo, list(grad_output))
+            self._fire(hook, grad_output=grads, note=FULL_HOOK_COST)
             return tuple(fn(g) if g is not None else None for g in grad_output)
 
         return backward_pre

@@ -24,6 +24,7 @@ from modscope.core.breaks import BreakWatch, loss_source
 from modscope.core.checkpoints import Checkpoints, RewindError
 from modscope.core.errors import ScriptError, user_error
 from modscope.core.event_log import EventLog
+from modscope.core.gc_pause import collector_paused
 from modscope.core.hook_spec import HookId, HookSpec
 from modscope.core.hooks import (
     AttachedHook,
@@ -36,6 +37,7 @@ from modscope.core.interrupts import is_real_interrupt
 from modscope.core.inventory import build_inventory
 from modscope.core.loader import LoadedScript, PrintSink, captured_prints, load_script
 from modscope.core.losses import LossError, check_loss, is_scalar_loss, loss_value
+from modscope.core.memory_budget import copy_budget, history_limit, resolve_budget
 from modscope.core.model_state import (
     initial_state,
     inspected_module,
@@ -78,6 +80,10 @@ class Session:
     `rewind(step)` goes back to the state after `step` iterations, and re-running from there
     is bit-identical to the first time; `reachable_steps()` lists the steps kept whole;
     `rewind_note()` says why rewind is off.
+
+    `memory_budget` (bytes, a share of the available memory as a float, or None: 25% of it)
+    bounds the previous-state copy the diff needs and the step history (`core.memory_budget`):
+    keys whose copy does not fit are kept as digests and samples (`StateDiff.sampled`).
     """
 
     def __init__(
@@ -88,9 +94,12 @@ class Session:
         pause: Callable[[EventDraft], None] | None = None,
         on_break: Callable[[BreakEvent], None] | None = None,
         rewind: bool = False,
-        rewind_budget: int | None = None,
+        rewind_budget: int | float | None = None,
+        memory_budget: int | float | None = None,
     ) -> None:
         self.script = script
+        self.memory_budget = resolve_budget(memory_budget)
+        """Bytes the previous-state copy and the history may take (`core.memory_budget`)."""
         self.on_break = on_break
         """Called where an armed break condition trips (see `arm`); None raises `BreakStop`."""
         self._breaks: BreakWatch | None = None
@@ -123,8 +132,11 @@ class Session:
         self.requested_training: bool | None = None
         """The mode a person asked for through modscope (`run --eval`, the app's train/eval
         key); None while the model is in the mode the script left it in."""
-        self._tracker = StateTracker()
-        self._tracker.reset(initial_state(self.model, script.path))
+        self._tracker = StateTracker(copy_budget(self.memory_budget))
+        initial_state(self.model, script.path)  # a state that cannot be read fails the load
+        # The diff's baseline (a copy of the state) is taken when the first iteration starts,
+        # not here: `tree` and a session never stepped need no copy of the model.
+        self._baseline_due = True
         self.original: Timeline | None = None
         """The timeline the first rewind went back over, to compare re-runs against
         (`compare_timelines`); None before any rewind that left steps behind."""
@@ -149,7 +161,8 @@ class Session:
         sink: PrintSink | None = None,
         pause: Callable[[EventDraft], None] | None = None,
         rewind: bool = False,
-        rewind_budget: int | None = None,
+        rewind_budget: int | float | None = None,
+        memory_budget: int | float | None = None,
     ) -> Session:
         """Load a model script (raises `ScriptError` naming the file and line, also when the
         model's state cannot be read: a module cycle, a `state_dict()` that raises)."""
@@ -159,7 +172,14 @@ class Session:
             raise
         except Exception as exc:  # the model's own methods, called while reading the contract
             raise ScriptError(user_error(exc, phase=Phase.LOAD, script=path)) from exc
-        return cls(script, sink=sink, pause=pause, rewind=rewind, rewind_budget=rewind_budget)
+        return cls(
+            script,
+            sink=sink,
+            pause=pause,
+            rewind=rewind,
+            rewind_budget=rewind_budget,
+            memory_budget=memory_budget,
+        )
 
     @classmethod
     def from_objects(
@@ -176,7 +196,8 @@ class Session:
         sink: PrintSink | None = None,
         pause: Callable[[EventDraft], None] | None = None,
         rewind: bool = False,
-        rewind_budget: int | None = None,
+        rewind_budget: int | float | None = None,
+        memory_budget: int | float | None = None,
     ) -> Session:
         """A session on live objects (`modscope.inspect()`), with the script contract's names."""
         if not isinstance(model, nn.Module):
@@ -193,7 +214,14 @@ class Session:
             scheduler=scheduler,
             train_step=train_step,
         )
-        return cls(script, sink=sink, pause=pause, rewind=rewind, rewind_budget=rewind_budget)
+        return cls(
+            script,
+            sink=sink,
+            pause=pause,
+            rewind=rewind,
+            rewind_budget=rewind_budget,
+            memory_budget=memory_budget,
+        )
 
     # -- what the script defines --------------------------------------------------------------
 
@@ -365,6 +393,9 @@ class Session:
     def run_phase(self) -> PhaseResult:
         """Run the next phase only: forward (with the loss), backward, or the optimizer step."""
         if not self._pending_phases:
+            if self._baseline_due:
+                self._tracker.reset(state_tensors(self.model))
+                self._baseline_due = False
             self._pending_phases = list(self.phases())
             if self._checkpoints is not None:
                 self._checkpoints.take(self.step)
@@ -533,13 +564,19 @@ class Session:
         record = self._record(self.step + 1)
         self.step += 1
         self._dropped = False
+        limit = history_limit(self.memory_budget, record, HISTORY_LIMIT)
+        if limit != self.history.maxlen:
+            self.history = deque(self.history, maxlen=limit)
         self.history.append(record)
         self._reset_iteration()
         return record
 
     def _record(self, step: int | None = None) -> StepRecord:
         """The record of the iteration `step` (the last one counted, by default)."""
-        step = self.step if step is None else step
+        with collector_paused():
+            return self._build_record(self.step if step is None else step)
+
+    def _build_record(self, step: int) -> StepRecord:
         state = state_tensors(self.model)
         diff = self._tracker.diff(state)
         named = all_parameter_paths(self.model)
@@ -616,6 +653,7 @@ class Session:
         self.last_loss = last.loss if last else None
         self.last_output = last.output if last else None
         self._tracker.reset(state_tensors(self.model))
+        self._baseline_due = False
         watch, self._breaks = self._breaks, None
         try:
             while self.step < step:

@@ -1,5 +1,5 @@
-"""Memory sizes on the command line (`--rewind-budget 512MiB`, `2G`, `10%`) and the host's
-free memory; no torch here, so the command line parses without importing it."""
+"""Memory sizes on the command line (`--memory-budget 2G`, `--rewind-budget 512MiB`, `10%`) and
+the host's free memory; no torch here, so the command line parses without importing it."""
 
 from __future__ import annotations
 
@@ -32,9 +32,10 @@ class SizeError(ValueError):
     """A size that does not parse; the message says what is expected."""
 
 
-def parse_size(text: str) -> int:
-    """Bytes from `512MiB`, `2G`, `1.5GB`, `4096`, `0` or `25%` (of the memory available
-    now). Raises `SizeError`."""
+def parse_size(text: str) -> int | float:
+    """Bytes as an int from `512MiB`, `2G`, `1.5GB`, `4096` or `0`; a share of the available
+    memory as a float in (0, 1] from `25%` (resolved when a session starts:
+    `memory_budget.resolve_budget`). Raises `SizeError`."""
     match = _SIZE.fullmatch(text)
     if match is None or match.group(2).lower() not in (*UNITS, "%"):
         raise SizeError(
@@ -42,12 +43,9 @@ def parse_size(text: str) -> int:
         )
     number, unit = float(match.group(1)), match.group(2).lower()
     if unit == "%":
-        if number > 100:
-            raise SizeError(f"expected a percentage of at most 100, got {text!r}")
-        available = host_available_bytes()
-        if available is None:
-            raise SizeError("the available memory cannot be told here: give the size in bytes")
-        return int(available * number / 100)
+        if not 0 < number <= 100:
+            raise SizeError(f"expected a share above 0% and at most 100%, got {text!r}")
+        return number / 100
     return int(number * UNITS[unit])
 
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+import math
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from modscope.core import segments
+from modscope.core.sampled_state import SampledState
 from modscope.core.segments import Segments, joinable
 from modscope.core.types import StateDiff
 
-_Kind = tuple[torch.device, torch.dtype]
+_Kind = tuple[torch.device, torch.dtype, int]
+"""A group's device, dtype and run (`segments.bounded`: a buffer holds a bounded number)."""
 
 
 def _comparable(t: torch.Tensor) -> torch.Tensor:
@@ -22,21 +26,39 @@ def _comparable(t: torch.Tensor) -> torch.Tensor:
     return segments.comparable(t)
 
 
+def _host_key_diff(new: torch.Tensor, old: torch.Tensor) -> list[float] | None:
+    """`segments.DIFF_COLUMNS` for one key on the CPU, or None when some difference is not
+    finite (`_key_diff` then).
+
+    On the CPU reading a number back costs nothing, so the scalar work is Python's: when every
+    difference is finite (no NaN, no infinity on either side) `a != b` is exactly
+    `a - b != 0`, and four passes over the tensor (the difference, its extremes, two norms)
+    and five other calls do. Models of thousands of mid-sized tensors spent more on the two
+    dozen scalar tensor ops per key this replaces than on the passes.
+    """
+    a, b = _comparable(new), _comparable(old)
+    if not a.numel():
+        return None
+    delta = a - b
+    lo, hi = torch.aminmax(delta)
+    max_delta = max(-float(lo), float(hi))
+    if not math.isfinite(max_delta):
+        return None
+    wide = torch.promote_types(a.dtype, torch.float32)
+    delta_norm = torch.linalg.vector_norm(delta, dtype=wide)
+    if max_delta == 0:
+        return [0.0, 0.0, 0.0]
+    old_norm = torch.linalg.vector_norm(b, dtype=wide)
+    if float(old_norm) == 0:
+        return [1.0, max_delta, segments.FROM_ZERO]
+    return [1.0, max_delta, float(delta_norm / old_norm)]
+
+
 def _key_diff(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     """`segments.DIFF_COLUMNS` for one key, as a float64 tensor of 3 on its device."""
     a, b = _comparable(new), _comparable(old)
     delta = a - b
     wide = torch.promote_types(a.dtype, torch.float32)
-    if a.device.type == "cpu" and delta.numel():
-        # On the CPU reading a scalar back costs nothing: when every difference is finite
-        # (no NaN, no infinity on either side) `a != b` is exactly `a - b != 0`, so five passes
-        # over the tensor do instead of ten.
-        max_delta = delta.abs().amax()
-        if torch.isfinite(max_delta):
-            delta_norm = torch.linalg.vector_norm(delta, dtype=wide)
-            old_norm = torch.linalg.vector_norm(b, dtype=wide)
-            rel = _relative(delta_norm, old_norm)
-            return torch.stack([(max_delta > 0).double(), max_delta.double(), rel.double()])
     # Equal infinities are unchanged too, although their difference is NaN.
     same = (a == b) | (torch.isnan(a) & torch.isnan(b))
     changed = (~same).any()
@@ -49,6 +71,17 @@ def _key_diff(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     delta_norm = torch.linalg.vector_norm(torch.where(same, 0.0, delta), dtype=wide)
     rel = _relative(delta_norm, torch.linalg.vector_norm(b, dtype=wide))
     return torch.stack([changed.double(), max_delta.double(), rel.double()])
+
+
+def _sampled_diff(before: SampledState, now: SampledState | None) -> torch.Tensor | None:
+    """`segments.DIFF_COLUMNS` of a key kept as a `SampledState`: changed by the digests, the
+    largest |delta| and the relative change over the sample (the same positions both times:
+    same shape, same seed). None when its shape or dtype changed (no statistics to give)."""
+    if now is None or now.shape != before.shape or now.dtype != before.dtype:
+        return None
+    stats = _key_diff(now.values, before.values)
+    changed = float(now.digest != before.digest)
+    return torch.cat([torch.tensor([changed], dtype=torch.float64, device=stats.device), stats[1:]])
 
 
 def _relative(delta_norm: torch.Tensor, old_norm: torch.Tensor) -> torch.Tensor:
@@ -88,22 +121,26 @@ class _Group:
         return block.keys == tuple(self.keys) and block.shapes == tuple(self.shapes)
 
 
-def _groups(state: Mapping[str, torch.Tensor]) -> dict[_Kind, _Group]:
-    """The state's small tensors grouped by device and dtype, where there are enough to join."""
-    groups: dict[_Kind, _Group] = {}
+def _groups(state: Mapping[str, torch.Tensor], sampled: Collection[str]) -> dict[_Kind, _Group]:
+    """The state's small tensors grouped by device and dtype, where there are enough to join
+    (the `sampled` keys, kept as digests, stay out)."""
+    by_kind: dict[tuple[torch.device, torch.dtype], list[tuple[str, torch.Tensor]]] = {}
     for key, value in state.items():
         if (
-            isinstance(value, torch.Tensor)
+            key not in sampled
+            and isinstance(value, torch.Tensor)
             and value.numel() <= segments.DIFF_MAX_NUMEL
             and joinable(value)
         ):
-            group = groups.get((value.device, value.dtype))
-            if group is None:
-                group = groups[value.device, value.dtype] = _Group([], [], [])
-            group.keys.append(key)
-            group.shapes.append(value.shape)
-            group.tensors.append(value)
-    return {kind: g for kind, g in groups.items() if len(g.keys) >= segments.MIN_TENSORS}
+            by_kind.setdefault((value.device, value.dtype), []).append((key, value))
+    groups: dict[_Kind, _Group] = {}
+    for (device, dtype), items in by_kind.items():
+        for run, members in enumerate(segments.bounded(items, lambda kv: kv[1].numel())):
+            if len(members) >= segments.MIN_TENSORS:
+                groups[device, dtype, run] = _Group(
+                    [k for k, _ in members], [v.shape for _, v in members], [v for _, v in members]
+                )
+    return groups
 
 
 class StateTracker:
@@ -114,29 +151,72 @@ class StateTracker:
     buffer (each key's previous value a view of it), copied and compared by some twenty
     kernels for all of them rather than a dozen per key (see `segments`). A group whose keys
     or shapes changed is compared key by key once, then joined anew.
+
+    With a `budget` (bytes), the copies take at most that much: the smallest keys are copied
+    until the next would not fit, and each key left over is kept as a `SampledState` (a digest
+    of its bytes and a fixed sample of its elements), so whether it changed stays exact and
+    its change's statistics are estimated from the sample (`StateDiff.sampled`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, budget: int | None = None) -> None:
+        self.budget = budget
         self._previous: dict[str, torch.Tensor] = {}
         self._blocks: dict[_Kind, _Block] = {}
+        self._sampled: dict[str, SampledState] = {}
 
     def reset(self, state: Mapping[str, torch.Tensor]) -> None:
         """Take `state` as the baseline the next diff compares against."""
         self._previous = {}
         self._blocks = {}
-        self._remember(state, _groups(state), {})
+        self._sampled = {}
+        sampled = self._over_budget(state)
+        self._remember(state, _groups(state, sampled), {}, sampled, {})
+
+    @property
+    def sampled_keys(self) -> tuple[str, ...]:
+        """The keys kept as digests and samples now, not copied whole."""
+        return tuple(self._sampled)
+
+    def _over_budget(self, state: Mapping[str, torch.Tensor]) -> set[str]:
+        """The keys kept as digests: the largest ones, once copies of the smaller ones have
+        filled the budget (none without a budget)."""
+        if self.budget is None:
+            return set()
+        sizes = sorted(
+            (_nbytes(v), i, k)
+            for i, (k, v) in enumerate(state.items())
+            if isinstance(v, torch.Tensor) and SampledState.handles(v)
+        )
+        left = self.budget
+        over: set[str] = set()
+        for size, _, key in sizes:
+            if over or size > left:
+                over.add(key)
+            else:
+                left -= size
+        return over
 
     def _remember(
         self,
         state: Mapping[str, torch.Tensor],
         groups: Mapping[_Kind, _Group],
         flats: Mapping[_Kind, torch.Tensor],
+        sampled: Collection[str],
+        fresh: Mapping[str, SampledState],
     ) -> None:
         """Keep `state` as the previous values; `flats` holds the joined current values of
-        the groups whose block still matches (`diff` has just compared them)."""
+        the groups whose block still matches (`diff` has just compared them), `fresh` the
+        digests `diff` has just taken of the `sampled` keys."""
         kept: dict[str, torch.Tensor] = {}
         blocks: dict[_Kind, _Block] = {}
         with torch.no_grad():
+            # Copies given up first, so that memory is free before new ones are made.
+            for key in sampled:
+                self._previous.pop(key, None)
+            self._sampled = {
+                key: fresh[key] if key in fresh else SampledState.of(state[key].detach())
+                for key in sampled
+            }
             for kind, group in groups.items():
                 block = self._blocks.get(kind)
                 if block is not None and group.matches(block):
@@ -148,7 +228,9 @@ class StateTracker:
                 blocks[kind] = block
             retired = {k for b in self._blocks.values() for k in b.keys}
             for key, value in state.items():
-                if key in kept or not isinstance(value, torch.Tensor) or value.is_meta:
+                if key in kept or key in sampled:
+                    continue
+                if not isinstance(value, torch.Tensor) or value.is_meta:
                     continue
                 # A view of a retired block's buffer would keep the whole buffer alive.
                 old = None if key in retired else self._previous.get(key)
@@ -175,9 +257,13 @@ class StateTracker:
         lists the changed integer and bool keys.
         """
         before = self._previous
-        added = tuple(k for k in state if k not in before)
-        removed = tuple(k for k in before if k not in state)
-        groups = _groups(state)
+        known = before.keys() | self._sampled.keys()
+        added = tuple(k for k in state if k not in known)
+        removed = tuple(k for k in (*before, *self._sampled) if k not in state)
+        over = self._over_budget(state)
+        groups = _groups(state, over)
+        fresh: dict[str, SampledState] = {}
+        on_host: list[tuple[str, list[float]]] = []
         rows: dict[torch.device, list[tuple[Sequence[str], torch.Tensor]]] = {}
         flats: dict[_Kind, torch.Tensor] = {}
         joined: set[str] = set()
@@ -192,35 +278,56 @@ class StateTracker:
                 rows.setdefault(flat.device, []).append((group.keys, stats))
                 joined.update(group.keys)
             for key, value in state.items():
-                if key in joined or key not in before:
+                if key in joined or key not in known:
                     continue
                 if not isinstance(value, torch.Tensor) or value.is_meta:
+                    continue
+                if key in self._sampled:
+                    now = SampledState.of(value.detach()) if SampledState.handles(value) else None
+                    stats = _sampled_diff(self._sampled[key], now)
+                    if stats is None:
+                        reshaped.append(key)  # a new shape or dtype: changed, no statistics
+                    else:
+                        rows.setdefault(stats.device, []).append(((key,), stats.reshape(1, -1)))
+                    if now is not None:
+                        fresh[key] = now
                     continue
                 new, old = value.detach(), before[key]
                 if new.shape != old.shape or new.dtype != old.dtype:
                     reshaped.append(key)  # a new tensor under the old key: changed
                     continue
+                if new.device.type == "cpu":
+                    numbers = _host_key_diff(new, old)
+                    if numbers is not None:
+                        on_host.append((key, numbers))
+                        continue
                 stats = _key_diff(new, old).reshape(1, -1)
                 rows.setdefault(stats.device, []).append(((key,), stats))
         changed_keys: list[str] = list(reshaped)
         unchanged: list[str] = []
         max_abs: dict[str, float | None] = {k: None for k in reshaped}
         rel_change: dict[str, float | None] = {k: None for k in reshaped}
-        for entries in rows.values():
-            values = torch.cat([stats for _, stats in entries]).cpu().tolist()
-            keys = (key for batch, _ in entries for key in batch)
-            for key, (flag, max_delta, rel) in zip(keys, values, strict=True):
-                if flag:
-                    changed_keys.append(key)
-                    max_abs[key] = max_delta
-                    rel_change[key] = None if rel == segments.FROM_ZERO else rel
-                else:
-                    unchanged.append(key)
+        results = [
+            zip(
+                (key for batch, _ in entries for key in batch),
+                torch.cat([stats for _, stats in entries]).cpu().tolist(),
+                strict=True,
+            )
+            for entries in rows.values()
+        ]
+        for key, (flag, max_delta, rel) in itertools.chain(on_host, *results):
+            if flag:
+                changed_keys.append(key)
+                max_abs[key] = max_delta
+                rel_change[key] = None if rel == segments.FROM_ZERO else rel
+            else:
+                unchanged.append(key)
         order = {k: i for i, k in enumerate(state)}
         changed_keys.sort(key=order.__getitem__)
         unchanged.sort(key=order.__getitem__)
+        sampled = tuple(k for k in state if k in self._sampled)
         if remember:
-            self._remember(state, groups, flats)
+            self._remember(state, groups, flats, over, fresh)
         return StateDiff(
             counters=tuple(k for k in changed_keys if _is_counter(state[k])),
             changed=tuple(changed_keys),
@@ -229,6 +336,7 @@ class StateTracker:
             removed=removed,
             max_abs_delta={k: max_abs[k] for k in changed_keys},
             rel_change={k: rel_change[k] for k in changed_keys},
+            sampled=sampled,
         )
 
 
@@ -253,3 +361,7 @@ def compare_states(new: Mapping[str, torch.Tensor], old: Mapping[str, torch.Tens
     tracker = StateTracker()
     tracker._previous = {k: v.detach() for k, v in old.items() if isinstance(v, torch.Tensor)}
     return tracker.diff(new, remember=False)
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ import torch
 
 from modscope.core import segments
 from modscope.core.segments import Segments, joinable
+from modscope.core.stacked_stats import MIN_STACKED, stackable, stacked_stats
 from modscope.core.tensor_stats import (
     Stats,
     TensorFacts,
@@ -97,7 +99,8 @@ def capture(t: torch.Tensor) -> PendingSummary:
     with torch.no_grad():
         try:
             data, note = stat_data(x)
-            facts = facts._replace(note=note)
+            if note is not None:
+                facts = facts._replace(note=note)
             if data is None or data.numel() == 0:
                 return PendingSummary(facts)
             if x.device.type in _HOST_DEVICE_TYPES:
@@ -116,6 +119,36 @@ def capture(t: torch.Tensor) -> PendingSummary:
             # Tensor subclasses and exotic dtypes may refuse a reduction: a debugger must
             # show what it can rather than fail the user's iteration.
             return PendingSummary(failed(facts, exc))
+
+
+class CaptureMemo:
+    """`capture` that sees each tensor once while it is unchanged.
+
+    Hooks on every module meet most tensors twice: a module's output is the next one's
+    input, a container's arguments its first child's, and a gradient reaches the hooks on
+    both ends of the activation it belongs to. The same tensor object at the same version
+    counter (an in-place change bumps it) has the same values, so its capture is shared.
+    Entries hold weak references, so no tensor lives longer for being seen; `clear` after
+    each iteration.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[weakref.ref[torch.Tensor], int, PendingSummary]] = {}
+
+    def capture(self, t: torch.Tensor) -> PendingSummary:
+        try:
+            version = t._version
+        except RuntimeError:  # inference tensors keep no version counter
+            return capture(t)
+        hit = self._seen.get(id(t))
+        if hit is not None and hit[0]() is t and hit[1] == version:
+            return hit[2]
+        pending = capture(t)
+        self._seen[id(t)] = (weakref.ref(t), version, pending)
+        return pending
+
+    def clear(self) -> None:
+        self._seen.clear()
 
 
 def _host_summary(facts: TensorFacts, x: torch.Tensor, data: torch.Tensor) -> TensorSummary:
@@ -150,10 +183,27 @@ def capture_many(tensors: Iterable[Any]) -> list[PendingSummary | None]:
             copies = segments.flatten(joined).split([t.numel() for t in joined])
         for i, t, copy in zip(members, joined, copies, strict=True):
             out[i] = PendingSummary(facts_of(t), data=copy, joins=True)
+    _capture_stacked(items, out)
     return [
         p if p is not None else capture(t) if isinstance(t, torch.Tensor) else None
         for p, t in zip(out, items, strict=True)
     ]
+
+
+def _capture_stacked(items: Sequence[Any], out: list[PendingSummary | None]) -> None:
+    """Fill `out` with the finished summaries of host tensors summarised stacked, by numel and
+    dtype (`stacked_stats`); the rest stay None for `capture`."""
+    by_shape: dict[tuple[int, torch.dtype], list[int]] = {}
+    for i, t in enumerate(items):
+        if out[i] is None and isinstance(t, torch.Tensor) and stackable(t):
+            by_shape.setdefault((t.numel(), t.dtype), []).append(i)
+    for members in by_shape.values():
+        if len(members) < MIN_STACKED:
+            continue
+        for i, stats in zip(members, stacked_stats([items[i] for i in members]), strict=True):
+            if stats is not None:
+                facts = facts_of(items[i])
+                out[i] = PendingSummary(facts, ready=build_summary(facts, stats, facts.numel, None))
 
 
 def _to_host(entries: Sequence[Sequence[torch.Tensor]]) -> list[list[torch.Tensor]]:
@@ -277,12 +327,13 @@ def resolve(pending: Sequence[PendingSummary | None]) -> list[TensorSummary | No
         else:
             alone.append((i, p))
     batches: list[_Joined] = []
-    for members in by_kind.values():
-        batch = _Joined.of(members) if len(members) >= segments.MIN_TENSORS else None
-        if batch is None:
-            alone.extend((i, p) for i, p, _ in members)
-        else:
-            batches.append(batch)
+    for same_kind in by_kind.values():
+        for members in segments.bounded(same_kind, lambda m: m[2].numel()):
+            batch = _Joined.of(members) if len(members) >= segments.MIN_TENSORS else None
+            if batch is None:
+                alone.extend((i, p) for i, p, _ in members)
+            else:
+                batches.append(batch)
     host = _to_host([p._on_device() for _, p in alone] + [b.on_device for b in batches])
     for (i, p), pieces in zip(alone, host[: len(alone)], strict=True):
         out[i] = _finish(p, pieces)

@@ -303,6 +303,10 @@ class StateDiff:
     its old value was all zeros (a change from zero has no ratio: shown as "from 0")."""
     counters: tuple[str, ...] = ()
     """The changed keys that hold integer or bool tensors (`num_batches_tracked`)."""
+    sampled: tuple[str, ...] = ()
+    """Keys whose previous value did not fit the memory budget (`--memory-budget`): whether
+    they changed is exact (a digest of their bytes), their `max_abs_delta` and `rel_change`
+    are estimates from a fixed sample of their elements."""
 
     def largest_change(self) -> tuple[str, float] | None:
         """The changed floating key with the largest finite max |delta|, or None. Integer
@@ -323,6 +327,7 @@ class StateDiff:
             "removed": list(self.removed),
             "max_abs_delta": {k: finite_or_none(v) for k, v in self.max_abs_delta.items()},
             "rel_change": {k: finite_or_none(v) for k, v in self.rel_change.items()},
+            **({"sampled": list(self.sampled)} if self.sampled else {}),
         }
 
 

@@ -156,7 +156,12 @@ def load_session(args: argparse.Namespace, *, sink: PrintSink = stderr_sink) -> 
     """The session for a headless command, or None after reporting the load error (under
     `--json`, on stdout too)."""
     try:
-        return Session.load(args.script, model_name=args.model, sink=sink)
+        return Session.load(
+            args.script,
+            model_name=args.model,
+            sink=sink,
+            memory_budget=getattr(args, "memory_budget", None),
+        )
     except ScriptError as exc:
         report_failure(args, exc.error)
         return None

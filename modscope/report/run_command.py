@@ -192,6 +192,7 @@ class TableReport:
         table.add_column("grad")
         table.add_column("Δ last step", justify="right")
         keys = list(record.state)
+        sampled = set(record.diff.sampled)
         for key in keys[:50]:
             grad = record.grads.get(key)
             delta = record.diff.max_abs_delta.get(key)
@@ -199,10 +200,13 @@ class TableReport:
                 Text(printable(key), style="bold" if key in record.diff.changed else ""),
                 Text(summary_line(record.state[key])),
                 Text(summary_line(grad)) if grad else Text("-" if key in record.grads else ""),
-                format_number(delta) if delta is not None else "",
+                ("≈" if key in sampled else "") + format_number(delta) if delta is not None else "",
             )
         if len(keys) > 50:
             table.caption = f"showing 50 of {len(keys)} keys (--json has them all)"
+        if sampled:
+            note = "≈: past --memory-budget, Δ from a sample (changed or not is exact)"
+            table.caption = f"{table.caption}; {note}" if table.caption else note
         return table
 
     def _hooks_table(self) -> Table:

@@ -203,6 +203,14 @@ class DiffScreen(ModalScreen[None]):
         parts = self._caption(diff)
         if diff.added or diff.removed:
             parts.append((f", {len(diff.added)} added, {len(diff.removed)} removed", "$text-error"))
+        if diff.sampled:
+            parts.append(
+                (
+                    f"  ≈ {format_count(len(diff.sampled))} past the memory budget: changed or "
+                    "not exact (a digest), max |Δ| and rel. change from a sample",
+                    "dim",
+                )
+            )
         if not self.show_unchanged:
             parts.append(("  (unchanged hidden: u shows them)", "dim"))
         if len(rows) > ROW_LIMIT:
@@ -216,18 +224,20 @@ class DiffScreen(ModalScreen[None]):
         key_width, summary_width = cell_widths(
             self.app.size.width, max((len(shown_path(k)) for k, _ in rows[:ROW_LIMIT]), default=3)
         )
+        sampled = set(diff.sampled)
         for key, changed in rows[:ROW_LIMIT]:
             style = f"bold {warning}" if changed else "dim"
             before, after = self._columns(key)
             delta = diff.max_abs_delta.get(key)
             rel = diff.rel_change.get(key)
             old = summary_line(before) if before else "?" if key not in diff.added else "(added)"
+            about = "≈" if key in sampled else ""
             table.add_row(
                 cell(shown_path(key), key_width, style),
                 cell(old, summary_width, "" if changed else "dim"),
                 cell(summary_line(after) if after else "(removed)", summary_width, style),
-                Text(format_number(delta) if changed else "0", style=style, justify="right"),
-                Text(_percent(rel, delta) if changed else "0", style=style, justify="right"),
+                Text(about + (format_number(delta) if changed else "0"), style, justify="right"),
+                Text(about + (_percent(rel, delta) if changed else "0"), style, justify="right"),
                 key=key,
             )
 

@@ -87,8 +87,10 @@ def tensor_label(
     grad: TensorSummary | None,
     *,
     changed: bool = False,
+    sampled: bool = False,
 ) -> Text:
-    """`◆ powParam tensor 1.1034  ∇ 10.3434` with its marks; highlighted when it just changed."""
+    """`◆ powParam tensor 1.1034  ∇ 10.3434` with its marks; highlighted when it just changed;
+    `≈` when its change was measured on a sample (past the memory budget)."""
     text = Text()
     text.append("◆ " if t.is_parameter else "◇ ", style="cyan" if t.is_parameter else "magenta")
     text.append(shown_name(t.name), style="bold")
@@ -104,6 +106,8 @@ def tensor_label(
         text.append(words, style="dim")
     if changed:
         text.append(" Δ", style="bold yellow")
+    if sampled:
+        text.append(" ≈" if not changed else "≈", style="yellow" if changed else "dim")
     if grad is not None:
         text.append("  ∇ ", style="dim")
         text.append(

@@ -84,6 +84,8 @@ class ModelView:
         self.baseline: dict[str, TensorSummary] = {}
         self.history: deque[StepRecord] = deque(maxlen=HISTORY_LIMIT)
         self.changed: frozenset[str] = frozenset()
+        self.sampled: frozenset[str] = frozenset()
+        """Keys the last diff compared by digest and sample (`StateDiff.sampled`)."""
         self.findings: tuple[Finding, ...] = ()
         self.findings_at: dict[str, list[Finding]] = {}
         self.findings_below: dict[str, Severity] = {}
@@ -114,6 +116,7 @@ class ModelView:
         self.history.clear()
         self.layers.clear()
         self.changed = frozenset()
+        self.sampled = frozenset()
         self.set_findings(())
         self.hooks.clear()
         self.seen.clear()
@@ -151,6 +154,7 @@ class ModelView:
     def add_record(self, record: StepRecord) -> None:
         self.history.append(record)
         self.changed = frozenset(record.diff.changed)
+        self.sampled = frozenset(record.diff.sampled)
 
     def add_layers(self, step: LayerStep) -> None:
         """A step's layer statistics; they replace any of that step or later (a replay paints

@@ -238,6 +238,7 @@ class ModuleTree(Tree[NodeRef]):
                 view.summaries.get(ref.path),
                 view.grads.get(ref.path),
                 changed=ref.path in view.changed,
+                sampled=ref.path in view.sampled,
             )
             labels.badge(text, view.findings_at.get(ref.path))
         elif ref.kind is NodeKind.UNREGISTERED:

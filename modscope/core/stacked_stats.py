@@ -1,0 +1,78 @@
+"""Summaries of many host tensors of one shape at once: rows of a stacked buffer, reduced along
+their length.
+
+A model of thousands of mid-sized layers (too large for `segments`' joined path, which works in
+float64 per element) spent most of each step's summaries on four reductions and four host reads
+per tensor, each a call into torch of a few microseconds' overhead for a few microseconds of
+work. Stacked in buffers of at most `STACK_MAX_TOTAL` elements, tensors of one numel and dtype
+take four row-wise reductions per buffer instead. Rows with a non-finite element, or whose
+variance needs the second pass `host_stats` makes, are left to the per-tensor path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from modscope.core import segments
+from modscope.core.tensor_stats import Stats
+
+STACK_MAX_TOTAL = 2**20
+"""Elements in one stacked buffer (4 MB of float32): the copy stays small beside the model."""
+
+MIN_STACKED = 4
+"""Stack only where a numel and dtype has at least this many tensors."""
+
+_STACKED_DTYPES = (torch.float32, torch.float64)
+
+
+def stackable(t: torch.Tensor) -> bool:
+    """A plain contiguous float32/float64 host tensor, larger than the joined path takes."""
+    return (
+        t.device.type == "cpu"
+        and t.dtype in _STACKED_DTYPES
+        and type(t) in (torch.Tensor, torch.nn.Parameter)
+        and t.layout == torch.strided
+        and segments.SUMMARY_MAX_NUMEL < t.numel() <= STACK_MAX_TOTAL // MIN_STACKED
+        and t.is_contiguous()
+    )
+
+
+def stacked_stats(tensors: Sequence[torch.Tensor]) -> list[Stats | None]:
+    """`host_stats` of each tensor (all of one numel and dtype): None where a tensor has a
+    non-finite element or needs the second pass, for the caller to summarise alone."""
+    numel = tensors[0].numel()
+    per_buffer = max(STACK_MAX_TOTAL // numel, 1)
+    out: list[Stats | None] = []
+    with torch.no_grad():
+        for start in range(0, len(tensors), per_buffer):
+            rows = torch.stack(
+                [t.detach().reshape(-1) for t in tensors[start : start + per_buffer]]
+            )
+            # amin and amax along rows run vectorised where aminmax(dim=) and
+            # count_nonzero(dim=) do not (30x slower on torch 2.13's CPU): zeros are counted
+            # only in the rows whose smallest magnitude is 0, which few weights have.
+            lo, hi = rows.amin(dim=1), rows.amax(dim=1)
+            total = rows.sum(dim=1)
+            norm = torch.linalg.vector_norm(rows, dim=1)
+            smallest = rows.abs().amin(dim=1)
+            columns = torch.stack([lo, hi, total, norm, smallest], dim=1).tolist()
+            for j, (lo_, hi_, total_, norm_, smallest_) in enumerate(columns):
+                nonzero = numel if smallest_ != 0 else int(torch.count_nonzero(rows[j]))
+                out.append(_row_stats(lo_, hi_, total_, norm_, nonzero=nonzero, n=numel))
+    return out
+
+
+def _row_stats(
+    lo: float, hi: float, total: float, norm: float, nonzero: int, n: int
+) -> Stats | None:
+    """`host_stats`' arithmetic on one row's reductions."""
+    if not all(map(math.isfinite, (total, lo, hi, norm))):
+        return None
+    mean = total / n
+    m2 = norm * norm - n * mean * mean
+    if m2 < 1e-2 * norm * norm:
+        return None  # nearly all mean: `host_stats` takes a second pass about it
+    return Stats(lo, hi, mean, m2, norm, nonzero, finite=n, nan=0)
