@@ -43,6 +43,14 @@ class Scripted:
         self.waits += 1
         return self.answers.pop(0) if self.answers else cmd.Quit()
 
+    def load(self) -> list[up.Update]:
+        """`c.load()`: what it handed over early (the tree, before the doctor runs), then what
+        it returned; `emitted` is left empty for what follows."""
+        returned = self.c.load()
+        self.early = list(self.emitted)
+        self.emitted.clear()
+        return self.early + returned
+
 
 def of(updates: Sequence[up.Update], kind: type) -> list:
     return [u for u in updates if isinstance(u, kind)]
@@ -55,7 +63,10 @@ def state_value(updates: Sequence[up.Update], key: str) -> float:
 
 def test_load_gives_the_layout_summaries_findings_and_status_last():
     s = Scripted()
-    updates = s.c.load()
+    updates = s.load()
+    # The tree and its summaries go first, before the doctor's static checks have run.
+    assert of(s.early, up.Loaded) and of(s.early, up.TensorsSummarized)
+    assert not of(s.early, up.FindingsChanged)
     (loaded,) = of(updates, up.Loaded)
     assert loaded.layout.model_name == "model"
     assert set(loaded.layout.tensors) == {"powModel.powParam", "logModel.logParam"}
@@ -69,7 +80,7 @@ def test_load_gives_the_layout_summaries_findings_and_status_last():
 
 def test_ten_steps_reach_the_article_table():
     s = Scripted()
-    s.c.load()
+    s.load()
     for _ in range(9):
         s.c.handle(cmd.Step())
     last = s.c.handle(cmd.Step())
@@ -80,7 +91,7 @@ def test_ten_steps_reach_the_article_table():
 
 def test_next_phase_steps_one_phase_and_says_the_forward_output():
     s = Scripted()
-    s.c.load()
+    s.load()
     updates = s.c.handle(cmd.NextPhase())
     (done,) = of(updates, up.PhaseDone)
     assert done.phase is Phase.FORWARD and done.record is None
@@ -91,7 +102,7 @@ def test_next_phase_steps_one_phase_and_says_the_forward_output():
 
 def test_updates_are_frozen_plain_data():
     s = Scripted()
-    updates = s.c.load() + s.c.handle(cmd.Step())
+    updates = s.load() + s.c.handle(cmd.Step())
     for u in updates:
         assert dataclasses.is_dataclass(u)
         with pytest.raises(dataclasses.FrozenInstanceError):
@@ -100,7 +111,7 @@ def test_updates_are_frozen_plain_data():
 
 def test_a_pause_serves_queries_then_continue_finishes_the_iteration():
     s = Scripted(hooks=["powModel:forward:pause"])
-    s.c.load()
+    s.load()
     s.answers = [cmd.ListHooks("powModel"), cmd.Continue()]
     updates = s.c.handle(cmd.Step())
     (paused,) = of(s.emitted, up.Paused)
@@ -116,7 +127,7 @@ def test_a_pause_serves_queries_then_continue_finishes_the_iteration():
 
 def test_step_at_a_pause_runs_through_later_pauses_to_the_end_of_the_iteration():
     s = Scripted(hooks=["powModel:forward:pause", "logModel:forward:pause"])
-    s.c.load()
+    s.load()
     s.answers = [cmd.Step()]
     updates = s.c.handle(cmd.Step())
     assert [p.event.module for p in of(s.emitted, up.Paused)] == ["powModel"]
@@ -130,7 +141,7 @@ def test_step_at_a_pause_runs_through_later_pauses_to_the_end_of_the_iteration()
 
 def test_next_phase_at_a_pause_ends_the_request_after_that_phase():
     s = Scripted(hooks=["powModel:forward:pause"])
-    s.c.load()
+    s.load()
     s.answers = [cmd.NextPhase()]
     updates = s.c.handle(cmd.Step())
     (done,) = of(updates, up.PhaseDone)
@@ -140,7 +151,7 @@ def test_next_phase_at_a_pause_ends_the_request_after_that_phase():
 
 def test_quit_at_a_pause_abandons_the_iteration_cleanly():
     s = Scripted(hooks=["powModel:forward:pause"])
-    s.c.load()
+    s.load()
     s.answers = [cmd.Quit()]
     updates = s.c.handle(cmd.Step())
     (done,) = of(updates, up.PhaseDone)
@@ -154,10 +165,10 @@ def test_quit_at_a_pause_abandons_the_iteration_cleanly():
 
 def test_reload_at_a_pause_unwinds_then_loads_again():
     s = Scripted(hooks=["powModel:forward:pause"])
-    s.c.load()
+    s.load()
     first = s.c.session
     s.answers = [cmd.Reload()]
-    updates = s.c.handle(cmd.Step())
+    updates = s.emitted + s.c.handle(cmd.Step())  # the new tree is handed over early
     assert of(updates, up.PhaseDone)[0].abandoned
     assert of(updates, up.Loaded) and s.c.session is not first
     assert not first.model.powModel._forward_hooks
@@ -165,7 +176,7 @@ def test_reload_at_a_pause_unwinds_then_loads_again():
 
 def test_attach_and_detach_from_commands():
     s = Scripted()
-    s.c.load()
+    s.load()
     s.c.handle(cmd.ListHooks("logModel"))
     updates = s.c.handle(cmd.AttachHook(HookSpec.parse("logModel:forward-pre:scale=2")))
     (listed,) = of(updates, up.HooksListed)
@@ -180,7 +191,7 @@ def test_attach_and_detach_from_commands():
 
 def test_a_bad_attach_is_a_notice_not_a_crash():
     s = Scripted()
-    s.c.load()
+    s.load()
     updates = s.c.handle(cmd.AttachHook(HookSpec("nope", HookKind.FORWARD)))
     (notice,) = of(updates, up.Notice)
     assert notice.severity == "error" and "no module 'nope'" in notice.message
@@ -190,7 +201,7 @@ def test_a_load_error_names_the_file_and_line(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("import torch\nmodel = torch.nn.Linear(2, 2)\nraise ValueError('boom')\n")
     s = Scripted(str(bad))
-    (failed,) = of(s.c.load(), up.LoadFailed)
+    (failed,) = of(s.load(), up.LoadFailed)
     assert failed.error.line == 3 and failed.error.file.endswith("bad.py")
     assert s.c.session is None
     assert s.c.handle(cmd.Step())[-1].status.loaded is False  # nothing to step: no crash
@@ -198,14 +209,14 @@ def test_a_load_error_names_the_file_and_line(tmp_path):
 
 def test_the_doctor_runs_on_load_and_after_steps():
     s = Scripted(os.path.join(EXAMPLES, "containers.py"))
-    updates = s.c.load()
+    updates = s.load()
     kinds = {f.kind for f in of(updates, up.FindingsChanged)[-1].findings}
     assert "unregistered-module" in kinds
 
 
 def test_an_internal_error_keeps_its_traceback_and_the_session_goes_on(monkeypatch):
     s = Scripted()
-    s.c.load()
+    s.load()
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug in modscope")
@@ -343,7 +354,7 @@ def test_a_break_condition_waits_for_the_user_like_a_pause():
         emit=s.emitted.extend,
         wait=s._wait,
     )
-    assert s.c.load()[-1].status.breaks == ("nan",)
+    assert s.load()[-1].status.breaks == ("nan",)
     s.c.handle(cmd.Step())
     s.c.handle(cmd.Step())
     assert not of(s.emitted, up.BreakHit)

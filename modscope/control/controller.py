@@ -103,6 +103,8 @@ class SessionController:
         self._factory = factory
         self._hook_specs = tuple(hook_specs)
         self._emit = emit or (lambda updates: None)
+        self._streaming = emit is not None
+        """Updates can be handed over before a command ends (the app's thread gives `emit`)."""
         self._wait = wait
         self._out: list[up.Update] = []
         self._session: Session | None = None
@@ -261,6 +263,8 @@ class SessionController:
         layout = self._relayout(session)
         self._out.append(up.Loaded(layout, tuple(session.notes()), loaded_at))
         self._summarize(session, record=None, baseline=True)
+        if self._streaming:
+            self._flush()  # the tree is painted while the doctor's static checks run
         self._watcher = StepWatcher(session)
         self._add_findings(self._watcher.initial(), always=True)
 
