@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from modscope.core.hook_listing import list_hooks
+from modscope.core.hook_notes import LAYER_STATISTICS
 from modscope.core.layer_parts import rails_of
 from modscope.core.layer_stats import LayerWatch
 from modscope.core.layer_types import Activation
@@ -213,3 +215,11 @@ def test_saturated_shares_of_many_small_outputs_joined_match_each_alone():
         expected = float(((out <= low + margin) | (out >= high - margin)).double().mean())
         assert layers[name].saturated == pytest.approx(expected), name
     assert any(layers[n].saturated for n in layers if layers[n].saturated is not None)
+
+
+def test_the_watchs_hooks_are_listed_as_modscopes_own() -> None:
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    with LayerWatch(model):
+        (hook,) = list_hooks(model, "0")
+        assert (hook.owner, hook.action) == ("modscope", LAYER_STATISTICS)
+    assert list_hooks(model, "0") == []

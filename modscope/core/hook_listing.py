@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn.modules import module as torch_module
 
 from modscope.core.callables import describe_callable
+from modscope.core.hook_notes import BREAK_WATCH, LAYER_STATISTICS
 from modscope.core.hook_spec import POST_ACCUMULATE_REGISTRY, HookId
 from modscope.core.hooks import HookManager
 from modscope.core.types import HookInfo
@@ -25,8 +26,19 @@ _MODULE_HOOKS = (
 
 BREAKS_MODULE = "modscope.core.breaks"
 """The package whose modules hold the hooks of an armed break condition."""
-BREAK_WATCH = "break watch"
-"""The action a hook of an armed break condition is listed with."""
+LAYERS_MODULE = "modscope.core.layer_stats"
+"""The module whose hooks gather the layers view's statistics (`LayerWatch`)."""
+
+
+def _watch_of(fn: Callable[..., Any]) -> str | None:
+    """The action of one of modscope's own watch hooks (an armed break condition's, the layers
+    view's statistics), or None for any other hook."""
+    module = getattr(fn, "__module__", "") or ""
+    if module == BREAKS_MODULE or module.startswith(BREAKS_MODULE + "."):
+        return BREAK_WATCH
+    if module == LAYERS_MODULE:
+        return LAYER_STATISTICS
+    return None
 
 
 def _owner(fn: Callable[..., Any], script: str | None) -> str:
@@ -96,18 +108,18 @@ def list_hooks(
                     )
                 )
                 continue
-            fn_module = getattr(fn, "__module__", "") or ""
-            watch = fn_module == BREAKS_MODULE or fn_module.startswith(BREAKS_MODULE + ".")
+            watch = _watch_of(fn)
             found.append(
                 HookInfo(
                     HookId(attr, hook_id),
                     path,
                     kind,
-                    # modscope's own, held by an armed break condition (b removes it).
+                    # modscope's own: an armed break condition's (b removes it), or the
+                    # layers view's statistics (kept while the session lasts).
                     "modscope" if watch else _owner(fn, script),
                     qualname,
                     location,
-                    action=BREAK_WATCH if watch else None,
+                    action=watch,
                     flags=_flags(module, attr, hook_id),
                 )
             )

@@ -62,3 +62,9 @@ def module_inputs(events: Mapping[HookKind, HookEvent]) -> SummaryList | None:
             return e.args
     e = events.get(HookKind.BACKWARD)
     return e.grad_input if e is not None and e.grad_input else None
+
+
+BREAK_WATCH = "break watch"
+"""The action a hook of an armed break condition is listed with (`hook_listing`)."""
+LAYER_STATISTICS = "layer statistics"
+"""The action a hook of the layers view's statistics is listed with (`hook_listing`)."""

@@ -10,6 +10,7 @@ from textual.app import App
 
 from modscope.control import commands as cmd
 from modscope.core.fmt import printable
+from modscope.core.hook_notes import BREAK_WATCH
 from modscope.core.hook_spec import HookSpec
 from modscope.core.types import BreakEvent, HookEvent
 from modscope.tui.confirm_screen import ConfirmScreen
@@ -76,8 +77,11 @@ class HookActions(App[None]):
         if hook.hook_id.is_modscope:
             self._submit(cmd.DetachHook(hook))
             return
-        if hook.owner == "modscope":  # a break condition's watch
-            self.notify("this hook watches a break condition: b removes the condition")
+        if hook.owner == "modscope":  # a break condition's watch, the layers view's statistics
+            if hook.action == BREAK_WATCH:
+                self.notify("this hook watches a break condition: b removes the condition")
+            else:
+                self.notify("this hook gathers the layers view's statistics (l): it stays")
             return
         body = Text()
         body.append(

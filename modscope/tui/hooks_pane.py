@@ -10,6 +10,7 @@ from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from modscope.core.fmt import printable
+from modscope.core.hook_notes import BREAK_WATCH
 from modscope.core.types import HookInfo
 from modscope.report.labels import shown_path
 from modscope.tui import labels
@@ -105,10 +106,19 @@ def hook_text(h: HookInfo, script: str) -> Text:
     text.append("\n  ")
     if ours:
         # modscope's own function and line say nothing to the user.
-        watch = not h.hook_id.is_modscope  # an armed break condition's
-        text.append("b removes its condition" if watch else "x detaches it", style="dim")
+        text.append(_own_hook_hint(h), style="dim")
         return text
     text.append(printable(h.qualname))
     text.append("  ")
     text.append(printable(labels.display_location(h.location, script)), style="dim")
     return text
+
+
+def _own_hook_hint(h: HookInfo) -> str:
+    """How one of modscope's own hooks goes away: `x` for an attached one, `b` for a break
+    condition's watch; the layers view's statistics stay while the session lasts."""
+    if h.hook_id.is_modscope:
+        return "x detaches it"
+    if h.action == BREAK_WATCH:
+        return "b removes its condition"
+    return "the layers view's statistics (l), kept while the session lasts"
