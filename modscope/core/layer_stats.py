@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -25,6 +24,7 @@ from modscope.core.layer_parts import (
     rails_of,
 )
 from modscope.core.layer_types import LayerStats, LayerStep, OutputStats, ParamHealth
+from modscope.core.tensor_stats import combined_norm
 from modscope.core.types import StepRecord
 from modscope.core.walk import distinct_modules, refuses_hooks
 
@@ -213,14 +213,6 @@ def update_ratio(key: str, record: StepRecord, unchanged: frozenset[str]) -> flo
     if key in rel:
         return rel[key]
     return 0.0 if key in unchanged else None
-
-
-def combined_norm(norms: Sequence[float | None]) -> float | None:
-    """The norm of several tensors taken together, from their norms; None when none has one."""
-    known = [n for n in norms if n is not None]
-    if not known:
-        return None
-    return math.sqrt(math.fsum(n * n for n in known))
 
 
 def _weight_ratio(module: nn.Module, params: tuple[ParamHealth, ...]) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -221,3 +221,12 @@ def build_summary(
         grad_fn=facts.grad_fn,
         note=facts.note,
     )
+
+
+def combined_norm(norms: Iterable[float | None]) -> float | None:
+    """The norm of several tensors taken together, from their norms (the global gradient norm
+    from each parameter's); None when none has one."""
+    known = [n for n in norms if n is not None]
+    if not known:
+        return None
+    return math.sqrt(math.fsum(n * n for n in known))

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from modscope.core.doctor import rules
+from modscope.core.tensor_stats import combined_norm
 from modscope.core.types import Finding, StepRecord
 from modscope.core.warning_capture import CapturedWarning
 
@@ -259,7 +260,9 @@ def _grad_norms(record: StepRecord, grads: dict[str, torch.Tensor]) -> dict[str,
 
 
 def _total(norms: dict[str, float]) -> float:
-    return math.sqrt(math.fsum(n * n for n in norms.values()))
+    total = combined_norm(norms.values())
+    assert total is not None  # called with gradients only
+    return total
 
 
 def _grew_everywhere(norms: dict[str, float], previous: dict[str, float]) -> bool:

@@ -12,6 +12,7 @@ from torch import nn
 from modscope.core.doctor import rules, static
 from modscope.core.doctor.training_watch import TrainingWatch
 from modscope.core.doctor.walk import group_by_module, named_parameters_once
+from modscope.core.tensor_stats import combined_norm
 from modscope.core.types import Finding, FindingKind, StepRecord
 from modscope.core.walk import distinct_modules
 
@@ -160,9 +161,9 @@ class StepWatcher:
             s = record.grads.get(name)
             if p.requires_grad and s is not None and s.norm is not None and not _bad(s):
                 norms.append(s.norm)
-        if not norms:
+        total = combined_norm(norms)
+        if total is None:
             return []
-        total = math.sqrt(math.fsum(n * n for n in norms))
         loss = record.loss
         previous, self._last_scale = self._last_scale, (record.step, total, loss)
         if total > rules.EXPLODING_GRAD_NORM:
