@@ -164,6 +164,14 @@ class StateTracker:
         self._blocks: dict[_Kind, _Block] = {}
         self._sampled: dict[str, SampledState] = {}
 
+    @classmethod
+    def against(cls, state: Mapping[str, torch.Tensor]) -> StateTracker:
+        """A tracker whose baseline is `state` itself, not a copy: for one `diff(...,
+        remember=False)` while `state` stays as it is."""
+        tracker = cls()
+        tracker._previous = {k: v.detach() for k, v in state.items() if isinstance(v, torch.Tensor)}
+        return tracker
+
     def reset(self, state: Mapping[str, torch.Tensor]) -> None:
         """Take `state` as the baseline the next diff compares against."""
         self._previous = {}
@@ -358,9 +366,7 @@ def _new_block(group: _Group) -> _Block:
 def compare_states(new: Mapping[str, torch.Tensor], old: Mapping[str, torch.Tensor]) -> StateDiff:
     """`new` against `old` as `StateTracker.diff` does, key by key, copying neither: two
     timelines' states after the same step (`Session.compare_timelines`)."""
-    tracker = StateTracker()
-    tracker._previous = {k: v.detach() for k, v in old.items() if isinstance(v, torch.Tensor)}
-    return tracker.diff(new, remember=False)
+    return StateTracker.against(old).diff(new, remember=False)
 
 
 def _nbytes(t: torch.Tensor) -> int:
