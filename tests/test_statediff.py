@@ -105,7 +105,8 @@ def test_a_change_from_zero_has_no_ratio_and_writes_null(size):
 
 
 def test_the_diff_view_keeps_its_columns_on_screen():
-    from modscope.tui.diff_screen import cell, cell_widths
+    from modscope.tui.diff_screen import cell_widths
+    from modscope.tui.table_screen import cell
 
     for width in (80, 120, 200):
         key, summary = cell_widths(width, longest_key=90)

@@ -6,15 +6,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.text import Text
-from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.content import Content
 from textual.message import Message
 from textual.reactive import var
-from textual.screen import ModalScreen
-from textual.theme import Theme
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from modscope.control.updates import TimelinesCompared
 from modscope.core.fmt import format_count, format_number, summary_line
@@ -22,6 +19,7 @@ from modscope.core.types import StateDiff, TensorSummary
 from modscope.report.labels import shown_path
 from modscope.tui.hook_sections import Palette
 from modscope.tui.model_view import ModelView
+from modscope.tui.table_screen import TableScreen, cell
 
 ROW_LIMIT = 2000
 """At most this many keys are listed ("showing N of M" in the title)."""
@@ -34,7 +32,7 @@ NUMBER_WIDTH = 11
 """The widest cell of the two number columns ("rel. change", `-1.2346e+05`)."""
 
 
-class DiffScreen(ModalScreen[None]):
+class DiffScreen(TableScreen[None]):
     """What the last iteration changed in the `state_dict`."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -42,28 +40,9 @@ class DiffScreen(ModalScreen[None]):
         Binding("d", "dismiss", "Close", show=False),
         Binding("u", "toggle_unchanged", "Hide/show unchanged", id="toggle_unchanged"),
         Binding("t", "toggle_timelines", "Original timeline", id="compare_timelines"),
-        Binding("j", "cursor_down", "Down", show=False),
-        Binding("k", "cursor_up", "Up", show=False),
     ]
 
-    DEFAULT_CSS = """
-    DiffScreen {
-        align: center middle;
-    }
-    DiffScreen > Vertical {
-        width: 96%;
-        height: 92%;
-        border: round $accent;
-        background: $surface;
-    }
-    DiffScreen #diff-caption {
-        height: auto;
-        padding: 0 1;
-    }
-    DiffScreen DataTable {
-        height: 1fr;
-    }
-    """
+    NAME = "diff"
 
     show_unchanged = var(True, init=False)
     """Whether unchanged keys are listed (`u` toggles)."""
@@ -79,21 +58,6 @@ class DiffScreen(ModalScreen[None]):
         self.view = view
         self.comparison: TimelinesCompared | None = None
         """The controller's last answer, while `against_original`."""
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(id="diff-caption")
-            yield DataTable(id="diff-table", zebra_stripes=True, cursor_type="row")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        self._fill()
-        table.focus()
-        self.app.theme_changed_signal.subscribe(self, self._theme_changed)
-
-    def _theme_changed(self, _: Theme) -> None:
-        self._fill()
 
     def watch_show_unchanged(self) -> None:
         self._fill()
@@ -120,12 +84,6 @@ class DiffScreen(ModalScreen[None]):
         if self.against_original:
             self.comparison = answer
             self._fill()
-
-    def action_cursor_down(self) -> None:
-        self.query_one(DataTable).action_cursor_down()
-
-    def action_cursor_up(self) -> None:
-        self.query_one(DataTable).action_cursor_up()
 
     def rows(self) -> list[tuple[str, bool]]:
         """The keys listed, in order, each with whether it changed."""
@@ -252,14 +210,6 @@ def cell_widths(screen_width: int, longest_key: int) -> tuple[int, int]:
     room = int(screen_width * 0.96) - 2 - 5 * 2 - 2 * NUMBER_WIDTH
     key = min(longest_key, max(12, room // 3))
     return key, max(12, (room - key) // 2)
-
-
-def cell(text: str, width: int, style: str) -> Text:
-    """A one-line cell of at most `width` cells, cut with an ellipsis: a long summary must not
-    widen its column and push the others off screen."""
-    out = Text(text, style=style, no_wrap=True, overflow="ellipsis")
-    out.truncate(width, overflow="ellipsis")
-    return out
 
 
 def _percent(rel: float | None, delta: float | None) -> str:

@@ -8,20 +8,16 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from rich.text import Text
-from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
 from textual.content import Content
-from textual.screen import ModalScreen
-from textual.theme import Theme
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from modscope.core.fmt import format_count, printable, sparkline
 from modscope.core.layer_columns import LAYER_COLUMNS, TREND_COLUMN, LayerColumn, by_path, column
 from modscope.core.layer_types import LayerStats
-from modscope.tui.diff_screen import cell
 from modscope.tui.hook_sections import Palette
 from modscope.tui.model_view import ModelView
+from modscope.tui.table_screen import TableScreen, cell
 
 ROW_LIMIT = 2000
 """At most this many modules are listed ("showing N of M" in the caption)."""
@@ -33,7 +29,7 @@ SORT_KEYS: tuple[str, ...] = ("module", "type", *(c.key for c in LAYER_COLUMNS))
 """What `o` cycles through: the model's order (by path), the class name, each numeric column."""
 
 
-class LayersScreen(ModalScreen[str | None]):
+class LayersScreen(TableScreen[str | None]):
     """The modules as a table; `enter` closes it and selects the module in the tree (the screen
     is dismissed with its path)."""
 
@@ -42,26 +38,14 @@ class LayersScreen(ModalScreen[str | None]):
         Binding("l", "dismiss(None)", "Close", show=False),
         Binding("o", "next_sort", "Sort by next column", id="layers_sort"),
         Binding("O", "reverse_sort", "Reverse order", id="layers_reverse"),
-        Binding("j", "cursor_down", "Down", show=False),
-        Binding("k", "cursor_up", "Up", show=False),
     ]
 
+    NAME = "layers"
+    BORDER_TITLE = "Layers"
+
     DEFAULT_CSS = """
-    LayersScreen {
-        align: center middle;
-    }
     LayersScreen > Vertical {
         width: 98%;
-        height: 92%;
-        border: round $accent;
-        background: $surface;
-    }
-    LayersScreen #layers-caption {
-        height: auto;
-        padding: 0 1;
-    }
-    LayersScreen DataTable {
-        height: 1fr;
     }
     """
 
@@ -71,21 +55,6 @@ class LayersScreen(ModalScreen[str | None]):
         self.filter_text = filter_text
         self.sort_key = "module"
         self.descending = False
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(id="layers-caption")
-            yield DataTable(id="layers-table", zebra_stripes=True, cursor_type="row")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self.query_one(Vertical).border_title = Text("Layers")
-        self._fill()
-        self.query_one(DataTable).focus()
-        self.app.theme_changed_signal.subscribe(self, self._theme_changed)
-
-    def _theme_changed(self, _: Theme) -> None:
-        self._fill()
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -99,12 +68,6 @@ class LayersScreen(ModalScreen[str | None]):
     def action_reverse_sort(self) -> None:
         self.descending = not self.descending
         self._fill()
-
-    def action_cursor_down(self) -> None:
-        self.query_one(DataTable).action_cursor_down()
-
-    def action_cursor_up(self) -> None:
-        self.query_one(DataTable).action_cursor_up()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.dismiss(event.row_key.value)

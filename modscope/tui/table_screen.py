@@ -1,0 +1,84 @@
+"""A modal view of one table under a caption, over the app: the diff view and the layers view."""
+
+from __future__ import annotations
+
+from typing import ClassVar, TypeVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.theme import Theme
+from textual.widgets import DataTable, Footer, Static
+
+T = TypeVar("T")
+
+
+class TableScreen(ModalScreen[T]):
+    """A caption (`#NAME-caption`) over a table (`#NAME-table`) in a bordered box; `j`/`k` move.
+
+    A subclass fills both in `_fill`, which runs on mount and again when the theme changes
+    (DataTable cells are Rich renderables: they take the theme's colours only when drawn anew).
+    """
+
+    NAME: ClassVar[str] = "table"
+    """The prefix of the caption's and the table's ids."""
+    BORDER_TITLE: ClassVar[str] = ""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+    ]
+
+    DEFAULT_CSS = """
+    TableScreen {
+        align: center middle;
+    }
+    TableScreen > Vertical {
+        width: 96%;
+        height: 92%;
+        border: round $accent;
+        background: $surface;
+    }
+    TableScreen .table-caption {
+        height: auto;
+        padding: 0 1;
+    }
+    TableScreen DataTable {
+        height: 1fr;
+    }
+    """
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(id=f"{self.NAME}-caption", classes="table-caption")
+            yield DataTable(id=f"{self.NAME}-table", zebra_stripes=True, cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.BORDER_TITLE:
+            self.query_one(Vertical).border_title = Text(self.BORDER_TITLE)
+        self._fill()
+        self.query_one(DataTable).focus()
+        self.app.theme_changed_signal.subscribe(self, self._theme_changed)
+
+    def _theme_changed(self, _: Theme) -> None:
+        self._fill()
+
+    def _fill(self) -> None:
+        raise NotImplementedError
+
+    def action_cursor_down(self) -> None:
+        self.query_one(DataTable).action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        self.query_one(DataTable).action_cursor_up()
+
+
+def cell(text: str, width: int, style: str) -> Text:
+    """A one-line cell of at most `width` cells, cut with an ellipsis: a long summary must not
+    widen its column and push the others off screen."""
+    out = Text(text, style=style, no_wrap=True, overflow="ellipsis")
+    out.truncate(width, overflow="ellipsis")
+    return out
