@@ -219,9 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.command = None
     try:
         if args.command is None:
-            from modscope.launch import run_app
+            from modscope.launch import make_app, run_app
 
-            return run_app(
+            app = make_app(
                 args.script,
                 hooks=args.hook,
                 breaks=args.breaks,
@@ -230,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 traceback=args.traceback,
                 memory_budget=args.memory_budget,
             )
+            return run_app(app)
         # A Ctrl-C is marked as one, so a KeyboardInterrupt the script raises itself is its
         # error (exit 2) while a real one stops the command (exit 130).
         with catching_ctrl_c():

@@ -25,7 +25,8 @@ def make_app(
     animations: bool = True,
     memory_budget: int | float | None = None,
 ) -> ModscopeApp:
-    """The app on `script` (or on what `session_factory` builds), not yet running;
+    """The app on `script` (or on what `session_factory` builds, `modscope.inspect()`'s live
+    objects: `script` then only names where they come from), not yet running;
     `rewind_budget` for rewind's checkpoints and `memory_budget` for the diff's copy and the
     history (bytes, a share of the available memory as a float, None: the defaults)."""
     factory = session_factory or script_factory(
@@ -47,41 +48,14 @@ def run_replay(folder: str) -> int:
     ranks = open_ranks(folder)
     if not ranks:
         return ExitCode.FAILED
-    app = ModscopeApp(str(ranks[0].meta.get("script", folder)), controller=replay_factory(ranks))
-    app.run()
-    app.worker.stop()
-    app.worker.join(WORKER_JOIN_TIMEOUT)
-    return app.return_code or 0
+    script = str(ranks[0].meta.get("script", folder))
+    return run_app(ModscopeApp(script, controller=replay_factory(ranks)))
 
 
-def run_app(
-    script: str,
-    *,
-    hooks: Sequence[str] = (),
-    breaks: Sequence[str] = (),
-    rewind_budget: int | float | None = None,
-    model_name: str | None = None,
-    traceback: bool = False,
-    session_factory: SessionFactory | None = None,
-    join_timeout: float | None = WORKER_JOIN_TIMEOUT,
-    memory_budget: int | float | None = None,
-) -> int:
-    """Open the app on `script`; 0 after `q`, 2 when the script never loaded.
-
-    `session_factory` builds the session instead of loading `script` (`modscope.inspect()`
-    hands in live objects; `script` then only names where they come from). `join_timeout`
-    None waits for the session thread to have closed the session, every hook removed.
-    """
-    app = make_app(
-        script,
-        hooks=hooks,
-        breaks=breaks,
-        rewind_budget=rewind_budget,
-        model_name=model_name,
-        traceback=traceback,
-        session_factory=session_factory,
-        memory_budget=memory_budget,
-    )
+def run_app(app: ModscopeApp, *, join_timeout: float | None = WORKER_JOIN_TIMEOUT) -> int:
+    """Run `app` (from `make_app`, or a replay's) to its end: 0 after `q`, 2 when the script
+    never loaded. `join_timeout` None waits for the session thread to have closed the session,
+    every hook removed (`modscope.inspect()`)."""
     try:
         app.run()
     finally:

@@ -60,15 +60,11 @@ def inspect_objects(
         print(f"{NO_APP_PREFIX}: {reason}; printing the tree and findings instead", file=sys.stderr)
         print_headless(model, objects.get("optimizer"))
         return None
-    from modscope.launch import run_app
+    from modscope.launch import make_app, run_app
 
     file, line = origin
-    run_app(
-        f"{file}:{line}",
-        hooks=hooks,
-        session_factory=session_factory(model, file, objects),
-        join_timeout=None,
-    )
+    factory = session_factory(model, file, objects)
+    run_app(make_app(f"{file}:{line}", hooks=hooks, session_factory=factory), join_timeout=None)
     return None
 
 

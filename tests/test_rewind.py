@@ -250,7 +250,8 @@ def test_the_command_line_hands_the_rewind_budget_to_the_app(monkeypatch, capsys
     import modscope.launch
 
     seen: dict[str, object] = {}
-    monkeypatch.setattr(modscope.launch, "run_app", lambda script, **kw: seen.update(kw) or 0)
+    monkeypatch.setattr(modscope.launch, "make_app", lambda script, **kw: seen.update(kw))
+    monkeypatch.setattr(modscope.launch, "run_app", lambda app: 0)
     assert main([POWLOG, "--rewind-budget", "64MiB"]) == 0
     assert seen["rewind_budget"] == 64 << 20
     with pytest.raises(SystemExit) as exit_:
