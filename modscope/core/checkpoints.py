@@ -15,7 +15,7 @@ import copy
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -58,6 +58,17 @@ def default_budget(model: nn.Module | None = None) -> int:
         if free is not None:
             budget = min(budget, free // 4)
     return budget
+
+
+class _State(NamedTuple):
+    """A model state the other timeline keeps, with its size (counted once, not per check)."""
+
+    tensors: dict[str, torch.Tensor]
+    nbytes: int
+
+    @classmethod
+    def of(cls, tensors: dict[str, torch.Tensor]) -> _State:
+        return cls(tensors, _state_bytes(tensors))
 
 
 @dataclass(eq=False)
@@ -111,7 +122,7 @@ class Checkpoints:
         self.note: str | None = None
         self.thinned = False
         self._kept: dict[int, Checkpoint] = {}
-        self._other: dict[int, dict[str, torch.Tensor]] = {}
+        self._other: dict[int, _State] = {}
         """The model state after each step of the other timeline (`keep_other`), by step."""
         if self.budget == 0:
             self._disable("its memory budget is 0 (--rewind-budget)")
@@ -133,7 +144,7 @@ class Checkpoints:
         """The bytes held: every kept checkpoint, the other timeline's states and the batches
         kept for replay."""
         kept = sum(c.nbytes for c in self._kept.values())
-        other = sum(_state_bytes(state) for state in self._other.values())
+        other = sum(state.nbytes for state in self._other.values())
         return kept + other + self.batches.kept_bytes
 
     def take(self, step: int) -> None:
@@ -169,9 +180,9 @@ class Checkpoints:
         state is kept (no gradients, optimizer or RNG: nothing re-runs from it)."""
         if not self.enabled:
             return
-        self._other = {s: c.state for s, c in self._kept.items() if s > after}
+        self._other = {s: _State.of(c.state) for s, c in self._kept.items() if s > after}
         if present not in self._other:
-            self._other[present] = _state_copy(self.model)
+            self._other[present] = _State.of(_state_copy(self.model))
 
     def widen_other(self, after: int, fork: int) -> None:
         """Before a rewind to `after`, earlier than the other timeline's `fork`: the steps
@@ -179,7 +190,7 @@ class Checkpoints:
         checkpoints there are the other's states too (kept before they are truncated)."""
         for s, c in self._kept.items():
             if after < s <= fork:
-                self._other.setdefault(s, c.state)
+                self._other.setdefault(s, _State.of(c.state))
 
     def forget_other(self) -> None:
         """Drop the other timeline's states."""
@@ -187,7 +198,8 @@ class Checkpoints:
 
     def other_state(self, step: int) -> dict[str, torch.Tensor] | None:
         """The model state after `step` in the other timeline (None where none is kept)."""
-        return self._other.get(step)
+        kept = self._other.get(step)
+        return kept.tensors if kept is not None else None
 
     def other_steps(self) -> tuple[int, ...]:
         """The steps of the other timeline whose model state is kept, oldest first."""
