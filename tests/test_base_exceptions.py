@@ -78,3 +78,22 @@ def test_a_real_ctrl_c_still_stops_the_iteration():
         s.run_iteration()
     assert getattr(caught.value, "_modscope_from_signal", False)  # marked by the handler
     assert not s.in_iteration and s.step == 0
+
+
+def test_check_says_first_that_a_step_raised_before_its_findings(tmp_path, capsys):
+    from modscope.cli import main
+
+    script = tmp_path / "exits.py"
+    script.write_text(
+        "import sys\nimport torch\nfrom torch import nn\n\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n"
+        "        self.lin = nn.Linear(2, 1)\n\n"
+        "    def forward(self, x):\n        sys.exit(3)\n\n\n"
+        "model = Net()\ninputs = torch.randn(4, 2)\n"
+        "optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+    )
+    assert main(["check", str(script)]) == 2
+    out, err = capsys.readouterr()
+    assert "(0 steps run; step 1 raised, below)" in " ".join(out.split()[:11])
+    assert "SystemExit" in err and "line 12 (at step 1, forward)" in err

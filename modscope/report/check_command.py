@@ -123,8 +123,11 @@ def _check_command(args: argparse.Namespace) -> int:
                     notes.print(Text(f"modscope check: {printable_lines(note)}", style="dim"))
         else:
             console = Console(highlight=False)
-            steps = plural(result.steps_run, "step")
-            title = f"modscope check {printable(args.script)} ({steps} run)"
+            ran = f"{plural(result.steps_run, 'step')} run"
+            if result.error is not None:
+                # Said first: the findings below are only those of the steps before it.
+                ran += f"; step {result.error.step or result.steps_run + 1} raised, below"
+            title = f"modscope check {printable(args.script)} ({ran})"
             console.print(Text(title, style="bold"))
             for note in (result.where, *result.notes):
                 if note:
