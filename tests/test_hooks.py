@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from modscope.core.hook_listing import detach_foreign, list_hooks
-from modscope.core.hooks import HookSpec, HookSpecError, all_hooks_specs
+from modscope.core.hooks import HookManager, HookSpec, HookSpecError, all_hooks_specs
 from modscope.core.session import Session
-from modscope.core.types import HookAction, HookKind
+from modscope.core.types import HookAction, HookKind, Phase
 
 
 class Mixed(nn.Module):
@@ -230,3 +230,15 @@ def test_headless_run_does_not_import_textual(tmp_path):
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_module_named_with_control_characters_is_found_by_its_escaped_name() -> None:
+    model = nn.Sequential()
+    model.add_module("bad\x1b[31mred", nn.Linear(2, 2))
+    manager = HookManager(model, emit=lambda draft: None, context=lambda: (1, Phase.FORWARD))
+    # Every screen shows the name escaped; that form, copied from the screen, names it.
+    [(path, module)] = manager.resolve_modules("bad\\x1b[31mred")
+    assert path == "bad\x1b[31mred" and module is model[0]
+    with pytest.raises(HookSpecError) as refused:
+        manager.resolve_modules("bad\\x1b[31mrde")
+    assert "did you mean bad\\x1b[31mred?" in str(refused.value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -22,7 +21,13 @@ from modscope.core.hook_notes import FULL_HOOK_COST, INPUT_GRAD_NOTE, LEGACY_NOT
 from modscope.core.hook_spec import MODSCOPE_REGISTRY, HookId, HookSpec, HookSpecError
 from modscope.core.summary import CaptureMemo, PendingSummary, flatten_tensors, resolve
 from modscope.core.types import BreakEvent, HookAction, HookEvent, HookKind, Phase
-from modscope.core.walk import distinct_modules, refuses_hooks, refusing_phrase
+from modscope.core.walk import (
+    did_you_mean,
+    distinct_modules,
+    module_at,
+    refuses_hooks,
+    refusing_phrase,
+)
 
 ALL_OBSERVED = (HookKind.FORWARD_PRE, HookKind.FORWARD, HookKind.BACKWARD, HookKind.BACKWARD_PRE)
 
@@ -203,17 +208,11 @@ class HookManager:
             return distinct_modules(self.model)
         if pattern in ("", "."):
             return [("", self.model)]
-        module = self.model
-        for part in pattern.split("."):
-            # A ScriptModule's `_modules` (an OrderedModuleDict) has no `.get`.
-            child = dict(module._modules.items()).get(part)
-            if child is None:
-                names = [name for name, _ in distinct_modules(self.model) if name]
-                close = difflib.get_close_matches(pattern, names, n=5, cutoff=0.6)
-                hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                raise HookSpecError(f"no module {pattern!r} in the model{hint}")
-            module = child
-        return [(pattern, module)]
+        found = module_at(self.model, pattern)
+        if found is None:
+            hint = did_you_mean(self.model, pattern)
+            raise HookSpecError(f"no module {pattern!r} in the model{hint}")
+        return [found]
 
     def attach(self, spec: HookSpec) -> list[AttachedHook]:
         """Attach `spec` to each module it names; returns the hooks added."""

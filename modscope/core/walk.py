@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from modscope.core.fmt import plural
+from modscope.core.fmt import plural, printable
 
 __all__ = [
     "CONTAINERS",
@@ -273,3 +274,29 @@ def tensor_at(model: nn.Module, path: str) -> torch.Tensor | None:
             if tensor is not None:
                 return tensor
     return None
+
+
+def module_at(model: nn.Module, path: str) -> tuple[str, nn.Module] | None:
+    """The module at the dotted `path` (`""` the root) with its real path, or None. A name
+    holding control characters is shown escaped everywhere (`core.fmt.printable`), so that
+    escaped form, as a person copies it from the screen, finds the module too."""
+    module = model
+    for part in path.split(".") if path else ():
+        # A ScriptModule's `_modules` (an OrderedModuleDict) has no `.get`.
+        child = dict(module._modules.items()).get(part)
+        if child is None:
+            break
+        module = child
+    else:
+        return path, module
+    for name, found in distinct_modules(model):
+        if name and printable(name) == path:
+            return name, found
+    return None
+
+
+def did_you_mean(model: nn.Module, path: str) -> str:
+    """` (did you mean a, b?)`: the modules whose paths are close to `path`, or ""."""
+    names = [name for name, _ in distinct_modules(model) if name]
+    close = difflib.get_close_matches(path, names, n=5, cutoff=0.6)
+    return f" (did you mean {', '.join(printable(n) for n in close)}?)" if close else ""

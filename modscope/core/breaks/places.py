@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +11,12 @@ from torch import nn
 from modscope.core.break_spec import BreakCondition, BreakMetric, BreakSpecError
 from modscope.core.loader import LoadedScript
 from modscope.core.script_names import MISSING
-from modscope.core.walk import all_parameter_paths, distinct_modules, refuses_hooks
+from modscope.core.walk import (
+    all_parameter_paths,
+    did_you_mean,
+    module_at,
+    refuses_hooks,
+)
 
 
 def forward_location(module: nn.Module) -> str | None:
@@ -54,17 +58,11 @@ def _distinct_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 def _find_module(model: nn.Module, c: BreakCondition) -> tuple[str, nn.Module]:
     assert c.module is not None
-    path = c.module
-    module = model
-    if path:
-        for part in path.split("."):
-            child = dict(module._modules.items()).get(part)
-            if child is None:
-                names = [name for name, _ in distinct_modules(model) if name]
-                close = difflib.get_close_matches(path, names, n=5, cutoff=0.6)
-                hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                raise BreakSpecError(f"break condition {str(c)!r}: no module {path!r}{hint}")
-            module = child
+    found = module_at(model, c.module)
+    if found is None:
+        hint = did_you_mean(model, c.module)
+        raise BreakSpecError(f"break condition {str(c)!r}: no module {c.module!r}{hint}")
+    path, module = found
     if c.metric is BreakMetric.OUTPUT_ABSMAX and refuses_hooks(module):
         raise BreakSpecError(
             f"break condition {str(c)!r}: {_name(path)} is a ScriptModule; PyTorch refuses "
