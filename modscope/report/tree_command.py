@@ -123,7 +123,7 @@ def build_tree(
 def totals_line(inv: Inventory) -> Text:
     t = inv.root.totals
     text = Text(f"{format_count(t.parameters)} parameters ({format_count(t.trainable)} trainable)")
-    text.append(f", {format_count(t.buffers)} buffer elements, {format_bytes(t.bytes)}")
+    text.append(f", {plural(t.buffers, 'buffer element')}, {format_bytes(t.bytes)}")
     if inv.unregistered:
         text.append(f"; {len(inv.unregistered)} not registered", style="bold red")
     if inv.shared:

@@ -22,6 +22,7 @@ from modscope.core.fmt import (
     format_number,
     format_shape,
     format_value,
+    plural,
     printable,
     printable_lines,
     sparkline,
@@ -237,7 +238,7 @@ class DetailPane(VerticalScroll):
         totals = m.totals
         params = f"{format_count(totals.parameters)} ({format_count(totals.trainable)} trainable)"
         _row(rows, "params", Text(params))
-        _row(rows, "buffers", Text(f"{format_count(totals.buffers)} elements"))
+        _row(rows, "buffers", Text(plural(totals.buffers, "element")))
         _row(rows, "size", Text(format_bytes(totals.bytes)))
         own = ", ".join(printable(t.name) for t in (*m.parameters, *m.buffers))
         if own:
