@@ -201,9 +201,7 @@ def build_app_parser() -> argparse.ArgumentParser:
         help="memory for rewind's checkpoints: 512MiB, 2G, 10%% of available memory, 0 (off); "
         "default 1 GiB or 25%% of available memory, whichever is smaller",
     )
-    parser.add_argument(
-        "--memory-budget", type=size, metavar="SIZE", help=MEMORY_BUDGET_HELP
-    )
+    parser.add_argument("--memory-budget", type=size, metavar="SIZE", help=MEMORY_BUDGET_HELP)
     return parser
 
 

@@ -219,6 +219,72 @@ def test_list_inputs_and_function_inputs_replay() -> None:
         session.close()
 
 
+SCRIPT_WITH_A_GENERATOR = """
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Linear(8, 1))
+data = torch.Generator().manual_seed(1)  # the script's own: no global RNG decides the batch
+
+
+def inputs():
+    return torch.randn(16, 4, generator=data)
+
+
+loss_fn = lambda out: out.square().mean()
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+"""
+
+
+class Batches:
+    """A callable object that holds its generator."""
+
+    def __init__(self) -> None:
+        self.g = torch.Generator().manual_seed(2)
+
+    def __call__(self) -> torch.Tensor:
+        return torch.randn(16, 4, generator=self.g)
+
+
+def closure_inputs() -> object:
+    g = torch.Generator().manual_seed(3)
+    return lambda: torch.randn(16, 4, generator=g)
+
+
+def test_a_script_s_own_generator_is_put_back_with_the_checkpoint(tmp_path: Path) -> None:
+    """A batch drawn from the script's own `torch.Generator` (not the global RNG) is the same
+    batch after a rewind: the generator's state is part of the checkpoint."""
+    script = tmp_path / "own_generator.py"
+    script.write_text(SCRIPT_WITH_A_GENERATOR)
+    session = Session.load(str(script), rewind=True)
+    losses = run(session, 6)
+    final = state_of(session)
+    session.rewind(2)
+    assert run(session, 4) == losses[2:]
+    assert_same(state_of(session), final)
+    session.close()
+
+
+@pytest.mark.parametrize("make", [Batches, closure_inputs], ids=["object", "closure"])
+def test_a_generator_held_by_the_inputs_function_is_put_back(make) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    session = Session.from_objects(
+        model,
+        rewind=True,
+        inputs=make(),
+        loss_fn=lambda out: out.square().mean(),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+    )
+    losses = run(session, 5)
+    final = state_of(session)
+    session.rewind(1)
+    assert run(session, 4) == losses[1:]
+    assert_same(state_of(session), final)
+    session.close()
+
+
 def test_a_rewind_budget_of_zero_turns_rewind_off() -> None:
     session = Session.load(POWLOG, rewind=True, rewind_budget=0)
     run(session, 2)

@@ -86,12 +86,13 @@ class BatchSource:
 
     For rewind, `position` counts the batches handed out and `seek` moves it back. A tensor,
     tuple or mapping is the same batch each time; a function's batch is decided by the RNGs
-    (restored by the checkpoint); a sequence (a list) is replayed by index. Any other iterable
-    (a `DataLoader`, a generator) is replayed from copies of the batches it yielded, kept once
-    `keep_replay` is on: exact whatever decides its order (a shuffling sampler, workers, random
-    transforms), at the cost of one copy of each batch since the oldest checkpoint. Where
-    fetching a batch moved an RNG (a `DataLoader` without a generator draws its seeds from
-    torch's), the RNGs after the fetch are kept too and restored when the batch is replayed.
+    (restored by the checkpoint, the script's own generators included); a sequence (a list) is
+    replayed by index. Any other iterable (a `DataLoader`, a generator) is replayed from copies
+    of the batches it yielded, kept once `keep_replay` is on: exact whatever decides its order
+    (a shuffling sampler, workers, random transforms), at the cost of one copy of each batch
+    since the oldest checkpoint. Where fetching a batch moved an RNG (a `DataLoader` without a
+    generator draws its seeds from torch's), the RNGs after the fetch are kept too and restored
+    when the batch is replayed.
     """
 
     def __init__(self, inputs: Any) -> None:

@@ -2,7 +2,8 @@
 
 A `Checkpoint` holds what decides the next iterations bit for bit: the `state_dict` tensors and
 `requires_grad`, every `.grad`, the training flags, the optimizer's and the scheduler's state,
-every RNG (python, numpy when imported, torch CPU, CUDA when initialised), the position of the
+every RNG (python, numpy when imported, torch CPU, CUDA when initialised, and the script's own
+`torch.Generator`s: `rng.reachable_generators`), the position of the
 input source (`BatchSource.position`) and the step. Copies are made under `no_grad` and read no
 RNG (the observer rule, docs/design.md section 5). Not kept: attributes of the model that are
 no state (a plain `self.calls += 1`), state held by `loss_fn` or an `inputs` function other than the
@@ -113,8 +114,11 @@ class Checkpoints:
         scheduler: Any,
         batches: BatchSource,
         budget: int | float | None = None,
+        generators: tuple[torch.Generator, ...] = (),
     ) -> None:
         self.model = model
+        self.generators = generators
+        """The script's own generators (`rng.reachable_generators`), kept with the RNGs."""
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.batches = batches
@@ -129,7 +133,7 @@ class Checkpoints:
         elif any(is_lazy(p) for p in _parameters(model)):
             self._disable("the model has lazy parameters (their first forward reshapes them)")
         else:
-            batches.keep_replay(RngState.capture)
+            batches.keep_replay(self._rng)
 
     @property
     def enabled(self) -> bool:
@@ -232,6 +236,9 @@ class Checkpoints:
         optimizer = self.optimizer.state_dict() if self.optimizer is not None else None
         return tensor_bytes(list(distinct.values())) + tensor_bytes(grads) + tensor_bytes(optimizer)
 
+    def _rng(self) -> RngState:
+        return RngState(self.generators)
+
     @torch.no_grad()
     def _capture(self, step: int) -> Checkpoint:
         state = _state_copy(self.model)
@@ -241,7 +248,7 @@ class Checkpoints:
         scheduler = None
         if self.scheduler is not None and hasattr(self.scheduler, "state_dict"):
             scheduler = copy.deepcopy(self.scheduler.state_dict())
-        rng = RngState.capture()
+        rng = self._rng()
         nbytes = _state_bytes(state) + tensor_bytes(grads) + tensor_bytes(optimizer) + rng.nbytes
         return Checkpoint(
             step=step,

@@ -22,6 +22,7 @@ from modscope.core.fmt import printable
 from modscope.core.interrupts import is_real_interrupt
 from modscope.core.model_state import WRAPPERS, inspected_module
 from modscope.core.outputs import file_kind
+from modscope.core.rng import reachable_generators
 from modscope.core.script_names import MISSING, SCRIPT_NAMES
 from modscope.core.types import Phase, UserError
 
@@ -92,6 +93,13 @@ class LoadedScript:
     scheduler: Any = None
     train_step: Callable[..., Any] | None = None
     notes: list[str] = field(default_factory=list)
+
+    def generators(self) -> tuple[torch.Generator, ...]:
+        """The script's own `torch.Generator`s (top-level names, and those its callables hold),
+        whose states decide the iterations as much as the global RNGs do."""
+        namespace = vars(self.module) if self.module is not None else {}
+        callables = (self.inputs, self.loss_fn, self.compute_loss, self.train_step)
+        return reachable_generators(namespace, callables)
 
 
 def _fail(path: str, message: str, hint: str, line: int | None = None) -> ScriptError:

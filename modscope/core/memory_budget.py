@@ -20,6 +20,7 @@ DEFAULT_SHARE = 0.25
 HISTORY_SHARE = 0.25
 """The share of the budget the step history may take; the previous-state copy has the rest."""
 
+
 def host_available() -> int | None:
     """Bytes this process may still allocate on the host: the least of `MemAvailable`, what an
     `RLIMIT_DATA`/`RLIMIT_AS` leaves above what the process maps now, and what a cgroup v2

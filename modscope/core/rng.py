@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import random
 import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -60,6 +64,37 @@ class RngState:
         """About what the copy takes (the torch states, and the Python/NumPy Mersenne tables)."""
         tensors = [self.torch, *(self.cuda or ())]
         return sum(t.numel() * t.element_size() for t in tensors) + 8 * 625 * 2
+
+
+def reachable_generators(
+    namespace: Mapping[str, Any], callables: Iterable[Any] = ()
+) -> tuple[torch.Generator, ...]:
+    """The `torch.Generator`s an iteration may draw from beyond the global states: those named
+    in a script's top level `namespace`, and those each of `callables` (the script's `inputs`,
+    `loss_fn`, ...) holds in its closure or, for a bound method or a callable object, on its
+    object. A function that draws its batch from one of them replays it only when its state is
+    put back with the checkpoint."""
+    found: dict[int, torch.Generator] = {}
+
+    def add(values: Iterable[Any]) -> None:
+        for v in values:
+            if isinstance(v, torch.Generator):
+                found.setdefault(id(v), v)
+
+    add(namespace.values())
+    for fn in callables:
+        if not callable(fn) or isinstance(fn, torch.Tensor | torch.nn.Module):
+            continue
+        owner = getattr(fn, "__self__", None)
+        if owner is None and not inspect.isfunction(fn) and not inspect.isbuiltin(fn):
+            owner = fn  # a callable object
+        if owner is not None and hasattr(owner, "__dict__"):
+            add(vars(owner).values())
+        function = getattr(fn, "__func__", fn)
+        for cell in getattr(function, "__closure__", None) or ():
+            with contextlib.suppress(ValueError):  # an empty cell has no contents
+                add((cell.cell_contents,))
+    return tuple(found.values())
 
 
 def available_bytes(device: str) -> int | None:

@@ -147,6 +147,7 @@ class Session(TimeTravel):
                 scheduler=script.scheduler,
                 batches=self.batches,
                 budget=rewind_budget,
+                generators=script.generators(),
             )
             if rewind
             else None

@@ -126,7 +126,7 @@ class Sandbox:
         script = self.source.script
         model, optimizer, scheduler = script.model, script.optimizer, script.scheduler
         namespace = vars(script.module) if script.module is not None else {}
-        generators = tuple(v for v in namespace.values() if isinstance(v, torch.Generator))
+        generators = script.generators()
         need = state_bytes(model, optimizer)
         tried_copy = False
         if self.allow_copy and fits(need, self.fraction):
