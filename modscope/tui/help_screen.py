@@ -15,8 +15,9 @@ PANES = {
     "tree": (
         "Module tree",
         "The model's children, parameters (◆) and buffers (◇); ✗ marks what "
-        "nn.Module did not register. A tree that fits opens fully expanded; in a bigger one, "
-        "nodes are built as you expand them.",
+        "nn.Module did not register. ●N: N findings on the node, in the worst one's colour; "
+        "○: findings only further down; ⚓N: N hooks can fire on the module. A tree that fits "
+        "opens fully expanded; in a bigger one, nodes are built as you expand them.",
     ),
     "detail": ("Details", "The selected node: summary, values, gradient, history, hooks."),
     "hooks": (
@@ -104,15 +105,17 @@ class HelpScreen(ModalScreen[None]):
             )
 
 
-def keys_for(app: App[object], pane: str) -> list[KeyHelp]:
+def keys_for(app: App[object], pane: str, *, screen_is_pane: bool = False) -> list[KeyHelp]:
     """The keys active on the current screen, in the order a person looks for them: the focused
-    pane's own, then modscope's (they work everywhere), then those Textual adds."""
+    pane's own, then modscope's (they work everywhere), then those Textual adds.
+    `screen_is_pane`: the screen itself is the pane (a view over the app, such as the diff
+    view), so its bindings are the pane's."""
     groups: tuple[list[KeyHelp], list[KeyHelp], list[KeyHelp]] = ([], [], [])
     for active in app.screen.active_bindings.values():
         binding = active.binding
         if binding.system:
             continue
-        everywhere = active.node is app or active.node is app.screen
+        everywhere = active.node is app or (active.node is app.screen and not screen_is_pane)
         row = KeyHelp(
             app.get_key_display(binding),
             binding.description or binding.action,

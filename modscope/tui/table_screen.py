@@ -12,6 +12,8 @@ from textual.screen import ModalScreen
 from textual.theme import Theme
 from textual.widgets import DataTable, Footer, Static
 
+from modscope.tui.help_screen import HelpScreen, keys_for
+
 T = TypeVar("T")
 
 
@@ -25,10 +27,13 @@ class TableScreen(ModalScreen[T]):
     NAME: ClassVar[str] = "table"
     """The prefix of the caption's and the table's ids."""
     BORDER_TITLE: ClassVar[str] = ""
+    HELP: ClassVar[tuple[str, str]] = ("", "")
+    """The title and the first sentences of `?`'s help on this view."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
+        Binding("question_mark,f1", "help", "Help", show=False),
     ]
 
     DEFAULT_CSS = """
@@ -68,6 +73,11 @@ class TableScreen(ModalScreen[T]):
 
     def _fill(self) -> None:
         raise NotImplementedError
+
+    def action_help(self) -> None:
+        title, intro = self.HELP
+        keys = keys_for(self.app, title, screen_is_pane=True)
+        self.app.push_screen(HelpScreen(title, intro, keys))
 
     def action_cursor_down(self) -> None:
         self.query_one(DataTable).action_cursor_down()

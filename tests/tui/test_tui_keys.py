@@ -168,6 +168,24 @@ async def test_question_mark_shows_help_for_the_focused_pane(make_app):
         assert not isinstance(app.screen, HelpScreen)
 
 
+async def test_question_mark_inside_the_diff_view_helps_with_that_view(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await press(app, pilot, "s", "d", "question_mark")
+        assert isinstance(app.screen, HelpScreen) and app.screen.pane == "Diff"
+        where = {k.description: k.where for k in app.screen.keys}
+        assert where["Hide/show unchanged"] == where["Close"] == "Diff"
+        await press(app, pilot, "escape")
+        assert isinstance(app.screen, DiffScreen)
+
+
+async def test_the_tree_s_help_explains_its_marks(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await press(app, pilot, "question_mark")
+        assert all(mark in app.screen.intro for mark in ("◆", "◇", "✗", "●N", "○", "⚓N"))
+
+
 async def test_r_reloads_and_leaves_no_hook(make_app):
     app = make_app(hooks=["logModel:forward"])
     async with app.run_test(size=SIZE) as pilot:

@@ -118,6 +118,18 @@ async def test_help_lists_the_layers_key(make_app):
         assert any(k.key == "l" and k.description == "Layers" for k in app.screen.keys)
 
 
+async def test_question_mark_inside_the_layers_view_explains_its_columns_and_keys(make_app):
+    app = make_app(HEALTH)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(app, pilot, "l", "question_mark")
+        assert isinstance(app.screen, HelpScreen) and app.screen.pane == "Layers"
+        assert "dropout's zeros count too" in app.screen.intro
+        own = {k.description: k.where for k in app.screen.keys}
+        assert own["Sort by next column"] == own["Reverse order"] == "Layers"
+        await press(app, pilot, "escape")
+        assert isinstance(app.screen, LayersScreen)  # back in the view, not the main screen
+
+
 async def test_the_layers_key_is_greyed_in_a_replay_made_without_layers(tmp_path):
     folder = str(tmp_path / "R")
     c = SessionController(script_factory(str(HEALTH)), script=str(HEALTH))
