@@ -109,13 +109,24 @@ def test_the_diff_view_keeps_its_columns_on_screen():
     from modscope.tui.table_screen import cell
 
     for width in (80, 120, 200):
-        key, summary = cell_widths(width, longest_key=90)
+        key, summary = cell_widths(width, longest_key=90, longest_summary=90)
         # key, before, after, two number columns of 11, a cell of padding each side, border
         assert key + 2 * summary + 2 * 11 + 5 * 2 + 2 <= int(width * 0.96)
         long = "tensor[4096, 4096] n=16,777,216 x∈[-0.0625, 0.0625] μ=1.2e-05 σ=0.036 NaN!"
         text = cell(long, summary, "bold")
         assert text.cell_len <= summary and text.plain.endswith("…")
     assert cell("short", 20, "").plain == "short"
+
+
+def test_a_long_key_takes_the_room_short_values_leave():
+    from modscope.tui.diff_screen import cell_widths
+
+    key = "transformer.h.0.attn.c_attn.weight"  # 34 cells
+    # Scalar summaries (about 20 cells) leave the key its whole length at 120 columns ...
+    assert cell_widths(120, longest_key=len(key), longest_summary=20) == (len(key), 20)
+    # ... while long summaries still get their share, and the key is cut.
+    k, summary = cell_widths(100, longest_key=len(key), longest_summary=80)
+    assert k < len(key) and summary > 20
 
 
 async def test_the_diff_view_of_long_summaries_fits_an_80_column_terminal():

@@ -186,21 +186,26 @@ class DiffScreen(TableScreen[None]):
         caption.update(Content.assemble(*parts))
         # DataTable cells are Rich renderables: they take the theme's colours, not `$variables`.
         warning = Palette.of(self.app.theme_variables).warning
+        lines = []
+        for key, changed in rows[:ROW_LIMIT]:
+            before, after = self._columns(key)
+            old = summary_line(before) if before else "?" if key not in diff.added else "(added)"
+            lines.append((key, changed, old, summary_line(after) if after else "(removed)"))
         key_width, summary_width = cell_widths(
-            self.app.size.width, max((len(shown_path(k)) for k, _ in rows[:ROW_LIMIT]), default=3)
+            self.app.size.width,
+            max((len(shown_path(k)) for k, *_ in lines), default=3),
+            max((len(text) for _, _, *texts in lines for text in texts), default=3),
         )
         sampled = set(diff.sampled)
-        for key, changed in rows[:ROW_LIMIT]:
+        for key, changed, old, new in lines:
             style = f"bold {warning}" if changed else "dim"
-            before, after = self._columns(key)
             delta = diff.max_abs_delta.get(key)
             rel = diff.rel_change.get(key)
-            old = summary_line(before) if before else "?" if key not in diff.added else "(added)"
             about = "≈" if key in sampled else ""
             table.add_row(
                 cell(shown_path(key), key_width, style),
                 cell(old, summary_width, "" if changed else "dim"),
-                cell(summary_line(after) if after else "(removed)", summary_width, style),
+                cell(new, summary_width, style),
                 Text(about + (format_number(delta) if changed else "0"), style, justify="right"),
                 Text(about + (_percent(rel, delta) if changed else "0"), style, justify="right"),
                 key=key,
@@ -211,12 +216,16 @@ class DiffScreen(TableScreen[None]):
             self._fill()
 
 
-def cell_widths(screen_width: int, longest_key: int) -> tuple[int, int]:
+def cell_widths(screen_width: int, longest_key: int, longest_summary: int) -> tuple[int, int]:
     """(key, summary) cell widths that keep all five columns on a screen this wide: the view
-    takes 96% of it, less its border, and each column has a cell of padding on either side."""
+    takes 96% of it, less its border, and each column has a cell of padding on either side.
+    The summaries take what they need up to their share (a third each when keys are long too),
+    and the key column takes the rest, so a long key is cut only when the values need the
+    room."""
     room = int(screen_width * 0.96) - 2 - 5 * 2 - 2 * NUMBER_WIDTH
-    key = min(longest_key, max(12, room // 3))
-    return key, max(12, (room - key) // 2)
+    share = max(12, (room - min(longest_key, max(12, room // 3))) // 2)
+    summary = max(12, min(longest_summary, share))
+    return max(12, min(longest_key, room - 2 * summary)), summary
 
 
 def _percent(rel: float | None, delta: float | None) -> str:
