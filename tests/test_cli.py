@@ -89,6 +89,37 @@ def test_run_tables_without_a_terminal(capsys):
     assert "\x1b[" not in out  # no progress bar or colour codes when stdout is not a terminal
 
 
+LONG_KEYS = """
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+model = nn.Sequential()
+model.add_module("encoder_layer_with_a_long_name", nn.Sequential(nn.Linear(4, 4)))
+inputs = torch.randn(2, 4)
+loss_fn = lambda out: out.square().mean()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+"""
+
+
+def test_the_state_table_keeps_long_keys_whole(tmp_path, capsys, monkeypatch):
+    """The key is what a row is read by: the summaries wrap first; a key still too long folds
+    onto the next line instead of losing its end to an ellipsis (`.weight` or `.bias`?)."""
+    script = tmp_path / "long_keys.py"
+    script.write_text(LONG_KEYS)
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main(["run", str(script)]) == 0
+    out = capsys.readouterr().out
+    assert "encoder_layer_with_a_long_name.0.weight │" in out  # 39 cells, on one line
+    assert "encoder_layer_with_a_long_name.0.bias " in out
+    monkeypatch.setenv("COLUMNS", "60")
+    assert main(["run", str(script)]) == 0
+    table = capsys.readouterr().out.split("state_dict after step 1")[1]
+    keys = "".join(line.split("│")[1].strip() for line in table.splitlines() if "│" in line)
+    assert "…" not in table
+    assert keys == "encoder_layer_with_a_long_name.0.weightencoder_layer_with_a_long_name.0.bias"
+
+
 def test_bad_hook_specs_exit_2(capsys):
     assert main(["run", f"{ROOT}/examples/powlog.py", "--hook", "logModel:sideways"]) == 2
     assert "expected MODULE:KIND" in capsys.readouterr().err

@@ -111,3 +111,12 @@ def test_tree_json_keeps_names_whole(capsys):
     out = capsys.readouterr().out
     assert "\x1b" not in out  # JSON writes it as \u001b
     assert "evil\\u001b[2J\\nname" in out
+
+
+def test_wrap_path_breaks_after_dots_and_only_inside_a_part_too_long_for_a_line():
+    from modscope.core.fmt import wrap_path
+
+    assert wrap_path("encoder.layers.0.weight", 40) == "encoder.layers.0.weight"
+    assert wrap_path("encoder.layers.0.weight", 16) == "encoder.layers.\n0.weight"
+    assert wrap_path("a_very_long_part.bias", 8) == "a_very_l\nong_part\n.bias"
+    assert wrap_path("", 5) == ""

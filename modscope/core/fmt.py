@@ -86,6 +86,25 @@ def cell_width(text: str) -> int:
     return sum(_cells(ch) for ch in text)
 
 
+def wrap_path(path: str, width: int) -> str:
+    """A dotted path (`encoder.layers.0.weight`) on lines of at most `width` characters,
+    broken after a dot where it can be (inside a part longer than a line, anywhere): a key that
+    must take two lines keeps its parts whole instead of ending in `wei` + `ght`."""
+    parts = path.split(".")
+    lines: list[str] = []
+    line = ""
+    for piece in [p + "." for p in parts[:-1]] + parts[-1:]:
+        if line and len(line + piece) > width:
+            lines.append(line)
+            line = ""
+        line += piece
+        while len(line) > width > 0:
+            lines.append(line[:width])
+            line = line[width:]
+    lines.append(line)
+    return "\n".join(lines)
+
+
 def format_number(x: float | None) -> str:
     """A float with 4 decimals (`-0.3900`), or 5 significant digits outside [1e-3, 1e5).
 

@@ -21,6 +21,7 @@ from modscope.core.fmt import (
     printable,
     printable_lines,
     summary_line,
+    wrap_path,
 )
 from modscope.core.hooks import HookSpec, HookSpecError, all_hooks_specs
 from modscope.core.layer_stats import LayerWatch
@@ -46,6 +47,9 @@ from modscope.report.record import Iteration, PrintTee, RecordedRun, check_recor
 
 LOSS_WIDTH = 10
 CHANGE_WIDTH = 48
+KEY_MIN_WIDTH = 48
+"""The state table's key column takes up to this many cells, as long as each summary column
+keeps 16; a longer key is broken after a dot onto more lines (never cut with `…`)."""
 """At most this many cells for the `largest change` column (a longer key is cut with `…`)."""
 
 
@@ -187,17 +191,26 @@ class TableReport:
 
     def _state_table(self, record: StepRecord) -> Table:
         table = Table(title=f"state_dict after step {record.step}", title_justify="left")
-        table.add_column("key")
+        keys = list(record.state)
+        # The key is what a person reads the row by: the summaries wrap before it is cut, and
+        # a key too long even for that is broken after a dot instead of losing its end.
+        longest = max((len(printable(k)) for k in keys[:50]), default=3)
+        # Borders and padding of four columns (13 cells), the Δ column (11), 16 for each summary.
+        room = self.console.width - 13 - 11 - 2 * 16
+        key_width = max(12, min(longest, KEY_MIN_WIDTH, room))
+        table.add_column("key", overflow="fold", width=key_width)
         table.add_column("value")
         table.add_column("grad")
         table.add_column("Δ last step", justify="right")
-        keys = list(record.state)
         sampled = set(record.diff.sampled)
         for key in keys[:50]:
             grad = record.grads.get(key)
             delta = record.diff.max_abs_delta.get(key)
             table.add_row(
-                Text(printable(key), style="bold" if key in record.diff.changed else ""),
+                Text(
+                    wrap_path(printable(key), key_width),
+                    style="bold" if key in record.diff.changed else "",
+                ),
                 Text(summary_line(record.state[key])),
                 Text(summary_line(grad)) if grad else Text("-" if key in record.grads else ""),
                 ("≈" if key in sampled else "") + format_number(delta) if delta is not None else "",

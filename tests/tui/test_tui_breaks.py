@@ -101,7 +101,10 @@ async def test_u_at_a_break_goes_back_before_it_and_a_fix_is_tried(make_app):
         c = screen.comparison.comparison
         assert (c.step, c.fork, c.end) == (2, 1, 2) and len(c.diff.changed) == 5
         assert set(c.diff.unchanged) == {
-            "blocks.2.linear.weight", "blocks.2.linear.bias", "head.weight", "head.bias"
+            "blocks.2.linear.weight",
+            "blocks.2.linear.bias",
+            "head.weight",
+            "head.bias",
         }
         assert round(c.theirs["blocks.1.gate.offset"].min, 4) == -0.3659
         assert round(c.ours["blocks.1.gate.offset"].min, 4) == 0.2891
