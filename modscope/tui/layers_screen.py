@@ -17,7 +17,10 @@ from modscope.core.layer_columns import LAYER_COLUMNS, TREND_COLUMN, LayerColumn
 from modscope.core.layer_types import LayerStats
 from modscope.tui.hook_sections import Palette
 from modscope.tui.model_view import ModelView
-from modscope.tui.table_screen import TableScreen, cell
+from modscope.tui.table_screen import TableScreen, cell, tail_cell
+
+NUMBER_CELLS = 10
+"""The widest number a column shows (`-3.203e-04`)."""
 
 ROW_LIMIT = 2000
 """At most this many modules are listed ("showing N of M" in the caption)."""
@@ -142,18 +145,29 @@ class LayersScreen(TableScreen[str | None]):
             )
             return
         trend = self._trend()
-        for key in ("module", "type"):
-            table.add_column(key + self._mark(key), key=key)
+        # The numbers come right after the module, so that at 120 columns all of them are on
+        # screen; the type and the sparkline follow (the table scrolls sideways to them).
+        table.add_column("module" + self._mark("module"), key="module")
         for c in LAYER_COLUMNS:
             table.add_column(Text(c.title + self._mark(c.key), justify="right"), key=c.key)
+        table.add_column("type" + self._mark("type"), key="type")
         table.add_column(f"{trend.title} (steps)", key="trend")
         rows = self.rows()
         caption.update(self._caption(min(len(rows), ROW_LIMIT), len(self.view.layers[-1].modules)))
         palette = Palette.of(self.app.theme_variables)
         history = [by_path(s) for s in list(self.view.layers)[-TREND_WIDTH:]]
-        width = max(12, min(40, max((len(printable(m.path)) for m in rows), default=6)))
+        longest = max((len(printable(m.path)) for m in rows), default=6)
+        width = max(16, min(40, longest, self._module_room()))
         for stats in rows[:ROW_LIMIT]:
             table.add_row(*self._cells(stats, trend, history, width, palette), key=stats.path)
+
+    def _module_room(self) -> int:
+        """The cells left for the module column once the number columns are on screen: the
+        view's box takes 98% of the screen, less its border; every column has a cell of
+        padding on either side, and a number column is as wide as its title (with the sort
+        mark) or a 10-cell number."""
+        numbers = sum(max(len(c.title) + 2, NUMBER_CELLS) + 2 for c in LAYER_COLUMNS)
+        return int(self.app.size.width * 0.98) - 2 - numbers - 2
 
     def _mark(self, key: str) -> str:
         if key != self.sort_key:
@@ -173,13 +187,11 @@ class LayersScreen(TableScreen[str | None]):
             "dead": stats.activation is not None and stats.dead == 1.0,
             "saturated": (stats.saturated or 0.0) > 0.5,
         }
-        out = [
-            cell(printable(stats.path) or "(root)", width, "bold"),
-            cell(printable(stats.type_name), 16, "dim"),
-        ]
+        out = [tail_cell(printable(stats.path) or "(root)", width, "bold")]
         for c in LAYER_COLUMNS:
             style = f"bold {palette.error}" if alarm.get(c.key) else ""
             out.append(Text(c.cell(stats), style=style, justify="right"))
+        out.append(cell(printable(stats.type_name), 16, "dim"))
         out.append(Text(sparkline(trend.history(history, stats.path), TREND_WIDTH)))
         return out
 

@@ -92,3 +92,11 @@ def cell(text: str, width: int, style: str) -> Text:
     out = Text(text, style=style, no_wrap=True, overflow="ellipsis")
     out.truncate(width, overflow="ellipsis")
     return out
+
+
+def tail_cell(text: str, width: int, style: str) -> Text:
+    """A one-line cell of at most `width` cells that keeps the end of `text`: a module path
+    cut from the left (`…0.self_attn.out_proj`) still says which module it is."""
+    if len(text) > width:
+        text = "…" + text[len(text) - max(0, width - 1) :]
+    return Text(text, style=style, no_wrap=True)

@@ -60,6 +60,21 @@ def test_layers_view_after_two_steps(snap_compare, make_app):
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
+async def test_at_120_columns_every_number_is_on_screen_whatever_the_module_names(make_app):
+    app = make_app(HEALTH.parent / "tiny_lm.py")  # encoder.layers.0.self_attn.out_proj
+    async with app.run_test(size=SIZE) as pilot:
+        await press(app, pilot, "l", "escape", "s", "l")
+        table = app.screen.query_one(DataTable)
+        header = [c.label.plain for c in table.columns.values()]
+        last = header.index("update ratio")
+        widths = [c.get_render_width(table) for c in table.columns.values()]
+        assert sum(widths[: last + 1]) <= table.scrollable_content_region.width
+        # A path cut to fit keeps its end, which says which module it is.
+        modules = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+        cut = [m for m in modules if m.startswith("…")]
+        assert cut and any(m.endswith("0.self_attn.out_proj") for m in cut)
+
+
 def test_layers_view_sorted_by_dead_share(snap_compare, make_app):
     app = make_app(HEALTH)
 
