@@ -128,6 +128,9 @@ def test_run_with_every_hook_ends_bit_identical_to_the_plain_loop(
     events = {line["event"] for line in lines}
     assert "error" not in events
     assert [line["step"] for line in lines if line["event"] == "step"] == list(range(1, STEPS + 1))
+    # The step's output is the logits, not the loss the ModelOutput holds first.
+    output = next(line for line in lines if line["event"] == "step")["output"]
+    assert len(output["shape"]) == 3 and output["shape"][-1] == 100  # [batch, seq, vocab]
     hooks = [line for line in lines if line["event"] == "hook"]
     assert {h["kind"] for h in hooks} == {"forward-pre", "forward", "backward", "backward-pre"}
     assert all(line["loss"] is not None for line in lines if line["event"] == "step")

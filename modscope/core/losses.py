@@ -1,11 +1,14 @@
-"""The loss of an iteration as the script contract reads it, and its value for a person."""
+"""The loss of an iteration as the script contract reads it, its value for a person, and the
+tensor that stands for the model's output beside it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from modscope.core.summary import first_tensor
 from modscope.core.types import TensorSummary
 
 
@@ -44,3 +47,15 @@ def loss_value(summary: TensorSummary | None) -> float | None:
             return abs(value)
         return float(value)
     return summary.mean
+
+
+def main_output(output: Any) -> torch.Tensor | None:
+    """The tensor that stands for a model's output (the step's `output`): the first tensor in
+    it, except that a mapping holding a `loss` beside other tensors (a Hugging Face
+    `ModelOutput` computed with labels) gives its first tensor after the loss: the logits, not
+    the loss again."""
+    if isinstance(output, Mapping) and isinstance(output.get("loss"), torch.Tensor):
+        rest = first_tensor([v for k, v in output.items() if k != "loss"])
+        if rest is not None:
+            return rest
+    return first_tensor(output)

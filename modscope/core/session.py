@@ -35,7 +35,7 @@ from modscope.core.hooks import (
 from modscope.core.interrupts import is_real_interrupt
 from modscope.core.inventory import build_inventory
 from modscope.core.loader import LoadedScript, PrintSink, captured_prints, load_script
-from modscope.core.losses import LossError, check_loss, is_scalar_loss, loss_value
+from modscope.core.losses import LossError, check_loss, is_scalar_loss, loss_value, main_output
 from modscope.core.memory_budget import copy_budget, history_limit, resolve_budget
 from modscope.core.model_state import (
     initial_state,
@@ -47,7 +47,7 @@ from modscope.core.outputs import atomic_write, check_writable
 from modscope.core.script_names import MISSING
 from modscope.core.session_time_travel import TimeTravel
 from modscope.core.statediff import StateTracker
-from modscope.core.summary import capture, capture_many, first_tensor, resolve
+from modscope.core.summary import capture, capture_many, resolve
 from modscope.core.timelines import Timeline
 from modscope.core.types import (
     BreakEvent,
@@ -538,7 +538,7 @@ class Session(TimeTravel):
         return loss
 
     def _capture_results(self, loss: torch.Tensor | None) -> None:
-        output = first_tensor(self._output)
+        output = main_output(self._output)
         self._output_summary = capture(output) if output is not None else None
         self._loss_summary = capture(loss) if loss is not None else None
 
