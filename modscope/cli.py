@@ -165,6 +165,7 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
         "--steps", type=count, default=1, metavar="N", help="iterations the checks run"
     )
     check.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    check.add_argument("--memory-budget", type=size, metavar="SIZE", help=MEMORY_BUDGET_HELP)
     return parser
 
 

@@ -132,6 +132,30 @@ def test_a_session_diffs_past_its_budget_and_says_which_keys(tmp_path: Path) -> 
     assert record.diff.to_json()["sampled"] == ["0.weight"]
 
 
+def test_check_takes_the_budget_too(tmp_path: Path, monkeypatch, capsys) -> None:
+    from modscope.cli import main
+
+    script = tmp_path / "m.py"
+    script.write_text(
+        "import torch\ntorch.manual_seed(0)\nmodel = torch.nn.Linear(200, 200)\n"
+        "inputs = torch.randn(4, 200)\nloss_fn = lambda out: out.pow(2).mean()\n"
+        "optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+    )
+    budgets = []
+    load = Session.load.__func__
+
+    def spy(cls, *args, **kwargs):
+        budgets.append(kwargs.get("memory_budget"))
+        return load(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Session, "load", classmethod(spy))
+    assert main(["check", str(script), "--json", "--steps", "2"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["check", str(script), "--json", "--steps", "2", "--memory-budget", "20K"]) == 0
+    assert json.loads(capsys.readouterr().out) == plain  # the same findings, the same steps
+    assert budgets == [None, 20 * 1024]
+
+
 BIG = """
 import torch
 from torch import nn
