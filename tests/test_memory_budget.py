@@ -156,6 +156,39 @@ def test_check_takes_the_budget_too(tmp_path: Path, monkeypatch, capsys) -> None
     assert budgets == [None, 20 * 1024]
 
 
+def test_the_app_keeps_no_more_step_records_than_the_session(tmp_path: Path) -> None:
+    """Under a budget the session keeps fewer records of a large model; the app's history (the
+    same objects, in the same process) must not hold the ones the session let go."""
+    from modscope.control import commands as cmd
+    from modscope.control import updates as up
+    from modscope.control.controller import SessionController, script_factory
+    from modscope.tui.model_view import HISTORY_LIMIT, ModelView
+
+    script = tmp_path / "m.py"
+    script.write_text(
+        "import torch\ntorch.manual_seed(0)\nmodel = torch.nn.Linear(20, 20)\n"
+        "inputs = torch.randn(4, 20)\nloss_fn = lambda out: out.pow(2).mean()\n"
+        "optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+    )
+    # 5 summaries a record (2 state, 2 grads, the output) at 600 bytes: 3,000 bytes each; a
+    # quarter of 40,000 bytes holds 3 of them.
+    controller = SessionController(
+        script_factory(str(script), memory_budget=40_000), script=str(script)
+    )
+    view = ModelView(str(script))
+    controller.load()
+    for _ in range(6):
+        for u in controller.handle(cmd.Step()):
+            if isinstance(u, up.PhaseDone) and u.record is not None:
+                assert u.kept == 3
+                view.add_record(u.record, kept=u.kept)
+    assert [r.step for r in view.history] == [4, 5, 6]
+    assert [r.step for r in controller.session.history] == [4, 5, 6]
+    view.add_record(view.history[-1])  # an update that does not say (an older recording)
+    assert view.history.maxlen == HISTORY_LIMIT
+    controller.close()
+
+
 BIG = """
 import torch
 from torch import nn

@@ -313,8 +313,11 @@ class SessionController:
     def _after(self, result: PhaseResult) -> None:
         if result.events:
             self._out.append(up.HookEventsSeen(result.events))
+        kept = self._session.history.maxlen if self._session is not None else None
         self._out.append(
-            up.PhaseDone(result.step, result.phase, result.record, result.error, result.abandoned)
+            up.PhaseDone(
+                result.step, result.phase, result.record, result.error, result.abandoned, kept
+            )
         )
         if result.record or result.error or result.abandoned:
             self._out += self._layers.after_iteration(result.record)

@@ -141,6 +141,9 @@ class PhaseDone:
     record: StepRecord | None = None
     error: UserError | None = None
     abandoned: bool = False
+    kept: int | None = None
+    """How many step records the session keeps (fewer for a large model under
+    `--memory-budget`); the app's history keeps no more. None: not said (an older recording)."""
 
 
 @dataclass(frozen=True)

@@ -151,7 +151,12 @@ class ModelView:
                 by_kind = seen[e.module] = {}
             by_kind[e.kind] = e
 
-    def add_record(self, record: StepRecord) -> None:
+    def add_record(self, record: StepRecord, *, kept: int | None = None) -> None:
+        """`kept`: how many records the session keeps; the history keeps no more, so a large
+        model's records are not held here past what `--memory-budget` lets the session hold."""
+        limit = min(kept, HISTORY_LIMIT) if kept else HISTORY_LIMIT
+        if limit != self.history.maxlen:
+            self.history = deque(self.history, maxlen=limit)
         self.history.append(record)
         self.changed = frozenset(record.diff.changed)
         self.sampled = frozenset(record.diff.sampled)

@@ -164,7 +164,7 @@ class UpdatePainter(App[None]):
 
     def _phase_done(self, u: up.PhaseDone) -> None:
         if u.record is not None:
-            self.view.add_record(u.record)
+            self.view.add_record(u.record, kept=u.kept)
         panel = self.query_one(ErrorPanel)
         if u.error is not None:
             self.view.last_error = u.error
