@@ -77,6 +77,50 @@ def test_tree_shows_what_failed_to_register_and_honours_depth(capsys):
     assert "encoder" in out and "layers" not in out and "(--depth)" in out
 
 
+def test_tree_builds_and_prints_with_the_collector_held_then_restores_it(monkeypatch, capsys):
+    import gc
+
+    from modscope.report import tree_command
+
+    seen = []
+    real_build_tree, real_inventory_json = tree_command.build_tree, tree_command.inventory_json
+
+    def build_tree(*args, **kwargs):
+        seen.append(("tree", gc.isenabled()))
+        return real_build_tree(*args, **kwargs)
+
+    def inventory_json(*args, **kwargs):
+        seen.append(("json", gc.isenabled()))
+        return real_inventory_json(*args, **kwargs)
+
+    monkeypatch.setattr(tree_command, "build_tree", build_tree)
+    monkeypatch.setattr(tree_command, "inventory_json", inventory_json)
+    assert gc.isenabled()
+    assert main(["tree", f"{ROOT}/examples/tiny_lm.py"]) == 0
+    assert main(["tree", f"{ROOT}/examples/tiny_lm.py", "--json"]) == 0
+    assert seen == [("tree", False), ("json", False)]
+    assert gc.isenabled()
+    assert "TinyLM" in capsys.readouterr().out
+
+
+def test_tree_imports_neither_the_doctor_nor_the_rank_digests():
+    # `tree` asks only where it runs (core.process_rank): the doctor is a fifth of modscope's
+    # code, and importing it is felt on a large model (every allocation can start a collection).
+    code = (
+        "import contextlib, io, sys\n"
+        "from modscope.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['tree', 'examples/tiny_lm.py']) == 0\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('modscope.core.doctor', "
+        "'modscope.core.distributed'))))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_run_tables_without_a_terminal(capsys):
     assert (
         main(["run", f"{ROOT}/examples/powlog.py", "--steps", "10", "--hook", "logModel:forward"])

@@ -29,10 +29,10 @@ from modscope.core import distributed
 from modscope.core.distributed import (
     RankWatcher,
     broadcast_buffer_paths,
-    launched_rank,
     tensor_digests,
 )
 from modscope.core.model_state import inspected_module
+from modscope.core.process_rank import ProcessRank, launched_rank
 from modscope.core.session import Session
 from modscope.core.types import FindingKind, Severity
 
@@ -101,7 +101,7 @@ def test_large_tensors_digest_in_chunks(monkeypatch):
 
 def test_launched_rank_reads_torchrun_environment():
     assert launched_rank({}) is None
-    assert launched_rank({"RANK": "1", "WORLD_SIZE": "2"}) == distributed.ProcessRank(1, 2)
+    assert launched_rank({"RANK": "1", "WORLD_SIZE": "2"}) == ProcessRank(1, 2)
     assert launched_rank({"RANK": "2", "WORLD_SIZE": "2"}) is None
     assert launched_rank({"RANK": "x", "WORLD_SIZE": "2"}) is None
 

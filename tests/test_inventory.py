@@ -120,6 +120,19 @@ def test_extra_repr_first_80_chars_and_broken_one() -> None:
     assert build_inventory(Chatty()).root.extra_repr == ("line one " + "x" * 200)[:80]
 
 
+def test_without_extra_reprs_only_extra_repr_differs() -> None:
+    model = models.TiedLanguageModel()
+    full, plain = build_inventory(model), build_inventory(model, extra_reprs=False)
+    assert any(m.extra_repr for m in full.modules)
+    assert all(m.extra_repr == "" for m in plain.modules)
+    assert plain == dataclasses.replace(
+        full, modules=tuple(dataclasses.replace(m, extra_repr="") for m in full.modules)
+    )
+    broken = models.BrokenExtraReprModule()
+    broken.extra_repr = lambda: pytest.fail("extra_repr() called")  # type: ignore[method-assign]
+    assert build_inventory(broken, extra_reprs=False).root.extra_repr == ""
+
+
 # --- Parameters, buffers and totals. ---
 
 
@@ -294,6 +307,15 @@ def test_module_cycle_terminates() -> None:
     assert again is not None and again.children == ()
     assert again.totals == inv.root.totals == Totals(6, 6, 0, 24)
     assert inv.unregistered == ()
+
+
+def test_equal_totals_are_one_object_with_each_module_its_own_count() -> None:
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    inv = build_inventory(model)
+    by_path = {m.path: m.totals for m in inv.modules}
+    assert by_path["0"] is by_path["2"] and by_path["1"] is by_path["3"]
+    assert by_path["0"] == Totals(9, 9, 0, 36) and by_path["1"] == Totals()
+    assert by_path["4"] == Totals(4, 4, 0, 16) and by_path[""] == Totals(22, 22, 0, 88)
 
 
 def test_repeated_diamonds_stay_bounded() -> None:

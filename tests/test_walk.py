@@ -23,6 +23,7 @@ from modscope.core.session import Session
 from modscope.core.walk import (
     MAX_CONTAINER_DEPTH,
     distinct_modules,
+    find_cycle,
     held_objects,
     structure_fingerprint,
     tensor_at,
@@ -81,6 +82,19 @@ def test_held_objects_paths_depth_and_visited() -> None:
         deep = [deep]
     assert not any(o is layer for _, o in held_objects(deep, "d", visited=set()))
     assert any(o is layer for _, o in held_objects(deep[0], "d", visited=set()))
+
+
+def test_find_cycle_tells_a_cycle_from_a_shared_module() -> None:
+    shared = nn.Linear(2, 2)
+    diamond = nn.Sequential(nn.Sequential(shared), nn.Sequential(shared), nn.ReLU())
+    assert find_cycle(diamond) is None
+    assert find_cycle(nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.ReLU()))) is None
+    inner = nn.Sequential(nn.Linear(2, 2))
+    outer = nn.Sequential(nn.ReLU(), nn.Sequential(inner))
+    inner.add_module("up", outer[1])
+    assert find_cycle(outer) == ("1.0.up", "1")
+    assert find_cycle(models.CyclicModuleModel()) == ("again", "")
+    assert find_cycle(torch.jit.script(nn.Sequential(nn.Linear(2, 2), nn.ReLU()))) is None
 
 
 def test_structure_fingerprint_counts_in_one_pass() -> None:

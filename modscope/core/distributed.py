@@ -1,5 +1,6 @@
-"""Many ranks (torchrun): where this process is in the job, and whether the ranks still hold the
-same parameters and buffers after each iteration (one small collective per iteration).
+"""Many ranks (torchrun): whether the ranks still hold the same parameters and buffers after each
+iteration (one small collective per iteration); where this process is in the job is
+`core.process_rank`.
 
 Each rank digests every parameter and buffer of the model it inspects (the user's model, inside
 any DistributedDataParallel wrapper) into three 64-bit numbers computed on the tensor's device: a
@@ -11,9 +12,8 @@ rank's digests; tensors whose checksums differ are `rank-divergence` findings. N
 from __future__ import annotations
 
 import math
-import os
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -46,33 +46,6 @@ _INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 # torch 2.13 renamed `all_gather_into_tensor` (the old name warns); older versions lack the new.
 _all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-
-
-@dataclass(frozen=True)
-class ProcessRank:
-    """This process's place in a job that a launcher (torchrun) started."""
-
-    rank: int
-    world_size: int
-
-
-def launched_rank(environ: Mapping[str, str] | None = None) -> ProcessRank | None:
-    """This process's rank when torchrun (or another launcher setting `RANK` and `WORLD_SIZE`)
-    started it, else None. Read from the environment, so it is known before the script runs
-    (the script calls `init_process_group` itself)."""
-    env = os.environ if environ is None else environ
-    try:
-        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
-    except (KeyError, ValueError):
-        return None
-    if world < 1 or not 0 <= rank < world:
-        return None
-    return ProcessRank(rank, world)
-
-
-def rank_folder(folder: str, rank: int) -> str:
-    """Where rank `rank` of a torchrun job records a run asked to record to `folder`."""
-    return os.path.join(folder, f"rank{rank}")
 
 
 # -- the digest -----------------------------------------------------------------------------

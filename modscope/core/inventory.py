@@ -43,6 +43,10 @@ _DEVICE_NAMES: dict[torch.device, str] = {}
 
 _T = TypeVar("_T")
 
+# Looked up once: `_snapshot` runs for every module, tensor and total of the tree.
+_new = object.__new__
+_set_dict = object.__setattr__
+
 
 def _plain_frozen(cls: type) -> bool:
     return (
@@ -59,11 +63,12 @@ if all(_plain_frozen(cls) for cls in (TensorInfo, ModuleInfo, Totals)):
 
         The generated `__init__` of a frozen dataclass assigns each field through
         `object.__setattr__`; on a 13,000-module model that was a third of `build_inventory`.
-        Filling `__dict__` gives an equal object (omitted fields read their class default); it is
-        used only while the types have no `__slots__`, `__post_init__` or default factories.
+        Handing it `values` as its `__dict__` gives an equal object (omitted fields read their
+        class default); it is used only while the types have no `__slots__`, `__post_init__` or
+        default factories. `values` must be a new dict, owned by the object from then on.
         """
-        obj = object.__new__(cls)
-        obj.__dict__.update(values)
+        obj = _new(cls)
+        _set_dict(obj, "__dict__", values)
         return obj
 
 else:  # pragma: no cover - the types changed shape; stay correct, only slower
@@ -72,7 +77,7 @@ else:  # pragma: no cover - the types changed shape; stay correct, only slower
         return cls(**values)
 
 
-def build_inventory(model: nn.Module) -> Inventory:
+def build_inventory(model: nn.Module, *, extra_reprs: bool = True) -> Inventory:
     """Snapshot `model`'s tree: every module path with its own parameters and buffers.
 
     Modules come in `named_modules(remove_duplicate=False)` order (root path ""), so a module
@@ -84,6 +89,9 @@ def build_inventory(model: nn.Module) -> Inventory:
     extra paths are then missing from `shared_with`). `shared_with` lists at most
     `SHARED_WITH_LIMIT` other paths. Totals count each tensor object once per subtree (tied
     weights count once).
+
+    `extra_reprs=False` leaves every `ModuleInfo.extra_repr` empty: `tree` never shows them, and
+    calling each module's `extra_repr()` was a tenth of the inventory of a 13,000-module model.
     """
     # Tens of thousands of small acyclic snapshot objects would set off repeated full
     # collections over the model's own objects: a third of the time on a 13,000-module model.
@@ -92,7 +100,7 @@ def build_inventory(model: nn.Module) -> Inventory:
     try:
         walk = _Walk(model)
         return Inventory(
-            modules=walk.module_infos(),
+            modules=walk.module_infos(extra_reprs=extra_reprs),
             unregistered=tuple(
                 find_unregistered_among(
                     walk.distinct, walk.first_path.keys(), walk.tensor_paths.keys()
@@ -198,7 +206,7 @@ class _Walk:
             if is_parameter
         )
 
-    def module_infos(self) -> tuple[ModuleInfo, ...]:
+    def module_infos(self, *, extra_reprs: bool) -> tuple[ModuleInfo, ...]:
         entries = self.entries
         tensor_paths = self.tensor_paths
         n = len(entries)
@@ -216,6 +224,13 @@ class _Walk:
         by_id = set().union(*unlisted.values())
         for i, entry in enumerate(entries):
             module = entry.module
+            if not module._parameters and not module._buffers:
+                # Half the modules of a typical model (containers, activations) hold none.
+                own_params.append(())
+                own_buffers.append(())
+                sums.append([0, 0, 0, 0])
+                shared_below.append(unlisted.get(i))
+                continue
             prefix = entry.path + "." if entry.path else ""
             non_persistent = module._non_persistent_buffers_set
             acc = [0, 0, 0, 0]
@@ -257,6 +272,9 @@ class _Walk:
             shared_below.append(ids)
 
         totals: list[Totals] = [Totals()] * n
+        # Equal totals share one object (every block of a repeated stack, every parameterless
+        # activation): Totals is frozen, and most of a large model's modules repeat.
+        distinct_totals: dict[tuple[int, ...], Totals] = {}
         for i in range(n - 1, -1, -1):
             acc = sums[i]
             ids = shared_below[i]
@@ -277,28 +295,34 @@ class _Walk:
                 total = list(acc)
                 for tid in ids:
                     _add(total, shared_infos[tid])
-            totals[i] = _snapshot(
-                Totals,
-                {
-                    "parameters": total[0],
-                    "trainable": total[1],
-                    "buffers": total[2],
-                    "bytes": total[3],
-                },
-            )
+            key = tuple(total)
+            shared_total = distinct_totals.get(key)
+            if shared_total is None:
+                shared_total = distinct_totals[key] = _snapshot(
+                    Totals,
+                    {
+                        "parameters": total[0],
+                        "trainable": total[1],
+                        "buffers": total[2],
+                        "bytes": total[3],
+                    },
+                )
+            totals[i] = shared_total
 
         # A back-edge stands for a module that is its own ancestor: show that module's totals.
         for i, first in self.cycles.items():
             totals[i] = totals[first]
 
-        extra_reprs: dict[int, str] = {}
+        extra_by_module: dict[int, str] = {}
         infos = []
         for i, entry in enumerate(entries):
             module = entry.module
-            key = id(module)
-            extra = extra_reprs.get(key)
-            if extra is None:
-                extra = extra_reprs[key] = _extra_repr(module)
+            extra = ""
+            if extra_reprs:
+                key = id(module)
+                extra = extra_by_module.get(key)
+                if extra is None:
+                    extra = extra_by_module[key] = _extra_repr(module)
             infos.append(
                 _snapshot(
                     ModuleInfo,

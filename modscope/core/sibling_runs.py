@@ -64,18 +64,26 @@ def structure_signatures(inventory: Inventory) -> dict[str, int]:
     cached_for, cached = _signature_cache
     if cached_for is inventory:
         return cached
-    by_path = {m.path: m for m in inventory.modules}
     table: dict[tuple[Any, ...], int] = {}
     out: dict[str, int] = {}
-    # Preorder lists parents before children, so reversed order sees every child first.
+    # path -> (name, signature), what a parent's key holds of each child.
+    named: dict[str, tuple[str, int]] = {}
+    # Preorder lists parents before children, so reversed order sees every child first. Empty
+    # parts are spelled `()` rather than built: most modules of a large model hold no tensors
+    # or no children, and this runs for every module of the tree.
     for m in reversed(inventory.modules):
         key = (
             m.type_name,
-            tuple((p.name, p.shape, p.dtype, p.device, p.requires_grad) for p in m.parameters),
-            tuple((b.name, b.shape, b.dtype, b.device, b.persistent) for b in m.buffers),
-            tuple((by_path[c].name, out[c]) for c in m.children if c in out),
+            tuple([(p.name, p.shape, p.dtype, p.device, p.requires_grad) for p in m.parameters])
+            if m.parameters
+            else (),
+            tuple([(b.name, b.shape, b.dtype, b.device, b.persistent) for b in m.buffers])
+            if m.buffers
+            else (),
+            tuple([named[c] for c in m.children if c in named]) if m.children else (),
         )
-        out[m.path] = table.setdefault(key, len(table))
+        signature = out[m.path] = table.setdefault(key, len(table))
+        named[m.path] = (m.name, signature)
     _signature_cache = (inventory, out)
     return out
 

@@ -10,7 +10,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 
-from modscope.core.distributed import launched_rank
+from modscope.core.process_rank import launched_rank
 
 
 def on_rank_zero(

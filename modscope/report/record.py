@@ -19,9 +19,10 @@ from modscope.control import commands as cmd
 from modscope.control import updates as up
 from modscope.control.controller import SessionController
 from modscope.control.recording import META_FILE, RecordingWriter, script_meta
-from modscope.core.distributed import RankWatcher, launched_rank
+from modscope.core.distributed import RankWatcher
 from modscope.core.layer_types import LayerStep
 from modscope.core.outputs import OutputError, check_writable
+from modscope.core.process_rank import launched_rank
 from modscope.core.session import Session
 from modscope.core.types import BreakEvent, Finding, HookEvent, StepRecord, UserError
 

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from modscope.core.break_spec import BreakSpecError, parse_conditions
-from modscope.core.distributed import RankWatcher, launched_rank, rank_folder
+from modscope.core.distributed import RankWatcher
 from modscope.core.doctor import StepWatcher
 from modscope.core.exit_codes import ExitCode
 from modscope.core.fmt import (
@@ -27,6 +27,7 @@ from modscope.core.hooks import HookSpec, HookSpecError, all_hooks_specs
 from modscope.core.layer_stats import LayerWatch
 from modscope.core.layer_types import LayerStep
 from modscope.core.outputs import OutputError, check_writable
+from modscope.core.process_rank import launched_rank, rank_folder
 from modscope.core.session import Session
 from modscope.core.types import BreakEvent, Finding, HookEvent, StepRecord, UserError
 from modscope.report.breaks import StopAtBreak, break_paragraph
