@@ -30,6 +30,10 @@ def dumps(obj: Any) -> str:
     """Strict JSON on one line (no NaN/Infinity tokens: summaries carry them as null), with
     every character that could act on a terminal written as a `\\uXXXX` escape."""
     text = json.dumps(obj, allow_nan=False, ensure_ascii=False)
+    if text.isascii() and "\x7f" not in text:
+        # DEL is the one unsafe ASCII character; both checks run at memory speed, where the
+        # substitution scans character by character (a step record of a large model is MBs).
+        return text
     return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 

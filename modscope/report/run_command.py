@@ -22,6 +22,7 @@ from modscope.core.fmt import (
     printable_lines,
     summary_line,
 )
+from modscope.core.gc_pause import collector_paused
 from modscope.core.hooks import HookSpec, HookSpecError, all_hooks_specs
 from modscope.core.layer_stats import LayerWatch
 from modscope.core.layer_types import LayerStep
@@ -68,7 +69,9 @@ class JsonReport:
         write_json_line(event.to_json())
 
     def step(self, record: StepRecord) -> None:
-        write_json_line(record.to_json())
+        # A record of a large model is tens of thousands of dicts and floats (`gc_pause`).
+        with collector_paused():
+            write_json_line(record.to_json())
 
     def layers(self, step: LayerStep) -> None:
         write_json_line(step.to_json())

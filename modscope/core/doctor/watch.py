@@ -12,6 +12,7 @@ from torch import nn
 from modscope.core.doctor import rules, static
 from modscope.core.doctor.training_watch import TrainingWatch
 from modscope.core.doctor.walk import group_by_module, named_parameters_once
+from modscope.core.gc_pause import collector_paused
 from modscope.core.tensor_stats import combined_norm
 from modscope.core.types import Finding, FindingKind, StepRecord
 from modscope.core.walk import distinct_modules
@@ -58,7 +59,15 @@ class StepWatcher:
 
         `nonfinite_module` (path, type name), when the caller knows it, names the first module
         whose output was non-finite in that iteration (`modscope check` knows; `run` does not).
+        The cyclic collector is held meanwhile, as for the record (`gc_pause`): the walks make
+        many small objects, and each collection they start scans everything the model holds.
         """
+        with collector_paused():
+            return self._after_step(record, nonfinite_module)
+
+    def _after_step(
+        self, record: StepRecord, nonfinite_module: tuple[str, str] | None
+    ) -> list[Finding]:
         step = record.step
         modules = distinct_modules(self.model)
         named = list(named_parameters_once(modules).values())
