@@ -89,7 +89,8 @@ def host_stats(x: torch.Tensor) -> Stats | None:
     """Statistics of a host tensor with no non-finite element, or None when there is one.
 
     A handful of fast reductions; the variance comes from the norm and the mean unless they
-    nearly cancel, when a second pass about the mean keeps its digits.
+    nearly cancel, when a second pass about the mean keeps its digits, and zeros are counted
+    only where there are some (`_count_nonzero`).
     """
     n = x.numel()
     lo_t, hi_t = torch.aminmax(x)
@@ -101,8 +102,20 @@ def host_stats(x: torch.Tensor) -> Stats | None:
     m2 = norm * norm - n * mean * mean
     if m2 < 1e-2 * norm * norm:
         m2 = float(torch.linalg.vector_norm(x - mean)) ** 2
-    nonzero = int(torch.count_nonzero(x))
-    return Stats(lo, hi, mean, m2, norm, nonzero, finite=n, nan=0)
+    return Stats(lo, hi, mean, m2, norm, _count_nonzero(x, lo, hi), finite=n, nan=0)
+
+
+def _count_nonzero(x: torch.Tensor, lo: float, hi: float) -> int:
+    """The nonzero elements of a finite host tensor whose extremes are `lo` and `hi`.
+
+    `count_nonzero` runs four to five times slower than `aminmax` on the CPU, and most
+    weights and gradients hold no exact zero: when the extremes or the smallest magnitude
+    (one pass) say there is none, every element counts without it.
+    """
+    n = x.numel()
+    if lo > 0 or hi < 0 or float(x.abs().amin()) != 0:
+        return n
+    return int(torch.count_nonzero(x))
 
 
 def device_parts(x: torch.Tensor, maybe_nonfinite: bool) -> tuple[torch.Tensor, ...]:
