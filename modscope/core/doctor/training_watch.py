@@ -43,6 +43,9 @@ class TrainingWatch:
         self._grads: dict[str, weakref.ref[torch.Tensor]] = {}
         self._norms: dict[str, float] = {}
         self._growth: list[float] = []
+        # The owners of the parameters of the `modules` list they were found in: the doctor's
+        # walk hands the same list back while the structure is unchanged (`Structure`).
+        self._owners: tuple[Modules, _Owners] | None = None
 
     # -- update-ratio ------------------------------------------------------------------------------
 
@@ -66,7 +69,7 @@ class TrainingWatch:
         """
         diff = record.diff
         changed = set(diff.changed)
-        owners = _Owners(modules)
+        owners = self._owners_of(modules)
         out: dict[bool, list[rules.WeightRatio]] = {True: [], False: []}
         rates: dict[int, float | None] | None = None
         for name, p in named:
@@ -91,6 +94,11 @@ class TrainingWatch:
                 weight = rules.WeightRatio(name, path, type_name, ratios, rates.get(id(p)))
                 out[min(ratios) > rules.UPDATE_RATIO_HIGH].append(weight)
         return [rules.update_ratio(weights, record.step) for weights in out.values() if weights]
+
+    def _owners_of(self, modules: Modules) -> _Owners:
+        if self._owners is None or self._owners[0] is not modules:
+            self._owners = (modules, _Owners(modules))
+        return self._owners[1]
 
     @staticmethod
     def _out_of_bounds(seen: deque[tuple[float, float | None]]) -> bool:

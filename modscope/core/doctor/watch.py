@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from modscope.core.doctor import rules, static
+from modscope.core.doctor.structure import Structure
 from modscope.core.doctor.training_watch import TrainingWatch
-from modscope.core.doctor.walk import group_by_module, named_parameters_once
+from modscope.core.doctor.walk import group_by_module
 from modscope.core.gc_pause import collector_paused
 from modscope.core.tensor_stats import combined_norm
 from modscope.core.types import Finding, FindingKind, StepRecord
-from modscope.core.walk import distinct_modules
 
 if TYPE_CHECKING:
     from modscope.core.session import Session
@@ -42,6 +42,7 @@ class StepWatcher:
         # (step, global gradient norm, loss) of the last iteration that had gradients.
         self._last_scale: tuple[int, float, float | None] | None = None
         self._training = TrainingWatch()
+        self._structure = Structure()
 
     @property
     def model(self) -> nn.Module:
@@ -69,8 +70,7 @@ class StepWatcher:
         self, record: StepRecord, nonfinite_module: tuple[str, str] | None
     ) -> list[Finding]:
         step = record.step
-        modules = distinct_modules(self.model)
-        named = list(named_parameters_once(modules).values())
+        modules, params, named = self._structure.walk(self.model)
         found = self._nonfinite(record, named, nonfinite_module)
         found += static.buffer_history_findings(modules, step)
         found += self._unused(record, modules, named)
@@ -80,7 +80,7 @@ class StepWatcher:
         if optimizer is not None:
             # Again after each step: a forward that assigns `self.w = nn.Parameter(...)` leaves
             # the optimizer holding the old tensor, and the new one in no param_group.
-            found += static.optimizer_findings(self.model, optimizer, modules, step)
+            found += static.optimizer_findings(self.model, optimizer, modules, step, params=params)
         found += self._training_findings(record, modules, named)
         return self._new(found, step=step)
 
