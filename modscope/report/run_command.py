@@ -39,11 +39,13 @@ from modscope.report.common import (
     print_error,
     report_refusal,
     write_json_line,
+    write_json_text,
 )
 from modscope.report.layers_table import TREND_WIDTH, print_layers
 from modscope.report.progress import StepProgress
 from modscope.report.ranks import QuietRank
 from modscope.report.record import Iteration, PrintTee, RecordedRun, check_recording_folder
+from modscope.report.step_json import step_line
 
 LOSS_WIDTH = 10
 CHANGE_WIDTH = 48
@@ -71,7 +73,7 @@ class JsonReport:
     def step(self, record: StepRecord) -> None:
         # A record of a large model is tens of thousands of dicts and floats (`gc_pause`).
         with collector_paused():
-            write_json_line(record.to_json())
+            write_json_text(step_line(record))
 
     def layers(self, step: LayerStep) -> None:
         write_json_line(step.to_json())

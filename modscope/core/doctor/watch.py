@@ -50,7 +50,8 @@ class StepWatcher:
 
     def initial(self) -> list[Finding]:
         """The static findings, stamped step 0; call once, before the first iteration."""
-        found = static.static_findings(self.model, self.session.optimizer)
+        with collector_paused():  # as in `after_step`
+            found = static.static_findings(self.model, self.session.optimizer)
         return self._new(found, step=0)
 
     def after_step(
