@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import pytest
 import torch
 
-from modscope.core.tensor_stats import host_stats
+from modscope.core.tensor_stats import build_summary, facts_of, host_stats
+from modscope.core.types import TensorSummary
 
 
 def _values(kind: str) -> torch.Tensor:
@@ -48,3 +52,29 @@ def test_a_non_finite_element_leaves_it_to_the_other_path() -> None:
     x = _values("no zeros")
     x[4] = float("nan")
     assert host_stats(x) is None
+
+
+def test_a_built_summary_is_a_whole_frozen_tensor_summary() -> None:
+    x = torch.tensor([[1.0, -2.0], [0.0, 4.0]])
+    stats = host_stats(x)
+    assert stats is not None
+    summary = build_summary(facts_of(x), stats, x.numel(), x.reshape(-1).tolist())
+    expected = TensorSummary(
+        shape=(2, 2),
+        dtype="float32",
+        device="cpu",
+        numel=4,
+        norm=stats.norm,
+        min=-2.0,
+        max=4.0,
+        mean=0.75,
+        std=math.sqrt(stats.m2 / 3),
+        zeros=1,
+        values=(1.0, -2.0, 0.0, 4.0),
+    )
+    assert stats.norm == pytest.approx(math.sqrt(21.0))
+    assert summary == expected and hash(summary) == hash(expected)
+    assert repr(summary) == repr(expected)
+    assert dataclasses.replace(summary, nan=1).nan == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        summary.nan = 2  # type: ignore[misc]

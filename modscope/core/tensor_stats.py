@@ -3,6 +3,7 @@ the host, or as a few numbers on its device), built into a `TensorSummary`."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Iterable, Sequence
@@ -215,7 +216,7 @@ def build_summary(
     if values is None and numel == 0:
         values = []
     # Keywords rather than `**facts._asdict()`: this runs once per tensor of every step.
-    return TensorSummary(
+    return _new_summary(
         shape=facts.shape,
         dtype=facts.dtype,
         device=facts.device,
@@ -234,6 +235,33 @@ def build_summary(
         grad_fn=facts.grad_fn,
         note=facts.note,
     )
+
+
+def _plain_frozen(cls: type) -> bool:
+    return (
+        "__slots__" not in vars(cls)
+        and not hasattr(cls, "__post_init__")
+        and all(f.default_factory is dataclasses.MISSING for f in dataclasses.fields(cls))
+    )
+
+
+if _plain_frozen(TensorSummary):
+
+    def _new_summary(**values: Any) -> TensorSummary:
+        """A `TensorSummary` of every field's value, without its `__init__`.
+
+        A frozen dataclass's `__init__` assigns each field through `object.__setattr__`: 3.7
+        us a summary against 0.9 here, for the 26,400 summaries of each step of a
+        13,200-module model (`inventory._snapshot` does the same for the tree's snapshots).
+        Filling `__dict__` gives an equal object while the type has no `__slots__`,
+        `__post_init__` or default factories.
+        """
+        summary = object.__new__(TensorSummary)
+        summary.__dict__.update(values)
+        return summary
+
+else:  # pragma: no cover - the type changed shape; stay correct, only slower
+    _new_summary = TensorSummary
 
 
 def combined_norm(norms: Iterable[float | None]) -> float | None:
