@@ -3,6 +3,7 @@ the host, or as a few numbers on its device), built into a `TensorSummary`."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Iterable, Sequence
@@ -89,7 +90,8 @@ def host_stats(x: torch.Tensor) -> Stats | None:
     """Statistics of a host tensor with no non-finite element, or None when there is one.
 
     A handful of fast reductions; the variance comes from the norm and the mean unless they
-    nearly cancel, when a second pass about the mean keeps its digits.
+    nearly cancel, when a second pass about the mean keeps its digits; zeros are counted
+    only where the extremes allow some (`_count_nonzero`).
     """
     n = x.numel()
     lo_t, hi_t = torch.aminmax(x)
@@ -101,8 +103,17 @@ def host_stats(x: torch.Tensor) -> Stats | None:
     m2 = norm * norm - n * mean * mean
     if m2 < 1e-2 * norm * norm:
         m2 = float(torch.linalg.vector_norm(x - mean)) ** 2
-    nonzero = int(torch.count_nonzero(x))
-    return Stats(lo, hi, mean, m2, norm, nonzero, finite=n, nan=0)
+    return Stats(lo, hi, mean, m2, norm, _count_nonzero(x, lo, hi), finite=n, nan=0)
+
+
+def _count_nonzero(x: torch.Tensor, lo: float, hi: float) -> int:
+    """The nonzero elements of a finite host tensor whose extremes are `lo` and `hi`: all of
+    them when the extremes leave out 0, without `count_nonzero`'s pass (slower than
+    `aminmax`'s). A smallest magnitude (`abs().amin()`) would decide more tensors, but its
+    temporary costs more than the count on a step that allocates much memory."""
+    if lo > 0 or hi < 0:
+        return x.numel()
+    return int(torch.count_nonzero(x))
 
 
 def device_parts(x: torch.Tensor, maybe_nonfinite: bool) -> tuple[torch.Tensor, ...]:
@@ -202,7 +213,7 @@ def build_summary(
     if values is None and numel == 0:
         values = []
     # Keywords rather than `**facts._asdict()`: this runs once per tensor of every step.
-    return TensorSummary(
+    return _new_summary(
         shape=facts.shape,
         dtype=facts.dtype,
         device=facts.device,
@@ -221,6 +232,33 @@ def build_summary(
         grad_fn=facts.grad_fn,
         note=facts.note,
     )
+
+
+def _plain_frozen(cls: type) -> bool:
+    return (
+        "__slots__" not in vars(cls)
+        and not hasattr(cls, "__post_init__")
+        and all(f.default_factory is dataclasses.MISSING for f in dataclasses.fields(cls))
+    )
+
+
+if _plain_frozen(TensorSummary):
+
+    def _new_summary(**values: Any) -> TensorSummary:
+        """A `TensorSummary` of every field's value, without its `__init__`.
+
+        A frozen dataclass's `__init__` assigns each field through `object.__setattr__`: 3.7
+        us a summary against 0.9 here, for the 26,400 summaries of each step of a
+        13,200-module model (`inventory._snapshot` does the same for the tree's snapshots).
+        Filling `__dict__` gives an equal object while the type has no `__slots__`,
+        `__post_init__` or default factories.
+        """
+        summary = object.__new__(TensorSummary)
+        summary.__dict__.update(values)
+        return summary
+
+else:  # pragma: no cover - the type changed shape; stay correct, only slower
+    _new_summary = TensorSummary
 
 
 def combined_norm(norms: Iterable[float | None]) -> float | None:

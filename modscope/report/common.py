@@ -29,13 +29,26 @@ _UNSAFE_IN_JSON = re.compile(
 def dumps(obj: Any) -> str:
     """Strict JSON on one line (no NaN/Infinity tokens: summaries carry them as null), with
     every character that could act on a terminal written as a `\\uXXXX` escape."""
-    text = json.dumps(obj, allow_nan=False, ensure_ascii=False)
+    return terminal_safe(json.dumps(obj, allow_nan=False, ensure_ascii=False))
+
+
+def terminal_safe(text: str) -> str:
+    """JSON `text` with every character that could act on a terminal escaped (`dumps`)."""
+    if text.isascii() and "\x7f" not in text:
+        # DEL is the one unsafe ASCII character; both checks run at memory speed, where the
+        # substitution scans character by character (a step record of a large model is MBs).
+        return text
     return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def write_json_line(obj: Any, stream: TextIO | None = None) -> None:
+    write_json_text(dumps(obj), stream)
+
+
+def write_json_text(text: str, stream: TextIO | None = None) -> None:
+    """Write one JSON line already encoded (by `dumps`, or as `dumps` would)."""
     stream = stream or sys.stdout
-    stream.write(dumps(obj) + "\n")
+    stream.write(text + "\n")
     stream.flush()
 
 

@@ -292,16 +292,20 @@ def optimizer_findings(
     optimizer: torch.optim.Optimizer,
     modules: Modules,
     step: int | None = None,
+    *,
+    params: dict[int, tuple[str, nn.Parameter]] | None = None,
 ) -> list[Finding]:
     """`not-in-optimizer`, `frozen-in-optimizer` and `stale-optimizer`, compared by identity;
-    `step` is the iteration after which they are looked for (None: at load)."""
+    `step` is the iteration after which they are looked for (None: at load). `params`:
+    `named_parameters_once(modules)`, when the caller has it."""
     entries: list[tuple[str, torch.Tensor]] = []
     for g, group in enumerate(optimizer.param_groups):
         for i, p in enumerate(group.get("params", ())):
             if isinstance(p, torch.Tensor):
                 entries.append((f"optimizer.param_groups[{g}]['params'][{i}]", p))
     in_optimizer = {id(p) for _, p in entries}
-    params = named_parameters_once(modules)
+    if params is None:
+        params = named_parameters_once(modules)
     out: list[Finding] = []
 
     missing = {pid for pid, (_, p) in params.items() if p.requires_grad and pid not in in_optimizer}

@@ -43,6 +43,9 @@ class TrainingWatch:
         self._grads: dict[str, weakref.ref[torch.Tensor]] = {}
         self._norms: dict[str, float] = {}
         self._growth: list[float] = []
+        # The owners of the parameters of the `modules` list they were found in: the doctor's
+        # walk hands the same list back while the structure is unchanged (`Structure`).
+        self._owners: tuple[Modules, _Owners] | None = None
 
     # -- update-ratio ------------------------------------------------------------------------------
 
@@ -66,8 +69,9 @@ class TrainingWatch:
         """
         diff = record.diff
         changed = set(diff.changed)
-        owners = _Owners(modules)
+        owners = self._owners_of(modules)
         out: dict[bool, list[rules.WeightRatio]] = {True: [], False: []}
+        rates: dict[int, float | None] | None = None
         for name, p in named:
             if name in self._reported_ratio:
                 continue
@@ -85,11 +89,16 @@ class TrainingWatch:
                 self._reported_ratio.add(name)
                 path, type_name = owners.of.get(id(p), ("", ""))
                 ratios = tuple(r for r, _ in seen)
-                weight = rules.WeightRatio(
-                    name, path, type_name, ratios, _learning_rate(optimizer, p)
-                )
+                if rates is None:
+                    rates = _learning_rates(optimizer)
+                weight = rules.WeightRatio(name, path, type_name, ratios, rates.get(id(p)))
                 out[min(ratios) > rules.UPDATE_RATIO_HIGH].append(weight)
         return [rules.update_ratio(weights, record.step) for weights in out.values() if weights]
+
+    def _owners_of(self, modules: Modules) -> _Owners:
+        if self._owners is None or self._owners[0] is not modules:
+            self._owners = (modules, _Owners(modules))
+        return self._owners[1]
 
     @staticmethod
     def _out_of_bounds(seen: deque[tuple[float, float | None]]) -> bool:
@@ -201,12 +210,17 @@ def _is_layer_weight(p: nn.Parameter) -> bool:
     return p.requires_grad and p.dim() >= 2 and p.is_floating_point()
 
 
-def _learning_rate(optimizer: torch.optim.Optimizer | None, p: nn.Parameter) -> float | None:
+def _learning_rates(optimizer: torch.optim.Optimizer | None) -> dict[int, float | None]:
+    """Each optimized parameter's learning rate by id (its first group's): one lookup per
+    reported weight, where searching the groups for each made thousands of weights
+    reported at once quadratic."""
+    rates: dict[int, float | None] = {}
     for group in optimizer.param_groups if optimizer is not None else ():
-        if any(q is p for q in group["params"]):
-            lr = group.get("lr")
-            return float(lr) if isinstance(lr, float | int) else None
-    return None
+        lr = group.get("lr")
+        rate = float(lr) if isinstance(lr, float | int) else None
+        for q in group["params"]:
+            rates.setdefault(id(q), rate)
+    return rates
 
 
 def _trained(record: StepRecord, named: Named) -> bool:

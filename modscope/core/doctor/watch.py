@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from modscope.core.doctor import rules, static
+from modscope.core.doctor.structure import Structure
 from modscope.core.doctor.training_watch import TrainingWatch
-from modscope.core.doctor.walk import group_by_module, named_parameters_once
+from modscope.core.doctor.walk import group_by_module
+from modscope.core.gc_pause import collector_paused
 from modscope.core.tensor_stats import combined_norm
 from modscope.core.types import Finding, FindingKind, StepRecord
-from modscope.core.walk import distinct_modules
 
 if TYPE_CHECKING:
     from modscope.core.session import Session
@@ -41,6 +42,7 @@ class StepWatcher:
         # (step, global gradient norm, loss) of the last iteration that had gradients.
         self._last_scale: tuple[int, float, float | None] | None = None
         self._training = TrainingWatch()
+        self._structure = Structure()
 
     @property
     def model(self) -> nn.Module:
@@ -48,7 +50,8 @@ class StepWatcher:
 
     def initial(self) -> list[Finding]:
         """The static findings, stamped step 0; call once, before the first iteration."""
-        found = static.static_findings(self.model, self.session.optimizer)
+        with collector_paused():  # as in `after_step`
+            found = static.static_findings(self.model, self.session.optimizer)
         return self._new(found, step=0)
 
     def after_step(
@@ -58,10 +61,17 @@ class StepWatcher:
 
         `nonfinite_module` (path, type name), when the caller knows it, names the first module
         whose output was non-finite in that iteration (`modscope check` knows; `run` does not).
+        The cyclic collector is held meanwhile, as for the record (`gc_pause`): the walks make
+        many small objects, and each collection they start scans everything the model holds.
         """
+        with collector_paused():
+            return self._after_step(record, nonfinite_module)
+
+    def _after_step(
+        self, record: StepRecord, nonfinite_module: tuple[str, str] | None
+    ) -> list[Finding]:
         step = record.step
-        modules = distinct_modules(self.model)
-        named = list(named_parameters_once(modules).values())
+        modules, params, named = self._structure.walk(self.model)
         found = self._nonfinite(record, named, nonfinite_module)
         found += static.buffer_history_findings(modules, step)
         found += self._unused(record, modules, named)
@@ -71,7 +81,7 @@ class StepWatcher:
         if optimizer is not None:
             # Again after each step: a forward that assigns `self.w = nn.Parameter(...)` leaves
             # the optimizer holding the old tensor, and the new one in no param_group.
-            found += static.optimizer_findings(self.model, optimizer, modules, step)
+            found += static.optimizer_findings(self.model, optimizer, modules, step, params=params)
         found += self._training_findings(record, modules, named)
         return self._new(found, step=step)
 
