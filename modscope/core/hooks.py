@@ -23,7 +23,7 @@ from modscope.core.hook_captures import CaptureMemo
 from modscope.core.hook_notes import FULL_HOOK_COST, INPUT_GRAD_NOTE, LEGACY_NOTE
 from modscope.core.hook_spec import MODSCOPE_REGISTRY, HookId, HookSpec, HookSpecError
 from modscope.core.summary import PendingSummary, flatten_tensors, resolve
-from modscope.core.types import BreakEvent, HookAction, HookEvent, HookKind, Phase
+from modscope.core.types import BreakEvent, HookAction, HookEvent, HookKind, Phase, TensorSummary
 from modscope.core.walk import (
     did_you_mean,
     distinct_modules,
@@ -40,7 +40,7 @@ def all_hooks_specs() -> list[HookSpec]:
     return [HookSpec("*", kind) for kind in ALL_OBSERVED]
 
 
-@dataclass
+@dataclass(slots=True)
 class EventDraft:
     """A hook firing as recorded in the hook: pending summaries, resolved later in a batch."""
 
@@ -56,25 +56,42 @@ class EventDraft:
     note: str | None = None
 
 
-DRAFT_FIELDS = ("args", "output", "grad_input", "grad_output")
-
-
 def events_of(drafts: Sequence[EventDraft], numbers: Iterable[int]) -> list[HookEvent]:
     """Hook firings as events: every pending summary of every draft resolved in one batch,
     each event numbered from `numbers`."""
-    flat = [p for d in drafts for f in DRAFT_FIELDS for p in (getattr(d, f) or ())]
-    summaries = iter(resolve(flat))
-    events = []
-    for d, seq in zip(drafts, numbers, strict=False):
-        seen = {
-            f: tuple(next(summaries) for _ in getattr(d, f))
-            for f in DRAFT_FIELDS
-            if getattr(d, f) is not None
-        }
-        events.append(
-            HookEvent(seq, d.step, d.phase, d.module, d.kind, d.action, note=d.note, **seen)
+    flat: list[PendingSummary | None] = []
+    for d in drafts:
+        for seen in (d.args, d.output, d.grad_input, d.grad_output):
+            if seen:
+                flat += seen
+    summaries = resolve(flat)
+    at = 0
+
+    def taken(seen: list[PendingSummary | None] | None) -> tuple[TensorSummary | None, ...] | None:
+        nonlocal at
+        if seen is None:
+            return None
+        at += len(seen)
+        return tuple(summaries[at - len(seen) : at])
+
+    # Positional, in HookEvent's field order: this runs once per firing, tens of thousands
+    # of times a phase with hooks on every module.
+    return [
+        HookEvent(
+            seq,
+            d.step,
+            d.phase,
+            d.module,
+            d.kind,
+            d.action,
+            taken(d.args),
+            taken(d.output),
+            taken(d.grad_input),
+            taken(d.grad_output),
+            d.note,
         )
-    return events
+        for d, seq in zip(drafts, numbers, strict=False)
+    ]
 
 
 class IterationAbandoned(Exception):
