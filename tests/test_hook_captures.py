@@ -17,14 +17,17 @@ from modscope.core.summary import resolve, summarize
 
 def awkward_tensors() -> list[torch.Tensor]:
     """Tensors of one shape that the stacked path must treat as the eager path does: plain,
-    with zeros, non-finite, nearly constant (the variance's second pass), float64."""
+    with zeros, non-finite, nearly constant (the variance's second pass), float64, with
+    autograd history."""
     torch.manual_seed(0)
     plain = [torch.randn(8, 140) * (i + 1) for i in range(6)]
     zeros = torch.relu(torch.randn(8, 140))
     nonfinite = torch.randn(8, 140)
     nonfinite[0, 0], nonfinite[1, 1] = float("nan"), float("inf")
     nearly_constant = 1000.0 + torch.randn(8, 140) * 1e-3
-    return [*plain, zeros, nonfinite, nearly_constant, torch.randn(8, 140, dtype=torch.float64)]
+    float64 = torch.randn(8, 140, dtype=torch.float64)
+    history = torch.randn(8, 140, requires_grad=True) * 2
+    return [*plain, zeros, nonfinite, nearly_constant, float64, history]
 
 
 def test_deferred_captures_equal_the_eager_summaries() -> None:
@@ -33,6 +36,7 @@ def test_deferred_captures_equal_the_eager_summaries() -> None:
     pending = [memo.capture(t) for t in tensors]
     assert all(p.batch is not None for p in pending)
     assert resolve(pending) == [summarize(t) for t in tensors]
+    assert resolve(pending)[-1].grad_fn == "MulBackward0"
 
 
 def test_a_capture_describes_the_value_when_the_hook_fired() -> None:

@@ -153,6 +153,18 @@ def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
 class _BackwardCall:
     """The gradients of one forward call of an observed module, gathered by tensor hooks."""
 
+    # One per observed module call: slots keep it one object rather than two.
+    __slots__ = (
+        "arrived",
+        "done",
+        "grad_input",
+        "grad_output",
+        "hook",
+        "manager",
+        "waiting_in",
+        "waiting_out",
+    )
+
     def __init__(self, manager: HookManager, hook: AttachedHook, n_in: int, n_out: int) -> None:
         self.manager = manager
         self.hook = hook
