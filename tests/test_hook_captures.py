@@ -39,6 +39,17 @@ def test_deferred_captures_equal_the_eager_summaries() -> None:
     assert resolve(pending)[-1].grad_fn == "MulBackward0"
 
 
+def test_tensors_of_one_numel_and_different_shapes_stack_together() -> None:
+    torch.manual_seed(1)
+    tensors = [torch.randn(shape) for shape in [(8, 140), (140, 8), (1120,), (2, 4, 140)] * 2]
+    memo = CaptureMemo()
+    pending = [memo.capture(t) for t in tensors]
+    assert len({id(p.batch) for p in pending}) == 1
+    summaries = resolve(pending)
+    assert summaries == [summarize(t) for t in tensors]
+    assert summaries[1].shape == (140, 8)
+
+
 def test_a_capture_describes_the_value_when_the_hook_fired() -> None:
     memo = CaptureMemo()
     t = torch.randn(8, 140)

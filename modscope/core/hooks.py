@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from modscope.core.gc_pause import collector_paused
 from modscope.core.hook_captures import CaptureMemo
 
 # Observing gradients through a module-level full backward hook wraps inputs and outputs in
@@ -58,7 +59,17 @@ class EventDraft:
 
 def events_of(drafts: Sequence[EventDraft], numbers: Iterable[int]) -> list[HookEvent]:
     """Hook firings as events: every pending summary of every draft resolved in one batch,
-    each event numbered from `numbers`."""
+    each event numbered from `numbers`.
+
+    With the cyclic collector held (`collector_paused`): nothing here is cyclic garbage, and
+    the tens of thousands of events and summaries of a phase with hooks on every module
+    otherwise start full collections over every object the model holds (measured on 13,200
+    modules: 1.5 of the 2.1 s this took)."""
+    with collector_paused():
+        return _events_of(drafts, numbers)
+
+
+def _events_of(drafts: Sequence[EventDraft], numbers: Iterable[int]) -> list[HookEvent]:
     flat: list[PendingSummary | None] = []
     for d in drafts:
         for seen in (d.args, d.output, d.grad_input, d.grad_output):
