@@ -405,7 +405,7 @@ class Session(TimeTravel):
         try:
             with (
                 captured_prints(self.sink),
-                self.hooks.quiet_legacy_warning(),
+                self.hooks.running_phase(),
                 self.shown_warnings.capturing(),
                 self._breaks_around(phase),
             ):

@@ -30,10 +30,11 @@ _STACKED_DTYPES = (torch.float32, torch.float64)
 
 def stackable(t: torch.Tensor) -> bool:
     """A plain contiguous float32/float64 host tensor, larger than the joined path takes."""
+    # Hooks ask this of every tensor they see: `is_cpu` costs a seventh of `device.type`.
     return (
-        t.device.type == "cpu"
+        type(t) in (torch.Tensor, torch.nn.Parameter)
+        and t.is_cpu
         and t.dtype in _STACKED_DTYPES
-        and type(t) in (torch.Tensor, torch.nn.Parameter)
         and t.layout == torch.strided
         and segments.SUMMARY_MAX_NUMEL < t.numel() <= STACK_MAX_TOTAL // MIN_STACKED
         and t.is_contiguous()
@@ -48,9 +49,9 @@ def stacked_stats(tensors: Sequence[torch.Tensor]) -> list[Stats | None]:
     out: list[Stats | None] = []
     with torch.no_grad():
         for start in range(0, len(tensors), per_buffer):
-            rows = torch.stack(
-                [t.detach().reshape(-1) for t in tensors[start : start + per_buffer]]
-            )
+            # One call into C++ rather than a Python reshape per tensor (a hook-heavy phase
+            # stacks tens of thousands); tensors of one numel may differ in shape.
+            rows = segments.flatten(tensors[start : start + per_buffer]).view(-1, numel)
             # amin and amax along rows run vectorised where aminmax(dim=) and
             # count_nonzero(dim=) do not (30x slower on torch 2.13's CPU): zeros are counted
             # only in the rows whose smallest magnitude is 0, which few weights have.

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -28,6 +27,9 @@ from modscope.core.tensor_stats import (
     work_tensor,
 )
 from modscope.core.types import TensorSummary
+
+if TYPE_CHECKING:
+    from modscope.core.hook_captures import StackedBatch
 
 MAX_VALUES = 16
 """Tensors with at most this many elements carry their values (docs/design.md section 2)."""
@@ -53,7 +55,8 @@ class PendingSummary:
     `ready` holds the finished summary, and elsewhere `parts` holds the statistics, small
     tensors still on its device, with `values` a copy of at most `MAX_VALUES` elements. The
     copies are private, so a later in-place change to the original does not alter what was
-    seen.
+    seen. A hook's capture of a mid-sized host tensor is a row of a `batch` instead, whose
+    summaries are computed together (`hook_captures`).
     """
 
     facts: TensorFacts
@@ -64,6 +67,8 @@ class PendingSummary:
     counted: int = 0
     maybe_nonfinite: bool = False
     joins: bool = False
+    batch: StackedBatch | None = None
+    row: int = 0
 
     def _on_device(self) -> tuple[torch.Tensor, ...]:
         """The tensors `resolve` brings to the host, in order."""
@@ -104,7 +109,7 @@ def capture(t: torch.Tensor) -> PendingSummary:
             if data is None or data.numel() == 0:
                 return PendingSummary(facts)
             if x.device.type in _HOST_DEVICE_TYPES:
-                return PendingSummary(facts, ready=_host_summary(facts, x, data))
+                return PendingSummary(facts, ready=host_summary(facts, x, data))
             if data is x and x.numel() <= COPY_LIMIT:
                 return PendingSummary(facts, data=values_copy(x))
             maybe_nonfinite = data.is_floating_point() or data.is_complex()
@@ -121,37 +126,7 @@ def capture(t: torch.Tensor) -> PendingSummary:
             return PendingSummary(failed(facts, exc))
 
 
-class CaptureMemo:
-    """`capture` that sees each tensor once while it is unchanged.
-
-    Hooks on every module meet most tensors twice: a module's output is the next one's
-    input, a container's arguments its first child's, and a gradient reaches the hooks on
-    both ends of the activation it belongs to. The same tensor object at the same version
-    counter (an in-place change bumps it) has the same values, so its capture is shared.
-    Entries hold weak references, so no tensor lives longer for being seen; `clear` after
-    each iteration.
-    """
-
-    def __init__(self) -> None:
-        self._seen: dict[int, tuple[weakref.ref[torch.Tensor], int, PendingSummary]] = {}
-
-    def capture(self, t: torch.Tensor) -> PendingSummary:
-        try:
-            version = t._version
-        except RuntimeError:  # inference tensors keep no version counter
-            return capture(t)
-        hit = self._seen.get(id(t))
-        if hit is not None and hit[0]() is t and hit[1] == version:
-            return hit[2]
-        pending = capture(t)
-        self._seen[id(t)] = (weakref.ref(t), version, pending)
-        return pending
-
-    def clear(self) -> None:
-        self._seen.clear()
-
-
-def _host_summary(facts: TensorFacts, x: torch.Tensor, data: torch.Tensor) -> TensorSummary:
+def host_summary(facts: TensorFacts, x: torch.Tensor, data: torch.Tensor) -> TensorSummary:
     """The summary of a host tensor `x` whose statistics are those of `data`."""
     maybe_nonfinite = data.is_floating_point() or data.is_complex()
     work = work_tensor(data)
@@ -295,7 +270,7 @@ def _finish(p: PendingSummary, on_host: list[torch.Tensor]) -> TensorSummary:
     if p.data is not None:
         (copy,) = on_host
         try:
-            return _host_summary(p.facts, copy, copy)
+            return host_summary(p.facts, copy, copy)
         except (RuntimeError, NotImplementedError, TypeError) as exc:
             return build_summary(failed(p.facts, exc), None, 0, None)
     lists = [piece.tolist() for piece in on_host]
@@ -320,6 +295,8 @@ def resolve(pending: Sequence[PendingSummary | None]) -> list[TensorSummary | No
             continue
         if p.ready is not None:
             out[i] = p.ready
+        elif p.batch is not None:
+            out[i] = p.batch.summary(p.row)
         elif p.joins and p.data is not None:
             by_kind.setdefault((p.facts.device, p.facts.dtype), []).append((i, p, p.data))
         elif not p._on_device():
