@@ -53,16 +53,17 @@ def stacked_stats(tensors: Sequence[torch.Tensor]) -> list[Stats | None]:
             # stacks tens of thousands); tensors of one numel may differ in shape.
             rows = segments.flatten(tensors[start : start + per_buffer]).view(-1, numel)
             # amin and amax along rows run vectorised where aminmax(dim=) and
-            # count_nonzero(dim=) do not (30x slower on torch 2.13's CPU): zeros are counted
-            # only in the rows whose smallest magnitude is 0, which few weights have.
+            # count_nonzero(dim=) do not (30x slower on torch 2.13's CPU). Nonzeros are
+            # counted as bytes of a bool view summed along rows in int32 (exact, and half the
+            # time of a smallest magnitude per row and a `count_nonzero` per row with a zero:
+            # gradients behind a ReLU have zeros, thousands of rows a step).
             lo, hi = rows.amin(dim=1), rows.amax(dim=1)
             total = rows.sum(dim=1)
             norm = torch.linalg.vector_norm(rows, dim=1)
-            smallest = rows.abs().amin(dim=1)
-            columns = torch.stack([lo, hi, total, norm, smallest], dim=1).tolist()
-            for j, (lo_, hi_, total_, norm_, smallest_) in enumerate(columns):
-                nonzero = numel if smallest_ != 0 else int(torch.count_nonzero(rows[j]))
-                out.append(_row_stats(lo_, hi_, total_, norm_, nonzero=nonzero, n=numel))
+            nonzero = rows.bool().view(torch.uint8).sum(dim=1, dtype=torch.int32).tolist()
+            columns = torch.stack([lo, hi, total, norm], dim=1).tolist()
+            for (lo_, hi_, total_, norm_), count in zip(columns, nonzero, strict=True):
+                out.append(_row_stats(lo_, hi_, total_, norm_, nonzero=count, n=numel))
     return out
 
 
