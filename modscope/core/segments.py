@@ -10,6 +10,7 @@ results to the host.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -146,6 +147,23 @@ class Segments:
         """Per-segment sums of a float64 `(total, c)` or `(total,)` tensor."""
         return self._zeros(*columns.shape[1:]).index_add_(0, self.ids, columns)
 
+    def count(self, mask: torch.Tensor) -> torch.Tensor:
+        """Per-segment counts of the true elements of a bool `(total,)` `mask`, as float64.
+
+        Counts are exact in any order of addition, so where every segment has one size (the
+        biases and norm weights of a model of many equal layers) a host mask is counted along
+        the rows of a byte view, some four times faster than an `index_add_` of float64.
+        """
+        if self.uniform and self.ids.is_cpu and mask.is_contiguous() and mask.numel():
+            rows = mask.view(torch.uint8).view(len(self), -1)
+            return rows.sum(dim=1, dtype=torch.int64).double()
+        return self.sum(mask.double())
+
+    @functools.cached_property
+    def uniform(self) -> bool:
+        """True when every segment has the same size."""
+        return len(set(self.sizes)) <= 1
+
     def extreme(self, values: torch.Tensor, reduce: str, empty: float) -> torch.Tensor:
         """Per-segment `amin`/`amax` of float64 `values` (no NaN); `empty` where none."""
         out = torch.full((len(self),), empty, dtype=torch.float64, device=self.device)
@@ -184,9 +202,9 @@ def summary_stats(flat: torch.Tensor, segments: Segments) -> torch.Tensor:
     # One index_add_ per column: stacking them into one costs more than the launches saved.
     total = segments.sum(kept)
     sumsq = segments.sum(kept * kept)
-    nonzero = segments.sum((x != 0).double())
-    count = segments.sum(finite.double())
-    nan = segments.sum(torch.isnan(x).double())
+    nonzero = segments.count(x != 0)
+    count = segments.count(finite)
+    nan = segments.count(torch.isnan(x))
     mean = total / count
     # Deviations from each segment's own mean: the sum of squares less n * mean**2 would
     # cancel every digit for a tensor of large mean and small spread.
@@ -215,8 +233,8 @@ def diff_stats(new: torch.Tensor, old: torch.Tensor, segments: Segments) -> torc
     delta = as_float64(torch.where(same, 0.0, a - b).abs())
     delta_nan = torch.isnan(delta)
     b64 = as_float64(b)
-    changed = segments.sum((~same).double())
-    nans = segments.sum(delta_nan.double())
+    changed = segments.count(~same)
+    nans = segments.count(delta_nan)
     delta_sq = segments.sum(delta * delta)
     old_sq = segments.sum(b64 * b64)
     largest = segments.extreme(torch.where(delta_nan, 0.0, delta), "amax", 0.0)
