@@ -237,7 +237,9 @@ class _Joined:
         copies = [copy for _, _, copy in members]
         try:
             with torch.no_grad():
-                flat = segments.flatten(copies)
+                flat = _back_to_back(copies)
+                if flat is None:
+                    flat = segments.flatten(copies)
                 segs = Segments.of([c.numel() for c in copies], flat.device)
                 stats = segments.summary_stats(flat, segs)
                 values = segs.gather_small(flat, MAX_VALUES)
@@ -263,6 +265,23 @@ class _Joined:
             norm = math.sqrt(sumsq)
             numbers = Stats(lo, hi, mean, m2, norm, int(nonzero), int(finite), int(nan))
             yield i, build_summary(p.facts, numbers, size, shown)
+
+
+def _back_to_back(copies: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """The one buffer `copies` lie in, back to back and in order, as a view; None when they
+    do not. `capture_many` copies a device and dtype's small tensors by one `flatten` and
+    hands out pieces of it, which `resolve` would otherwise join again (a copy of 19,800
+    pieces a step for a 13,200-module model). Nothing writes to the copies or the view."""
+    base = copies[0]._base
+    if base is None or base.dim() != 1 or not base.is_contiguous():
+        return None
+    start = stop = copies[0].storage_offset()
+    for c in copies:
+        if c._base is not base or c.storage_offset() != stop or c.stride() != (1,):
+            return None
+        stop += c.numel()
+    begin = start - base.storage_offset()
+    return base[begin : begin + stop - start]
 
 
 def _finish(p: PendingSummary, on_host: list[torch.Tensor]) -> TensorSummary:
