@@ -44,10 +44,10 @@ def _host_key_diff(new: torch.Tensor, old: torch.Tensor) -> list[float] | None:
     max_delta = max(-float(lo), float(hi))
     if not math.isfinite(max_delta):
         return None
+    if max_delta == 0:
+        return [0.0, 0.0, 0.0]  # before the norms: most keys of a deep model may not move
     wide = torch.promote_types(a.dtype, torch.float32)
     delta_norm = torch.linalg.vector_norm(delta, dtype=wide)
-    if max_delta == 0:
-        return [0.0, 0.0, 0.0]
     old_norm = torch.linalg.vector_norm(b, dtype=wide)
     if float(old_norm) == 0:
         return [1.0, max_delta, segments.FROM_ZERO]
