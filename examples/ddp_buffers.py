@@ -66,3 +66,4 @@ if __name__ == "__main__":
         torch.save(state, os.environ["DDP_EXAMPLE_STATE"])
     means = state["1.running_mean"]
     print(f"rank {rank} 1.running_mean[:2] {means[0].item():.4f} {means[1].item():.4f}")
+    dist.destroy_process_group()  # before exit: gloo's threads are not left to the interpreter

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -256,14 +257,28 @@ def run_command(args: argparse.Namespace) -> int:
         return _run_command(args)
     if args.record is not None:
         args.record = rank_folder(args.record, place.rank)
-    if place.rank == 0:
-        return _run_command(args)
-    # Rank 0 writes --save-state, as scripts save (`if rank == 0: torch.save(...)`): ranks
-    # writing one path would race, and with broadcast buffers their copies differ by design.
-    args.save_state = None
-    with QuietRank(place.rank) as quiet:
-        quiet.status = _run_command(args)
-    return quiet.status
+    try:
+        if place.rank == 0:
+            return _run_command(args)
+        # Rank 0 writes --save-state, as scripts save (`if rank == 0: torch.save(...)`): ranks
+        # writing one path would race, and with broadcast buffers their copies differ by design.
+        args.save_state = None
+        with QuietRank(place.rank) as quiet:
+            quiet.status = _run_command(args)
+        return quiet.status
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Destroy the script's process group once the run is over, as a script ends its own: one
+    left to the interpreter's exit can abort there (gloo's threads: "terminate called without
+    an active exception", seen once on a loaded machine)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
 
 
 def _run_command(args: argparse.Namespace) -> int:
