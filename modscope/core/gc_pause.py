@@ -1,4 +1,6 @@
-"""Holding Python's cyclic garbage collector while a step record is built."""
+"""Holding Python's cyclic garbage collector off the model's objects: while a step record or an
+inventory is built (`collector_paused`), and while a phase with hooks runs
+(`collector_on_new_objects`)."""
 
 from __future__ import annotations
 
@@ -24,3 +26,25 @@ def collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+@contextmanager
+def collector_on_new_objects() -> Iterator[None]:
+    """Freeze every object that exists now (`gc.freeze`) for the duration, then unfreeze them.
+
+    Hooks on every module leave objects (captures, drafts, tensor hooks) that live until the
+    phase's events are resolved: tens of thousands of them make the cyclic collector run its
+    full collections, each a scan of every object the model holds (700,000 for a
+    13,200-module model): measured, half the hooks' added time. Frozen, those scans see only
+    the objects made during the phase, and garbage the user's code makes is still collected
+    as usual. Left alone when something else froze objects already (its freeze is not ours
+    to undo).
+    """
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

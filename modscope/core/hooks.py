@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import itertools
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -14,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from modscope.core.gc_pause import collector_paused
+from modscope.core.gc_pause import collector_on_new_objects, collector_paused
 from modscope.core.hook_captures import CaptureMemo
 
 # Observing gradients through a module-level full backward hook wraps inputs and outputs in
@@ -376,11 +375,11 @@ class HookManager:
     def running_phase(self) -> Iterator[None]:
         """What a phase runs inside while modscope hooks are attached: PyTorch's warning about
         legacy backward hooks silenced (`quiet_legacy_warning`), and the objects older than
-        the phase kept out of the cyclic collector's scans (`_collector_on_new_objects`)."""
+        the phase kept out of the cyclic collector's scans (`gc_pause.collector_on_new_objects`)."""
         if not self.attached:
             yield
             return
-        with self.quiet_legacy_warning(), _collector_on_new_objects():
+        with self.quiet_legacy_warning(), collector_on_new_objects():
             yield
 
     @contextmanager
@@ -500,25 +499,3 @@ def _grad_hook(call: _BackwardCall, side: str, index: int) -> Callable[[torch.Te
         call.got(side, index, grad)
 
     return on_grad
-
-
-@contextmanager
-def _collector_on_new_objects() -> Iterator[None]:
-    """Freeze every object that exists now (`gc.freeze`) for the duration, then unfreeze them.
-
-    Hooks on every module leave objects (captures, drafts, tensor hooks) that live until the
-    phase's events are resolved: tens of thousands of them make the cyclic collector run its
-    full collections, each a scan of every object the model holds (700,000 for a
-    13,200-module model): measured, half the hooks' added time. Frozen, those scans see only
-    the objects made during the phase, and garbage the user's code makes is still collected
-    as usual. Left alone when something else froze objects already (its freeze is not ours
-    to undo).
-    """
-    if gc.get_freeze_count():
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from dataclasses import MISSING, fields
 from typing import Any, TypeVar
 
@@ -11,6 +10,7 @@ from torch import nn
 from torch.nn.parameter import UninitializedTensorMixin
 
 # Re-exported: the tree's folding and the unregistered search were part of this module.
+from modscope.core.gc_pause import collector_paused
 from modscope.core.sibling_runs import SiblingRun, fold_runs, structure_signatures
 from modscope.core.types import Inventory, ModuleInfo, TensorInfo, Totals
 from modscope.core.unregistered import find_unregistered, find_unregistered_among
@@ -95,9 +95,7 @@ def build_inventory(model: nn.Module, *, extra_reprs: bool = True) -> Inventory:
     """
     # Tens of thousands of small acyclic snapshot objects would set off repeated full
     # collections over the model's own objects: a third of the time on a 13,000-module model.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():
         walk = _Walk(model)
         return Inventory(
             modules=walk.module_infos(extra_reprs=extra_reprs),
@@ -108,9 +106,6 @@ def build_inventory(model: nn.Module, *, extra_reprs: bool = True) -> Inventory:
             ),
             shared=walk.shared_parameter_paths(),
         )
-    finally:
-        if gc_was_enabled:
-            gc.enable()
 
 
 class _Entry:
