@@ -3,8 +3,8 @@ DistributedDataParallel, per-rank recordings, quiet ranks, and `rank-divergence`
 (docs/design.md sections 2 and 4).
 
 Each torchrun run takes 6-9 s on two cores (two interpreters importing torch) and runs once per
-module; the clean script runs under modscope and alone side by side. The digest, the comparison
-and the DDP see-through are also tested in this process, on a one-rank gloo group.
+module; the clean script runs under modscope, then alone. The digest, the comparison and the DDP
+see-through are also tested in this process, on a one-rank gloo group.
 """
 
 from __future__ import annotations
@@ -344,7 +344,9 @@ def free_ports(n: int) -> list[int]:
 def start_torchrun(
     *args: str, port: int, env: dict[str, str] | None = None
 ) -> subprocess.Popen[str]:
-    """`torchrun --nproc-per-node 2 ARGS` on loopback, started (`finish` waits for it)."""
+    """`torchrun --nproc-per-node 2 ARGS` on loopback, started (`finish` waits for it).
+
+    PYTHONFAULTHANDLER: a rank that dies by a signal prints every thread's Python stack."""
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
         "--master-addr", "127.0.0.1", "--master-port", str(port), *args,
@@ -354,7 +356,7 @@ def start_torchrun(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1", **(env or {})},
         cwd=ROOT,
     )
 
@@ -368,6 +370,31 @@ def finish(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
+GLOO_TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def torchrun(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`start_torchrun` on a free port, to its end; run once more when a rank aborted with
+    GLOO_TEARDOWN_ABORT.
+
+    That abort comes from C++ as a rank's gloo group is torn down: it was seen twice in
+    hundreds of runs of this file, only on a loaded machine, once with the script's process
+    group left to the interpreter's exit and once after `destroy_process_group`, and never
+    when the same runs were repeated in a loop (`modscope run` now destroys the group as the
+    examples do). It says nothing about what a rank computed; the second run's output is
+    what the tests judge, and the first one's stderr is kept as a warning."""
+    (port,) = free_ports(1)
+    result = finish(start_torchrun(*args, port=port, env=env))
+    if result.returncode != 0 and GLOO_TEARDOWN_ABORT in result.stderr:
+        warnings.warn(
+            f"torchrun ran again after a gloo teardown abort:\n{result.stderr[-4000:]}",
+            stacklevel=2,
+        )
+        (port,) = free_ports(1)
+        result = finish(start_torchrun(*args, port=port, env=env))
+    return result
+
+
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines()]
 
@@ -375,29 +402,26 @@ def json_lines(text: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def buffers_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ddp_buffers") / "R"
-    (port,) = free_ports(1)
-    result = finish(start_torchrun(
+    result = torchrun(
         "-m", "modscope", "run", "examples/ddp_buffers.py", "--steps", "2", "--json",
-        "--record", str(folder), port=port,
-    ))  # fmt: skip
+        "--record", str(folder),
+    )  # fmt: skip
     return result, folder
 
 
 @pytest.fixture(scope="module")
 def clean_runs(tmp_path_factory):
-    """The clean script under modscope and alone, side by side (each mostly imports torch)."""
+    """The clean script under modscope and alone."""
     folder = tmp_path_factory.mktemp("ddp_clean")
-    ports = free_ports(2)
-    inspected = start_torchrun(
+    inspected = torchrun(
         "-m", "modscope", "run", "examples/ddp_clean.py", "--steps", "2", "--json",
-        "--save-state", str(folder / "modscope.pt"), port=ports[0],
+        "--save-state", str(folder / "modscope.pt"),
     )  # fmt: skip
-    plain = start_torchrun(
+    plain = torchrun(
         "examples/ddp_clean.py",
-        port=ports[1],
         env={"DDP_EXAMPLE_STEPS": "2", "DDP_EXAMPLE_STATE": str(folder / "plain.pt")},
     )
-    return finish(inspected), finish(plain), folder
+    return inspected, plain, folder
 
 
 def test_divergent_running_statistics_are_reported_at_step_1_by_rank_0(buffers_run):

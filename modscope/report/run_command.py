@@ -273,7 +273,8 @@ def run_command(args: argparse.Namespace) -> int:
 def _leave_process_group() -> None:
     """Destroy the script's process group once the run is over, as a script ends its own: one
     left to the interpreter's exit can abort there (gloo's threads: "terminate called without
-    an active exception", seen once on a loaded machine)."""
+    an active exception", seen once on a loaded machine). The same abort was seen once more
+    after this, as rare: a race in gloo's teardown that modscope cannot reach."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
