@@ -4,6 +4,7 @@ between hooks, joined statistics in bounded buffers."""
 from __future__ import annotations
 
 import gc
+import math
 
 import pytest
 import torch
@@ -92,10 +93,14 @@ def test_stacked_summaries_equal_the_per_tensor_ones() -> None:
     tensors = [torch.randn(30, 40) for _ in range(9)]
     tensors[1][0, 0] = 0.0  # one zero: counted
     tensors[2][5, 5] = float("nan")  # non-finite: left to the per-tensor path
-    tensors[3] += 1000.0  # nearly all mean: the per-tensor path's second pass
+    tensors[3] += 1000.0  # nearly all mean: a second pass about the mean, stacked too
     assert all(stackable(t) for t in tensors)
     stats = stacked_stats(tensors)
-    assert stats[2] is None and stats[3] is None
+    assert stats[2] is None and stats[3] is not None
+    # From the norm and the mean, float32's digits would be gone: 1000^2 * 1200 against 1200.
+    assert math.sqrt(stats[3].m2 / 1199) == pytest.approx(
+        float(tensors[3].double().std()), rel=1e-4
+    )
     for t, s in zip(tensors, stats, strict=True):
         if s is None:
             continue

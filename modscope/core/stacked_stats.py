@@ -43,7 +43,7 @@ def stackable(t: torch.Tensor) -> bool:
 
 def stacked_stats(tensors: Sequence[torch.Tensor]) -> list[Stats | None]:
     """`host_stats` of each tensor (all of one numel and dtype): None where a tensor has a
-    non-finite element or needs the second pass, for the caller to summarise alone."""
+    non-finite element, for the caller to summarise alone."""
     numel = tensors[0].numel()
     per_buffer = max(STACK_MAX_TOTAL // numel, 1)
     out: list[Stats | None] = []
@@ -62,19 +62,35 @@ def stacked_stats(tensors: Sequence[torch.Tensor]) -> list[Stats | None]:
             norm = torch.linalg.vector_norm(rows, dim=1)
             nonzero = rows.bool().view(torch.uint8).sum(dim=1, dtype=torch.int32).tolist()
             columns = torch.stack([lo, hi, total, norm], dim=1).tolist()
+            second: list[int] = []  # rows whose variance needs a pass about the mean
             for (lo_, hi_, total_, norm_), count in zip(columns, nonzero, strict=True):
-                out.append(_row_stats(lo_, hi_, total_, norm_, nonzero=count, n=numel))
+                stats = _row_stats(lo_, hi_, total_, norm_, nonzero=count, n=numel)
+                if stats is not None and stats.m2 < 1e-2 * norm_ * norm_:
+                    second.append(len(out))
+                out.append(stats)
+            if second:
+                _second_pass(rows, out, second, start)
     return out
 
 
 def _row_stats(
     lo: float, hi: float, total: float, norm: float, nonzero: int, n: int
 ) -> Stats | None:
-    """`host_stats`' arithmetic on one row's reductions."""
+    """`host_stats`' arithmetic on one row's reductions (None: a non-finite element)."""
     if not all(map(math.isfinite, (total, lo, hi, norm))):
         return None
     mean = total / n
-    m2 = norm * norm - n * mean * mean
-    if m2 < 1e-2 * norm * norm:
-        return None  # nearly all mean: `host_stats` takes a second pass about it
-    return Stats(lo, hi, mean, m2, norm, nonzero, finite=n, nan=0)
+    return Stats(lo, hi, mean, norm * norm - n * mean * mean, norm, nonzero, finite=n, nan=0)
+
+
+def _second_pass(
+    rows: torch.Tensor, out: list[Stats | None], second: list[int], start: int
+) -> None:
+    """Rows nearly all mean, whose variance from the norm and the mean lost its digits: the
+    norm about the mean, as `host_stats` takes it, for all of them at once (gradients behind
+    a normalisation are often such rows, thousands a step)."""
+    picked = rows[[i - start for i in second]]
+    means = torch.tensor([out[i].mean for i in second], dtype=rows.dtype)  # type: ignore[union-attr]
+    about = torch.linalg.vector_norm(picked - means[:, None], dim=1).tolist()
+    for i, norm in zip(second, about, strict=True):
+        out[i] = out[i]._replace(m2=norm * norm)  # type: ignore[union-attr]

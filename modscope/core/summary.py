@@ -46,7 +46,9 @@ see `segments`.)"""
 _HOST_DEVICE_TYPES = frozenset({"cpu"})
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+# Not frozen: a hook phase makes tens of thousands, and a frozen `__init__` assigns each
+# field through `object.__setattr__`. Nothing changes one after it is made.
+@dataclass(slots=True, eq=False)
 class PendingSummary:
     """What `capture` saw: the host facts, and the statistics wherever they are.
 

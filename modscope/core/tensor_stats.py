@@ -3,7 +3,6 @@ the host, or as a few numbers on its device), built into a `TensorSummary`."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Iterable, Sequence
@@ -11,6 +10,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from modscope.core.filled import filled, plain_frozen
 from modscope.core.types import TensorSummary
 
 _SPARSE_LAYOUTS = frozenset(
@@ -234,28 +234,13 @@ def build_summary(
     )
 
 
-def _plain_frozen(cls: type) -> bool:
-    return (
-        "__slots__" not in vars(cls)
-        and not hasattr(cls, "__post_init__")
-        and all(f.default_factory is dataclasses.MISSING for f in dataclasses.fields(cls))
-    )
-
-
-if _plain_frozen(TensorSummary):
+if plain_frozen(TensorSummary):
 
     def _new_summary(**values: Any) -> TensorSummary:
-        """A `TensorSummary` of every field's value, without its `__init__`.
-
-        A frozen dataclass's `__init__` assigns each field through `object.__setattr__`: 3.7
-        us a summary against 0.9 here, for the 26,400 summaries of each step of a
-        13,200-module model (`inventory._snapshot` does the same for the tree's snapshots).
-        Filling `__dict__` gives an equal object while the type has no `__slots__`,
-        `__post_init__` or default factories.
-        """
-        summary = object.__new__(TensorSummary)
-        summary.__dict__.update(values)
-        return summary
+        """A `TensorSummary` of every field's value, without its `__init__` (`core.filled`):
+        3.7 us a summary against 0.9, for the 26,400 summaries of each step of a
+        13,200-module model."""
+        return filled(TensorSummary, values)
 
 else:  # pragma: no cover - the type changed shape; stay correct, only slower
     _new_summary = TensorSummary
