@@ -123,6 +123,69 @@ def test_all_hooks_run_is_bit_identical_to_the_plain_loop():
     assert hook_dicts(observed) == before
 
 
+def test_observing_hooks_of_a_module_share_one_forward_pre_and_one_forward_hook():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    session = make_session(model, None, torch.randn(5, 3))
+    before = hook_dicts(model)
+    for spec in all_hooks_specs():
+        session.attach(spec)
+    # Four modscope hooks a module, two registrations: the cheapest way to see the same values.
+    for _, m in model.named_modules():
+        assert (len(m._forward_pre_hooks), len(m._forward_hooks)) == (1, 1)
+    rows = list_hooks(model, "1", manager=session.hooks)
+    assert sorted((h.kind, h.owner) for h in rows) == [
+        ("backward", "modscope"),
+        ("backward-pre", "modscope"),
+        ("forward", "modscope"),
+        ("forward-pre", "modscope"),
+    ]
+    assert {h.kind: h.flags for h in rows}["backward"] == ("via tensor hooks",)
+    assert len({h.hook_id for h in rows}) == 4
+    session.run_phase()  # the forward: one tensor hook per activation, not one per observer
+    assert len(session.hooks._transient) == 3  # the outputs of 0, 1 and 2 (2's is the root's)
+    session.run_phase()
+    events = session.run_phase().events + session.run_iteration().events
+    seen = [(e.module, e.kind) for e in events if e.phase is Phase.BACKWARD]
+    # Each gradient once to each observer; a module's backward-pre before its backward.
+    assert (
+        seen.count(("1", HookKind.BACKWARD_PRE)) == 1 and seen.count(("1", HookKind.BACKWARD)) == 1
+    )
+    assert seen.index(("1", HookKind.BACKWARD_PRE)) < seen.index(("1", HookKind.BACKWARD))
+    tanh_back = next(e for e in events if (e.module, e.kind) == ("1", HookKind.BACKWARD))
+    linear_out = next(e for e in events if (e.module, e.kind) == ("0", HookKind.BACKWARD_PRE))
+    assert tanh_back.grad_input == linear_out.grad_output  # one gradient, captured once
+    # Detaching one leaves the others firing; detaching all leaves the module as it was.
+    forward_of_1 = next(h for h in rows if h.kind == "forward")
+    session.detach(forward_of_1.hook_id)
+    assert len(model[1]._forward_hooks) == 1
+    kinds = {(e.module, e.kind) for e in session.run_iteration().events}
+    assert ("1", HookKind.FORWARD) not in kinds and ("1", HookKind.BACKWARD) in kinds
+    session.close()
+    assert hook_dicts(model) == before
+
+
+def test_an_observing_hook_after_anothers_hook_gets_its_own_registration():
+    model = nn.Sequential(nn.Linear(2, 2))
+    session = make_session(model, None, torch.ones(1, 2))
+
+    def doubles(module, args, output):
+        return output * 2
+
+    session.attach(HookSpec.parse("0:forward"))
+    handle = model[0].register_forward_hook(doubles)
+    session.attach(HookSpec.parse("0:backward-pre"))
+    # Sharing the first registration would run before `doubles`; a hook of its own runs after.
+    assert len(model[0]._forward_hooks) == 3
+    events = session.run_iteration().events
+    output = next(e for e in events if e.kind is HookKind.FORWARD).output[0]  # before doubling
+    grad = next(e for e in events if e.kind is HookKind.BACKWARD_PRE).grad_output[0]
+    # loss = mean(y^2) of y = 2 * output over 2 elements: dL/dy = y, and dL/doutput = 2y.
+    assert grad.norm == pytest.approx(2 * output.norm, rel=1e-6)
+    session.close()
+    assert list(model[0]._forward_hooks.values()) == [doubles]
+    handle.remove()
+
+
 def test_changing_a_gradient_uses_a_full_hook_and_detach_restores_the_flag():
     model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
     session = make_session(model, None, torch.ones(1, 2))

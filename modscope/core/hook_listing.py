@@ -77,36 +77,40 @@ def list_hooks(
     """Every hook that can fire on the module at `path`: its own, the global module hooks, and
     post-accumulate-grad hooks on its parameters. modscope's own carry their action."""
     module = model.get_submodule(path) if path else model
-    ours: dict[int, tuple[HookId, str, str]] = {}
+    # An observer's registration carries several of modscope's hooks: a row for each.
+    ours: dict[int, list[tuple[HookId, str, str]]] = {}
     if manager is not None:
         for hook in manager.attached.values():
             if hook.path != path:
                 continue
             for handle in hook.handles:
-                ours[handle.id] = (hook.hook_id, str(hook.spec), hook.kind.value)
+                ours.setdefault(handle.id, []).append(
+                    (hook.hook_id, str(hook.spec), hook.kind.value)
+                )
     found: list[HookInfo] = []
     for kind, attr, global_attr in _MODULE_HOOKS:
         hooks: Mapping[int, Callable[..., Any]] = getattr(module, attr)
         for hook_id, fn in hooks.items():
             qualname, location = describe_callable(fn)
             if hook_id in ours:
-                modscope_id, spec, our_kind = ours[hook_id]
-                flags = _flags(module, attr, hook_id)
-                if our_kind != kind and kind == "forward":
-                    # observing gradients: a forward hook that adds tensor hooks each iteration
-                    flags += ("via tensor hooks",)
-                found.append(
-                    HookInfo(
-                        modscope_id,
-                        path,
-                        our_kind,
-                        "modscope",
-                        qualname,
-                        location,
-                        action=spec,
-                        flags=flags,
+                for modscope_id, spec, our_kind in ours[hook_id]:
+                    flags = _flags(module, attr, hook_id)
+                    if our_kind != kind and kind == "forward":
+                        # observing gradients: a forward hook that adds tensor hooks each
+                        # iteration (how it takes its arguments is the forward hook's business)
+                        flags = ("via tensor hooks",)
+                    found.append(
+                        HookInfo(
+                            modscope_id,
+                            path,
+                            our_kind,
+                            "modscope",
+                            qualname,
+                            location,
+                            action=spec,
+                            flags=flags,
+                        )
                     )
-                )
                 continue
             watch = _watch_of(fn)
             found.append(

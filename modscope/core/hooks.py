@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from modscope.core.filled import filled, plain_frozen
 from modscope.core.gc_pause import collector_on_new_objects, collector_paused
 from modscope.core.hook_captures import CaptureMemo
 
@@ -20,7 +21,14 @@ from modscope.core.hook_captures import CaptureMemo
 # BackwardHookFunction nodes: an in-place op after the module then raises (PyTorch #61519) and
 # MultiheadAttention takes another path (`query is key` stops holding). Tensor hooks do neither.
 # The notes that say so live in a torch-free module, so that the UI shows the same words.
-from modscope.core.hook_notes import FULL_HOOK_COST, INPUT_GRAD_NOTE, LEGACY_NOTE
+from modscope.core.hook_notes import FULL_HOOK_COST, LEGACY_NOTE
+from modscope.core.hook_observers import (
+    OBSERVED_TOGETHER,
+    BackwardCall,
+    GradWaiters,
+    ModuleObserver,
+    captures,
+)
 from modscope.core.hook_spec import MODSCOPE_REGISTRY, HookId, HookSpec, HookSpecError
 from modscope.core.summary import PendingSummary, flatten_tensors, resolve
 from modscope.core.types import BreakEvent, HookAction, HookEvent, HookKind, Phase, TensorSummary
@@ -84,24 +92,37 @@ def _events_of(drafts: Sequence[EventDraft], numbers: Iterable[int]) -> list[Hoo
         at += len(seen)
         return tuple(summaries[at - len(seen) : at])
 
-    # Positional, in HookEvent's field order: this runs once per firing, tens of thousands
-    # of times a phase with hooks on every module.
+    # Without HookEvent's frozen `__init__` (`core.filled`): this runs once per firing, tens
+    # of thousands of times a phase with hooks on every module.
     return [
-        HookEvent(
-            seq,
-            d.step,
-            d.phase,
-            d.module,
-            d.kind,
-            d.action,
-            taken(d.args),
-            taken(d.output),
-            taken(d.grad_input),
-            taken(d.grad_output),
-            d.note,
+        _new_event(
+            {
+                "seq": seq,
+                "step": d.step,
+                "phase": d.phase,
+                "module": d.module,
+                "kind": d.kind,
+                "action": d.action,
+                "args": taken(d.args),
+                "output": taken(d.output),
+                "grad_input": taken(d.grad_input),
+                "grad_output": taken(d.grad_output),
+                "note": d.note,
+            }
         )
         for d, seq in zip(drafts, numbers, strict=False)
     ]
+
+
+if plain_frozen(HookEvent):
+
+    def _new_event(values: dict[str, Any]) -> HookEvent:
+        return filled(HookEvent, values)
+
+else:  # pragma: no cover - the type changed shape; stay correct, only slower
+
+    def _new_event(values: dict[str, Any]) -> HookEvent:
+        return HookEvent(**values)
 
 
 class IterationAbandoned(Exception):
@@ -134,6 +155,8 @@ class AttachedHook:
     uses_full_backward: bool = False
     flag_before: bool | None = None
     fired: int = 0
+    observer: ModuleObserver | None = None
+    """The module's observer whose registrations this observing hook shares (`hook_observers`)."""
 
     @property
     def kind(self) -> HookKind:
@@ -142,10 +165,6 @@ class AttachedHook:
     @property
     def action(self) -> HookAction:
         return self.spec.action
-
-
-def _captures(memo: CaptureMemo, values: Sequence[Any]) -> list[PendingSummary | None]:
-    return [memo.capture(t) if isinstance(t, torch.Tensor) else None for t in values]
 
 
 def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
@@ -158,59 +177,6 @@ def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     if isinstance(value, dict):
         return type(value)((k, _map_tensors(v, fn)) for k, v in value.items())
     return value
-
-
-class _BackwardCall:
-    """The gradients of one forward call of an observed module, gathered by tensor hooks."""
-
-    # One per observed module call: slots keep it one object rather than two.
-    __slots__ = (
-        "arrived",
-        "done",
-        "grad_input",
-        "grad_output",
-        "hook",
-        "manager",
-        "waiting_in",
-        "waiting_out",
-    )
-
-    def __init__(self, manager: HookManager, hook: AttachedHook, n_in: int, n_out: int) -> None:
-        self.manager = manager
-        self.hook = hook
-        self.grad_input: list[PendingSummary | None] = [None] * n_in
-        self.grad_output: list[PendingSummary | None] = [None] * n_out
-        self.waiting_in: set[int] = set()
-        self.waiting_out: set[int] = set()
-        self.arrived = False
-        self.done = False
-
-    def got(self, side: str, index: int, grad: torch.Tensor) -> None:
-        self.arrived = True
-        if side == "in":
-            self.grad_input[index] = self.manager.memo.capture(grad)
-            self.waiting_in.discard(index)
-        else:
-            self.grad_output[index] = self.manager.memo.capture(grad)
-            self.waiting_out.discard(index)
-        if self.waiting_out:
-            return
-        if self.hook.kind is HookKind.BACKWARD_PRE or not self.waiting_in:
-            self.finish()
-
-    def finish(self, note: str | None = None) -> None:
-        if self.done:
-            return
-        self.done = True
-        backward = self.hook.kind is HookKind.BACKWARD
-        if backward and self.grad_input:
-            note = f"{INPUT_GRAD_NOTE}; {note}" if note else INPUT_GRAD_NOTE
-        self.manager._fire(
-            self.hook,
-            grad_input=list(self.grad_input) if backward else None,
-            grad_output=list(self.grad_output),
-            note=note,
-        )
 
 
 class HookManager:
@@ -237,12 +203,16 @@ class HookManager:
         self.attached: dict[HookId, AttachedHook] = {}
         self._ids = itertools.count(1)
         self._transient: list[RemovableHandle] = []
-        self._calls: list[_BackwardCall] = []
+        self._calls: list[BackwardCall] = []
         self.skipped: tuple[str, ...] = ()
         self._legacy_hooks = 0
         """How many of `attached` are legacy backward hooks (asked before every phase)."""
         self.memo = CaptureMemo()
         """Captures shared by the hooks within an iteration (cleared by `end_iteration`)."""
+        self.grads = GradWaiters(self.memo, self._transient)
+        """The gradients observing hooks wait for this iteration, one tensor hook each."""
+        self._observers: dict[str, ModuleObserver] = {}
+        """Each module's newest observer, which the next observing hook may join."""
 
     # -- attaching ---------------------------------------------------------------------------
 
@@ -294,7 +264,13 @@ class HookManager:
 
     def _register(self, hook: AttachedHook, module: nn.Module) -> None:
         kind, action = hook.kind, hook.action
-        if kind is HookKind.FORWARD_PRE:
+        if kind in OBSERVED_TOGETHER and action in (HookAction.OBSERVE, HookAction.PAUSE):
+            observer = self._observers.get(hook.path)
+            if observer is None or observer.module is not module or not observer.can_take(kind):
+                observer = self._observers[hook.path] = ModuleObserver(self, module)
+            observer.add(hook)
+            hook.observer = observer
+        elif kind is HookKind.FORWARD_PRE:
             hook.handles.append(
                 module.register_forward_pre_hook(self._forward_pre(hook), with_kwargs=True)
             )
@@ -308,8 +284,6 @@ class HookManager:
                 )
             hook.flag_before = module._is_full_backward_hook
             hook.handles.append(module.register_backward_hook(self._legacy(hook)))
-        elif action in (HookAction.OBSERVE, HookAction.PAUSE):
-            hook.handles.append(module.register_forward_hook(self._observe_grads(hook)))
         elif kind is HookKind.BACKWARD:
             if module._backward_hooks and module._is_full_backward_hook is False:
                 raise HookSpecError(
@@ -329,6 +303,10 @@ class HookManager:
         hook = self.attached.pop(hook_id, None)
         if hook is None:
             raise KeyError(f"no modscope hook {hook_id!r}")
+        if hook.observer is not None:
+            if hook.observer.drop(hook) and self._observers.get(hook.path) is hook.observer:
+                del self._observers[hook.path]
+            hook.observer = None
         for handle in hook.handles:
             handle.remove()
         hook.handles.clear()
@@ -354,8 +332,8 @@ class HookManager:
     def end_backward(self) -> None:
         """After `loss.backward()`: report gradients that never arrived, drop tensor hooks."""
         for call in self._calls:
-            if call.arrived and not call.done:
-                call.finish("some gradients never arrived (inputs not used by the loss)")
+            if call.arrived and not call.complete:
+                call.give_up("some gradients never arrived (inputs not used by the loss)")
         self.end_iteration()
 
     def end_iteration(self) -> None:
@@ -364,6 +342,7 @@ class HookManager:
             handle.remove()
         self._transient.clear()
         self._calls.clear()
+        self.grads.clear()
         self.memo.clear()
 
     @property
@@ -418,7 +397,7 @@ class HookManager:
     def _forward_pre(self, hook: AttachedHook) -> Callable[..., Any]:
         def forward_pre(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             seen = flatten_tensors(args) + flatten_tensors(list(kwargs.values()))
-            self._fire(hook, args=_captures(self.memo, seen))
+            self._fire(hook, args=captures(self.memo, seen))
             if self._changes(hook):
                 fn = self._scaled(hook)
                 return _map_tensors(args, fn), _map_tensors(kwargs, fn)
@@ -433,7 +412,7 @@ class HookManager:
             seen = flatten_tensors(args) + flatten_tensors(list(kwargs.values()))
             output_seen = flatten_tensors(output)
             self._fire(
-                hook, args=_captures(self.memo, seen), output=_captures(self.memo, output_seen)
+                hook, args=captures(self.memo, seen), output=captures(self.memo, output_seen)
             )
             if self._changes(hook):
                 return _map_tensors(output, self._scaled(hook))
@@ -441,29 +420,10 @@ class HookManager:
 
         return forward
 
-    def _observe_grads(self, hook: AttachedHook) -> Callable[..., Any]:
-        def observe(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            outputs = flatten_tensors(output)
-            inputs = flatten_tensors(args) if hook.kind is HookKind.BACKWARD else []
-            call = _BackwardCall(self, hook, len(inputs), len(outputs))
-            for side, tensors, waiting in (
-                ("out", outputs, call.waiting_out),
-                ("in", inputs, call.waiting_in),
-            ):
-                for i, t in enumerate(tensors):
-                    if isinstance(t, torch.Tensor) and t.requires_grad:
-                        waiting.add(i)
-                        self._transient.append(t.register_hook(_grad_hook(call, side, i)))
-            if call.waiting_out:
-                self._calls.append(call)
-            return None
-
-        return observe
-
     def _fire_grads(self, hook: AttachedHook, grad_input: Any, grad_output: Any, note: str) -> None:
         """A module-level backward hook fired: what it saw, with the note that says which kind."""
-        grad_in = _captures(self.memo, list(grad_input))
-        grad_out = _captures(self.memo, list(grad_output))
+        grad_in = captures(self.memo, list(grad_input))
+        grad_out = captures(self.memo, list(grad_output))
         self._fire(hook, grad_input=grad_in, grad_output=grad_out, note=note)
 
     def _legacy(self, hook: AttachedHook) -> Callable[..., Any]:
@@ -487,15 +447,8 @@ class HookManager:
             return backward
 
         def backward_pre(module: nn.Module, grad_output: Any) -> Any:
-            grads = _captures(self.memo, list(grad_output))
+            grads = captures(self.memo, list(grad_output))
             self._fire(hook, grad_output=grads, note=FULL_HOOK_COST)
             return tuple(fn(g) if g is not None else None for g in grad_output)
 
         return backward_pre
-
-
-def _grad_hook(call: _BackwardCall, side: str, index: int) -> Callable[[torch.Tensor], None]:
-    def on_grad(grad: torch.Tensor) -> None:
-        call.got(side, index, grad)
-
-    return on_grad
