@@ -46,6 +46,8 @@ def test_nonzero_elements_are_counted_exactly(kind: str, zeros: int) -> None:
     stats = host_stats(x)
     assert stats is not None
     assert stats.nonzero == int(torch.count_nonzero(x)) == x.numel() - zeros
+    transposed = host_stats(x.view(40, 25).t())  # not contiguous: the same count
+    assert transposed is not None and transposed.nonzero == stats.nonzero
 
 
 def test_a_non_finite_element_leaves_it_to_the_other_path() -> None:

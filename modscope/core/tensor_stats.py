@@ -106,13 +106,21 @@ def host_stats(x: torch.Tensor) -> Stats | None:
     return Stats(lo, hi, mean, m2, norm, _count_nonzero(x, lo, hi), finite=n, nan=0)
 
 
+BOOL_COUNT_MAX = 1 << 24
+"""Elements up to which zeros are counted through a bool copy (16 MiB of it at most)."""
+
+
 def _count_nonzero(x: torch.Tensor, lo: float, hi: float) -> int:
     """The nonzero elements of a finite host tensor whose extremes are `lo` and `hi`: all of
-    them when the extremes leave out 0, without `count_nonzero`'s pass (slower than
-    `aminmax`'s). A smallest magnitude (`abs().amin()`) would decide more tensors, but its
-    temporary costs more than the count on a step that allocates much memory."""
+    them when the extremes leave out 0, without a pass. A smallest magnitude (`abs().amin()`)
+    would decide more tensors, but its temporary costs more than the count on a step that
+    allocates much memory. The count itself sums the bytes of a bool copy in int32, exact
+    below 2^31 elements: 0.14 ms for 655,360 floats where torch 2.13's CPU `count_nonzero`
+    takes 0.41 and `(x != 0).sum()` 0.99; past `BOOL_COUNT_MAX` the copy would be large."""
     if lo > 0 or hi < 0:
         return x.numel()
+    if x.numel() <= BOOL_COUNT_MAX:
+        return int(x.bool().view(torch.uint8).sum(dtype=torch.int32))
     return int(torch.count_nonzero(x))
 
 
