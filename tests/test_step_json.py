@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy
 import pytest
 import torch
 from torch import nn
@@ -64,6 +65,8 @@ def test_summaries_of_every_kind_are_written_as_dumps_writes_them() -> None:
         {"grad_fn": "AddBackward0", "layout": "sparse_csr"},
         {"norm": 1e300, "min": -0.0, "max": 5e-324, "mean": 1.0, "std": None},
         {"norm": math.inf, "min": -math.inf, "max": math.nan},
+        {"norm": 1e308, "max": 1e308, "mean": 1e308},  # each finite, their sum not
+        {"mean": numpy.float64(0.5)},  # a float subclass
         {"nan": True},  # not an int: written by json itself
         {"shape": ()},
     ],

@@ -46,18 +46,36 @@ def step_line(record: StepRecord) -> str:
     )
 
 
+_heads: dict[tuple[object, ...], str] = {}
+"""Each shape, dtype, device and numel's text up to the statistics, written once."""
+
+
 def _summary(s: TensorSummary) -> str:
     """`_dumps(s.to_json())`."""
     if s.values is not None or not (type(s.numel) is type(s.nan) is type(s.inf) is int):
         return _dumps(s.to_json())
-    shape = ", ".join([_int(n) for n in s.shape])
-    text = (
-        f'{{"shape": [{shape}], "dtype": {encode_basestring(s.dtype)}, '
-        f'"device": {encode_basestring(s.device)}, '
-        f'"numel": {s.numel}, "norm": {_number(s.norm)}, "min": {_number(s.min)}, '
-        f'"max": {_number(s.max)}, "mean": {_number(s.mean)}, "std": {_number(s.std)}, '
-        f'"nan": {s.nan}, "inf": {s.inf}'
-    )
+    key = (s.shape, s.dtype, s.device, s.numel)
+    head = _heads.get(key)
+    if head is None:
+        shape = ", ".join([_int(n) for n in s.shape])
+        head = _heads[key] = (
+            f'{{"shape": [{shape}], "dtype": {encode_basestring(s.dtype)}, '
+            f'"device": {encode_basestring(s.device)}, "numel": {s.numel}, '
+        )
+    norm, lo, hi, mean, std = s.norm, s.min, s.max, s.mean, s.std
+    if type(norm) is type(lo) is type(hi) is type(mean) is type(std) is float and _finite(
+        norm + lo + hi + mean + std
+    ):
+        # Nearly every summary: five finite floats, written as `json` writes them.
+        text = (
+            f'{head}"norm": {norm!r}, "min": {lo!r}, "max": {hi!r}, "mean": {mean!r}, '
+            f'"std": {std!r}, "nan": {s.nan}, "inf": {s.inf}'
+        )
+    else:
+        text = (
+            f'{head}"norm": {_number(norm)}, "min": {_number(lo)}, "max": {_number(hi)}, '
+            f'"mean": {_number(mean)}, "std": {_number(std)}, "nan": {s.nan}, "inf": {s.inf}'
+        )
     if s.layout != "strided":
         text += f', "layout": {encode_basestring(s.layout)}'
     if s.grad_fn is not None:
@@ -65,6 +83,9 @@ def _summary(s: TensorSummary) -> str:
     if s.note is not None:
         text += f', "note": {encode_basestring(s.note)}'
     return text + "}"
+
+
+_finite = math.isfinite
 
 
 def _int(n: int) -> str:
