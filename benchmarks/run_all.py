@@ -282,7 +282,9 @@ def _hooks_ratio_worker(script: str, steps: int, rounds: int) -> None:
     model, in alternating rounds (iteration time only; the median ratio of the rounds): a
     Session's iterations with observing hooks on every module against the same Session's
     without, over plain iterations with `workloads`' no-op hooks against plain ones. Separate
-    processes would compare a no-op cost of about 0.1 s with run-to-run noise of seconds."""
+    processes would compare a no-op cost of about 0.1 s with run-to-run noise of seconds. The
+    time is the process's CPU time, which a busy neighbour on a shared machine disturbs less
+    than the wall clock (the work is on one thread: `--threads 1`)."""
     from modscope.core.session import Session
     from modscope.report.run_command import parse_specs
 
@@ -290,14 +292,15 @@ def _hooks_ratio_worker(script: str, steps: int, rounds: int) -> None:
     model, optimizer = names["model"], names["optimizer"]
     inputs, loss_fn = names["inputs"], names["loss_fn"]
     session = Session.from_objects(model, inputs=inputs, loss_fn=loss_fn, optimizer=optimizer)
+    clock = time.process_time
 
     def plain() -> float:
-        start = time.perf_counter()
+        start = clock()
         for _ in range(steps):
             optimizer.zero_grad()
             loss_fn(model(inputs)).backward()
             optimizer.step()
-        return time.perf_counter() - start
+        return clock() - start
 
     def noop() -> float:
         before = {m: (dict(m._forward_pre_hooks), dict(m._forward_hooks)) for m in model.modules()}
@@ -315,10 +318,10 @@ def _hooks_ratio_worker(script: str, steps: int, rounds: int) -> None:
         if hooks:
             for spec in parse_specs([], True):
                 session.attach(spec)
-        start = time.perf_counter()
+        start = clock()
         for _ in range(steps):
             session.run_iteration()
-        took = time.perf_counter() - start
+        took = clock() - start
         session.hooks.detach_all()
         return took
 
