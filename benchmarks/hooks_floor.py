@@ -74,16 +74,8 @@ def measure(names: dict, rounds: int) -> None:
                 h.remove()
 
     def noop_round() -> float:
-        saved = {m: (dict(m._forward_pre_hooks), dict(m._forward_hooks)) for m in model.modules()}
-        names["_noop_hooks"](model)
-        try:
+        with workloads.noop_hooks_on(model, names["_noop_hooks"]):
             return plain()
-        finally:
-            for m, (pre, post) in saved.items():
-                m._forward_pre_hooks.clear()
-                m._forward_pre_hooks.update(pre)
-                m._forward_hooks.clear()
-                m._forward_hooks.update(post)
 
     def floor_round() -> float:
         copies: list[torch.Tensor] = []

@@ -303,16 +303,8 @@ def _hooks_ratio_worker(script: str, steps: int, rounds: int) -> None:
         return clock() - start
 
     def noop() -> float:
-        before = {m: (dict(m._forward_pre_hooks), dict(m._forward_hooks)) for m in model.modules()}
-        names["_noop_hooks"](model)
-        try:
+        with workloads.noop_hooks_on(model, names["_noop_hooks"]):
             return plain()
-        finally:
-            for m, (pre, post) in before.items():
-                m._forward_pre_hooks.clear()
-                m._forward_pre_hooks.update(pre)
-                m._forward_hooks.clear()
-                m._forward_hooks.update(post)
 
     def observed(hooks: bool) -> float:
         if hooks:

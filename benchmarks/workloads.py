@@ -9,6 +9,10 @@ iterations, so the two are comparable bit for bit.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
 _LOOP = """
 def _noop_hooks(module):
     def on_grad(grad):
@@ -100,3 +104,19 @@ def many(blocks: int, width: int) -> str:
 def parameters_of_many(blocks: int, width: int) -> int:
     """How many parameters `many(blocks, width)` holds."""
     return blocks * (width * width + width + 2 * width)
+
+
+@contextmanager
+def noop_hooks_on(model: Any, attach: Callable[[Any], None]) -> Iterator[None]:
+    """A script's `_noop_hooks` (`attach`) on every module of `model` while the block runs, each
+    module's forward hook dicts put back as they were after it."""
+    saved = {m: (dict(m._forward_pre_hooks), dict(m._forward_hooks)) for m in model.modules()}
+    attach(model)
+    try:
+        yield
+    finally:
+        for m, (pre, post) in saved.items():
+            m._forward_pre_hooks.clear()
+            m._forward_pre_hooks.update(pre)
+            m._forward_hooks.clear()
+            m._forward_hooks.update(post)
