@@ -50,6 +50,16 @@ def run(session: Session, n: int) -> list[float | None]:
     return losses
 
 
+def assert_rewind_reruns(session: Session, steps: int, back: int) -> None:
+    """Run `steps` iterations, rewind to step `back` and run to `steps` again: the same losses
+    and the same end state (model, grads, optimizer)."""
+    losses = run(session, steps)
+    final = state_of(session)
+    session.rewind(back)
+    assert run(session, steps - back) == losses[back:]
+    assert_same(state_of(session), final)
+
+
 def params(session: Session) -> tuple[str, str]:
     m = session.model
     return f"{m.powModel.powParam.item():.4f}", f"{m.logModel.logParam.item():.4f}"
@@ -210,11 +220,7 @@ def test_list_inputs_and_function_inputs_replay() -> None:
             loss_fn=lambda out: out.square().mean(),
             optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
         )
-        losses = run(session, 7)
-        final = state_of(session)
-        session.rewind(2)
-        assert run(session, 5) == losses[2:]
-        assert_same(state_of(session), final)
+        assert_rewind_reruns(session, 7, 2)
         session.rewind(0)
         session.close()
 
@@ -258,11 +264,7 @@ def test_a_script_s_own_generator_is_put_back_with_the_checkpoint(tmp_path: Path
     script = tmp_path / "own_generator.py"
     script.write_text(SCRIPT_WITH_A_GENERATOR)
     session = Session.load(str(script), rewind=True)
-    losses = run(session, 6)
-    final = state_of(session)
-    session.rewind(2)
-    assert run(session, 4) == losses[2:]
-    assert_same(state_of(session), final)
+    assert_rewind_reruns(session, 6, 2)
     session.close()
 
 
@@ -277,11 +279,7 @@ def test_a_generator_held_by_the_inputs_function_is_put_back(make) -> None:
         loss_fn=lambda out: out.square().mean(),
         optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
     )
-    losses = run(session, 5)
-    final = state_of(session)
-    session.rewind(1)
-    assert run(session, 4) == losses[1:]
-    assert_same(state_of(session), final)
+    assert_rewind_reruns(session, 5, 1)
     session.close()
 
 
