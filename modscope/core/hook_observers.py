@@ -171,9 +171,6 @@ class ModuleObserver:
         self.hooks: dict[HookKind, AttachedHook] = {}
         self.pre_handle: RemovableHandle | None = None
         self.post_handle: RemovableHandle | None = None
-        self._forward: AttachedHook | None = None
-        self._backward: AttachedHook | None = None
-        self._backward_pre: AttachedHook | None = None
 
     def can_take(self, kind: HookKind) -> bool:
         """True when a hook of `kind` can share this observer's registration and still run
@@ -196,7 +193,6 @@ class ModuleObserver:
             if self.post_handle is None:
                 self.post_handle = self.module.register_forward_hook(self._post, with_kwargs=True)
             hook.handles.append(self.post_handle)
-        self._update()
 
     def drop(self, hook: AttachedHook) -> bool:
         """Take `hook` out, removing what no hook needs any more; True once none is left."""
@@ -209,13 +205,7 @@ class ModuleObserver:
         elif self.post_handle is not None and not (self.hooks.keys() - {HookKind.FORWARD_PRE}):
             self.post_handle.remove()
             self.post_handle = None
-        self._update()
         return not self.hooks
-
-    def _update(self) -> None:
-        self._forward = self.hooks.get(HookKind.FORWARD)
-        self._backward = self.hooks.get(HookKind.BACKWARD)
-        self._backward_pre = self.hooks.get(HookKind.BACKWARD_PRE)
 
     # -- what PyTorch calls ----------------------------------------------------------------------
 
@@ -232,14 +222,16 @@ class ModuleObserver:
         manager = self.manager
         outputs = flatten_tensors(output)
         inputs = flatten_tensors(args)
-        if self._forward is not None:
+        forward = self.hooks.get(HookKind.FORWARD)
+        if forward is not None:
             seen = inputs + flatten_tensors(list(kwargs.values())) if kwargs else inputs
             manager._fire(
-                self._forward,
+                forward,
                 args=captures(manager.memo, seen),
                 output=captures(manager.memo, outputs),
             )
-        backward, backward_pre = self._backward, self._backward_pre
+        backward = self.hooks.get(HookKind.BACKWARD)
+        backward_pre = self.hooks.get(HookKind.BACKWARD_PRE)
         if backward is None and backward_pre is None:
             return
         if backward is None:

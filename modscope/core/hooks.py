@@ -394,18 +394,22 @@ class HookManager:
     def _changes(self, hook: AttachedHook) -> bool:
         return hook.action in (HookAction.SCALE, HookAction.ZERO)
 
+    # Forward-pre and forward hooks that change what they see (`scale`, `zero`); the observing
+    # ones go through a `ModuleObserver`.
+
     def _forward_pre(self, hook: AttachedHook) -> Callable[..., Any]:
+        fn = self._scaled(hook)
+
         def forward_pre(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             seen = flatten_tensors(args) + flatten_tensors(list(kwargs.values()))
             self._fire(hook, args=captures(self.memo, seen))
-            if self._changes(hook):
-                fn = self._scaled(hook)
-                return _map_tensors(args, fn), _map_tensors(kwargs, fn)
-            return None
+            return _map_tensors(args, fn), _map_tensors(kwargs, fn)
 
         return forward_pre
 
     def _forward(self, hook: AttachedHook) -> Callable[..., Any]:
+        fn = self._scaled(hook)
+
         def forward(
             module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
         ) -> Any:
@@ -414,9 +418,7 @@ class HookManager:
             self._fire(
                 hook, args=captures(self.memo, seen), output=captures(self.memo, output_seen)
             )
-            if self._changes(hook):
-                return _map_tensors(output, self._scaled(hook))
-            return None
+            return _map_tensors(output, fn)
 
         return forward
 

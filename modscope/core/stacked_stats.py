@@ -62,11 +62,11 @@ def stacked_stats(tensors: Sequence[torch.Tensor]) -> list[Stats | None]:
             norm = torch.linalg.vector_norm(rows, dim=1)
             nonzero = rows.bool().view(torch.uint8).sum(dim=1, dtype=torch.int32).tolist()
             columns = torch.stack([lo, hi, total, norm], dim=1).tolist()
-            second: list[int] = []  # rows whose variance needs a pass about the mean
+            second: list[tuple[int, Stats]] = []  # rows whose variance needs a pass about the mean
             for (lo_, hi_, total_, norm_), count in zip(columns, nonzero, strict=True):
                 stats = _row_stats(lo_, hi_, total_, norm_, nonzero=count, n=numel)
                 if stats is not None and stats.m2 < 1e-2 * norm_ * norm_:
-                    second.append(len(out))
+                    second.append((len(out), stats))
                 out.append(stats)
             if second:
                 _second_pass(rows, out, second, start)
@@ -84,13 +84,13 @@ def _row_stats(
 
 
 def _second_pass(
-    rows: torch.Tensor, out: list[Stats | None], second: list[int], start: int
+    rows: torch.Tensor, out: list[Stats | None], second: list[tuple[int, Stats]], start: int
 ) -> None:
     """Rows nearly all mean, whose variance from the norm and the mean lost its digits: the
     norm about the mean, as `host_stats` takes it, for all of them at once (gradients behind
     a normalisation are often such rows, thousands a step)."""
-    picked = rows[[i - start for i in second]]
-    means = torch.tensor([out[i].mean for i in second], dtype=rows.dtype)  # type: ignore[union-attr]
+    picked = rows[[i - start for i, _ in second]]
+    means = torch.tensor([stats.mean for _, stats in second], dtype=rows.dtype)
     about = torch.linalg.vector_norm(picked - means[:, None], dim=1).tolist()
-    for i, norm in zip(second, about, strict=True):
-        out[i] = out[i]._replace(m2=norm * norm)  # type: ignore[union-attr]
+    for (i, stats), norm in zip(second, about, strict=True):
+        out[i] = stats._replace(m2=norm * norm)

@@ -46,6 +46,8 @@ def step_line(record: StepRecord) -> str:
     )
 
 
+_finite = math.isfinite
+
 _heads: dict[tuple[object, ...], str] = {}
 """Each shape, dtype, device and numel's text up to the statistics, written once."""
 
@@ -83,9 +85,6 @@ def _summary(s: TensorSummary) -> str:
     if s.note is not None:
         text += f', "note": {encode_basestring(s.note)}'
     return text + "}"
-
-
-_finite = math.isfinite
 
 
 def _int(n: int) -> str:
