@@ -1,10 +1,10 @@
 """The model scripts `run_all.py` measures, each a model script that also runs as a plain loop.
 
-`python SCRIPT` builds the model and runs `STEPS` plain iterations (environment, default 0),
-and with `NOOP_HOOKS=1` first attaches no-op hooks on every module: forward-pre, and a forward
-hook that puts no-op tensor hooks on the module's output and inputs, the same machinery modscope's
-observing hooks use (DESIGN section 5), doing nothing. `modscope run SCRIPT` runs the same
-iterations, so the two are comparable bit for bit.
+`python SCRIPT` builds the model and runs `STEPS` plain iterations (environment, default 0);
+`modscope run SCRIPT` runs the same iterations, so the two are comparable bit for bit. Each
+script also defines `_noop_hooks(model)`: no-op hooks on every module, forward-pre, and a forward
+hook that puts no-op tensor hooks on the module's output and inputs, the same machinery
+modscope's observing hooks use (DESIGN section 5), doing nothing (`noop_hooks_on`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ def _noop_hooks(module):
 if __name__ == "__main__":
     import time
 
-    if os.environ.get("NOOP_HOOKS") == "1":
-        _noop_hooks(model)
     built = time.perf_counter()
     for _ in range(int(os.environ.get("STEPS", "0"))):
         optimizer.zero_grad()

@@ -52,10 +52,10 @@ from modscope.report.step_json import step_line
 
 LOSS_WIDTH = 10
 CHANGE_WIDTH = 48
-KEY_MIN_WIDTH = 48
+"""At most this many cells for the `largest change` column (a longer key is cut with `…`)."""
+KEY_MAX_WIDTH = 48
 """The state table's key column takes up to this many cells, as long as each summary column
 keeps 16; a longer key is broken after a dot onto more lines (never cut with `…`)."""
-"""At most this many cells for the `largest change` column (a longer key is cut with `…`)."""
 
 
 def parse_specs(texts: Sequence[str], all_hooks: bool) -> list[HookSpec]:
@@ -204,7 +204,7 @@ class TableReport:
         longest = max((len(printable(k)) for k in keys[:50]), default=3)
         # Borders and padding of four columns (13 cells), the Δ column (11), 16 for each summary.
         room = self.console.width - 13 - 11 - 2 * 16
-        key_width = max(12, min(longest, KEY_MIN_WIDTH, room))
+        key_width = max(12, min(longest, KEY_MAX_WIDTH, room))
         table.add_column("key", overflow="fold", width=key_width)
         table.add_column("value")
         table.add_column("grad")
