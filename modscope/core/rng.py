@@ -27,11 +27,6 @@ class RngState:
         self.numpy = numpy.random.get_state() if numpy is not None else None
         self.generators = [(g, g.get_state()) for g in generators]
 
-    @classmethod
-    def capture(cls) -> RngState:
-        """The global states now (no generators)."""
-        return cls()
-
     def restore(self) -> None:
         torch.set_rng_state(self.torch)
         if self.cuda is not None:
@@ -61,8 +56,9 @@ class RngState:
 
     @property
     def nbytes(self) -> int:
-        """About what the copy takes (the torch states, and the Python/NumPy Mersenne tables)."""
-        tensors = [self.torch, *(self.cuda or ())]
+        """About what the copy takes (the torch states, the script's generators' and the
+        Python/NumPy Mersenne tables)."""
+        tensors = [self.torch, *(self.cuda or ()), *(state for _, state in self.generators)]
         return sum(t.numel() * t.element_size() for t in tensors) + 8 * 625 * 2
 
 
