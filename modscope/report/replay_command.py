@@ -11,6 +11,7 @@ from modscope.control.recording import Recording, RecordingError, read_ranks
 from modscope.core.exit_codes import ExitCode
 from modscope.core.loader import stderr_sink
 from modscope.report.common import error_event, print_message, write_json_line
+from modscope.report.step_json import write_step
 
 
 def open_ranks(folder: str, *, json: bool = False) -> list[Recording]:
@@ -53,7 +54,7 @@ def replay_json(args: argparse.Namespace) -> int:
                 write_json_line(event.to_json())
         elif isinstance(u, up.PhaseDone):
             if u.record is not None:
-                write_json_line(u.record.to_json())
+                write_step(u.record)
             if u.error is not None:
                 write_json_line(u.error.to_json())
                 status = ExitCode.FAILED

@@ -24,7 +24,6 @@ from modscope.core.fmt import (
     summary_line,
     wrap_path,
 )
-from modscope.core.gc_pause import collector_paused
 from modscope.core.hooks import HookSpec, HookSpecError, all_hooks_specs
 from modscope.core.layer_stats import LayerWatch
 from modscope.core.layer_types import LayerStep
@@ -42,13 +41,12 @@ from modscope.report.common import (
     print_error,
     report_refusal,
     write_json_line,
-    write_json_text,
 )
 from modscope.report.layers_table import TREND_WIDTH, print_layers
 from modscope.report.progress import StepProgress
 from modscope.report.ranks import QuietRank
 from modscope.report.record import Iteration, PrintTee, RecordedRun, check_recording_folder
-from modscope.report.step_json import step_line
+from modscope.report.step_json import write_step
 
 LOSS_WIDTH = 10
 CHANGE_WIDTH = 48
@@ -77,9 +75,7 @@ class JsonReport:
         write_json_line(event.to_json())
 
     def step(self, record: StepRecord) -> None:
-        # A record of a large model is tens of thousands of dicts and floats (`gc_pause`).
-        with collector_paused():
-            write_json_text(step_line(record))
+        write_step(record)
 
     def layers(self, step: LayerStep) -> None:
         write_json_line(step.to_json())

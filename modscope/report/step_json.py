@@ -16,10 +16,18 @@ import json
 import math
 from json.encoder import encode_basestring  # the string encoder of ensure_ascii=False
 
+from modscope.core.gc_pause import collector_paused
 from modscope.core.types import StepRecord, TensorSummary, finite_or_none
-from modscope.report.common import terminal_safe
+from modscope.report.common import terminal_safe, write_json_text
 
 _dumps = functools.partial(json.dumps, allow_nan=False, ensure_ascii=False)
+
+
+def write_step(record: StepRecord) -> None:
+    """Write a step record's JSON line on stdout (`run --json`, `replay --json`). A record of a
+    large model is tens of thousands of summaries and floats: the collector is held (`gc_pause`)."""
+    with collector_paused():
+        write_json_text(step_line(record))
 
 
 def step_line(record: StepRecord) -> str:
