@@ -184,6 +184,9 @@ def test_the_app_keeps_no_more_step_records_than_the_session(tmp_path: Path) -> 
                 view.add_record(u.record, kept=u.kept)
     assert [r.step for r in view.history] == [4, 5, 6]
     assert [r.step for r in controller.session.history] == [4, 5, 6]
+    # A rewind re-sends the history it kept, saying how much the session keeps.
+    resent = [u for u in controller.handle(cmd.GoToStep(5)) if isinstance(u, up.PhaseDone)]
+    assert resent and all(u.kept == 3 for u in resent)
     view.add_record(view.history[-1])  # an update that does not say (an older recording)
     assert view.history.maxlen == HISTORY_LIMIT
     controller.close()

@@ -356,7 +356,8 @@ class SessionController:
         self._version += 1
         layout = self._relayout(s)
         self._out += [up.Repaint(step), up.Loaded(layout, tuple(s.notes()), time.perf_counter())]
-        self._out += [up.PhaseDone(r.step, Phase.OPTIMIZER, r) for r in s.history]
+        kept = s.history.maxlen
+        self._out += [up.PhaseDone(r.step, Phase.OPTIMIZER, r, kept=kept) for r in s.history]
         self._summarize(s, record=None, baseline=True)
         if self._watcher is not None:
             self._out.append(up.FindingsChanged(tuple(self._findings.values())))
