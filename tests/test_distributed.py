@@ -380,7 +380,7 @@ def torchrun(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
     That abort comes from C++ as a rank's gloo group is torn down: it was seen twice in
     hundreds of runs of this file, only on a loaded machine, once with the script's process
     group left to the interpreter's exit and once after `destroy_process_group`, and never
-    when the same runs were repeated in a loop (`modscope run` now destroys the group as the
+    when the same runs were repeated in a loop (modscope now destroys the group as the
     examples do). It says nothing about what a rank computed; the second run's output is
     what the tests judge, and the first one's stderr is kept as a warning."""
     (port,) = free_ports(1)

@@ -20,13 +20,31 @@ def on_rank_zero(
     hold_stdout: bool = False,
 ) -> int:
     """`command(args)` in this process; under torchrun (`RANK` and `WORLD_SIZE` set) on a rank
-    other than 0 inside `QuietRank`."""
+    other than 0 inside `QuietRank`, and on every rank the script's process group destroyed
+    after it (`leave_process_group`)."""
     place = launched_rank()
-    if place is None or place.rank == 0:
+    if place is None:
         return command(args)
-    with QuietRank(place.rank, hold_stdout=hold_stdout) as quiet:
-        quiet.status = command(args)
-    return quiet.status
+    try:
+        if place.rank == 0:
+            return command(args)
+        with QuietRank(place.rank, hold_stdout=hold_stdout) as quiet:
+            quiet.status = command(args)
+        return quiet.status
+    finally:
+        leave_process_group()
+
+
+def leave_process_group() -> None:
+    """Destroy the script's process group once the command is over, as a script ends its own:
+    one left to the interpreter's exit can abort there (gloo's threads: "terminate called
+    without an active exception", seen once on a loaded machine). The same abort was seen once
+    more after this, as rare: a race in gloo's teardown that modscope cannot reach."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
 
 
 class QuietRank:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -44,7 +43,7 @@ from modscope.report.common import (
 )
 from modscope.report.layers_table import TREND_WIDTH, print_layers
 from modscope.report.progress import StepProgress
-from modscope.report.ranks import QuietRank
+from modscope.report.ranks import QuietRank, on_rank_zero
 from modscope.report.record import Iteration, PrintTee, RecordedRun, check_recording_folder
 from modscope.report.step_json import write_step
 
@@ -249,33 +248,15 @@ def run_command(args: argparse.Namespace) -> int:
     (`QuietRank`), `--record DIR` writes each rank's recording to `DIR/rank<N>`, and only rank
     0 writes `--save-state`."""
     place = launched_rank()
-    if place is None:
-        return _run_command(args)
-    if args.record is not None:
-        args.record = rank_folder(args.record, place.rank)
-    try:
-        if place.rank == 0:
-            return _run_command(args)
-        # Rank 0 writes --save-state, as scripts save (`if rank == 0: torch.save(...)`): ranks
-        # writing one path would race, and with broadcast buffers their copies differ by design.
-        args.save_state = None
-        with QuietRank(place.rank) as quiet:
-            quiet.status = _run_command(args)
-        return quiet.status
-    finally:
-        _leave_process_group()
-
-
-def _leave_process_group() -> None:
-    """Destroy the script's process group once the run is over, as a script ends its own: one
-    left to the interpreter's exit can abort there (gloo's threads: "terminate called without
-    an active exception", seen once on a loaded machine). The same abort was seen once more
-    after this, as rare: a race in gloo's teardown that modscope cannot reach."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        with contextlib.suppress(Exception):
-            dist.destroy_process_group()
+    if place is not None:
+        if args.record is not None:
+            args.record = rank_folder(args.record, place.rank)
+        if place.rank != 0:
+            # Rank 0 writes --save-state, as scripts save (`if rank == 0: torch.save(...)`):
+            # ranks writing one path would race, and with broadcast buffers their copies
+            # differ by design.
+            args.save_state = None
+    return on_rank_zero(_run_command, args)
 
 
 def _run_command(args: argparse.Namespace) -> int:
