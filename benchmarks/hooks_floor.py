@@ -51,7 +51,7 @@ def main() -> None:
 def measure(names: dict, rounds: int) -> None:
     from modscope.core.session import Session
     from modscope.core.stacked_stats import stacked_stats
-    from modscope.report.run_command import parse_specs
+    from modscope.report.run_command import attach_specs, parse_specs
 
     model, optimizer = names["model"], names["optimizer"]
     inputs, loss_fn = names["inputs"], names["loss_fn"]
@@ -112,8 +112,7 @@ def measure(names: dict, rounds: int) -> None:
 
     def session_round(hooks: bool) -> float:
         if hooks:
-            for spec in parse_specs([], True):
-                session.attach(spec)
+            attach_specs(session, parse_specs([], True))
         start = clock()
         session.run_iteration()
         took = clock() - start

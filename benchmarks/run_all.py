@@ -286,7 +286,7 @@ def _hooks_ratio_worker(script: str, steps: int, rounds: int) -> None:
     run-to-run noise of seconds. The time is the process's CPU time, which a busy neighbour on
     a shared machine disturbs less than the wall clock (the work is on one thread)."""
     from modscope.core.session import Session
-    from modscope.report.run_command import parse_specs
+    from modscope.report.run_command import attach_specs, parse_specs
 
     names = runpy.run_path(script, run_name="bench")
     model, optimizer = names["model"], names["optimizer"]
@@ -308,8 +308,7 @@ def _hooks_ratio_worker(script: str, steps: int, rounds: int) -> None:
 
     def observed(hooks: bool) -> float:
         if hooks:
-            for spec in parse_specs([], True):
-                session.attach(spec)
+            attach_specs(session, parse_specs([], True))
         start = clock()
         for _ in range(steps):
             session.run_iteration()
