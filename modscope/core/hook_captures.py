@@ -9,7 +9,7 @@ import torch
 
 from modscope.core.stacked_stats import MIN_STACKED, STACK_MAX_TOTAL, stackable, stacked_stats
 from modscope.core.summary import PendingSummary, capture, host_summary
-from modscope.core.tensor_stats import TensorFacts, build_summary, torch_name
+from modscope.core.tensor_stats import TensorFacts, build_summary, host_facts_of
 from modscope.core.types import TensorSummary
 
 
@@ -98,20 +98,8 @@ class CaptureMemo:
             if batch is not None and batch.summaries is None:
                 batch.summary(0)  # full: summarise now, so that its copies go
             batch = self._batches[key] = StackedBatch(key[0])
-        # `stackable` said a plain strided host tensor: its device and layout go without
-        # asking torch (`t.device` builds a new object each time).
-        grad_fn = t.grad_fn
-        facts = TensorFacts(
-            tuple(t.shape),
-            torch_name(t.dtype),
-            "cpu",
-            key[0],
-            "strided",
-            t.requires_grad,
-            type(grad_fn).__name__ if grad_fn is not None else None,
-        )
         # detach(): the copy must record no autograd history.
-        return batch.add(facts, t.detach().clone())
+        return batch.add(host_facts_of(t), t.detach().clone())
 
     def clear(self) -> None:
         self._seen.clear()

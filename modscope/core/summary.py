@@ -21,6 +21,7 @@ from modscope.core.tensor_stats import (
     device_stats,
     facts_of,
     failed,
+    host_facts_of,
     host_stats,
     stat_data,
     values_copy,
@@ -179,7 +180,7 @@ def _capture_stacked(items: Sequence[Any], out: list[PendingSummary | None]) -> 
             continue
         for i, stats in zip(members, stacked_stats([items[i] for i in members]), strict=True):
             if stats is not None:
-                facts = facts_of(items[i])
+                facts = host_facts_of(items[i])  # `stackable` said a plain host tensor
                 out[i] = PendingSummary(facts, ready=build_summary(facts, stats, facts.numel, None))
 
 

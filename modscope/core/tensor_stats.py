@@ -198,6 +198,22 @@ def facts_of(t: torch.Tensor) -> TensorFacts:
     )
 
 
+def host_facts_of(t: torch.Tensor) -> TensorFacts:
+    """`facts_of` a plain strided host tensor (`stacked_stats.stackable` said so): its device
+    and layout go without asking torch (`t.device` builds a new object each time), for the
+    tens of thousands a hook phase or a record of a large model sees."""
+    grad_fn = t.grad_fn
+    return TensorFacts(
+        tuple(t.shape),
+        torch_name(t.dtype),
+        "cpu",
+        t.numel(),
+        "strided",
+        t.requires_grad,
+        type(grad_fn).__name__ if grad_fn is not None else None,
+    )
+
+
 def failed(facts: TensorFacts, exc: Exception) -> TensorFacts:
     return facts._replace(note=f"no statistics: {str(exc).splitlines()[0]}")
 
