@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from modscope.core.batches import BatchSource, InputsError, describe_inputs, spread, takes_batch
+from modscope.core.bounded import append_bounded
 from modscope.core.break_spec import BreakCondition
 from modscope.core.breaks import BreakWatch, loss_source
 from modscope.core.checkpoints import Checkpoints
@@ -569,9 +570,7 @@ class Session(TimeTravel):
         self.step += 1
         self._dropped = False
         limit = history_limit(self.memory_budget, record, HISTORY_LIMIT)
-        if limit != self.history.maxlen:
-            self.history = deque(self.history, maxlen=limit)
-        self.history.append(record)
+        self.history = append_bounded(self.history, record, limit)
         self._reset_iteration()
         return record
 

@@ -19,6 +19,7 @@ from modscope.control.updates import (
     SessionStatus,
     TensorsSummarized,
 )
+from modscope.core.bounded import append_bounded
 from modscope.core.layer_types import LayerStep
 from modscope.core.types import (
     BreakEvent,
@@ -155,9 +156,7 @@ class ModelView:
         """`kept`: how many records the session keeps; the history keeps no more, so a large
         model's records are not held here past what `--memory-budget` lets the session hold."""
         limit = min(kept, HISTORY_LIMIT) if kept else HISTORY_LIMIT
-        if limit != self.history.maxlen:
-            self.history = deque(self.history, maxlen=limit)
-        self.history.append(record)
+        self.history = append_bounded(self.history, record, limit)
         self.changed = frozenset(record.diff.changed)
         self.sampled = frozenset(record.diff.sampled)
 
