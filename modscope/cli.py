@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -218,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.command = None
     try:
         if args.command is None:
+            if refused := _without_terminal("modscope", _headless_advice(args.script)):
+                return refused
             from modscope.launch import make_app, run_app
 
             app = make_app(
@@ -250,6 +253,9 @@ def _headless(args: argparse.Namespace) -> int:
             from modscope.report.replay_command import replay_json
 
             return replay_json(args)
+        advice = f"`modscope replay {shlex.quote(args.folder)} --json`"
+        if refused := _without_terminal("modscope replay", advice):
+            return refused
         from modscope.launch import run_replay
 
         return run_replay(args.folder)
@@ -264,3 +270,21 @@ def _headless(args: argparse.Namespace) -> int:
     from modscope.report.check_command import check_command
 
     return check_command(args)
+
+
+def _without_terminal(what: str, advice: str) -> int:
+    """2, said on stderr, when stdin or stdout is not a terminal (cron, CI, `> log`); 0 when
+    both are. Decided before Textual starts, which would write escape codes into the log and
+    wait for keys that never come."""
+    from modscope.live import why_no_terminal
+
+    reason = why_no_terminal()
+    if reason is None:
+        return ExitCode.OK
+    print(f"{what}: {reason}, and the app needs one. Headless instead: {advice}.", file=sys.stderr)
+    return ExitCode.FAILED
+
+
+def _headless_advice(script: str) -> str:
+    quoted = shlex.quote(script)
+    return f"`modscope run {quoted} --steps N` (--json for JSON lines) or `modscope check {quoted}`"

@@ -28,6 +28,11 @@ def why_no_app() -> str | None:
     else:
         # App.run() starts its own event loop, which asyncio refuses inside a running one.
         return "inside a running asyncio event loop (a notebook?), where the app cannot start"
+    return why_no_terminal()
+
+
+def why_no_terminal() -> str | None:
+    """Which of stdin and stdout is not a terminal (cron, CI, a pipe, `> log`), or None."""
     for name, stream in (("stdin", sys.stdin), ("stdout", sys.stdout)):
         try:
             tty = stream is not None and stream.isatty()
