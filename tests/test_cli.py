@@ -77,6 +77,43 @@ def test_tree_shows_what_failed_to_register_and_honours_depth(capsys):
     assert "encoder" in out and "layers" not in out and "(--depth)" in out
 
 
+def test_tree_marks_a_stateless_unregistered_module_by_what_it_loses(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    script = tmp_path / "kernels.py"
+    script.write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class Kernel(nn.Module):\n    def forward(self, x):\n        return x\n\n"
+        "class Model(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.proj = nn.Linear(2, 2)\n"
+        "        self.kernels = {'rotary': Kernel()}\n        self.drops = [nn.Dropout(0.5)]\n\n"
+        "model = Model()\n"
+    )
+    assert main(["tree", str(script), "--json"]) == 0
+    tree = json.loads(capsys.readouterr().out)
+    assert tree["unregistered"] == [
+        {
+            "path": "kernels['rotary']",
+            "what": "module",
+            "type": "Kernel",
+            "holds_state": False,
+            "mode_dependent": False,
+        },
+        {
+            "path": "drops[0]",
+            "what": "module",
+            "type": "Dropout",
+            "holds_state": False,
+            "mode_dependent": True,
+        },
+    ]
+    assert main(["tree", str(script)]) == 0
+    out = capsys.readouterr().out
+    assert "○ kernels['rotary'] Kernel  not registered (module, in a plain dict; stateless)" in out
+    assert "! drops[0] Dropout  not registered (module, in a plain list; stateless, eval()" in out
+    assert "2 stateless not registered (mode and hooks only)" in out
+    assert main(["check", str(script)]) == 0  # a warning and an info: nothing lost
+
+
 def test_tree_builds_and_prints_with_the_collector_held_then_restores_it(monkeypatch, capsys):
     import gc
 

@@ -284,3 +284,58 @@ def test_every_kind_has_a_severity() -> None:
     assert set(SEVERITIES) == set(FindingKind)
     assert SEVERITIES[FindingKind.UNREGISTERED_TENSOR] is Severity.WARNING
     assert SEVERITIES[FindingKind.REUSED_MODULE] is Severity.INFO
+
+
+class _Kernel(nn.Module):
+    """A parameterless function module, as transformers keeps its hub kernels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+
+class _ReadsMode(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.training else x * 0
+
+
+class _StatelessTables(nn.Module):
+    """Parameterless modules kept apart in plain containers: only the mode and hooks are lost."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self._kernel_funcs = {"rotary": _Kernel(), "scan": _Kernel()}
+        self._drops = [nn.Dropout(0.1)]
+        self._gates = (_ReadsMode(),)
+        self._holder = [nn.Sequential(_Kernel(), nn.Dropout(0.2))]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+def test_unregistered_modules_without_state_are_judged_by_what_they_lose() -> None:
+    found = {
+        f.path: f
+        for f in of_kind(static_findings(_StatelessTables()), FindingKind.UNREGISTERED_MODULE)
+    }
+    assert {p: f.severity for p, f in found.items()} == {
+        "_kernel_funcs": Severity.INFO,
+        "_drops": Severity.WARNING,
+        "_gates": Severity.WARNING,
+        "_holder": Severity.WARNING,  # a Dropout below a parameterless Sequential
+    }
+    kernels = found["_kernel_funcs"]
+    assert kernels.paths == ("_kernel_funcs['rotary']", "_kernel_funcs['scan']")
+    assert "state_dict(), parameters() and .to() lose nothing" in kernels.message
+    assert "model.train()/model.eval()" in kernels.message
+    assert "nothing to fix if they are kept apart on purpose" in kernels.fix
+    assert "behaves differently in eval mode" in found["_gates"].message
+    assert found["_drops"].fix.startswith("self._drops = nn.ModuleList([...])")
+
+
+def test_a_module_with_parameters_in_a_plain_container_stays_an_error() -> None:
+    model = _StatelessTables()
+    model._kernel_funcs["proj"] = nn.Linear(2, 2)  # one member holds state: the whole dict loses it
+    found = {f.path: f for f in static_findings(model)}
+    assert found["_kernel_funcs"].severity == Severity.ERROR
+    assert "the optimizer never sees their 2 parameters" in found["_kernel_funcs"].message

@@ -259,6 +259,10 @@ class Unregistered:
 
     `path` uses Python subscripts for containers (`blocks[0]`, `heads['q']`); `what` is
     "module", "parameter" or "tensor"; `attribute` is the module attribute it hangs from.
+    `holds_state` is False for a module with no parameters and no buffers in its subtree: it
+    loses nothing in `state_dict()`, `parameters()` or `.to()`, only `train()`/`eval()` and
+    hooks attached through `named_modules()`; `mode_dependent` says whether that matters (a
+    dropout or batch-norm class, or code that reads `self.training`, in its subtree).
     """
 
     path: str
@@ -268,6 +272,14 @@ class Unregistered:
     attribute: str
     container: str | None = None
     shape: tuple[int, ...] | None = None
+    holds_state: bool = True
+    mode_dependent: bool = False
+
+    @property
+    def loses_state(self) -> bool:
+        """Whether leaving it unregistered loses parameters, buffers or tensors (not only the
+        mode and hooks of a stateless module)."""
+        return self.what != "module" or self.holds_state
 
 
 @dataclass(frozen=True)
@@ -307,6 +319,10 @@ class StateDiff:
     """Keys whose previous value did not fit the memory budget (`--memory-budget`): whether
     they changed is exact (a digest of their bytes), their `max_abs_delta` and `rel_change`
     are estimates from a fixed sample of their elements."""
+    changed_elements: dict[str, int] = field(default_factory=dict)
+    """How many elements changed, per changed key compared bit by bit: dtypes without
+    arithmetic (`bits8`, `int4`...: their `max_abs_delta` and `rel_change` are None) and
+    quantized ones (whose deltas are those of the dequantized values)."""
 
     def largest_change(self) -> tuple[str, float] | None:
         """The changed floating key with the largest finite max |delta|, or None. Integer
@@ -328,6 +344,7 @@ class StateDiff:
             "max_abs_delta": {k: finite_or_none(v) for k, v in self.max_abs_delta.items()},
             "rel_change": {k: finite_or_none(v) for k, v in self.rel_change.items()},
             **({"sampled": list(self.sampled)} if self.sampled else {}),
+            **({"changed_elements": dict(self.changed_elements)} if self.changed_elements else {}),
         }
 
 

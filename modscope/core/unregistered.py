@@ -12,8 +12,15 @@ from torch.nn.utils.prune import BasePruningMethod
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
+from modscope.core.modes import subtree_mode_matters
 from modscope.core.types import Unregistered
-from modscope.core.walk import distinct_modules, held_objects, own_tensors, user_attributes
+from modscope.core.walk import (
+    distinct_modules,
+    held_objects,
+    own_tensors,
+    subtree_tensors,
+    user_attributes,
+)
 
 # Caches torch keeps of registered tensors that go stale by design: RNNBase._flat_weights holds
 # the derived weight (not a registered tensor) once the weight is parametrized or weight-normed.
@@ -41,7 +48,9 @@ def find_unregistered(model: nn.Module) -> list[Unregistered]:
     ParameterList/ParameterDict), None for a direct attribute. Attributes that torch derives from
     registered tensors are skipped: old-style weight_norm/spectral_norm and pruning targets, and
     RNNs' `_flat_weights` cache (stale by design once a weight is parametrized), and
-    `PLAIN_DATA_ATTRIBUTES` (Lightning's `example_input_array`).
+    `PLAIN_DATA_ATTRIBUTES` (Lightning's `example_input_array`). A module with no parameters
+    and no buffers below it is marked `holds_state=False` (it loses only the mode and hooks),
+    with `mode_dependent` saying whether its forward depends on the mode.
     """
     modules = distinct_modules(model)
     tensors = {id(t) for _, m in modules for _, t, _ in own_tensors(m)}
@@ -96,6 +105,7 @@ def find_unregistered_among(
                 else:
                     continue  # a container: its members come next
                 reported.add(key)
+                stateless = what == "module" and not subtree_tensors(obj)
                 found.append(
                     Unregistered(
                         path=path,
@@ -105,6 +115,8 @@ def find_unregistered_among(
                         attribute=attr,
                         container=None if obj is value else type(value).__name__,
                         shape=None if what == "module" else _shape(obj),
+                        holds_state=not stateless,
+                        mode_dependent=stateless and subtree_mode_matters(obj),
                     )
                 )
     return found

@@ -65,13 +65,21 @@ def append_tensor_marks(
 
 
 def unregistered_label(u: Unregistered) -> Text:
-    """`✗ modelList[0] PowModel  not registered (module, in a plain list)`."""
+    """`✗ modelList[0] PowModel  not registered (module, in a plain list)`; a module without
+    state loses only the mode and hooks: `! ... (module, in a plain list; stateless, eval()
+    misses it)` where its forward depends on the mode, `○ ... (...; stateless)` elsewhere."""
+    if u.loses_state:
+        mark, style, lost = "✗ ", "red", ""
+    elif u.mode_dependent:
+        mark, style, lost = "! ", "yellow", "; stateless, eval() misses it"
+    else:
+        mark, style, lost = "○ ", "dim", "; stateless"
     text = Text()
-    text.append("✗ ", style="bold red")
-    text.append(shown_path(u.path[len(u.owner) + 1 :] if u.owner else u.path), style="red")
+    text.append(mark, style=f"bold {style}")
+    text.append(shown_path(u.path[len(u.owner) + 1 :] if u.owner else u.path), style=style)
     text.append(f" {shown_name(u.type_name)}", style="dim")
     where = f"in a plain {u.container}" if u.container else "a plain attribute"
-    text.append(f"  not registered ({u.what}, {where})", style="red")
+    text.append(f"  not registered ({u.what}, {where}{lost})", style=style)
     return text
 
 

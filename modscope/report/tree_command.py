@@ -58,7 +58,14 @@ def inventory_json(inv: Inventory) -> dict[str, Any]:
             for m in inv.modules
         ],
         "unregistered": [
-            {"path": u.path, "what": u.what, "type": u.type_name} for u in inv.unregistered
+            {
+                "path": u.path,
+                "what": u.what,
+                "type": u.type_name,
+                "holds_state": u.holds_state,
+                "mode_dependent": u.mode_dependent,
+            }
+            for u in inv.unregistered
         ],
     }
 
@@ -125,8 +132,14 @@ def totals_line(inv: Inventory) -> Text:
     t = inv.root.totals
     text = Text(f"{format_count(t.parameters)} parameters ({format_count(t.trainable)} trainable)")
     text.append(f", {plural(t.buffers, 'buffer element')}, {format_bytes(t.bytes)}")
-    if inv.unregistered:
-        text.append(f"; {len(inv.unregistered)} not registered", style="bold red")
+    losing = sum(1 for u in inv.unregistered if u.loses_state)
+    if losing:
+        text.append(f"; {losing} not registered", style="bold red")
+    if len(inv.unregistered) > losing:
+        text.append(
+            f"; {len(inv.unregistered) - losing} stateless not registered (mode and hooks only)",
+            style="yellow",
+        )
     if inv.shared:
         text.append(f"; {len(inv.shared)} shared", style="green")
     return text

@@ -83,6 +83,20 @@ def unregistered_findings(inv: Inventory, modules: Modules) -> list[Finding]:
             chosen = [u for u in items if u.what == what]
             if not chosen:
                 continue
+            if not any(u.loses_state for u in chosen):
+                container = type(value).__name__ if any(u.container for u in chosen) else None
+                out.append(
+                    rules.unregistered_stateless(
+                        path if container else chosen[0].path,
+                        attribute,
+                        container,
+                        [u.path for u in chosen],
+                        [u.type_name for u in chosen],
+                        owner_type,
+                        [u.path for u in chosen if u.mode_dependent],
+                    )
+                )
+                continue
             leaves = _homogeneous(value, what, registered)
             if leaves is not None:
                 n_params = 0
@@ -214,6 +228,7 @@ def _checkable(t: torch.Tensor) -> bool:
     return (
         not isinstance(t, UninitializedTensorMixin)
         and t.layout == torch.strided
+        and not t.is_nested  # no isnan().any() for nested tensors
         and t.device.type != "meta"
         and (t.is_floating_point() or t.is_complex())
         and t.numel() > 0

@@ -7,7 +7,6 @@ the step, and the warnings the session saw: no extra pass, no tensor read, no ho
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import weakref
@@ -18,12 +17,12 @@ import torch
 from torch import nn
 
 from modscope.core.doctor import rules
+from modscope.core.modes import mode_matters
 from modscope.core.tensor_stats import combined_norm
 from modscope.core.types import Finding, StepRecord
 from modscope.core.warning_capture import CapturedWarning
 
 _EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
-_TORCH_NN = "torch.nn."
 _LEGACY_HOOK_WARNING = "Using a non-full backward hook"
 """PyTorch's warning about a script's own `register_backward_hook`: a `legacy-backward-hook`
 finding already."""
@@ -127,7 +126,7 @@ class TrainingWatch:
         if not _trained(record, named):
             return []
         affected = [
-            (path, type(m).__name__) for path, m in modules if not m.training and _mode_matters(m)
+            (path, type(m).__name__) for path, m in modules if not m.training and mode_matters(m)
         ]
         return [rules.training_in_eval(affected, record.step)] if affected else []
 
@@ -229,36 +228,6 @@ def _trained(record: StepRecord, named: Named) -> bool:
     trainable = [n for n, p in named if p.requires_grad]
     has_grad = any(record.grads.get(n) is not None for n in trainable)
     return any(n in changed for n in trainable) and (has_grad or record.loss is not None)
-
-
-def _mode_matters(module: nn.Module) -> bool:
-    """True for a module whose forward computes something else in eval mode."""
-    if isinstance(module, nn.modules.batchnorm._BatchNorm | nn.modules.instancenorm._InstanceNorm):
-        return bool(module.track_running_stats)
-    if isinstance(module, nn.modules.dropout._DropoutNd):
-        return module.p > 0
-    if isinstance(module, nn.RNNBase | nn.MultiheadAttention):
-        return float(getattr(module, "dropout", 0.0) or 0.0) > 0
-    cls = type(module)
-    if cls.__module__.startswith(_TORCH_NN) or cls.__module__ == "torch.nn":
-        return False
-    return _forward_reads_training(cls)
-
-
-_READS_TRAINING: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
-"""Per class, whether its forward reads `self.training` (weak: a reloaded script's classes go)."""
-
-
-def _forward_reads_training(cls: type) -> bool:
-    """True when the forward of a module class of the user's reads `self.training`."""
-    known = _READS_TRAINING.get(cls)
-    if known is None:
-        try:
-            known = "self.training" in inspect.getsource(cls.forward)
-        except (OSError, TypeError):
-            known = False
-        _READS_TRAINING[cls] = known
-    return known
 
 
 def _grad_norms(record: StepRecord, grads: dict[str, torch.Tensor]) -> dict[str, float]:

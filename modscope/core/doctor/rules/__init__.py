@@ -49,6 +49,7 @@ from modscope.core.doctor.rules.registration import (
     shared_parameter,
     unregistered_container,
     unregistered_item,
+    unregistered_stateless,
 )
 from modscope.core.doctor.rules.training import (
     GRAD_GROWTH_FACTOR,
@@ -117,6 +118,7 @@ __all__ = [
     "training_in_eval",
     "unregistered_container",
     "unregistered_item",
+    "unregistered_stateless",
     "unused_parameter",
     "update_ratio",
     "vanishing_gradient",

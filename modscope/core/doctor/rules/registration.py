@@ -15,7 +15,7 @@ from modscope.core.doctor.rules.wording import (
     where,
 )
 from modscope.core.fmt import plural
-from modscope.core.types import Finding, FindingKind
+from modscope.core.types import Finding, FindingKind, Severity
 
 _MODULE_CONTAINERS = {
     "list": "nn.ModuleList([...])",
@@ -112,6 +112,57 @@ def unregistered_container(
         "(persistent=False for a cache that should not be saved), or keep "
         f"{Number(len(items)).them} off the module",
         paths=items,
+    )
+
+
+def unregistered_stateless(
+    path: str,
+    attribute: str,
+    container: str | None,
+    items: Sequence[str],
+    types: Sequence[str],
+    owner_type: str | None,
+    mode_dependent: Sequence[str],
+) -> Finding:
+    """Unregistered modules with no parameters and no buffers: they lose nothing in
+    `state_dict()`, only `train()`/`eval()` and hooks. A warning when one of them (or a module
+    below it) behaves differently in eval mode, listed in `mode_dependent`; info otherwise."""
+    n = Number(len(items))
+    shown = listing([f"{p} {t}" for p, t in zip(items, types, strict=True)])
+    holder = f"a plain {container} holding" if container else "a module attribute holding"
+    lost = (
+        f"{n.they} {n.verb('holds', 'hold')} no parameters or buffers, so "
+        "state_dict(), parameters() and .to() lose nothing; what nn.Module does not reach is "
+        f"model.train()/model.eval() and hooks attached through named_modules()"
+    )
+    if container is None:
+        registered = f'self.add_module("{_identifier(path, attribute)}", module)'
+    else:
+        call = _MODULE_CONTAINERS.get(container, "nn.ModuleList([...])")
+        registered = f"self.{attribute} = {call}"
+    if mode_dependent:
+        return finding(
+            FindingKind.UNREGISTERED_MODULE,
+            path,
+            f"{path} is {holder} {plural(len(items), 'module')} that nn.Module does not "
+            f"register ({shown}): {lost}, and {listing(mode_dependent)} "
+            f"{Number(len(mode_dependent)).verb('behaves', 'behave')} differently in eval mode, "
+            "so model.eval() leaves it in training mode.",
+            f"{registered}{owner_hint(owner_type)}, so that train()/eval() reach {n.them}",
+            paths=items,
+            severity=Severity.WARNING,
+        )
+    return finding(
+        FindingKind.UNREGISTERED_MODULE,
+        path,
+        f"{path} is {holder} {plural(len(items), 'module')} that nn.Module does not register "
+        f"({shown}): {lost}. Nothing behaves differently in eval mode there, so this changes "
+        "nothing unless you hook those modules by walking the model.",
+        f"nothing to fix if {n.they} {n.are} kept apart on purpose (a table of kernels or "
+        "functions); "
+        f"to register {n.them}: {registered}{owner_hint(owner_type)}",
+        paths=items,
+        severity=Severity.INFO,
     )
 
 

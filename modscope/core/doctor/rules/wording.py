@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from modscope.core.types import Finding, FindingKind
+from modscope.core.types import Finding, FindingKind, Severity
 
 LISTED = 4
 """Names listed in one message before "and N more"."""
@@ -20,11 +20,12 @@ def finding(
     paths: Sequence[str] = (),
     step: int | None = None,
     subject: str | None = None,
+    severity: Severity | None = None,
 ) -> Finding:
-    """A `Finding` of `kind`, with the kind's severity."""
+    """A `Finding` of `kind`, with the kind's severity unless the rule says how bad this one is."""
     return Finding(
         kind=kind,
-        severity=kind.severity,
+        severity=kind.severity if severity is None else severity,
         path=path,
         message=message,
         fix=fix,
