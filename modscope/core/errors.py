@@ -52,6 +52,36 @@ def user_frame(tb: TracebackType | None, prefer: str | None = None) -> tuple[str
     return None
 
 
+class _Unprintable:
+    """Stands for an object whose `repr` raised, in a message about it."""
+
+    def __init__(self, obj: object) -> None:
+        self.name = type(obj).__name__
+
+    def __repr__(self) -> str:
+        return f"<unprintable {self.name}>"
+
+    __str__ = __repr__
+
+
+def exception_text(exc: BaseException, *, loading: bool = False) -> str:
+    """What `exc` says, in words: `describe_base_exception`'s for `sys.exit()` and the like,
+    else `str(exc)`, else its type's name. The user's `__str__` (or an exit code's `__repr__`)
+    may raise: the text then says `<unprintable RuntimeError>`, never raising itself."""
+    try:
+        words = describe_base_exception(exc, loading=loading)
+    except Exception:
+        code = exc.code if isinstance(exc, SystemExit) else None  # its repr raised
+        words = describe_base_exception(SystemExit(_Unprintable(code)), loading=loading)
+    if words:
+        return words
+    try:
+        text = str(exc)
+    except Exception:
+        return repr(_Unprintable(exc))
+    return text if isinstance(text, str) and text else type(exc).__name__
+
+
 class ModscopeError(Exception):
     """An error modscope reports to a person as it is, without a traceback."""
 
@@ -82,8 +112,7 @@ def user_error(
         found = user_frame(exc.__traceback__, prefer=script)
         if found:
             file, line = found
-        words = describe_base_exception(exc, loading=phase is Phase.LOAD)
-        message = words or str(exc) or type(exc).__name__
+        message = exception_text(exc, loading=phase is Phase.LOAD)
     source = linecache.getline(file, line).rstrip() if file and line else None
     if isinstance(exc, SyntaxError) and exc.text and not source:
         source = exc.text.rstrip()
