@@ -10,11 +10,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, OptionList, Static
+from textual.widgets import Input, Static
 from textual.widgets.option_list import Option
 
 from modscope.core.break_spec import BreakCondition, BreakSpecError
 from modscope.core.fmt import printable
+from modscope.tui.option_list import OptionList
 
 GRAMMAR = (
     "nan · loss>X · loss<X · grad-norm>X · step=N · MODULE:output-absmax>X · MODULE:grad-norm>X"

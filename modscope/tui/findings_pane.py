@@ -7,11 +7,11 @@ from typing import ClassVar
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.message import Message
-from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from modscope.core.types import Finding
 from modscope.tui import labels
+from modscope.tui.option_list import OptionList
 
 
 class FindingsPane(OptionList):

@@ -9,12 +9,12 @@ from typing import ClassVar
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.message import Message
-from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from modscope.core.types import HookEvent
 from modscope.tui import labels
 from modscope.tui.hook_event_groups import burst
+from modscope.tui.option_list import OptionList
 
 ENTRIES_LIMIT = 500
 """Entries kept in the pane; older ones drop off the top."""

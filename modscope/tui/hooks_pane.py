@@ -6,7 +6,6 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual.binding import Binding, BindingType
-from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from modscope.core.fmt import printable
@@ -14,6 +13,7 @@ from modscope.core.hook_notes import BREAK_WATCH
 from modscope.core.types import HookInfo
 from modscope.report.labels import shown_path
 from modscope.tui import labels
+from modscope.tui.option_list import OptionList
 
 OWNER_WORDS = {
     "modscope": "modscope",
