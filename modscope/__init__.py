@@ -9,7 +9,7 @@ from typing import Any
 from modscope.core.script_names import MISSING
 from modscope.core.version import VERSION as __version__
 
-__all__ = ["__version__", "inspect"]
+__all__ = ["__version__", "inspect", "structure"]
 
 
 def inspect(
@@ -45,3 +45,20 @@ def inspect(
         compute_loss=compute_loss,
         train_step=train_step,
     )
+
+
+def structure(model: Any) -> dict[str, Any]:
+    """`model`'s structure as stable, JSON-serialisable plain data: every module path and class,
+    every parameter and buffer (shape, dtype, `requires_grad` or persistence, `tied_to`), the
+    `state_dict` keys in order, what is held but unregistered, and the totals.
+
+    Two models built alike give equal structures (no values, ids or devices in it);
+    `modscope.testing`'s `model_snapshot` fixture stores it as text and diffs it.
+    """
+    from torch import nn
+
+    from modscope.core.structure_spec import model_structure
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"modscope.structure: model is a {type(model).__name__}, not an nn.Module")
+    return model_structure(model)

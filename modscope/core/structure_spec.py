@@ -1,0 +1,247 @@
+"""A model's structure as stable plain data and text, and a readable diff of two of them."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from torch import nn
+
+from modscope.core.inventory import build_inventory
+from modscope.core.types import TensorInfo
+
+FORMAT = 1
+HEADER = f"# modscope structure, format {FORMAT}"
+ROOT = "(root)"
+
+# A token written bare in the text; anything else (spaces, ": ", escapes, non-ASCII) is written
+# as a JSON string, so that every line parses back whatever the module names hold.
+_BARE = re.compile(r"[A-Za-z0-9_.\[\]'{}<>-]+")
+
+# Line kinds, longest first: "unregistered module" must win over "module".
+_KINDS = (
+    "unregistered parameter",
+    "unregistered module",
+    "unregistered tensor",
+    "state_dict",
+    "parameter",
+    "buffer",
+    "module",
+    "tied",
+    "totals",
+)
+
+
+def model_structure(model: nn.Module) -> dict[str, Any]:
+    """`model`'s structure as JSON-serialisable plain data, equal for two models built alike.
+
+    Modules (every path, `named_modules(remove_duplicate=False)` order, with the class's
+    `module.qualname`), parameters and buffers (shape, dtype, `requires_grad` or persistence,
+    `tied_to`: the first path of the same tensor object when it is reachable under several),
+    the `state_dict` keys in order, what is held but unregistered (`find_unregistered`), and the
+    root's totals. No values, ids, addresses or devices: a snapshot holds on CPU and GPU alike.
+    """
+    inv = build_inventory(model, extra_reprs=False)
+    first_path: dict[str, str] = {}
+    for group in _tensor_groups(inv.modules):
+        for path in group[1:]:
+            first_path[path] = group[0]
+    modules = []
+    parameters = []
+    buffers = []
+    for info in inv.modules:
+        modules.append({"path": info.path, "class": _qualname(model, info.path)})
+        for p in info.parameters:
+            entry = _tensor_entry(p, first_path)
+            entry["requires_grad"] = p.requires_grad
+            parameters.append(entry)
+        for b in info.buffers:
+            entry = _tensor_entry(b, first_path)
+            entry["persistent"] = b.persistent
+            buffers.append(entry)
+    totals = inv.modules[0].totals
+    return {
+        "format": FORMAT,
+        "modules": modules,
+        "parameters": parameters,
+        "buffers": buffers,
+        "state_dict": _state_dict_keys(model, inv.modules),
+        "unregistered": [
+            {"path": u.path, "what": u.what, "class": u.type_name, "container": u.container}
+            for u in inv.unregistered
+        ],
+        "totals": {
+            "parameters": totals.parameters,
+            "trainable": totals.trainable,
+            "buffers": totals.buffers,
+            "bytes": totals.bytes,
+        },
+    }
+
+
+def _state_dict_keys(model: nn.Module, modules: Any) -> list[str]:
+    try:
+        return list(model.state_dict(keep_vars=True).keys())
+    except RecursionError:
+        # A module that is its own descendant: torch's recursive walk never ends. Its keys in
+        # the order torch writes them, from the walk that stops at the back-edge.
+        return [
+            t.path
+            for info in modules
+            for t in (*info.parameters, *info.buffers)
+            if t.is_parameter or t.persistent
+        ]
+
+
+def _tensor_groups(modules: Any) -> Iterator[list[str]]:
+    """Paths of one tensor object, first path first, for tensors under several paths."""
+    seen: set[str] = set()
+    for info in modules:
+        for t in (*info.parameters, *info.buffers):
+            if t.shared_with and t.path not in seen:
+                group = [t.path, *t.shared_with]
+                seen.update(group)
+                yield group
+
+
+def _tensor_entry(t: TensorInfo, first_path: dict[str, str]) -> dict[str, Any]:
+    return {
+        "path": t.path,
+        "shape": None if t.note and t.note.startswith("uninitialized") else list(t.shape),
+        "dtype": t.dtype,
+        "tied_to": first_path.get(t.path),
+    }
+
+
+def _qualname(model: nn.Module, path: str) -> str:
+    try:
+        cls = type(model.get_submodule(path)) if path else type(model)
+    except AttributeError:  # a name torch's own lookup cannot follow
+        return "?"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# -- text ------------------------------------------------------------------------------------
+
+
+def _token(text: str) -> str:
+    return text if _BARE.fullmatch(text) else json.dumps(text)
+
+
+def _path(path: str) -> str:
+    return ROOT if path == "" else _token(path)
+
+
+def _shape(shape: list[int] | None) -> str:
+    return "uninitialized" if shape is None else "[" + ", ".join(map(str, shape)) + "]"
+
+
+def structure_lines(spec: dict[str, Any]) -> list[str]:
+    """The text of a structure: one fact per line, `KIND PATH: WHAT`, in a stable order."""
+    lines = [HEADER]
+    for m in spec["modules"]:
+        lines.append(f"module {_path(m['path'])}: {_token(m['class'])}")
+    for p in spec["parameters"]:
+        flags = "" if p["requires_grad"] else " frozen"
+        lines.append(f"parameter {_path(p['path'])}: {_shape(p['shape'])} {p['dtype']}{flags}")
+    for b in spec["buffers"]:
+        flags = "" if b["persistent"] else " non-persistent"
+        lines.append(f"buffer {_path(b['path'])}: {_shape(b['shape'])} {b['dtype']}{flags}")
+    for t in (*spec["parameters"], *spec["buffers"]):
+        if t["tied_to"] is not None:
+            lines.append(f"tied {_path(t['path'])}: {_path(t['tied_to'])}")
+    for u in spec["unregistered"]:
+        where = f" in {u['container']}" if u["container"] else ""
+        lines.append(f"unregistered {u['what']} {_path(u['path'])}: {_token(u['class'])}{where}")
+    for key in spec["state_dict"]:
+        lines.append(f"state_dict {_path(key)}")
+    t = spec["totals"]
+    lines.append(
+        f"totals: {t['parameters']:,} parameters ({t['trainable']:,} trainable), "
+        f"{t['buffers']:,} buffer elements, {t['bytes']:,} bytes"
+    )
+    return lines
+
+
+def structure_text(spec: dict[str, Any]) -> str:
+    """`structure_lines` joined, ending in a newline."""
+    return "\n".join(structure_lines(spec)) + "\n"
+
+
+def _parse_line(line: str) -> tuple[str, str, str] | None:
+    """(kind, path, what) of one line of `structure_lines`, or None for a line it never writes."""
+    for kind in _KINDS:
+        if line.startswith(kind + " ") or line.startswith(kind + ":"):
+            rest = line[len(kind) :].lstrip(" ")
+            break
+    else:
+        return None
+    if kind == "totals":
+        return kind, "", rest.removeprefix(": ")
+    if rest.startswith('"'):
+        try:
+            path, end = json.JSONDecoder().raw_decode(rest)
+        except ValueError:
+            return None
+        rest = rest[end:]
+    else:
+        match = re.match(r"\(root\)|[^:\s]+", rest)
+        if match is None:
+            return None
+        path = "" if match.group(0) == ROOT else match.group(0)
+        rest = rest[match.end() :]
+    return kind, path, rest.removeprefix(": ")
+
+
+def _facts(text: str) -> tuple[dict[tuple[str, str], str], list[str]]:
+    facts: dict[tuple[str, str], str] = {}
+    keys: list[str] = []
+    for line in text.splitlines():
+        parsed = _parse_line(line)
+        if parsed is None:
+            continue
+        kind, path, what = parsed
+        if kind == "state_dict":
+            keys.append(path)
+        facts[(kind, path)] = what
+    return facts, keys
+
+
+def structure_changes(old: str, new: str) -> list[str]:
+    """What changed from the structure text `old` to `new`, one readable line each:
+    `blocks.3.attn.proj.weight: [64, 64] float32 -> [64, 128] float32`,
+    `new unregistered module blocks.3.cache[0]: Linear in list`,
+    `head.weight no longer tied to embed.weight`."""
+    before, old_keys = _facts(old)
+    after, new_keys = _facts(new)
+    changes: list[str] = []
+    for key in [*before, *(k for k in after if k not in before)]:
+        kind, path = key
+        shown = _path(path)
+        was, now = before.get(key), after.get(key)
+        if was == now:
+            continue
+        if kind == "state_dict":
+            state = "added to" if was is None else "removed from"
+            changes.append(f"{shown} {state} the state_dict")
+        elif kind == "totals":
+            changes.append(f"totals: {was} -> {now}")
+        elif kind == "tied":
+            if was is None:
+                changes.append(f"{shown} now tied to {now}")
+            elif now is None:
+                changes.append(f"{shown} no longer tied to {was}")
+            else:
+                changes.append(f"{shown} tied to {was} -> tied to {now}")
+        elif was is None:
+            changes.append(f"new {kind} {shown}: {now}")
+        elif now is None:
+            changes.append(f"{kind} {shown} removed (was {was})")
+        else:
+            changes.append(f"{shown}: {was} -> {now}")
+    common = set(old_keys) & set(new_keys)
+    if [k for k in old_keys if k in common] != [k for k in new_keys if k in common]:
+        changes.append("the state_dict keys are in another order")
+    return changes
