@@ -133,14 +133,25 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
         "update ratio, every step",
     )
     run.add_argument(
-        "--save-state", type=file_path, metavar="PATH", help="write the final state_dict here"
+        "--save-state",
+        type=file_path,
+        metavar="PATH",
+        help="write the final state_dict here (torch.save), keyed as the script's own "
+        "model.state_dict(): `module.` keys when the model is a (Distributed)DataParallel "
+        "wrapper; never the script, a module it imports or the --record folder",
     )
     run.add_argument("--memory-budget", type=size, metavar="SIZE", help=MEMORY_BUDGET_HELP)
     run.add_argument(
         "--record",
         type=file_path,
         metavar="DIR",
-        help="record the run to DIR as it goes (`modscope replay DIR` opens it)",
+        help="record the run to DIR as it goes (`modscope replay DIR` opens it); DIR must be "
+        "new or empty, or hold a recording of this script and --overwrite be given",
+    )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --record: replace the recording of this script already in DIR",
     )
     run.add_argument(
         "--record-tensors",

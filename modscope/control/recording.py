@@ -14,6 +14,7 @@ docs/recording.md describes the format.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import json
@@ -153,16 +154,36 @@ class RecordingWriter:
         os.makedirs(folder, exist_ok=True)
         self.folder = folder
         tmp = os.path.join(folder, f".{META_FILE}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(dict(meta), f, indent=1, allow_nan=False)
-        os.replace(tmp, os.path.join(folder, META_FILE))
-        self._file = open(os.path.join(folder, UPDATES_FILE), "w", encoding="utf-8")  # noqa: SIM115
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(dict(meta), f, indent=1, allow_nan=False)
+            os.replace(tmp, os.path.join(folder, META_FILE))
+        except BaseException:
+            with contextlib.suppress(OSError):  # a full disk leaves no half-written meta behind
+                os.unlink(tmp)
+            raise
+        # Unbuffered, so that a line a full disk cuts short can be cut off again (`write`) with
+        # no bytes of it left in a buffer to land later.
+        self._file = open(os.path.join(folder, UPDATES_FILE), "wb", buffering=0)  # noqa: SIM115
+        self._whole = 0  # bytes of the lines written whole
 
     def write(self, updates: Sequence[up.Update]) -> None:
-        """One command's updates, as one line, flushed (a run killed later keeps it)."""
+        """One command's updates, as one line, written at once (a run killed later keeps it).
+
+        A write that fails (a full disk) raises its `OSError` after cutting off what it wrote
+        of the line: the file still ends after its last whole line."""
         line = json.dumps({"updates": [encode(u) for u in updates]}, allow_nan=False)
-        self._file.write(line + "\n")
-        self._file.flush()
+        data = memoryview((line + "\n").encode("utf-8"))
+        written = 0
+        try:
+            while written < len(data):
+                written += self._file.write(data[written:]) or 0
+        except OSError:
+            with contextlib.suppress(OSError):
+                self._file.truncate(self._whole)
+                self._file.seek(self._whole)
+            raise
+        self._whole += len(data)
 
     def close(self) -> None:
         self._file.close()

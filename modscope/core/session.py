@@ -623,10 +623,16 @@ class Session(TimeTravel):
     # -- saving -------------------------------------------------------------------------------
 
     def save_state(self, path: str) -> None:
-        """Write the `state_dict` with `torch.save`, atomically (`core.outputs.atomic_write`).
+        """Write the `state_dict` of the script's own model object with `torch.save`, atomically
+        (`core.outputs.atomic_write`): its keys are the plain loop's `model.state_dict()`, with
+        `module.` when the script's model is a (Distributed)DataParallel wrapper.
 
-        Raises `OutputError` when `path` cannot be written; a file already there keeps its mode.
+        Raises `OutputError` when `path` cannot be written (a full disk said as such); a file
+        already there keeps its mode.
         """
         check_writable(path)
-        state = self.model.state_dict()
-        atomic_write(path, lambda f: torch.save(state, f))
+        namespace = vars(self.script.module) if self.script.module is not None else {}
+        own = namespace.get(self.script.model_name)
+        state = (own if isinstance(own, nn.Module) else self.runner).state_dict()
+        size = sum(t.nelement() * t.element_size() for t in state.values() if torch.is_tensor(t))
+        atomic_write(path, lambda f: torch.save(state, f), size=size)

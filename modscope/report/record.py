@@ -9,6 +9,7 @@ folder), and the ranks' comparison (`RankWatcher`) adds its findings to the stre
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,10 +19,30 @@ import torch
 from modscope.control import commands as cmd
 from modscope.control import updates as up
 from modscope.control.controller import SessionController
-from modscope.control.recording import META_FILE, RecordingWriter, script_meta
+from modscope.control.recording import (
+    META_FILE,
+    UPDATES_FILE,
+    RecordingError,
+    RecordingWriter,
+    read_meta,
+    script_meta,
+)
 from modscope.core.distributed import RankWatcher
+from modscope.core.fmt import printable
 from modscope.core.layer_types import LayerStep
-from modscope.core.outputs import OutputError, check_writable
+from modscope.core.outputs import (
+    LOCK_FILE,
+    FolderBusy,
+    FolderLock,
+    OutputError,
+    atomic_write,
+    busy_message,
+    check_writable,
+    disk_full_message,
+    is_disk_full,
+    lock_holder,
+    same_file,
+)
 from modscope.core.process_rank import launched_rank
 from modscope.core.session import Session
 from modscope.core.types import BreakEvent, Finding, HookEvent, StepRecord, UserError
@@ -29,17 +50,110 @@ from modscope.core.types import BreakEvent, Finding, HookEvent, StepRecord, User
 TENSORS_FOLDER = "tensors"
 
 
-def check_recording_folder(folder: str) -> None:
-    """Refuse, before the run, a `--record` folder that cannot be written (`OutputError`)."""
+def recording_files(folder: str) -> tuple[str, ...]:
+    """The folder a recording is written to and the files it writes there (its saved tensors
+    go below `folder/tensors`)."""
+    return (folder, *(os.path.join(folder, name) for name in (META_FILE, UPDATES_FILE, LOCK_FILE)))
+
+
+def check_recording_folder(folder: str, script: str, *, overwrite: bool = False) -> None:
+    """Refuse, before the script runs, a `--record` folder that cannot be written, that another
+    run is recording into, or that holds anything but a recording of `script` (that one only
+    with `overwrite`): `OutputError` saying why. Creates nothing."""
     if not folder:
         raise OutputError("an empty path")
-    if os.path.exists(folder) and not os.path.isdir(folder):
+    if os.path.lexists(folder) and not os.path.isdir(folder):
         raise OutputError("exists and is not a folder")
+    if not os.path.isdir(folder):
+        _check_can_create(folder)
+        return
+    pid = lock_holder(folder)
+    if pid is not None:
+        raise FolderBusy(busy_message(folder, pid), pid)
+    _check_contents(folder, script, overwrite=overwrite)
+    check_writable(os.path.join(folder, META_FILE))
+
+
+def open_recording_folder(folder: str, script: str, *, overwrite: bool = False) -> FolderLock:
+    """The `--record` folder made and locked for this run (`FolderLock`, held until the run
+    ends), its contents checked again under the lock (a run may have filled it since
+    `check_recording_folder`), and with `overwrite` the previous recording removed."""
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
         raise OutputError(exc.strerror or str(exc)) from None
-    check_writable(os.path.join(folder, META_FILE))
+    lock = FolderLock.acquire(folder)
+    try:
+        _check_contents(folder, script, overwrite=overwrite)
+        if overwrite:
+            _remove_recording(folder)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _check_can_create(folder: str) -> None:
+    """A folder that does not exist yet can be made: its nearest existing parent is a folder
+    that accepts new entries (tried for real, and put back)."""
+    parent = os.path.dirname(os.path.abspath(folder))
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise OutputError(f"{parent} is not a folder")
+    check_writable(os.path.join(parent, META_FILE))
+
+
+def _check_contents(folder: str, script: str, *, overwrite: bool) -> None:
+    entries = sorted(name for name in os.listdir(folder) if name != LOCK_FILE)
+    if not entries:
+        return
+    meta_path = os.path.join(folder, META_FILE)
+    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+    not_ours = OutputError(
+        f"holds files that are not a modscope recording ({shown}); record to a new or empty folder"
+    )
+    if not os.path.isfile(meta_path):  # a FIFO or device named meta.json is not read
+        raise not_ours
+    try:
+        meta = read_meta(folder)
+    except RecordingError:
+        raise not_ours from None
+    recorded = meta.get("script")
+    if not isinstance(recorded, str) or not same_file(recorded, script):
+        raise OutputError(
+            f"holds a recording of another script ({printable(str(recorded))}); record to a "
+            "new or empty folder"
+        )
+    if not overwrite:
+        raise OutputError(
+            f"already holds a recording of this script (made {printable(str(meta.get('created')))}"
+            "); add --overwrite to replace it, or record to a new folder"
+        )
+
+
+def _remove_recording(folder: str) -> None:
+    """The files of the recording being replaced: its updates and saved tensors (`meta.json` is
+    replaced when the new one is written, so the folder stays a recording of this script)."""
+    tensors = os.path.join(folder, TENSORS_FOLDER)
+    if os.path.isdir(tensors) and not os.path.islink(tensors):
+        for name in os.listdir(tensors):
+            if name.startswith("step-") and name.endswith(".pt"):
+                os.unlink(os.path.join(tensors, name))
+        with contextlib.suppress(OSError):
+            os.rmdir(tensors)  # only when nothing else was kept there
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(folder, UPDATES_FILE))
+
+
+def recording_error(folder: str, exc: OSError) -> OutputError:
+    """A recording that could not be written on, in words: what it still holds is readable."""
+    path = os.path.join(folder, UPDATES_FILE)
+    if is_disk_full(exc):
+        said = disk_full_message(path)
+    else:
+        said = f"cannot write {path}: {exc.strerror or exc}"
+    return OutputError(f"{said}; the recording holds every step before this one (modscope replay)")
 
 
 @dataclass(frozen=True)
@@ -98,7 +212,10 @@ class RecordedRun:
             rank=place.rank if place else None,
             world_size=place.world_size if place else None,
         )
-        self.writer = RecordingWriter(folder, meta)
+        try:
+            self.writer = RecordingWriter(folder, meta)
+        except OSError as exc:
+            raise recording_error(folder, exc) from exc
         self.controller = SessionController(lambda sink, pause: session, script=session.script.path)
         self.ranks = RankWatcher(session.model, session.runner)
         self._doctor_findings: tuple[Finding, ...] = ()
@@ -107,10 +224,10 @@ class RecordedRun:
         first = self._with_rank_findings(first, self.ranks.initial())
         tee.also = self.controller.printed
         early = [up.Printed(line) for line in tee.early]
-        self.writer.write(early + first)
+        self._write(early + first)
         self.initial = self._new_findings(first)
         if layers:  # recorded too: a replay's layers view shows them
-            self.writer.write(self.controller.handle(cmd.WatchLayers()))
+            self._write(self.controller.handle(cmd.WatchLayers()))
 
     def step(self) -> Iteration:
         updates = self.controller.handle(cmd.Step())
@@ -118,7 +235,7 @@ class RecordedRun:
         if done.record is not None:
             updates = self._with_rank_findings(updates, self.ranks.after_step(done.record.step))
         events = tuple(e for u in updates if isinstance(u, up.HookEventsSeen) for e in u.events)
-        self.writer.write(updates)
+        self._write(updates)
         if done.record is not None and self.tensors_limit is not None:
             self._save_tensors(done.record.step)
         layers = next((u.step for u in updates if isinstance(u, up.LayersSeen)), None)
@@ -126,10 +243,18 @@ class RecordedRun:
 
     def record_break(self, event: BreakEvent) -> None:
         """The break that stopped the run, as the recording's last line."""
-        self.writer.write([up.BreakHit(event)])
+        self._write([up.BreakHit(event)])
 
     def close(self) -> None:
         self.writer.close()
+
+    def _write(self, updates: list[up.Update]) -> None:
+        """One command's line; a write that fails (a full disk) is an `OutputError` for a person,
+        and the recording keeps every line before it."""
+        try:
+            self.writer.write(updates)
+        except OSError as exc:
+            raise recording_error(self.folder, exc) from exc
 
     def _with_rank_findings(
         self, updates: list[up.Update], found: list[Finding]
@@ -162,7 +287,10 @@ class RecordedRun:
             if p.numel() <= limit
         }
         folder = os.path.join(self.folder, TENSORS_FOLDER)
-        os.makedirs(folder, exist_ok=True)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise recording_error(folder, exc) from exc
+        size = sum(t.nelement() * t.element_size() for t in tensors.values())
         path = os.path.join(folder, f"step-{step}.pt")
-        torch.save(tensors, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        atomic_write(path, lambda f: torch.save(tensors, f), size=size)
