@@ -129,8 +129,13 @@ def _number(text: str, number: str, *, integer: bool) -> float:
         raise BreakSpecError(
             f"break condition {text!r}: {number!r} is not a number (expected {GRAMMAR})"
         ) from None
-    if math.isnan(value):
-        raise BreakSpecError(f"break condition {text!r}: compare with a number, not NaN")
+    if not math.isfinite(value):
+        # `loss>inf` never holds and `loss<inf` holds at once: neither is a condition to wait
+        # for, and a NaN or Inf is what `nan` watches.
+        raise BreakSpecError(
+            f"break condition {text!r}: compare with a finite number, not {number!r}; "
+            "to stop at the first NaN or Inf, use `nan`"
+        )
     return value
 
 

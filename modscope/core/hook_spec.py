@@ -6,6 +6,7 @@ torch, so the app can build and show them without it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from modscope.core.types import HookAction, HookKind
@@ -26,6 +27,10 @@ class HookSpec:
     kind: HookKind
     action: HookAction = HookAction.OBSERVE
     factor: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.factor is not None and not math.isfinite(self.factor):
+            raise HookSpecError(_not_finite(repr(self.factor), self.factor))
 
     @classmethod
     def parse(cls, text: str) -> HookSpec:
@@ -48,12 +53,7 @@ class HookSpec:
         action = _ACTIONS[name]
         factor: float | None = None
         if action is HookAction.SCALE:
-            try:
-                factor = float(arg)
-            except ValueError:
-                raise HookSpecError(
-                    f"hook spec {text!r}: scale needs a number, e.g. scale=2"
-                ) from None
+            factor = _factor(text, arg)
         elif arg:
             raise HookSpecError(f"hook spec {text!r}: action {name!r} takes no argument")
         if module == ".":
@@ -66,6 +66,24 @@ class HookSpec:
         if self.action is HookAction.SCALE and self.factor is not None:
             action += f"={self.factor:g}"
         return f"{self.module or '.'}:{self.kind.value}:{action}"
+
+
+def _factor(text: str, arg: str) -> float:
+    try:
+        factor = float(arg)
+    except ValueError:
+        raise HookSpecError(f"hook spec {text!r}: scale needs a number, e.g. scale=2") from None
+    if not math.isfinite(factor):
+        raise HookSpecError(f"hook spec {text!r}: {_not_finite(arg, factor)}")
+    return factor
+
+
+def _not_finite(typed: str, factor: float) -> str:
+    what = "NaN" if math.isnan(factor) else "infinite"
+    return (
+        f"scale needs a finite number, e.g. scale=2: {typed} is {what}, which would turn "
+        "every value the hook touches into NaN or Inf"
+    )
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,12 @@ User code can raise `KeyboardInterrupt` (or call `sys.exit()`) inside a forward;
 that into a located user error like any other exception. A real Ctrl-C must still stop a
 headless run: while `catching_ctrl_c()` is active, SIGINT raises a `KeyboardInterrupt` marked as
 coming from the signal. On other threads a `KeyboardInterrupt` never comes from a signal.
+
+A script may install its own SIGINT handler (a training loop's graceful stop, or
+`signal.default_int_handler`, whose `KeyboardInterrupt` carries no mark). Meanwhile that handler
+is kept aside, not installed: `signal.signal(SIGINT, ...)` and `signal.getsignal(SIGINT)` on the
+main thread see the script's handler, while the process keeps modscope's, so a Ctrl-C always
+stops the command. The handler from before modscope is back when the command ends.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 _MARK = "_modscope_from_signal"
 _installed = threading.Event()
@@ -24,20 +31,58 @@ def catching_ctrl_c() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.getsignal(signal.SIGINT)
+    real_signal, real_getsignal = signal.signal, signal.getsignal
+    previous = real_getsignal(signal.SIGINT)
+    scripts = _ScriptsHandler(previous, real_signal, real_getsignal)
 
     def on_sigint(signum: int, frame: FrameType | None) -> None:
         exc = KeyboardInterrupt()
         setattr(exc, _MARK, True)
         raise exc
 
-    signal.signal(signal.SIGINT, on_sigint)
+    real_signal(signal.SIGINT, on_sigint)
+    signal.signal, signal.getsignal = scripts.signal, scripts.getsignal
     _installed.set()
     try:
         yield
     finally:
         _installed.clear()
-        signal.signal(signal.SIGINT, previous)
+        scripts.active = False  # a copy of the functions taken meanwhile goes straight through
+        signal.signal, signal.getsignal = real_signal, real_getsignal
+        real_signal(signal.SIGINT, previous)
+
+
+class _ScriptsHandler:
+    """`signal.signal` and `signal.getsignal` as the script sees them while modscope holds
+    SIGINT: the script's SIGINT handler is kept here; every other call goes through."""
+
+    def __init__(self, handler: Any, real_signal: Any, real_getsignal: Any) -> None:
+        self.handler = handler
+        self.active = True
+        self._signal = real_signal
+        self._getsignal = real_getsignal
+
+    def _kept(self, signalnum: object) -> bool:
+        return (
+            self.active
+            and signalnum == signal.SIGINT
+            and threading.current_thread() is threading.main_thread()
+        )
+
+    def signal(self, signalnum: int, handler: Any) -> Any:
+        if not self._kept(signalnum):
+            return self._signal(signalnum, handler)
+        if not callable(handler) and handler not in (signal.SIG_IGN, signal.SIG_DFL):
+            raise TypeError(
+                "signal handler must be signal.SIG_IGN, signal.SIG_DFL, or a callable object"
+            )
+        previous, self.handler = self.handler, handler
+        return previous
+
+    def getsignal(self, signalnum: int) -> Any:
+        if not self._kept(signalnum):
+            return self._getsignal(signalnum)
+        return self.handler
 
 
 def is_real_interrupt(exc: BaseException) -> bool:
