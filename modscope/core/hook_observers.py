@@ -29,6 +29,7 @@ from torch.utils.hooks import RemovableHandle
 from modscope.core.hook_notes import INPUT_GRAD_NOTE
 from modscope.core.summary import PendingSummary, flatten_tensors
 from modscope.core.types import HookKind
+from modscope.core.walk import eager_hook
 
 if TYPE_CHECKING:
     from modscope.core.hook_captures import CaptureMemo
@@ -165,9 +166,11 @@ class ModuleObserver:
     """The observing hooks of one module that share its registrations: at most one of each
     kind in `OBSERVED_TOGETHER`."""
 
-    def __init__(self, manager: HookManager, module: nn.Module) -> None:
+    def __init__(self, manager: HookManager, module: nn.Module, *, compiled: bool = False) -> None:
         self.manager = manager
         self.module = module
+        self.compiled = compiled
+        """Whether the module runs inside a compiled call (`walk.eager_hook`)."""
         self.hooks: dict[HookKind, AttachedHook] = {}
         self.pre_handle: RemovableHandle | None = None
         self.post_handle: RemovableHandle | None = None
@@ -187,11 +190,15 @@ class ModuleObserver:
         self.hooks[hook.kind] = hook
         if hook.kind is HookKind.FORWARD_PRE:
             if self.pre_handle is None:
-                self.pre_handle = self.module.register_forward_pre_hook(self._pre, with_kwargs=True)
+                self.pre_handle = self.module.register_forward_pre_hook(
+                    eager_hook(self._pre, compiled=self.compiled), with_kwargs=True
+                )
             hook.handles.append(self.pre_handle)
         else:
             if self.post_handle is None:
-                self.post_handle = self.module.register_forward_hook(self._post, with_kwargs=True)
+                self.post_handle = self.module.register_forward_hook(
+                    eager_hook(self._post, compiled=self.compiled), with_kwargs=True
+                )
             hook.handles.append(self.post_handle)
 
     def drop(self, hook: AttachedHook) -> bool:

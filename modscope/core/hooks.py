@@ -33,8 +33,10 @@ from modscope.core.hook_spec import MODSCOPE_REGISTRY, HookId, HookSpec, HookSpe
 from modscope.core.summary import PendingSummary, flatten_tensors, resolve
 from modscope.core.types import BreakEvent, HookAction, HookEvent, HookKind, Phase, TensorSummary
 from modscope.core.walk import (
+    compiled_region,
     did_you_mean,
     distinct_modules,
+    eager_hook,
     module_at,
     refuses_hooks,
     refusing_phrase,
@@ -241,12 +243,13 @@ class HookManager:
                 "ScriptModules (torch.jit.script)"
             )
         self.skipped = tuple(p for p in refused if not any(p.startswith(q + ".") for q in refused))
+        compiled = compiled_region(self.model)
         try:
             for path, module in targets:
                 if refuses_hooks(module):
                     continue
                 hook = AttachedHook(HookId(MODSCOPE_REGISTRY, next(self._ids)), path, spec)
-                self._register(hook, module)
+                self._register(hook, module, compiled=id(module) in compiled)
                 self.attached[hook.hook_id] = hook
                 self._legacy_hooks += hook.kind is HookKind.LEGACY_BACKWARD
                 added.append(hook)
@@ -262,20 +265,21 @@ class HookManager:
             return None
         return f"skipped {refusing_phrase(list(self.skipped))}: PyTorch refuses hooks on them"
 
-    def _register(self, hook: AttachedHook, module: nn.Module) -> None:
+    def _register(self, hook: AttachedHook, module: nn.Module, *, compiled: bool) -> None:
         kind, action = hook.kind, hook.action
         if kind in OBSERVED_TOGETHER and action in (HookAction.OBSERVE, HookAction.PAUSE):
             observer = self._observers.get(hook.path)
             if observer is None or observer.module is not module or not observer.can_take(kind):
-                observer = self._observers[hook.path] = ModuleObserver(self, module)
+                observer = ModuleObserver(self, module, compiled=compiled)
+                self._observers[hook.path] = observer
             observer.add(hook)
             hook.observer = observer
         elif kind is HookKind.FORWARD_PRE:
-            hook.handles.append(
-                module.register_forward_pre_hook(self._forward_pre(hook), with_kwargs=True)
-            )
+            fn = eager_hook(self._forward_pre(hook), compiled=compiled)
+            hook.handles.append(module.register_forward_pre_hook(fn, with_kwargs=True))
         elif kind is HookKind.FORWARD:
-            hook.handles.append(module.register_forward_hook(self._forward(hook), with_kwargs=True))
+            fn = eager_hook(self._forward(hook), compiled=compiled)
+            hook.handles.append(module.register_forward_hook(fn, with_kwargs=True))
         elif kind is HookKind.LEGACY_BACKWARD:
             if module._backward_hooks and module._is_full_backward_hook:
                 raise HookSpecError(

@@ -26,7 +26,7 @@ from modscope.core.layer_parts import (
 from modscope.core.layer_types import LayerStats, LayerStep, OutputStats, ParamHealth
 from modscope.core.tensor_stats import combined_norm
 from modscope.core.types import StepRecord
-from modscope.core.walk import distinct_modules, refuses_hooks
+from modscope.core.walk import compiled_region, distinct_modules, eager_hook, refuses_hooks
 
 
 def _in_backward() -> bool:
@@ -65,9 +65,11 @@ class LayerWatch:
         self.discard()
         if self._handles:
             return
+        compiled = compiled_region(self.model)
         try:
             for index, (_, module) in enumerate(self.modules):
-                self._handles.append(module.register_forward_hook(self._hook(index)))
+                hook = eager_hook(self._hook(index), compiled=id(module) in compiled)
+                self._handles.append(module.register_forward_hook(hook))
         except BaseException:
             self.detach()
             raise

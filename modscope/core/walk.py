@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import sys
 from collections import deque
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -18,7 +19,10 @@ __all__ = [
     "MODULE_INTERNALS",
     "SCALAR_TYPES",
     "all_parameter_paths",
+    "compiled_inner",
+    "compiled_region",
     "distinct_modules",
+    "eager_hook",
     "find_cycle",
     "held_objects",
     "iter_container",
@@ -48,6 +52,8 @@ CONTAINERS = (*SEQUENCES, *SETS, dict)
 # What `nn.Module.__init__` itself puts in `__dict__`: hook tables, registries, `training`.
 # Attributes a user (or a torch subclass) adds are examined, underscored or not.
 MODULE_INTERNALS = frozenset(nn.Module().__dict__)
+
+HookFn = TypeVar("HookFn", bound=Callable[..., Any])
 
 
 def distinct_modules(
@@ -99,6 +105,47 @@ def refuses_hooks(module: nn.Module) -> bool:
     """True for a module PyTorch refuses module hooks on: a ScriptModule (`torch.jit.script`)
     raises "register_forward_pre_hook is not supported on ScriptModules"."""
     return isinstance(module, torch.jit.ScriptModule)
+
+
+def compiled_inner(module: nn.Module) -> nn.Module | None:
+    """The module whose call TorchDynamo traces when `module` is called: the user's module
+    inside a `torch.compile(module)` wrapper (`OptimizedModule._orig_mod`), `module` itself
+    when `module.compile()` compiled it in place, else None."""
+    if module.__dict__.get("_compiled_call_impl") is not None:
+        return module
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    if eval_frame is not None and isinstance(module, eval_frame.OptimizedModule):
+        inner = module._orig_mod
+        return inner if isinstance(inner, nn.Module) else None
+    return None
+
+
+def compiled_region(model: nn.Module) -> set[int]:
+    """The ids of the modules that run inside a `torch.compile`d call: each `compiled_inner`
+    with every module below it. A compiled wrapper's own hooks run eagerly around the compiled
+    call, so the wrapper is outside (unless a compiled module holds it). Empty at once when
+    TorchDynamo was never imported: then nothing can have been compiled."""
+    region: set[int] = set()
+    if "torch._dynamo" not in sys.modules:
+        return region
+    for _, module in distinct_modules(model):
+        if id(module) in region:
+            continue
+        inner = compiled_inner(module)
+        if inner is not None:
+            distinct_modules(inner, seen=region)
+    return region
+
+
+def eager_hook(hook: HookFn, *, compiled: bool) -> HookFn:
+    """`hook` as it must be registered on a module: on one inside a compiled call
+    (`compiled_region`), wrapped by `torch.compiler.disable`, so that TorchDynamo calls it
+    eagerly between compiled graphs (a graph break) instead of tracing it. Traced, modscope's
+    captures (dicts keyed by `id()`, weak references) fail inside Dynamo, and a hook that reads
+    real values must see real tensors. Elsewhere `hook` itself, at no cost."""
+    if not compiled:
+        return hook
+    return torch.compiler.disable(hook)
 
 
 def refusing_hooks(model: nn.Module) -> list[str]:

@@ -37,7 +37,7 @@ from modscope.core.breaks.finite import (
 )
 from modscope.core.breaks.places import _distinct_parameters, _name
 from modscope.core.types import BreakEvent, TensorSummary
-from modscope.core.walk import distinct_modules, refuses_hooks
+from modscope.core.walk import compiled_region, distinct_modules, eager_hook, refuses_hooks
 
 
 @dataclass
@@ -105,15 +105,15 @@ class NanOriginHooks:
     # -- forward -----------------------------------------------------------------------------
 
     def _attach_nan(self) -> None:
+        compiled = compiled_region(self.model)
         for path, module in distinct_modules(self.model):
             if refuses_hooks(module):
                 continue
-            self._handles.append(
-                module.register_forward_pre_hook(self._nan_pre(path), with_kwargs=True)
-            )
-            self._handles.append(
-                module.register_forward_hook(self._nan_post(path), with_kwargs=True)
-            )
+            inside = id(module) in compiled
+            pre = eager_hook(self._nan_pre(path), compiled=inside)
+            post = eager_hook(self._nan_post(path), compiled=inside)
+            self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+            self._handles.append(module.register_forward_hook(post, with_kwargs=True))
 
     def _nan_pre(self, path: str) -> Callable[..., None]:
         def nan_pre(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from modscope.core.callables import describe_callable
 from modscope.core.losses import loss_value
 from modscope.core.summary import PendingSummary, resolve
 from modscope.core.types import BreakEvent, Phase, TensorSummary
+from modscope.core.walk import compiled_region, eager_hook
 
 Trip = Callable[[BreakEvent], None]
 
@@ -189,11 +190,11 @@ class BreakWatch(NanOriginHooks):
     def _attach(self) -> None:
         if self._nan is not None:
             self._attach_nan()
+        compiled = compiled_region(self.model)
         for c, (path, module) in self._targets.items():
             if c.metric is BreakMetric.OUTPUT_ABSMAX:
-                self._handles.append(
-                    module.register_forward_hook(self._absmax(c, path), with_kwargs=True)
-                )
+                hook = eager_hook(self._absmax(c, path), compiled=id(module) in compiled)
+                self._handles.append(module.register_forward_hook(hook, with_kwargs=True))
 
     def _absmax(self, c: BreakCondition, path: str) -> Callable[..., None]:
         def absmax(

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from modscope.core.doctor.walk import Reachable, is_modscope_hook
-from modscope.core.walk import distinct_modules, refuses_hooks
+from modscope.core.walk import compiled_region, distinct_modules, eager_hook, refuses_hooks
 
 _HOOK_TABLES = (
     "_forward_pre_hooks",
@@ -148,10 +148,12 @@ class Tripwire:
     def __init__(self, original: nn.Module) -> None:
         self.tripped: str | None = None
         self._handles: list[RemovableHandle] = []
+        compiled = compiled_region(original)
         try:
             for path, module in distinct_modules(original):
                 if not refuses_hooks(module):
                     hook = self._hook(path or "the model", type(module).__name__)
+                    hook = eager_hook(hook, compiled=id(module) in compiled)
                     self._handles.append(module.register_forward_pre_hook(hook, prepend=True))
         except BaseException:
             self.remove()

@@ -16,7 +16,13 @@ from modscope.core.doctor import rules
 from modscope.core.doctor.snapshot import CloneLevel, RngState, Snapshot
 from modscope.core.summary import flatten_tensors
 from modscope.core.types import Finding
-from modscope.core.walk import distinct_modules, refuses_hooks, subtree_tensors
+from modscope.core.walk import (
+    compiled_region,
+    distinct_modules,
+    eager_hook,
+    refuses_hooks,
+    subtree_tensors,
+)
 
 # Two seeds for the eval-mode passes; the first is run twice to tell random draws from other
 # non-determinism (GPU atomics, time).
@@ -75,12 +81,16 @@ class ForwardProbe:
         self._nonfinite: tuple[str, str] | None = None
 
     def attach(self) -> None:
+        compiled = compiled_region(self.model)
         try:
             for _, module in self.modules:
                 if refuses_hooks(module):
                     continue
-                self._handles.append(module.register_forward_pre_hook(self._pre(module)))
-                self._handles.append(module.register_forward_hook(self._post(module)))
+                inside = id(module) in compiled
+                pre = eager_hook(self._pre(module), compiled=inside)
+                post = eager_hook(self._post(module), compiled=inside)
+                self._handles.append(module.register_forward_pre_hook(pre))
+                self._handles.append(module.register_forward_hook(post))
         except BaseException:
             self.detach()
             raise
@@ -193,15 +203,19 @@ def fingerprint(value: Any) -> tuple[Any, ...]:
 class _PassRecorder:
     """Fingerprints of each module call's inputs and output, in the order forwards finish."""
 
-    def __init__(self, modules: list[tuple[str, nn.Module]]) -> None:
+    def __init__(self, modules: list[tuple[str, nn.Module]], compiled: set[int]) -> None:
         self.calls: list[tuple[int, Any, Any]] = []
         self._stack: list[Any] = []
         self._handles: list[RemovableHandle] = []
         for _, module in modules:
             if refuses_hooks(module):
                 continue
-            self._handles.append(module.register_forward_pre_hook(self._pre, with_kwargs=True))
-            self._handles.append(module.register_forward_hook(self._post))
+            inside = id(module) in compiled
+            pre = eager_hook(self._pre, compiled=inside)
+            self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+            self._handles.append(
+                module.register_forward_hook(eager_hook(self._post, compiled=inside))
+            )
 
     def _pre(self, module: nn.Module, args: Any, kwargs: Any) -> None:
         self._stack.append(fingerprint((args, kwargs)))
@@ -233,6 +247,7 @@ def eval_nondeterminism(model: nn.Module, script: Any) -> tuple[str, str] | None
     batch = source.next()
     modules = distinct_modules(model)
     names = {id(m): (path, type(m).__name__) for path, m in modules}
+    compiled = compiled_region(model)
     model.eval()
     devices = sorted(
         {t.device.index or 0 for _, t, _ in subtree_tensors(model) if t.device.type == "cuda"}
@@ -240,7 +255,7 @@ def eval_nondeterminism(model: nn.Module, script: Any) -> tuple[str, str] | None
     snapshot = Snapshot(model, clone=CloneLevel.BUFFERS)
 
     def run(seed: int) -> list[tuple[int, Any, Any]]:
-        recorder = _PassRecorder(modules)
+        recorder = _PassRecorder(modules, compiled)
         rng = RngState()
         try:
             with torch.random.fork_rng(devices=devices), torch.no_grad():
