@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -101,7 +102,12 @@ def _check_can_create(folder: str) -> None:
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         raise OutputError(f"{parent} is not a folder")
-    check_writable(os.path.join(parent, META_FILE))
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".modscope-", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise OutputError(f"cannot create a folder in {parent}: {exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _check_contents(folder: str, script: str, *, overwrite: bool) -> None:

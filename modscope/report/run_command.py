@@ -317,6 +317,8 @@ def _run_command(args: argparse.Namespace, paths: OutputPaths) -> int:
         return report_refusal(args, str(exc))
     script = os.path.abspath(args.script)
     overwrite = bool(getattr(args, "overwrite", False))
+    if overwrite and args.record is None:
+        return report_refusal(args, "--overwrite replaces a recording: give it with --record DIR")
     try:
         check_outputs(paths, script, overwrite=overwrite)
     except OutputError as exc:

@@ -150,6 +150,12 @@ def test_recording_again_into_the_same_folder_needs_overwrite(tmp_path, capsys):
     assert sorted(os.listdir(folder / "tensors")) == ["step-1.pt"]  # no step 2 or 3 left over
 
 
+def test_overwrite_without_record_is_refused(tmp_path, capsys):
+    script = write(tmp_path)
+    err = refused(capsys, ["run", str(script), "--overwrite"])
+    assert "--overwrite" in err and "--record DIR" in err
+
+
 def test_a_recording_of_another_script_is_refused_even_with_overwrite(tmp_path, capsys):
     script = write(tmp_path)
     folder = tmp_path / "R"
