@@ -88,6 +88,9 @@ def open_recording_folder(folder: str, script: str, *, overwrite: bool = False) 
         _check_contents(folder, script, overwrite=overwrite)
         if overwrite:
             _remove_recording(folder)
+    except OSError as exc:
+        lock.release()
+        raise OutputError(f"cannot replace the recording: {exc.strerror or exc}") from None
     except BaseException:
         lock.release()
         raise
@@ -111,11 +114,14 @@ def _check_can_create(folder: str) -> None:
 
 
 def _check_contents(folder: str, script: str, *, overwrite: bool) -> None:
-    entries = sorted(name for name in os.listdir(folder) if name != LOCK_FILE)
+    try:
+        entries = sorted(name for name in os.listdir(folder) if name != LOCK_FILE)
+    except OSError as exc:
+        raise OutputError(f"cannot be listed: {exc.strerror or exc}") from None
     if not entries:
         return
     meta_path = os.path.join(folder, META_FILE)
-    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+    shown = ", ".join(printable(e) for e in entries[:5]) + (", ..." if len(entries) > 5 else "")
     not_ours = OutputError(
         f"holds files that are not a modscope recording ({shown}); record to a new or empty folder"
     )
