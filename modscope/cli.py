@@ -14,7 +14,7 @@ from modscope.core.exit_codes import ExitCode
 from modscope.core.interrupts import catching_ctrl_c
 from modscope.core.sizes import SizeError, parse_size
 
-COMMANDS = ("tree", "run", "check", "replay")
+COMMANDS = ("tree", "run", "check", "replay", "compat")
 
 
 class CommandLineParser(argparse.ArgumentParser):
@@ -178,6 +178,10 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
     )
     check.add_argument("--json", action="store_true", help="one JSON object on stdout")
     check.add_argument("--memory-budget", type=size, metavar="SIZE", help=MEMORY_BUDGET_HELP)
+
+    compat = command("compat", "whether a saved state_dict loads into the script's model")
+    compat.add_argument("checkpoint", help="a torch.save file (read weights_only) or .safetensors")
+    compat.add_argument("--json", action="store_true", help="one JSON object on stdout")
     return parser
 
 
@@ -278,6 +282,10 @@ def _headless(args: argparse.Namespace) -> int:
         from modscope.report.run_command import run_command
 
         return run_command(args)
+    if args.command == "compat":
+        from modscope.report.compat_command import compat_command
+
+        return compat_command(args)
     from modscope.report.check_command import check_command
 
     return check_command(args)

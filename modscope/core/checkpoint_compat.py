@@ -7,6 +7,7 @@ import difflib
 import json
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -220,12 +221,16 @@ def _torch_load(path: str) -> Any:
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)  # the legacy format
     except pickle.UnpicklingError as exc:
-        reason = _refusal_reason(str(exc))
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found is None:  # no object refused: the bytes are no pickle torch.load knows
+            raise CheckpointError(
+                f"{path} is not a checkpoint torch.load can read ({_refusal_reason(str(exc))})"
+            ) from None
         raise CheckpointError(
-            f"{path} cannot be read safely: torch.load(weights_only=True) refused it "
-            f"({reason}). It holds pickled objects other than tensors (a whole model, a class "
-            "of your own), which loading would run as code; modscope never does. Save "
-            "model.state_dict() instead: torch.save(model.state_dict(), PATH)"
+            f"{path} cannot be read safely: torch.load(weights_only=True) refused "
+            f"{found.group(1)}. It holds pickled objects other than tensors (a whole model, a "
+            "class of your own, a function), which loading would run as code; modscope never "
+            "does. Save model.state_dict() instead: torch.save(model.state_dict(), PATH)"
         ) from None
     except Exception as exc:
         # weights_only: nothing from the file ran, whatever the loader tripped on.
@@ -237,12 +242,15 @@ def _torch_load(path: str) -> Any:
 
 
 def _refusal_reason(message: str) -> str:
-    for line in message.splitlines():
-        line = line.strip()
-        if "Unsupported global" in line:
-            return line.split("Unsupported global:", 1)[1].split(" was not", 1)[0].strip()
+    """The line of torch's weights-only refusal that says what it tripped on."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
-    return lines[-1] if lines else "no reason given"
+    for line in lines:
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            if rest:
+                return rest
+    useful = [line for line in lines if not line.startswith(("Check the documentation", "Please"))]
+    return useful[-1] if useful else "no reason given"
 
 
 def _is_state_dict(value: Any) -> bool:

@@ -105,11 +105,12 @@ def write_json_failure(command: str | None, event: dict[str, Any]) -> None:
     """What `--json` writes on stdout when a command fails before producing its output.
 
     `run` writes the error line itself; `check` its one object with no findings, `steps_run` 0
-    and the error (the shape of docs/design.md section 2); `tree` an object `{"error": ...}`.
+    and the error (the shape of docs/design.md section 2); `tree` and `compat` an object
+    `{"error": ...}`.
     """
     if command == "check":
         write_json_line({"findings": [], "steps_run": 0, "error": event})
-    elif command == "tree":
+    elif command in ("tree", "compat"):
         write_json_line({"error": event})
     else:
         write_json_line(event)
