@@ -12,6 +12,7 @@ from torch.nn.parameter import UninitializedTensorMixin
 from modscope.core.filled import filled, plain_frozen
 from modscope.core.gc_pause import collector_paused
 from modscope.core.sibling_runs import SiblingRun, fold_runs, structure_signatures
+from modscope.core.tensor_stats import nested_shape
 from modscope.core.types import Inventory, ModuleInfo, TensorInfo, Totals
 from modscope.core.unregistered import find_unregistered, find_unregistered_among
 from modscope.core.walk import subtree_tensors
@@ -369,6 +370,9 @@ def _tensor_facts(t: torch.Tensor) -> _Facts:
         return (), dtype, device, 0, 0, LAZY_NOTE
     try:
         numel = t.numel()
+        if t.is_nested:  # jagged sizes are symbolic, and strided nested tensors refuse `shape`
+            note = f"nested: {t.size(0):,} tensors"
+            return nested_shape(t), dtype, device, numel, numel * t.element_size(), note
         return tuple(t.shape), dtype, device, numel, numel * t.element_size(), None
     except Exception as exc:  # nested and exotic subclass tensors refuse sizes
         return (), dtype, device, 0, 0, f"size unavailable: {type(exc).__name__}"

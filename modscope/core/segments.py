@@ -100,6 +100,7 @@ def joinable(t: torch.Tensor) -> bool:
         and t.dtype in JOINABLE_DTYPES
         and t.layout == torch.strided
         and not t.is_meta
+        and not t.is_nested
     )
 
 
@@ -215,9 +216,23 @@ def summary_stats(flat: torch.Tensor, segments: Segments) -> torch.Tensor:
     return torch.stack([lo, hi, total, m2, sumsq, nonzero, count, nan], 1)
 
 
+_ARITHMETIC_FLOATS = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
+
+
 def comparable(t: torch.Tensor) -> torch.Tensor:
-    """The values a diff compares: floats as they are, integers and bools as float64."""
-    return t if t.is_floating_point() else t.to(torch.float64)
+    """The values a diff compares: floats with arithmetic as they are; integers, bools and
+    float8 (which torch cannot subtract) as float64, which holds each float8 value exactly."""
+    return t if t.dtype in _ARITHMETIC_FLOATS else t.to(torch.float64)
+
+
+def exactly_same(
+    new: torch.Tensor, old: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+) -> torch.Tensor:
+    """Where `new` equals `old`, from their `comparable` forms `a` and `b`: NaN in both counts
+    as equal; integers compare in their own dtype, as float64 rounds int64 past 2**53."""
+    if not (new.is_floating_point() or new.is_complex()):
+        return new == old
+    return (a == b) | (torch.isnan(a) & torch.isnan(b))
 
 
 def diff_stats(new: torch.Tensor, old: torch.Tensor, segments: Segments) -> torch.Tensor:
@@ -229,7 +244,7 @@ def diff_stats(new: torch.Tensor, old: torch.Tensor, segments: Segments) -> torc
     Deltas are taken in the tensors' own dtype, as the per-tensor path does.
     """
     a, b = comparable(new), comparable(old)
-    same = (a == b) | (torch.isnan(a) & torch.isnan(b))
+    same = exactly_same(new, old, a, b)
     delta = as_float64(torch.where(same, 0.0, a - b).abs())
     delta_nan = torch.isnan(delta)
     b64 = as_float64(b)

@@ -36,6 +36,7 @@ def stackable(t: torch.Tensor) -> bool:
         and t.is_cpu
         and t.dtype in _STACKED_DTYPES
         and t.layout == torch.strided
+        and not t.is_nested
         and segments.SUMMARY_MAX_NUMEL < t.numel() <= STACK_MAX_TOTAL // MIN_STACKED
         and t.is_contiguous()
     )

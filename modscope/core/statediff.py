@@ -12,6 +12,7 @@ import torch
 from modscope.core import segments
 from modscope.core.sampled_state import SampledState
 from modscope.core.segments import Segments, joinable
+from modscope.core.tensor_stats import bits_of, has_values, nested_shapes, nested_values
 from modscope.core.types import StateDiff
 
 _Kind = tuple[torch.device, torch.dtype, int]
@@ -45,6 +46,8 @@ def _host_key_diff(new: torch.Tensor, old: torch.Tensor) -> list[float] | None:
     if not math.isfinite(max_delta):
         return None
     if max_delta == 0:
+        if new.element_size() == 8 and not new.is_floating_point() and not torch.equal(new, old):
+            return None  # int64 past 2**53: float64 rounded the difference away
         return [0.0, 0.0, 0.0]  # before the norms: most keys of a deep model may not move
     wide = torch.promote_types(a.dtype, torch.float32)
     delta_norm = torch.linalg.vector_norm(delta, dtype=wide)
@@ -60,7 +63,7 @@ def _key_diff(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     delta = a - b
     wide = torch.promote_types(a.dtype, torch.float32)
     # Equal infinities are unchanged too, although their difference is NaN.
-    same = (a == b) | (torch.isnan(a) & torch.isnan(b))
+    same = segments.exactly_same(new, old, a, b)
     changed = (~same).any()
     if delta.numel():
         max_delta = torch.where(same, 0.0, delta.abs()).amax()
@@ -88,6 +91,72 @@ def _relative(delta_norm: torch.Tensor, old_norm: torch.Tensor) -> torch.Tensor:
     """‖new - old‖ / ‖old‖: 0 when nothing changed, `segments.FROM_ZERO` from all zeros."""
     rel = torch.where(delta_norm == 0, 0.0, delta_norm / old_norm)
     return torch.where((delta_norm != 0) & (old_norm == 0), segments.FROM_ZERO, rel)
+
+
+def is_exotic(t: torch.Tensor) -> bool:
+    """True for a tensor the diff keeps in another form than a copy of itself: nested (no
+    `clone`), quantized (no arithmetic on its own values), or of a dtype without arithmetic
+    (`bits8`, `int4`...: compared bit by bit)."""
+    return t.is_nested or t.is_quantized or not has_values(t.dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class _Exotic:
+    """The previous value of an `is_exotic` key, in the forms its diff compares.
+
+    `form` says what else must be equal for the elements to be compared (dtype, shapes of a
+    nested tensor's components, quantization parameters); `bits` the elements as integers of
+    their width, for dtypes compared bit by bit (exact: `changed` and the count of changed
+    elements); `values` the elements as numbers where they have a meaning (a quantized
+    tensor's dequantized values, a nested tensor's values), for |delta| and the relative
+    change."""
+
+    form: tuple[object, ...]
+    bits: torch.Tensor | None
+    values: torch.Tensor | None
+
+    @classmethod
+    def of(cls, t: torch.Tensor) -> _Exotic:
+        with torch.no_grad():
+            if t.is_nested:
+                return cls((t.dtype, t.layout, nested_shapes(t)), None, nested_values(t))
+            if t.is_quantized:
+                form = (t.dtype, tuple(t.shape), *_quantization(t))
+                return cls(form, bits_of(t).reshape(-1), t.dequantize().reshape(-1))
+            # No arithmetic at all: a copy of the raw bits (the dtype's own `clone` may not
+            # exist: `int4` has none).
+            return cls((t.dtype, tuple(t.shape)), bits_of(t.detach()).reshape(-1).clone(), None)
+
+    def diff(self, before: _Exotic) -> tuple[list[float | None], int | None] | None:
+        """`segments.DIFF_COLUMNS` against `before` (max |delta| and the relative change None
+        where they have no meaning) and the count of changed elements where compared bit by
+        bit; None when the form changed (changed, nothing to compare)."""
+        if self.form != before.form:
+            return None
+        count = None
+        if self.bits is not None and before.bits is not None:
+            count = int((self.bits != before.bits).sum())
+            if count == 0:
+                return [0.0, 0.0, 0.0], 0
+        if self.values is None or before.values is None:
+            return [1.0, None, segments.FROM_ZERO], count
+        numbers = _key_diff(self.values, before.values).tolist()
+        if count is not None:
+            numbers[0] = 1.0  # the bits changed; the dequantized values may round the same
+        return numbers, count
+
+
+def _quantization(t: torch.Tensor) -> tuple[object, ...]:
+    """What maps a quantized tensor's integers to its values: its scheme and parameters."""
+    scheme = t.qscheme()
+    if scheme in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        return scheme, t.q_scale(), t.q_zero_point()
+    return (
+        scheme,
+        t.q_per_channel_axis(),
+        tuple(t.q_per_channel_scales().tolist()),
+        tuple(t.q_per_channel_zero_points().tolist()),
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,13 +232,16 @@ class StateTracker:
         self._previous: dict[str, torch.Tensor] = {}
         self._blocks: dict[_Kind, _Block] = {}
         self._sampled: dict[str, SampledState] = {}
+        self._exotic: dict[str, _Exotic] = {}
 
     @classmethod
     def against(cls, state: Mapping[str, torch.Tensor]) -> StateTracker:
         """A tracker whose baseline is `state` itself, not a copy: for one `diff(...,
         remember=False)` while `state` stays as it is."""
         tracker = cls()
-        tracker._previous = {k: v.detach() for k, v in state.items() if isinstance(v, torch.Tensor)}
+        tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+        tracker._exotic = {k: _Exotic.of(v) for k, v in tensors.items() if is_exotic(v)}
+        tracker._previous = {k: v.detach() for k, v in tensors.items() if k not in tracker._exotic}
         return tracker
 
     def reset(self, state: Mapping[str, torch.Tensor]) -> None:
@@ -177,8 +249,9 @@ class StateTracker:
         self._previous = {}
         self._blocks = {}
         self._sampled = {}
+        self._exotic = {}
         sampled = self._over_budget(state)
-        self._remember(state, _groups(state, sampled), {}, sampled, {})
+        self._remember(state, _groups(state, sampled), {}, sampled, {}, {})
 
     @property
     def sampled_keys(self) -> tuple[str, ...]:
@@ -193,7 +266,7 @@ class StateTracker:
         sizes = sorted(
             (_nbytes(v), i, k)
             for i, (k, v) in enumerate(state.items())
-            if isinstance(v, torch.Tensor) and SampledState.handles(v)
+            if isinstance(v, torch.Tensor) and SampledState.handles(v) and not is_exotic(v)
         )
         left = self.budget
         over: set[str] = set()
@@ -211,10 +284,12 @@ class StateTracker:
         flats: Mapping[_Kind, torch.Tensor],
         sampled: Collection[str],
         fresh: Mapping[str, SampledState],
+        fresh_exotic: Mapping[str, _Exotic],
     ) -> None:
         """Keep `state` as the previous values; `flats` holds the joined current values of
         the groups whose block still matches (`diff` has just compared them), `fresh` the
-        digests `diff` has just taken of the `sampled` keys."""
+        digests `diff` has just taken of the `sampled` keys, `fresh_exotic` the forms it has
+        just taken of the `is_exotic` ones."""
         kept: dict[str, torch.Tensor] = {}
         blocks: dict[_Kind, _Block] = {}
         with torch.no_grad():
@@ -235,10 +310,14 @@ class StateTracker:
                     kept.update(block.views())
                 blocks[kind] = block
             retired = {k for b in self._blocks.values() for k in b.keys}
+            exotic: dict[str, _Exotic] = {}
             for key, value in state.items():
                 if key in kept or key in sampled:
                     continue
                 if not isinstance(value, torch.Tensor) or value.is_meta:
+                    continue
+                if is_exotic(value):
+                    exotic[key] = fresh_exotic[key] if key in fresh_exotic else _Exotic.of(value)
                     continue
                 # A view of a retired block's buffer would keep the whole buffer alive.
                 old = None if key in retired else self._previous.get(key)
@@ -256,6 +335,7 @@ class StateTracker:
                     kept[key] = value.clone()
         self._previous = kept
         self._blocks = blocks
+        self._exotic = exotic
 
     def diff(self, state: Mapping[str, torch.Tensor], *, remember: bool = True) -> StateDiff:
         """Per key: changed / unchanged / added / removed, max |delta| and relative change.
@@ -265,13 +345,15 @@ class StateTracker:
         lists the changed integer and bool keys.
         """
         before = self._previous
-        known = before.keys() | self._sampled.keys()
+        known = before.keys() | self._sampled.keys() | self._exotic.keys()
         added = tuple(k for k in state if k not in known)
-        removed = tuple(k for k in (*before, *self._sampled) if k not in state)
+        removed = tuple(k for k in (*before, *self._sampled, *self._exotic) if k not in state)
         over = self._over_budget(state)
         groups = _groups(state, over)
         fresh: dict[str, SampledState] = {}
-        on_host: list[tuple[str, list[float]]] = []
+        fresh_exotic: dict[str, _Exotic] = {}
+        counts: dict[str, int] = {}
+        on_host: list[tuple[str, list[float | None]]] = []
         rows: dict[torch.device, list[tuple[Sequence[str], torch.Tensor]]] = {}
         flats: dict[_Kind, torch.Tensor] = {}
         joined: set[str] = set()
@@ -299,6 +381,9 @@ class StateTracker:
                         rows.setdefault(stats.device, []).append(((key,), stats.reshape(1, -1)))
                     if now is not None:
                         fresh[key] = now
+                    continue
+                if is_exotic(value) or key in self._exotic:
+                    self._diff_exotic(key, value, fresh_exotic, counts, on_host, reshaped)
                     continue
                 new, old = value.detach(), before[key]
                 if new.shape != old.shape or new.dtype != old.dtype:
@@ -335,7 +420,7 @@ class StateTracker:
         unchanged.sort(key=order.__getitem__)
         sampled = tuple(k for k in state if k in self._sampled)
         if remember:
-            self._remember(state, groups, flats, over, fresh)
+            self._remember(state, groups, flats, over, fresh, fresh_exotic)
         return StateDiff(
             counters=tuple(k for k in changed_keys if _is_counter(state[k])),
             changed=tuple(changed_keys),
@@ -345,7 +430,31 @@ class StateTracker:
             max_abs_delta={k: max_abs[k] for k in changed_keys},
             rel_change={k: rel_change[k] for k in changed_keys},
             sampled=sampled,
+            changed_elements={k: counts[k] for k in changed_keys if k in counts},
         )
+
+    def _diff_exotic(
+        self,
+        key: str,
+        value: torch.Tensor,
+        fresh: dict[str, _Exotic],
+        counts: dict[str, int],
+        on_host: list[tuple[str, list[float | None]]],
+        reshaped: list[str],
+    ) -> None:
+        """Compare an `is_exotic` key (or one that was) with its previous form."""
+        old = self._exotic.get(key)
+        now = _Exotic.of(value) if is_exotic(value) else None
+        if now is not None:
+            fresh[key] = now
+        found = now.diff(old) if now is not None and old is not None else None
+        if found is None:
+            reshaped.append(key)  # a new dtype, shape or quantization: changed
+            return
+        numbers, count = found
+        on_host.append((key, numbers))
+        if count is not None:
+            counts[key] = count
 
 
 def _is_counter(t: torch.Tensor) -> bool:

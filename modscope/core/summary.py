@@ -97,7 +97,8 @@ def capture(t: torch.Tensor) -> PendingSummary:
     changes neither the tensor, its `.grad` nor the autograd graph.
     """
     facts = facts_of(t)
-    x = t.detach()
+    # A strided nested tensor refuses `detach`; its values are read into a new tensor anyway.
+    x = t if t.is_nested else t.detach()
     if _joined_later(x):
         # The hot path for models of many small tensors, so no more than it needs: the clone
         # of a detached tensor records no history, and it keeps the shape (a reshape costs

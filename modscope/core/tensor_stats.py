@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -50,10 +51,61 @@ def torch_name(value: torch.dtype | torch.layout | torch.device) -> str:
     return str(value).removeprefix("torch.")
 
 
+_INTEGER_OF_WIDTH = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+@functools.cache
+def has_values(dtype: torch.dtype) -> bool:
+    """True for a dtype whose elements torch converts to numbers (every float, integer, bool
+    and complex dtype, float8 included); False for raw bits (`bits8`, `bits16`...), the
+    sub-byte integers (`int4`, `uint3`...) and packed `float4_e2m1fn_x2`, which have no
+    arithmetic at all, and for the quantized dtypes (see `bits_of`)."""
+    if dtype.is_complex:
+        return True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # quantized dtypes warn that they are deprecated
+            torch.zeros(1, dtype=dtype).to(torch.float64)
+    except (RuntimeError, NotImplementedError, TypeError):
+        return False
+    return True
+
+
+def bits_of(t: torch.Tensor) -> torch.Tensor:
+    """`t`'s elements as integers of their own width, to compare bit by bit where there is no
+    arithmetic: `int_repr()` of a quantized tensor (a copy), else a view."""
+    if t.is_quantized:
+        return t.int_repr()
+    return t.view(_INTEGER_OF_WIDTH[t.element_size()])
+
+
+def nested_values(t: torch.Tensor) -> torch.Tensor:
+    """The values of a nested tensor's components, each in row-major order, back to back in a
+    new 1-D tensor (strided nested tensors refuse `clone`, `detach` and `shape`)."""
+    parts = [c.reshape(-1) for c in t.unbind()]
+    return torch.cat(parts) if parts else torch.empty(0, dtype=t.dtype, device=t.device)
+
+
+def nested_shapes(t: torch.Tensor) -> tuple[tuple[int, ...], ...]:
+    """The shape of each component of a nested tensor."""
+    return tuple(tuple(c.shape) for c in t.unbind())
+
+
+def nested_shape(t: torch.Tensor) -> tuple[int, ...]:
+    """A nested tensor's shape as a summary shows it: its count of components, then the
+    largest size along each of their dims (the shape `to_padded_tensor` gives)."""
+    shapes = nested_shapes(t)
+    return (len(shapes), *(max(dims) for dims in zip(*shapes, strict=True))) if shapes else (0,)
+
+
 def stat_data(t: torch.Tensor) -> tuple[torch.Tensor | None, str | None]:
     """The dense values statistics run over, or None and a note saying why there are none."""
     if t.device.type == "meta":
         return None, "meta: no data"
+    if t.is_nested:
+        return nested_values(t), f"nested: statistics over the values of {t.size(0):,} tensors"
+    if not t.is_quantized and not has_values(t.dtype):
+        return None, f"{torch_name(t.dtype)}: no arithmetic; compared bit by bit"
     if t.layout in _SPARSE_LAYOUTS:
         stored = t._values() if t.layout == torch.sparse_coo else t.values()
         return stored, f"sparse: statistics over {stored.numel():,} stored values"
@@ -177,7 +229,9 @@ def _norm(m2: float, n: int, mean: float) -> float:
 
 def values_copy(t: torch.Tensor) -> torch.Tensor:
     """A private, contiguous copy of a small tensor's values, flattened in row-major order."""
-    if t.layout != torch.strided:
+    if t.is_nested:
+        dense = nested_values(t)
+    elif t.layout != torch.strided:
         dense = t.to_dense()
     elif t.is_quantized:
         dense = t.dequantize()
@@ -188,7 +242,7 @@ def values_copy(t: torch.Tensor) -> torch.Tensor:
 
 def facts_of(t: torch.Tensor) -> TensorFacts:
     return TensorFacts(
-        tuple(t.shape),
+        nested_shape(t) if t.is_nested else tuple(t.shape),
         torch_name(t.dtype),
         torch_name(t.device),
         t.numel(),
