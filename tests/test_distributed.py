@@ -270,6 +270,43 @@ def test_ranks_holding_different_tensors_are_one_finding(one_rank_group):
     assert watcher.compare(1, torch.stack([rank0, rank1])) == []
 
 
+def test_ranks_holding_different_models_compare_only_with_the_ranks_holding_theirs(
+    one_rank_group,
+):
+    # Four ranks, two pipeline stages each replicated twice: ranks 0 and 2 hold small_net's
+    # 9 tensors, ranks 1 and 3 a Linear's 2 (padded with zeros to the longest); rank 2 and
+    # rank 3 each differ from their stage's other rank in one tensor.
+    net = small_net()
+    first = RankWatcher(net, net)
+    rank0, rank2 = two_ranks(first, bump("3.bias"))
+    lin = nn.Linear(2, 1)
+    second = RankWatcher(lin, lin)
+    rank1, rank3 = (
+        torch.cat([d, torch.zeros(rank0.shape[0] - d.shape[0], 3, dtype=torch.int64)])
+        for d in two_ranks(second, bump("weight"))
+    )
+    gathered = torch.stack([rank0, rank1, rank2, rank3])
+    first.world_size = second.world_size = 4
+    second.rank = 1
+    layout, found = first.compare(1, gathered)
+    assert layout.path == "" and layout.severity is Severity.INFO
+    assert layout.message == (
+        "the 4 ranks hold different models after step 1: ranks 0, 2 hold 9 parameters and "
+        "buffers; ranks 1, 3 hold 2 parameters and buffers (names, shapes or dtypes differ); "
+        "checksums are compared only where the structures match (ranks 0, 2 with each other; "
+        "ranks 1, 3 with each other)."
+    )
+    assert "pipeline stages" in layout.fix
+    assert found.path == "3.bias" and found.step == 1
+    assert "across ranks 0, 2 (those of the 4 that hold this model)" in found.message
+    assert "rank 0: mean" in found.message and "rank 2: mean" in found.message
+    assert first.compare(2, gathered) == []  # each said once
+    _, found = second.compare(1, gathered)
+    assert found.path == "weight" and "rank 1: mean" in found.message
+    assert "rank 3: mean" in found.message and "rank 0" not in found.message
+    assert "what rank 1 saves or reports" in found.message
+
+
 # -- ranks other than 0 stay quiet (the environment torchrun sets, one process) ---------------
 
 
@@ -470,3 +507,21 @@ def test_a_clean_ddp_script_reports_no_divergence_and_matches_the_plain_run(clea
     assert list(ours) == list(theirs)
     for key, value in theirs.items():
         assert torch.equal(ours[key], value), key
+
+
+def test_ranks_holding_different_models_finish_with_a_finding_not_an_abort():
+    result = torchrun(
+        "-m", "modscope", "run", "examples/ddp_pipeline.py", "--steps", "2", "--json"
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    events = json_lines(result.stdout)
+    assert [e["step"] for e in events if e["event"] == "step"] == [1, 2]
+    (found,) = [e for e in events if e["event"] == "finding" and e["kind"] == "rank-divergence"]
+    assert found["severity"] == "info" and found["step"] == 0
+    assert (
+        "rank 0 holds 4 parameters and buffers; rank 1 holds 6 parameters and buffers"
+        in found["message"]
+    )
+    assert (
+        "no two ranks hold the same structure, so no checksums are compared" in (found["message"])
+    )

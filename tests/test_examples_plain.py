@@ -79,6 +79,7 @@ EXPECTED: dict[str, list[str]] = {
         "step 4 loss nan",
     ],
     "ddp_clean": ["rank 0 1.running_mean[:2] -0.0880 -0.0226"],
+    "ddp_pipeline": ["rank 0 loss 0.1264"],
     "shared": ["z 4.8283", *table("powModel.powParam", "logModel.logParam"), "z 9.9982"],
     "separate": [
         "z 4.8283",

@@ -23,6 +23,7 @@ from torch import nn
 
 from modscope.cli import main
 from modscope.core.doctor import rules, run_checks
+from modscope.core.doctor.rules.distributed import RankGroup
 from modscope.core.errors import ScriptError
 from modscope.core.hook_spec import HookSpec, HookSpecError
 from modscope.core.session import Session
@@ -608,7 +609,9 @@ def _each_kind(n: int) -> list[Finding]:
         rules.rank_divergence(
             names[0], kind="frozen parameter", step=2, values=ranks, world_size=n + 1
         ),
-        rules.rank_layout_divergence(1, n + 1, list(range(1, n + 1))),
+        rules.rank_layout_divergence(
+            1, n + 1, [RankGroup((0,), 12), RankGroup(tuple(range(1, n + 1)), n)]
+        ),
         rules.update_ratio(
             [rules.WeightRatio(name, "body.0", "Linear", (0.5, 0.4, 0.3), 0.5) for name in names], 3
         ),

@@ -1,12 +1,16 @@
 """Many ranks (torchrun): whether the ranks still hold the same parameters and buffers after each
-iteration (one small collective per iteration); where this process is in the job is
+iteration (two small collectives per iteration); where this process is in the job is
 `core.process_rank`.
 
 Each rank digests every parameter and buffer of the model it inspects (the user's model, inside
 any DistributedDataParallel wrapper) into three 64-bit numbers computed on the tensor's device: a
 checksum of its bits, positions included, and the float64 sum and sum of squares (for people to
-read). One all-gather of a `[1 + n, 3]` int64 tensor (row 0: the layout) gives every rank every
-rank's digests; tensors whose checksums differ are `rank-divergence` findings. No tensor is sent.
+read). Two all-gathers, each of one shape on every rank: first each rank's layout (a CRC of its
+tensors' names, shapes and dtypes, and their count), then, when some ranks hold the same layout,
+every rank's `[1 + n, 3]` int64 digests padded to the largest count. Each rank compares its
+tensors with the ranks that hold its layout; tensors whose checksums differ are
+`rank-divergence` findings, and ranks that hold different layouts (pipeline stages) one finding
+that says so. No tensor is sent.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.nn.parameter import is_lazy
 
 from modscope.core.doctor.rules.distributed import (
+    RankGroup,
     RankValue,
     rank_divergence,
     rank_layout_divergence,
@@ -185,7 +190,9 @@ class RankWatcher:
         self.runner = runner
         self.active = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         self.world_size = dist.get_world_size() if self.active else 1
+        self.rank = dist.get_rank() if self.active else 0
         self._reported: set[str] = set()
+        self._layouts_reported: set[tuple[tuple[int, ...], ...]] = set()
 
     def initial(self) -> list[Finding]:
         """The comparison at load (step 0): ranks that built or seeded their models apart."""
@@ -197,13 +204,29 @@ class RankWatcher:
             return []
         watched = self._watched()
         device = self._device()
-        local = self.digest(device, watched)
-        # The concatenated form: gloo refuses the stacked `[world, rows, 3]` output.
-        gathered = torch.empty(
-            (self.world_size * local.shape[0], DIGEST_WIDTH), dtype=torch.int64, device=device
+        # Every rank runs the same collectives with the same shapes, whatever model it holds:
+        # first the layouts, then (only if some ranks can be compared, which every rank reads
+        # from the same layouts) the digests padded to the largest count.
+        layout = _layout_row(watched, device)
+        layouts = self._gather(layout).cpu()
+        rows = 1 + int(layouts[:, 1].max())
+        if all(len(group) == 1 for group in _groups(layouts)):
+            gathered = torch.zeros((self.world_size, rows, DIGEST_WIDTH), dtype=torch.int64)
+            gathered[:, 0] = layouts
+            return self.compare(step, gathered, watched)
+        local = torch.zeros((rows, DIGEST_WIDTH), dtype=torch.int64, device=device)
+        local[: 1 + len(watched)] = self.digest(device, watched)
+        gathered = self._gather(local).view(self.world_size, rows, DIGEST_WIDTH).cpu()
+        return self.compare(step, gathered, watched)
+
+    def _gather(self, local: torch.Tensor) -> torch.Tensor:
+        """`[world * rows, 3]`: every rank's `local` (`[rows, 3]`, the same shape on all), in
+        rank order; the concatenated form, as gloo refuses a stacked `[world, rows, 3]`."""
+        out = torch.empty(
+            (self.world_size * local.shape[0], DIGEST_WIDTH), dtype=torch.int64, device=local.device
         )
-        _all_gather(gathered, local)
-        return self.compare(step, gathered.view(self.world_size, *local.shape).cpu(), watched)
+        _all_gather(out, local)
+        return out
 
     def digest(self, device: torch.device, watched: list[_Watched] | None = None) -> torch.Tensor:
         """This rank's `[1 + n, 3]` digest on `device`: the layout row (a CRC of the tensors'
@@ -237,16 +260,34 @@ class RankWatcher:
     def compare(
         self, step: int, gathered: torch.Tensor, watched: list[_Watched] | None = None
     ) -> list[Finding]:
-        """The findings from every rank's digests, `[world, 1 + n, 3]` as `after_step` gathers
-        them (row 0 the layout, then the model's tensors in order): tensors new to differ."""
+        """The findings from every rank's digests, `[world, rows, 3]` as `after_step` gathers
+        them (row 0 the layout, then each rank's tensors in order, zeros past its count): ranks
+        that hold different layouts (once per way of grouping the ranks), and the tensors new
+        to differ among the ranks that hold this rank's layout."""
         watched = self._watched() if watched is None else watched
-        layouts = gathered[:, 0, 0]
-        if bool((layouts != layouts[0]).any()):
-            if "" in self._reported:
-                return []
-            self._reported.add("")
-            odd = (layouts != layouts[0]).nonzero().flatten().tolist()
-            return [rank_layout_divergence(step, self.world_size, odd)]
+        layouts = gathered[:, 0, :]
+        groups = _groups(layouts)
+        found = []
+        if len(groups) > 1 and groups not in self._layouts_reported:
+            self._layouts_reported.add(groups)
+            found.append(
+                rank_layout_divergence(
+                    step,
+                    self.world_size,
+                    [RankGroup(g, int(layouts[g[0], 1])) for g in groups],
+                    wrapped=isinstance(self.runner, DistributedDataParallel),
+                )
+            )
+        (mine,) = [g for g in groups if self.rank in g]
+        if len(mine) > 1:
+            found += self._compare_tensors(step, gathered[list(mine)], mine, watched)
+        return found
+
+    def _compare_tensors(
+        self, step: int, gathered: torch.Tensor, ranks: tuple[int, ...], watched: list[_Watched]
+    ) -> list[Finding]:
+        """`gathered`: the digests of `ranks`, which hold this rank's layout (`watched`)."""
+        gathered = gathered[:, : 1 + len(watched)]
         # Compared after the step, parameters and buffers alike, except the buffers DDP will
         # overwrite with rank 0's copy at the start of the next forward (broadcast_buffers=True):
         # BatchNorm's running statistics differ after every step by design (each rank's
@@ -273,8 +314,9 @@ class RankWatcher:
                 first.path,
                 kind=first.kind,
                 step=step,
-                values=_rank_values(gathered[:, 1 + new[0], :], first.count()),
+                values=_rank_values(gathered[:, 1 + new[0], :], first.count(), ranks),
                 world_size=self.world_size,
+                compared=ranks,
                 others=[watched[i].path for i in new[1:]],
                 wrapped=isinstance(self.runner, DistributedDataParallel),
             )
@@ -292,19 +334,28 @@ def _layout_row(watched: Sequence[_Watched], device: torch.device) -> torch.Tens
     )
 
 
-def _rank_values(digests: torch.Tensor, count: int) -> list[RankValue]:
-    """One tensor's `[world, 3]` digests as groups of ranks holding the same bits, rank 0's
-    group first."""
+def _groups(layouts: torch.Tensor) -> tuple[tuple[int, ...], ...]:
+    """The ranks grouped by equal layout rows (`[world, 3]`), each group in rank order, the
+    groups by their first rank."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for rank, row in enumerate(layouts.tolist()):
+        groups.setdefault(tuple(row), []).append(rank)
+    return tuple(tuple(g) for g in groups.values())
+
+
+def _rank_values(digests: torch.Tensor, count: int, ranks: Sequence[int]) -> list[RankValue]:
+    """One tensor's digests on `ranks` (`[len(ranks), 3]`) as groups of ranks holding the same
+    bits, the first rank's group first."""
     checksums = digests[:, 0].tolist()
     sums = _floats(digests[:, 1])
     squares = _floats(digests[:, 2])
     groups: dict[int, list[int]] = {}
-    for rank, checksum in enumerate(checksums):
-        groups.setdefault(checksum, []).append(rank)
+    for i, checksum in enumerate(checksums):
+        groups.setdefault(checksum, []).append(i)
     out = []
-    for checksum, ranks in groups.items():
-        r = ranks[0]
+    for checksum, rows in groups.items():
+        r = rows[0]
         mean = sums[r] / count if count else math.nan
         norm = math.sqrt(squares[r]) if squares[r] >= 0 else math.nan
-        out.append(RankValue(tuple(ranks), mean, norm, checksum))
+        out.append(RankValue(tuple(ranks[i] for i in rows), mean, norm, checksum))
     return out

@@ -1,13 +1,14 @@
-"""Findings about the ranks of a distributed job (torchrun): a tensor that differs across ranks."""
+"""Findings about the ranks of a distributed job (torchrun): a tensor that differs across ranks,
+and ranks that hold different models."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from modscope.core.doctor.rules.wording import LISTED, finding, listing
 from modscope.core.fmt import format_number
-from modscope.core.types import Finding, FindingKind
+from modscope.core.types import Finding, FindingKind, Severity
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,14 @@ class RankValue:
             f"{who} {_ranks(self.ranks)}: mean {format_number(self.mean)}, "
             f"norm {format_number(self.norm)}, checksum {self.checksum & 0xFFFFFFFF:08x}"
         )
+
+
+@dataclass(frozen=True)
+class RankGroup:
+    """Ranks that hold the same parameters and buffers (names, shapes and dtypes), and how many."""
+
+    ranks: tuple[int, ...]
+    tensors: int
 
 
 def _ranks(ranks: Sequence[int]) -> str:
@@ -71,11 +80,17 @@ def rank_divergence(
     world_size: int,
     others: Sequence[str] = (),
     wrapped: bool = True,
+    compared: Sequence[int] | None = None,
 ) -> Finding:
     """`path` (a parameter or buffer; `kind` is "buffer", "parameter" or "frozen parameter")
     holds different bits on some ranks after `step` (0: at load). `values` groups the ranks by
-    what they hold; `others` are the further tensors that began to differ at the same step."""
+    what they hold; `others` are the further tensors that began to differ at the same step;
+    `compared` are the ranks compared, when not all hold this model."""
     when = f"after step {step}" if step else "at load"
+    across, first = f"the {world_size} ranks", 0
+    if compared is not None and len(compared) < world_size:
+        across = f"ranks {_ranks(compared)} (those of the {world_size} that hold this model)"
+        first = compared[0]
     shown = "; ".join(v.describe() for v in values[:LISTED])
     if len(values) > LISTED:
         shown += f"; and {len(values) - LISTED} more groups of ranks"
@@ -83,8 +98,8 @@ def rank_divergence(
     if others:
         more = f" Also differing {when}: {listing(others)}."
     message = (
-        f"{kind} {path} differs across the {world_size} ranks {when} ({shown}): the ranks no "
-        f"longer run the same model, and what rank 0 saves or reports is not what the others "
+        f"{kind} {path} differs across {across} {when} ({shown}): the ranks no "
+        f"longer run the same model, and what rank {first} saves or reports is not what the others "
         f"compute.{more}"
     )
     if kind == "buffer":
@@ -100,17 +115,41 @@ def rank_divergence(
     )
 
 
-def rank_layout_divergence(step: int, world_size: int, ranks: Sequence[int]) -> Finding:
-    """The ranks hold different parameters and buffers (names, shapes or dtypes)."""
+def rank_layout_divergence(
+    step: int, world_size: int, groups: Sequence[RankGroup], *, wrapped: bool = False
+) -> Finding:
+    """The ranks hold different parameters and buffers (names, shapes or dtypes): `groups`
+    holds each set of ranks that hold the same ones, rank 0's first. Pipeline stages do by
+    design (information); a model wrapped in DistributedDataParallel must not (the kind's
+    severity)."""
     when = f"after step {step}" if step else "at load"
-    who = f"{'rank' if len(ranks) == 1 else 'ranks'} {_ranks(ranks)}"
-    return finding(
+    held = []
+    counts_seen: set[int] = set()
+    for group in groups:
+        one = len(group.ranks) == 1
+        who = f"{'rank' if one else 'ranks'} {_ranks(group.ranks)}"
+        other = " other" if group.tensors in counts_seen else ""
+        counts_seen.add(group.tensors)
+        noun = "parameter or buffer" if group.tensors == 1 else "parameters and buffers"
+        held.append(f"{who} {'holds' if one else 'hold'} {group.tensors}{other} {noun}")
+    matched = [g for g in groups if len(g.ranks) > 1]
+    if matched:
+        where = "; ".join(f"ranks {_ranks(g.ranks)} with each other" for g in matched)
+        compared = f"checksums are compared only where the structures match ({where})"
+    else:
+        compared = "no two ranks hold the same structure, so no checksums are compared"
+    shown = "; ".join(held[:LISTED])
+    if len(held) > LISTED:
+        shown += f"; and {len(held) - LISTED} more groups of ranks"
+    found = finding(
         FindingKind.RANK_DIVERGENCE,
         "",
-        f"the {world_size} ranks hold different sets of parameters and buffers {when} (names, "
-        f"shapes or dtypes differ from rank 0's on {who}), so the tensors cannot be compared "
-        "one by one.",
-        "build the same model on every rank: no rank-dependent branch in __init__ or in a "
-        "forward that creates parameters or buffers; lazy modules must see the same shapes",
+        f"the {world_size} ranks hold different models {when}: {shown} (names, shapes or "
+        f"dtypes differ); {compared}.",
+        "nothing to fix where each rank holds its own part of the model by design (pipeline "
+        "stages); otherwise build the same model on every rank: no rank-dependent branch in "
+        "__init__ or in a forward that creates parameters or buffers; lazy modules must see "
+        "the same shapes",
         step=step,
     )
+    return found if wrapped else replace(found, severity=Severity.INFO)
