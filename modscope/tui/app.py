@@ -23,7 +23,9 @@ from modscope.control import updates as up
 from modscope.control.thread import ControllerFactory, SessionThread
 from modscope.core.fmt import printable
 from modscope.tui.bindings import APP_BINDINGS, LIVE_ONLY, STEPPING, TIME_TRAVEL
+from modscope.tui.bounded_input import TEXT_LENGTH, BoundedInput
 from modscope.tui.break_dialog import BreakDialog
+from modscope.tui.command_palette import CommandPalette
 from modscope.tui.detail_pane import DetailPane
 from modscope.tui.diff_screen import DiffScreen
 from modscope.tui.error_panel import ErrorPanel
@@ -108,7 +110,11 @@ class ModscopeApp(HookActions, UpdatePainter):
     def compose(self) -> ComposeResult:
         with Horizontal(id="main"):
             with Vertical(id="left"):
-                yield Input(placeholder="filter by name (escape clears)", id="filter")
+                yield BoundedInput(
+                    placeholder="filter by name (escape clears)",
+                    id="filter",
+                    max_length=TEXT_LENGTH,
+                )
                 yield ModuleTree(self.view, id="tree")
             with Vertical(id="right"):
                 yield DetailPane(self.view, id="detail")
@@ -334,6 +340,11 @@ class ModscopeApp(HookActions, UpdatePainter):
     def action_traceback(self) -> None:
         if self._internal_errors:
             self.push_screen(TracebackScreen(self._internal_errors[-1]))
+
+    def action_command_palette(self) -> None:
+        # Textual's own, with the bounded search field.
+        if self.use_command_palette and not CommandPalette.is_open(self):
+            self.push_screen(CommandPalette(id="--command-palette"))
 
     def action_help(self) -> None:
         pane = self._focused_pane()

@@ -15,6 +15,7 @@ from textual.widgets.option_list import Option
 
 from modscope.core.break_spec import BreakCondition, BreakSpecError
 from modscope.core.fmt import printable
+from modscope.tui.bounded_input import TEXT_LENGTH, BoundedInput
 from modscope.tui.option_list import OptionList
 
 GRAMMAR = (
@@ -64,7 +65,11 @@ class BreakDialog(ModalScreen["tuple[str, ...] | None"]):
             box.border_title = Text("Break conditions")
             box.border_subtitle = Text("enter adds · x removes · escape arms and closes")
             yield OptionList(id="armed")
-            yield Input(placeholder="a condition, e.g. nan or loss>10", id="condition")
+            yield BoundedInput(
+                placeholder="a condition, e.g. nan or loss>10",
+                id="condition",
+                max_length=TEXT_LENGTH,
+            )
             yield Static(Text(GRAMMAR, style="dim"))
             yield Static(id="break-error")
 

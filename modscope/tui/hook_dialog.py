@@ -27,6 +27,7 @@ from modscope.core.hook_notes import (
 from modscope.core.hook_spec import HookSpec
 from modscope.core.types import HookAction, HookInfo, HookKind
 from modscope.report.labels import shown_path
+from modscope.tui.bounded_input import NUMBER_LENGTH, BoundedInput
 from modscope.tui.model_view import ModelView
 
 KINDS = tuple(HookKind)
@@ -164,12 +165,13 @@ class HookDialog(ModalScreen["HookSpec | None"]):
                     )
                     with Horizontal(id="factor-row"):
                         yield Label("factor")
-                        yield Input(
+                        yield BoundedInput(
                             placeholder="e.g. 2",
                             type="number",
                             id="factor",
                             disabled=True,
                             compact=True,
+                            max_length=NUMBER_LENGTH,
                         )
             yield Static(id="hook-note")
             yield Static(id="hook-error")

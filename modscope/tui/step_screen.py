@@ -12,6 +12,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
+from modscope.tui.bounded_input import NUMBER_LENGTH, BoundedInput
+
 
 class StepScreen(ModalScreen["int | None"]):
     """A step number from 0 to `last`; `enter` goes there, `escape` cancels."""
@@ -47,7 +49,9 @@ class StepScreen(ModalScreen["int | None"]):
             box.border_title = Text("Go to step")
             box.border_subtitle = Text("enter goes · escape cancels")
             yield Static(Text(f"a step from 0 to {self.last} (now {self.current})"))
-            yield Input(str(self.current), type="integer", id="step")
+            yield BoundedInput(
+                str(self.current), type="integer", id="step", max_length=NUMBER_LENGTH
+            )
             yield Static(id="step-error")
 
     def on_mount(self) -> None:

@@ -3,14 +3,21 @@ idle and mid-step, and `q` during a forward that will not end soon."""
 
 from __future__ import annotations
 
-import pytest
-from tui_helpers import press, settle
+import time
 
+import pytest
+from textual import events
+from textual.command import CommandInput
+from textual.widgets import Input
+from tui_helpers import press, settle, until
+
+from modscope.tui.bounded_input import NUMBER_LENGTH, TEXT_LENGTH
 from modscope.tui.break_dialog import BreakDialog
 from modscope.tui.diff_screen import DiffScreen
 from modscope.tui.help_screen import HelpScreen
 from modscope.tui.hook_dialog import HookDialog
 from modscope.tui.layers_screen import LayersScreen
+from modscope.tui.module_tree import ModuleTree
 from modscope.tui.status_line import StatusLine
 from modscope.tui.step_screen import StepScreen
 
@@ -42,6 +49,7 @@ async def shrink_and_grow(app, pilot) -> None:
         (("g",), StepScreen),
         (("slash",), None),
     ],
+    ids=["main", "help", "hook", "breaks", "diff", "layers", "step", "filter"],
 )
 async def test_every_screen_survives_any_size_and_still_answers_keys(make_app, keys, screen):
     app = make_app()
@@ -64,3 +72,87 @@ async def test_the_app_starts_in_a_tiny_terminal_and_grows(make_app):
         await pilot.resize_terminal(*SIZE)
         await settle(app, pilot)
         assert app.is_running and "step 1" in status(app)
+
+
+# -- pastes of any length -------------------------------------------------------------------
+
+HOSTILE_LINE = "[bold]x[/b]\x1b[31m" + "abc def " * 13_200  # 100 kB, markup and an escape
+SHOWN_START = "[bold]x[/b]\\x1b[31mabc def"
+
+
+async def paste(app, pilot, text: str) -> float:
+    """Paste `text` into the focused field; the seconds until the app has handled it and
+    answers a key again."""
+    field = app.focused
+    assert isinstance(field, Input)
+    started = time.perf_counter()
+    field.post_message(events.Paste(text))
+    await pilot.pause()
+    await pilot.press("home")
+    await settle(app, pilot)
+    return time.perf_counter() - started
+
+
+async def test_a_100_kb_paste_into_the_filter_is_cut_and_shown_as_typed(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await press(app, pilot, "slash")
+        seconds = await paste(app, pilot, HOSTILE_LINE + "\nsecond line")
+        field = app.query_one("#filter", Input)
+        assert seconds < 1.0
+        assert len(field.value) == TEXT_LENGTH
+        assert field.value.startswith(SHOWN_START)
+        assert "\x1b" not in field.value
+        assert SHOWN_START in field.render_line(0).text  # the markup is not interpreted
+        assert list(app.query_one(ModuleTree).root.children) == []  # nothing is called that
+        await press(app, pilot, "escape")
+        assert [str(n.label).split()[0] for n in app.query_one(ModuleTree).root.children] == [
+            "powModel",
+            "logModel",
+        ]
+
+
+@pytest.mark.parametrize(
+    ("keys", "field_id", "pasted", "kept"),
+    [
+        (("b",), "#condition", HOSTILE_LINE, TEXT_LENGTH),
+        (("down", "h", "tab", "down", "tab"), "#factor", "2" * 100_000, NUMBER_LENGTH),
+        (("g",), "#step", "1" * 100_000, NUMBER_LENGTH),
+    ],
+    ids=["break-condition", "hook-factor", "step"],
+)
+async def test_a_100_kb_paste_into_a_dialog_field_is_cut_to_its_length(
+    make_app, keys, field_id, pasted, kept
+):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await press(app, pilot, "s", *keys)
+        field = app.screen.query_one(field_id, Input)
+        assert app.focused is field
+        field.select_all()
+        seconds = await paste(app, pilot, pasted)
+        assert seconds < 1.0
+        assert len(field.value) == kept
+        assert field.value[:5] == pasted[:5].replace("\x1b", "\\x1b")[:5]
+        assert any("the paste was cut" in str(n.message) for n in app._notifications)
+
+
+async def test_a_paste_that_fits_goes_in_whole_at_the_cursor(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await press(app, pilot, "slash", "l", "o")
+        await paste(app, pilot, "gModel\tx\r\nignored")
+        assert app.query_one("#filter", Input).value == "logModel\\tx"
+        assert not list(app._notifications)
+
+
+async def test_the_command_palette_refuses_a_100_kb_paste(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await press(app, pilot, "ctrl+p")
+        await until(pilot, lambda: isinstance(app.focused, CommandInput))
+        seconds = await paste(app, pilot, HOSTILE_LINE)
+        assert seconds < 1.0
+        assert app.focused.value == ""
+        await pilot.press("p", "o", "w")
+        assert app.focused.value == "pow"
