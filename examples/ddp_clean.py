@@ -11,9 +11,9 @@ In modscope, under torchrun, no `rank-divergence`:
 
 Run alone (`python examples/ddp_clean.py`, or `modscope run` without torchrun), it is one rank
 of a one-process gloo group. Its main block trains like modscope's default iteration,
-`DDP_EXAMPLE_STEPS` steps (2), and rank 0 saves the inner model's `state_dict` to
-`DDP_EXAMPLE_STATE` when set; `modscope run examples/ddp_clean.py --steps 2 --save-state PATH`
-under torchrun writes the same bits:
+`DDP_EXAMPLE_STEPS` steps (2), and rank 0 saves `model.state_dict()` (the wrapper's: keys
+`module.0.weight`, ...) to `DDP_EXAMPLE_STATE` when set; `modscope run examples/ddp_clean.py
+--steps 2 --save-state PATH` under torchrun writes the same keys and bits:
 
     DDP_EXAMPLE_STATE=plain.pt torchrun --nproc-per-node 2 examples/ddp_clean.py
 """
@@ -62,7 +62,7 @@ if __name__ == "__main__":
     train(int(os.environ.get("DDP_EXAMPLE_STEPS", "2")))
     state = net.state_dict()
     if os.environ.get("DDP_EXAMPLE_STATE") and rank == 0:
-        torch.save(state, os.environ["DDP_EXAMPLE_STATE"])
+        torch.save(model.state_dict(), os.environ["DDP_EXAMPLE_STATE"])
     means = state["1.running_mean"]
     print(f"rank {rank} 1.running_mean[:2] {means[0].item():.4f} {means[1].item():.4f}")
     dist.destroy_process_group()  # before exit: gloo's threads are not left to the interpreter
