@@ -388,7 +388,14 @@ def check_outputs(paths: OutputPaths, script: str, *, overwrite: bool = False) -
                 f"{paths.record_text} writes: one would overwrite the other; save the state "
                 f"elsewhere, e.g. --save-state {suggestion}"
             )
-    if state is not None:
+    # `--record R --save-state R/state.pt` with R new: R is made before the state is written.
+    into_new_record = (
+        state is not None
+        and record is not None
+        and not os.path.lexists(record)
+        and os.path.dirname(os.path.abspath(state)) == os.path.abspath(record)
+    )
+    if state is not None and not into_new_record:
         try:
             check_writable(state)
         except OutputError as exc:

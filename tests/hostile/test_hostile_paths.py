@@ -107,6 +107,16 @@ def test_save_state_and_record_on_one_path_are_refused_before_the_run(tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["script.py"]  # nothing created
 
 
+def test_save_state_may_go_inside_a_new_record_folder(tmp_path, capsys):
+    script = write(tmp_path)
+    folder = tmp_path / "R"
+    assert (
+        main(["run", str(script), "--record", str(folder), "--save-state", f"{folder}/s.pt"]) == 0
+    )
+    assert list(torch.load(folder / "s.pt", weights_only=True)) == ["weight", "bias"]
+    assert steps_in(folder) == [1]
+
+
 def test_record_onto_the_script_names_both(tmp_path, capsys):
     script = write(tmp_path)
     err = refused(capsys, ["run", str(script), "--record", str(script)])
