@@ -20,6 +20,9 @@ from modscope.control.internal import internal_error
 ANSWERS = (cmd.Step, cmd.NextPhase, cmd.Continue, cmd.Reload, cmd.Rewind, cmd.GoToStep)
 """The commands that answer a pause hook (submitted after it began)."""
 
+STEPS = (cmd.Step, cmd.NextPhase)
+"""The commands that run the model: what Ctrl-C interrupts."""
+
 
 class Controller(Protocol):
     def load(self) -> list[up.Update]: ...
@@ -48,6 +51,7 @@ class SessionThread:
         self._open = {1}  # ids submitted and not yet run (a command held at a pause is run)
         self._busy = self._running = self._stopping = self._dirty = False
         self._current: int | None = None  # the command running (None: a continuous run's step)
+        self._current_command: cmd.Command | None = None  # None: the load
         self._serving: int | None = None  # the query served at a pause
         self._pause_floor: int | None = None  # the last id submitted before the pause began
         self._controller = factory(self._emit, self._wait_at_pause)
@@ -81,6 +85,24 @@ class SessionThread:
             self._running = running
             self._cond.notify_all()
         self._notify()
+
+    def interrupt(self) -> bool:
+        """Ctrl-C: a step under way pauses at its next phase boundary (the controller's
+        `interrupt`, where it has one), a continuous run stops and the commands queued behind
+        it are dropped. False, and nothing done, when no step is under way (idle, loading, or
+        held at a pause)."""
+        with self._cond:
+            if not (self._busy and isinstance(self._current_command, STEPS)):
+                return False
+            self._running = False
+            self._open.difference_update(i for i, _ in self._commands)
+            self._commands.clear()
+            interrupt = getattr(self._controller, "interrupt", None)
+            if interrupt is not None:
+                interrupt()
+            self._cond.notify_all()
+        self._notify()
+        return True
 
     @property
     def running(self) -> bool:
@@ -123,7 +145,7 @@ class SessionThread:
 
     def _run(self, cid: int | None, command: cmd.Command | None) -> None:
         with self._cond:
-            self._busy, self._current = True, cid
+            self._busy, self._current, self._current_command = True, cid, command
         self._notify()
         c = self._controller
         try:
@@ -138,7 +160,7 @@ class SessionThread:
         with self._cond:
             self._outbox.extend(updates)
             self._open.discard(cid or 0)
-            self._busy, self._current = False, None
+            self._busy, self._current, self._current_command = False, None, None
             self._running = self._running and not stop
         self._notify()
 

@@ -41,6 +41,7 @@ from modscope.tui.loss_plot import LossPlot
 from modscope.tui.model_view import ModelView, NodeRef
 from modscope.tui.module_provider import ModuleProvider
 from modscope.tui.module_tree import ModuleTree
+from modscope.tui.quit_screen import QuitScreen
 from modscope.tui.status_line import StatusLine
 from modscope.tui.step_screen import StepScreen
 from modscope.tui.traceback_screen import TracebackScreen
@@ -359,6 +360,29 @@ class ModscopeApp(HookActions, UpdatePainter):
                 "recording made without it."
             )
         self.push_screen(HelpScreen(title, intro, keys_for(self, title)))
+
+    def action_interrupt(self) -> None:
+        if self.worker.interrupt():
+            self.query_one(LogPane).message("Ctrl-C: the step pauses at the next phase boundary")
+            return
+        if isinstance(self.screen, QuitScreen):  # a second Ctrl-C confirms
+            self.screen.dismiss(True)
+            return
+        selected = self.screen.get_selected_text()
+        field = self.focused
+        if selected:
+            self.copy_to_clipboard(selected)
+        elif isinstance(field, Input) and not field.selection.is_empty:
+            field.action_copy()
+        else:
+            self._ask_to_quit()
+
+    def _ask_to_quit(self) -> None:
+        async def answered(quit: bool | None) -> None:
+            if quit:
+                await self.action_quit()
+
+        self.push_screen(QuitScreen(paused=bool(self.view.status.paused_at)), answered)
 
     async def action_quit(self) -> None:
         # Abandons a paused iteration now: the worker unwinds it and closes the session while

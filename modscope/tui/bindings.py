@@ -84,6 +84,17 @@ APP_BINDINGS: list[BindingType] = [
     Binding("question_mark,f1", "help", "Help", id="help"),
     Binding("escape", "dismiss_extra", "Clear", id="clear"),
     Binding("q", "quit", "Quit", id="quit"),
+    # Above Textual's own ctrl+c (copy in a field, "press q to quit" elsewhere), on every screen.
+    Binding(
+        "ctrl+c",
+        "interrupt",
+        "Interrupt a step (idle: ask to quit)",
+        priority=True,
+        show=False,
+        id="interrupt",
+        tooltip="During a step: pause it at the next phase boundary (c continues, u undoes); "
+        "otherwise ask to quit (ctrl+c again quits); copies selected text first",
+    ),
 ]
 
 STEPPING = ("step", "next_phase", "toggle_run", "toggle_mode", "rewind", "go_to_step")

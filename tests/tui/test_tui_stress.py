@@ -11,6 +11,7 @@ from textual.command import CommandInput
 from textual.widgets import Input
 from tui_helpers import press, settle, until
 
+from modscope.core.types import Phase
 from modscope.tui.bounded_input import NUMBER_LENGTH, TEXT_LENGTH
 from modscope.tui.break_dialog import BreakDialog
 from modscope.tui.diff_screen import DiffScreen
@@ -18,6 +19,7 @@ from modscope.tui.help_screen import HelpScreen
 from modscope.tui.hook_dialog import HookDialog
 from modscope.tui.layers_screen import LayersScreen
 from modscope.tui.module_tree import ModuleTree
+from modscope.tui.quit_screen import QuitScreen
 from modscope.tui.status_line import StatusLine
 from modscope.tui.step_screen import StepScreen
 
@@ -156,3 +158,81 @@ async def test_the_command_palette_refuses_a_100_kb_paste(make_app):
         assert app.focused.value == ""
         await pilot.press("p", "o", "w")
         assert app.focused.value == "pow"
+
+
+# -- Ctrl-C -----------------------------------------------------------------------------------
+
+
+async def start_a_held_step(app, pilot, make_app, *keys: str):
+    """Press `keys` on slow.py (whose forward waits for its gate) until a step is under way;
+    returns the gate."""
+    await settle(app, pilot)
+    await pilot.press(*keys)
+    await until(pilot, lambda: app.view.status.busy)
+    return make_app.session.script.module.gate
+
+
+async def test_ctrl_c_during_a_step_pauses_it_before_the_next_phase_and_c_goes_on(make_app):
+    app = make_app("slow.py")
+    async with app.run_test(size=SIZE) as pilot:
+        gate = await start_a_held_step(app, pilot, make_app, "s", "s")
+        await until(pilot, lambda: app.view.status.queued == 1)
+        await pilot.press("ctrl+c")
+        gate.release()
+        await until(pilot, lambda: bool(app.view.status.paused_at))
+        await settle(app, pilot)
+        session = make_app.session
+        assert (session.step, session.in_iteration, session.next_phase) == (0, True, Phase.BACKWARD)
+        assert "paused in step 1 before backward (Ctrl-C) · c continues" in status(app)
+        assert "queued" not in status(app)  # the second `s` was dropped
+        assert not isinstance(app.screen, QuitScreen)
+        await press(app, pilot, "c")
+        assert session.step == 1 and not session.in_iteration
+        assert session.model.weight.item() == pytest.approx(0.8)  # 1 - 0.1 * d(2w)/dw
+        assert "step 1" in status(app) and "idle" in status(app)
+
+
+async def test_ctrl_c_then_u_undoes_the_interrupted_step(make_app):
+    app = make_app("slow.py")
+    async with app.run_test(size=SIZE) as pilot:
+        gate = await start_a_held_step(app, pilot, make_app, "space")
+        await pilot.press("ctrl+c")
+        gate.release()
+        await until(pilot, lambda: bool(app.view.status.paused_at))
+        assert not app.worker.running  # the continuous run stopped too
+        await press(app, pilot, "u")
+        session = make_app.session
+        assert (session.step, session.in_iteration, session.partial) == (0, False, False)
+        assert session.model.weight.item() == 1.0 and session.model.weight.grad is None
+        assert "step 0" in status(app) and "paused" not in status(app)
+
+
+async def test_ctrl_c_when_idle_asks_to_quit_and_a_second_one_quits(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await press(app, pilot, "ctrl+c")
+        assert isinstance(app.screen, QuitScreen)
+        await press(app, pilot, "n")
+        assert app.is_running and app.screen is app.screen_stack[0]
+        await press(app, pilot, "s", "ctrl+c")
+        assert isinstance(app.screen, QuitScreen)
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+    assert app.return_code == 0 and not app.is_running
+
+
+async def test_ctrl_c_is_in_the_help(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await press(app, pilot, "question_mark")
+        rows = {k.key: k.description for k in app.screen.keys}
+        assert rows["^c"] == "Interrupt a step (idle: ask to quit)"
+
+
+async def test_ctrl_c_with_text_selected_in_a_field_copies_it(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await press(app, pilot, "slash", "l", "o", "g", "shift+left", "shift+left")
+        await press(app, pilot, "ctrl+c")
+        assert app.clipboard == "og"
+        assert not isinstance(app.screen, QuitScreen)
