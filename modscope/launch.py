@@ -3,14 +3,19 @@ and return the exit status. The one place that joins the app (torch-free) to the
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from collections.abc import Sequence
 
 from modscope.control.controller import SessionFactory, controller_factory, script_factory
 from modscope.core.exit_codes import ExitCode
 from modscope.tui.app import ModscopeApp
 
-WORKER_JOIN_TIMEOUT = 2.0
-"""Seconds to wait, after the app has left, for the session thread to close the session."""
+WORKER_JOIN_TIMEOUT = 0.1
+"""Seconds to wait, after the app has left, for the session thread to close the session (it
+starts as `q` is pressed); past them it is still in the user's code (a forward that runs on),
+and the process ends without it."""
 
 
 def make_app(
@@ -55,12 +60,24 @@ def run_replay(folder: str) -> int:
 def run_app(app: ModscopeApp, *, join_timeout: float | None = WORKER_JOIN_TIMEOUT) -> int:
     """Run `app` (from `make_app`, or a replay's) to its end: 0 after `q`, 2 when the script
     never loaded. `join_timeout` None waits for the session thread to have closed the session,
-    every hook removed (`modscope.inspect()`)."""
+    every hook removed (`modscope.inspect()`, whose caller goes on).
+
+    Otherwise a session thread still in the user's code after `join_timeout` (a forward that
+    runs on; torch work cannot be interrupted) is not waited for: the terminal is already
+    restored, the iteration is abandoned, and the process ends at once with the app's status
+    (`os._exit`, stdout and stderr flushed first). modscope writes no file from the app, so
+    nothing of its own is left half-written."""
     try:
         app.run()
     finally:
         app.worker.stop()
-        # A forward still running in the user's code cannot be interrupted; the thread is a
-        # daemon, so the process still ends.
-        app.worker.join(join_timeout)
-    return app.return_code or 0
+        ended = app.worker.join(join_timeout)
+    status = app.return_code or 0
+    if not ended and join_timeout is not None:
+        # Interpreter shutdown is slow with torch loaded and would tear torch down under the
+        # thread still inside it: leave now, as the user asked.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(status)
+    return status

@@ -11,7 +11,9 @@ from textual.command import CommandInput
 from textual.widgets import Input
 from tui_helpers import press, settle, until
 
+from modscope import launch
 from modscope.core.types import Phase
+from modscope.tui.app import ModscopeApp
 from modscope.tui.bounded_input import NUMBER_LENGTH, TEXT_LENGTH
 from modscope.tui.break_dialog import BreakDialog
 from modscope.tui.diff_screen import DiffScreen
@@ -236,3 +238,30 @@ async def test_ctrl_c_with_text_selected_in_a_field_copies_it(make_app):
         await press(app, pilot, "ctrl+c")
         assert app.clipboard == "og"
         assert not isinstance(app.screen, QuitScreen)
+
+
+# -- q during a forward that runs on ------------------------------------------------------------
+
+
+def test_q_during_a_long_forward_ends_the_app_at_once(make_app, monkeypatch):
+    app = make_app("slow.py")
+    pressed: list[float] = []
+    ended: list[tuple[int, float]] = []
+
+    async def user(pilot):
+        await start_a_held_step(app, pilot, make_app, "s")
+        pressed.append(time.perf_counter())
+        await pilot.press("q")
+
+    def headless_run():
+        ModscopeApp.run(app, headless=True, size=SIZE, auto_pilot=user)
+
+    monkeypatch.setattr(app, "run", headless_run)
+    # The forward (held up to 30 s) cannot be interrupted: the process ends without it.
+    monkeypatch.setattr(launch.os, "_exit", lambda code: ended.append((code, time.perf_counter())))
+    launch.run_app(app)
+    seconds = ended[0][1] - pressed[0]
+    print(f"\nq during a forward: the app ended {seconds:.3f} s after q")
+    make_app.session.script.module.gate.release()
+    assert ended[0][0] == 0
+    assert seconds < 2.0
