@@ -15,7 +15,12 @@ from modscope import __version__
 from modscope.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
-EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.py")))
+# Model scripts; examples/test_*.py are pytest files (docs/testing.md), not model scripts.
+EXAMPLES = sorted(
+    p
+    for p in glob.glob(os.path.join(ROOT, "examples", "*.py"))
+    if not os.path.basename(p).startswith("test_")
+)
 
 
 def strict_lines(text: str) -> list[dict]:

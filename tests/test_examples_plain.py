@@ -19,7 +19,10 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-ALL_EXAMPLES = sorted(path.stem for path in EXAMPLES.glob("*.py"))
+# Model scripts; examples/test_*.py are pytest files (docs/testing.md), not model scripts.
+ALL_EXAMPLES = sorted(
+    path.stem for path in EXAMPLES.glob("*.py") if not path.stem.startswith("test_")
+)
 TIMEOUT_S = 120
 
 # Parameter Code 3 (and 4): powParam and logParam after each of the 10 iterations.
