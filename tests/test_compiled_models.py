@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from modscope.cli import main
+from modscope.core.walk import sealed_note
 
 STEPS = 2
 
@@ -61,6 +62,9 @@ SCRIPTS = {
     # A compiled block inside a plain model.
     "sub": MODEL + 'model = Model(torch.compile(MLP(), backend="aot_eager"))\n',
 }
+SCRIPTS["fullgraph"] = SCRIPTS["sub"].replace(
+    'backend="aot_eager"', 'backend="aot_eager", fullgraph=True'
+)
 LIGHT = ["whole_aot", "sub"]
 """The scripts for the commands whose compiled graphs are not what is checked."""
 OPTIMIZER = "optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
@@ -193,10 +197,10 @@ def test_tree_names_the_modules_inside_the_compiled_call(
 def test_check_is_clean_and_its_eval_probe_runs(
     name: str, scripts: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["check", scripts[name], "--steps", str(STEPS)]) == 0
+    assert main(["check", scripts[name], "--steps", "1"]) == 0
     captured = capsys.readouterr()
     text = " ".join((captured.out + captured.err).split())
-    assert f"({STEPS} steps run)" in text and "0 errors, 0 warnings, 0 info" in text
+    assert "(1 step run)" in text and "0 errors, 0 warnings, 0 info" in text
     # The doctor's probes run eagerly too: traced by Dynamo, the eval-mode one failed.
     assert "could not run" not in text
 
@@ -274,6 +278,30 @@ def test_record_replays_a_compiled_run_exactly(
     assert any(line["module"] == INNER["sub"] for line in json_lines(recorded) if "module" in line)
     assert main(["replay", str(tmp_path / "R"), "--json"]) == 0
     assert capsys.readouterr().out == recorded
+
+
+def test_a_fullgraph_block_is_observed_at_its_wrapper_and_said_so(
+    scripts: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script, saved = scripts["fullgraph"], tmp_path / "state.pt"
+    argv = ["run", script, "--hooks", "all", "--steps", str(STEPS), "--json"]
+    assert main([*argv, "--save-state", str(saved)]) == 0
+    hooks = [line for line in json_lines(capsys.readouterr().out) if line["event"] == "hook"]
+    # A graph break is an error under fullgraph: nothing inside is hooked, the wrapper is.
+    assert not any(h["module"].startswith("mlp._orig_mod") for h in hooks)
+    assert {h["kind"] for h in hooks if h["module"] == "mlp"} == {
+        "forward-pre",
+        "forward",
+        "backward",
+        "backward-pre",
+    }
+    # What the run's header (and the app's log) says about it.
+    note = sealed_note(runpy.run_path(script, run_name="__note__")["model"])
+    assert note is not None and "(mlp._orig_mod, and below)" in note
+    assert_bit_identical(saved, script)
+    assert main(["run", script, "--steps", "1", "--hook", "mlp._orig_mod.fc:forward"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "mlp._orig_mod.fc runs inside a torch.compile(fullgraph=True) call" in err
 
 
 def test_compiled_gpt2_with_every_hook_ends_bit_identical(

@@ -33,6 +33,7 @@ from modscope.core.hook_spec import MODSCOPE_REGISTRY, HookId, HookSpec, HookSpe
 from modscope.core.summary import PendingSummary, flatten_tensors, resolve
 from modscope.core.types import BreakEvent, HookAction, HookEvent, HookKind, Phase, TensorSummary
 from modscope.core.walk import (
+    FULLGRAPH_WHY,
     compiled_region,
     did_you_mean,
     distinct_modules,
@@ -40,6 +41,8 @@ from modscope.core.walk import (
     module_at,
     refuses_hooks,
     refusing_phrase,
+    sealed,
+    sealed_paths,
 )
 
 ALL_OBSERVED = (HookKind.FORWARD_PRE, HookKind.FORWARD, HookKind.BACKWARD, HookKind.BACKWARD_PRE)
@@ -207,6 +210,8 @@ class HookManager:
         self._transient: list[RemovableHandle] = []
         self._calls: list[BackwardCall] = []
         self.skipped: tuple[str, ...] = ()
+        self.sealed: tuple[str, ...] = ()
+        """The outermost modules inside fullgraph compiled calls the last `attach` left out."""
         self._legacy_hooks = 0
         """How many of `attached` are legacy backward hooks (asked before every phase)."""
         self.memo = CaptureMemo()
@@ -244,9 +249,16 @@ class HookManager:
             )
         self.skipped = tuple(p for p in refused if not any(p.startswith(q + ".") for q in refused))
         compiled = compiled_region(self.model)
+        closed = [path for path, module in targets if sealed(module, compiled)]
+        if closed and spec.module != "*":
+            raise HookSpecError(
+                f"{closed[0] or 'the model'} runs inside a torch.compile(fullgraph=True) call: "
+                + FULLGRAPH_WHY
+            )
+        self.sealed = tuple(sealed_paths(self.model, compiled)) if closed else ()
         try:
             for path, module in targets:
-                if refuses_hooks(module):
+                if refuses_hooks(module) or sealed(module, compiled):
                     continue
                 hook = AttachedHook(HookId(MODSCOPE_REGISTRY, next(self._ids)), path, spec)
                 self._register(hook, module, compiled=id(module) in compiled)
@@ -261,9 +273,17 @@ class HookManager:
 
     def skipped_note(self) -> str | None:
         """`skipped 1 ScriptModule (scripted): ...` after an `attach` that left some out."""
-        if not self.skipped:
-            return None
-        return f"skipped {refusing_phrase(list(self.skipped))}: PyTorch refuses hooks on them"
+        notes = []
+        if self.skipped:
+            notes.append(
+                f"skipped {refusing_phrase(list(self.skipped))}: PyTorch refuses hooks on them"
+            )
+        if self.sealed:
+            shown = ", ".join(p or "the model" for p in self.sealed[:4])
+            notes.append(
+                f"skipped the modules in fullgraph compiled calls ({shown}): {FULLGRAPH_WHY}"
+            )
+        return "; ".join(notes) or None
 
     def _register(self, hook: AttachedHook, module: nn.Module, *, compiled: bool) -> None:
         kind, action = hook.kind, hook.action

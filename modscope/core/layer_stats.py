@@ -26,7 +26,13 @@ from modscope.core.layer_parts import (
 from modscope.core.layer_types import LayerStats, LayerStep, OutputStats, ParamHealth
 from modscope.core.tensor_stats import combined_norm
 from modscope.core.types import StepRecord
-from modscope.core.walk import compiled_region, distinct_modules, eager_hook, refuses_hooks
+from modscope.core.walk import (
+    compiled_region,
+    distinct_modules,
+    eager_hook,
+    refuses_hooks,
+    sealed,
+)
 
 
 def _in_backward() -> bool:
@@ -47,7 +53,12 @@ class LayerWatch:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.modules = [(p, m) for p, m in distinct_modules(model) if not refuses_hooks(m)]
+        compiled = compiled_region(model)
+        self.modules = [
+            (p, m)
+            for p, m in distinct_modules(model)
+            if not refuses_hooks(m) and not sealed(m, compiled)
+        ]
         self._rails = [rails_of(m) for _, m in self.modules]
         self._handles: list[RemovableHandle] = []
         self._seen: list[tuple[int, int, torch.Tensor]] = []

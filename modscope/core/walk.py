@@ -30,6 +30,9 @@ __all__ = [
     "refuses_hooks",
     "refusing_hooks",
     "refusing_phrase",
+    "sealed",
+    "sealed_note",
+    "sealed_paths",
     "structure_fingerprint",
     "subscript",
     "subtree_tensors",
@@ -107,34 +110,90 @@ def refuses_hooks(module: nn.Module) -> bool:
     return isinstance(module, torch.jit.ScriptModule)
 
 
-def compiled_inner(module: nn.Module) -> nn.Module | None:
-    """The module whose call TorchDynamo traces when `module` is called: the user's module
-    inside a `torch.compile(module)` wrapper (`OptimizedModule._orig_mod`), `module` itself
-    when `module.compile()` compiled it in place, else None."""
-    if module.__dict__.get("_compiled_call_impl") is not None:
-        return module
+def compiled_inner(module: nn.Module) -> tuple[nn.Module, bool] | None:
+    """`(the module whose call TorchDynamo traces when `module` is called, whether that call
+    is compiled with `fullgraph=True`)`: the user's module inside a `torch.compile(module)`
+    wrapper (`OptimizedModule._orig_mod`), or `module` itself when `module.compile()` compiled
+    it in place; None for a module that is neither."""
+    in_place = module.__dict__.get("_compiled_call_impl")
+    if in_place is not None:
+        cells = getattr(in_place, "__closure__", None) or ()
+        contexts = [c.cell_contents for c in cells if hasattr(c.cell_contents, "callback")]
+        return module, any(_is_fullgraph(c) for c in contexts)
     eval_frame = sys.modules.get("torch._dynamo.eval_frame")
     if eval_frame is not None and isinstance(module, eval_frame.OptimizedModule):
         inner = module._orig_mod
-        return inner if isinstance(inner, nn.Module) else None
+        fullgraph = _is_fullgraph(module.dynamo_ctx)
+        return (inner, fullgraph) if isinstance(inner, nn.Module) else None
     return None
 
 
-def compiled_region(model: nn.Module) -> set[int]:
-    """The ids of the modules that run inside a `torch.compile`d call: each `compiled_inner`
-    with every module below it. A compiled wrapper's own hooks run eagerly around the compiled
-    call, so the wrapper is outside (unless a compiled module holds it). Empty at once when
-    TorchDynamo was never imported: then nothing can have been compiled."""
-    region: set[int] = set()
+def _is_fullgraph(context: Any) -> bool:
+    # A deep copy of a wrapper (the doctor's sandbox) resets its context's `fullgraph` to
+    # False; the frame callback it keeps still refuses graph breaks (`_one_graph`).
+    callback = getattr(context, "callback", None)
+    return bool(getattr(context, "fullgraph", False) or getattr(callback, "_one_graph", False))
+
+
+def compiled_region(model: nn.Module) -> dict[int, bool]:
+    """The modules that run inside a `torch.compile`d call, by id: each `compiled_inner` and
+    every module below it, mapped to True where the call is compiled with `fullgraph=True`
+    (a graph break there is an error, so no hook can run eagerly inside: `sealed`). A compiled
+    wrapper's own hooks run eagerly around the compiled call, so the wrapper is outside
+    (unless a compiled module holds it). Empty at once when TorchDynamo was never imported:
+    then nothing can have been compiled."""
+    region: dict[int, bool] = {}
     if "torch._dynamo" not in sys.modules:
         return region
     for _, module in distinct_modules(model):
         if id(module) in region:
             continue
-        inner = compiled_inner(module)
-        if inner is not None:
-            distinct_modules(inner, seen=region)
+        found = compiled_inner(module)
+        if found is not None:
+            inner, fullgraph = found
+            for _, below in distinct_modules(inner, seen=set(region)):
+                region[id(below)] = fullgraph
     return region
+
+
+def sealed(module: nn.Module, compiled: dict[int, bool]) -> bool:
+    """True for a module inside a `fullgraph=True` compiled call (`compiled_region`): a hook
+    of modscope's there would break the graph, which fullgraph forbids, so none is added; the
+    compiled wrapper's own hooks see the call's inputs and outputs."""
+    return compiled.get(id(module), False)
+
+
+FULLGRAPH_WHY = (
+    "a hook there would break the graph, which fullgraph forbids; hooks on the compiled "
+    "wrapper (the module holding `_orig_mod`) see the call's inputs and outputs"
+)
+"""Why modules inside a `fullgraph=True` compiled call get no hook of modscope's."""
+
+
+def sealed_paths(model: nn.Module, compiled: dict[int, bool] | None = None) -> list[str]:
+    """The paths of the outermost modules inside `fullgraph=True` compiled calls (`sealed`)."""
+    compiled = compiled_region(model) if compiled is None else compiled
+    if not any(compiled.values()):
+        return []
+    out: list[str] = []
+    for path, module in distinct_modules(model):
+        if sealed(module, compiled) and not any(path.startswith(p + ".") for p in out if p):
+            out.append(path)
+    return out
+
+
+def sealed_note(model: nn.Module) -> str | None:
+    """What `--hooks all` leaves out on a model with `fullgraph=True` compiled calls, or None."""
+    paths = sealed_paths(model)
+    if not paths:
+        return None
+    shown = ", ".join(printable(p) or "the model" for p in paths[:4])
+    more = f" and {len(paths) - 4} more" if len(paths) > 4 else ""
+    return (
+        f"the modules inside {plural(len(paths), 'torch.compile(fullgraph=True) call')} "
+        f"({shown}{more}, and below) get no hooks of modscope's (--hooks all, `*`, --layers, "
+        "--break, the doctor's probes): " + FULLGRAPH_WHY
+    )
 
 
 def eager_hook(hook: HookFn, *, compiled: bool) -> HookFn:

@@ -37,7 +37,13 @@ from modscope.core.breaks.finite import (
 )
 from modscope.core.breaks.places import _distinct_parameters, _name
 from modscope.core.types import BreakEvent, TensorSummary
-from modscope.core.walk import compiled_region, distinct_modules, eager_hook, refuses_hooks
+from modscope.core.walk import (
+    compiled_region,
+    distinct_modules,
+    eager_hook,
+    refuses_hooks,
+    sealed,
+)
 
 
 @dataclass
@@ -107,7 +113,7 @@ class NanOriginHooks:
     def _attach_nan(self) -> None:
         compiled = compiled_region(self.model)
         for path, module in distinct_modules(self.model):
-            if refuses_hooks(module):
+            if refuses_hooks(module) or sealed(module, compiled):
                 continue
             inside = id(module) in compiled
             pre = eager_hook(self._nan_pre(path), compiled=inside)

@@ -12,10 +12,13 @@ from modscope.core.break_spec import BreakCondition, BreakMetric, BreakSpecError
 from modscope.core.loader import LoadedScript
 from modscope.core.script_names import MISSING
 from modscope.core.walk import (
+    FULLGRAPH_WHY,
     all_parameter_paths,
+    compiled_region,
     did_you_mean,
     module_at,
     refuses_hooks,
+    sealed,
 )
 
 
@@ -67,6 +70,11 @@ def _find_module(model: nn.Module, c: BreakCondition) -> tuple[str, nn.Module]:
         raise BreakSpecError(
             f"break condition {str(c)!r}: {_name(path)} is a ScriptModule; PyTorch refuses "
             "hooks on ScriptModules"
+        )
+    if c.metric is BreakMetric.OUTPUT_ABSMAX and sealed(module, compiled_region(model)):
+        raise BreakSpecError(
+            f"break condition {str(c)!r}: {_name(path)} runs inside a "
+            f"torch.compile(fullgraph=True) call: {FULLGRAPH_WHY}"
         )
     if c.metric is BreakMetric.GRAD_NORM and not _distinct_parameters(module):
         raise BreakSpecError(

@@ -15,7 +15,13 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from modscope.core.doctor.walk import Reachable, is_modscope_hook
-from modscope.core.walk import compiled_region, distinct_modules, eager_hook, refuses_hooks
+from modscope.core.walk import (
+    compiled_region,
+    distinct_modules,
+    eager_hook,
+    refuses_hooks,
+    sealed,
+)
 
 _HOOK_TABLES = (
     "_forward_pre_hooks",
@@ -151,7 +157,7 @@ class Tripwire:
         compiled = compiled_region(original)
         try:
             for path, module in distinct_modules(original):
-                if not refuses_hooks(module):
+                if not refuses_hooks(module) and not sealed(module, compiled):
                     hook = self._hook(path or "the model", type(module).__name__)
                     hook = eager_hook(hook, compiled=id(module) in compiled)
                     self._handles.append(module.register_forward_pre_hook(hook, prepend=True))

@@ -21,6 +21,7 @@ from modscope.core.walk import (
     distinct_modules,
     eager_hook,
     refuses_hooks,
+    sealed,
     subtree_tensors,
 )
 
@@ -84,7 +85,7 @@ class ForwardProbe:
         compiled = compiled_region(self.model)
         try:
             for _, module in self.modules:
-                if refuses_hooks(module):
+                if refuses_hooks(module) or sealed(module, compiled):
                     continue
                 inside = id(module) in compiled
                 pre = eager_hook(self._pre(module), compiled=inside)
@@ -203,12 +204,12 @@ def fingerprint(value: Any) -> tuple[Any, ...]:
 class _PassRecorder:
     """Fingerprints of each module call's inputs and output, in the order forwards finish."""
 
-    def __init__(self, modules: list[tuple[str, nn.Module]], compiled: set[int]) -> None:
+    def __init__(self, modules: list[tuple[str, nn.Module]], compiled: dict[int, bool]) -> None:
         self.calls: list[tuple[int, Any, Any]] = []
         self._stack: list[Any] = []
         self._handles: list[RemovableHandle] = []
         for _, module in modules:
-            if refuses_hooks(module):
+            if refuses_hooks(module) or sealed(module, compiled):
                 continue
             inside = id(module) in compiled
             pre = eager_hook(self._pre, compiled=inside)
