@@ -9,6 +9,7 @@ import time
 import traceback
 
 from modscope.control.updates import InternalError
+from modscope.core.errors import exception_text
 
 
 def log_path() -> str:
@@ -19,10 +20,16 @@ def log_path() -> str:
 def internal_error(exc: BaseException, *, what: str = "modscope internal error") -> InternalError:
     """`exc` as an update; its traceback is appended to `log_path()` (when writable)."""
     trace = "".join(traceback.format_exception(exc))
+    return logged(f"{what}: {type(exc).__name__}: {exception_text(exc)}", trace, what=what)
+
+
+def logged(message: str, trace: str, *, what: str) -> InternalError:
+    """An internal error saying `message`, its `trace` appended to `log_path()` (when
+    writable): also for one the session reported (`UserError.internal`)."""
     path: str | None = log_path()
     try:
         with open(path, "a", encoding="utf-8") as log:  # type: ignore[arg-type]
             log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {what}\n{trace}\n")
     except OSError:
         path = None
-    return InternalError(f"{what}: {type(exc).__name__}: {exc}", trace, path)
+    return InternalError(message, trace, path)

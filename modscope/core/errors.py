@@ -127,3 +127,23 @@ def user_error(
         traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
         hint=hint,
     )
+
+
+def modscope_fault(
+    exc: BaseException, *, phase: Phase, step: int, what: str, outcome: str
+) -> UserError:
+    """`exc`, raised by modscope's own work during an iteration (`what` it was doing), as an
+    error that says so: no file or line of the user's, modscope's traceback, `internal`;
+    `outcome` says where the iteration stands."""
+    return UserError(
+        message=f"{what}: {exception_text(exc)}",
+        exc_type=type(exc).__name__,
+        file=None,
+        line=None,
+        phase=phase,
+        step=step,
+        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        hint=f"This is a bug in modscope, not in your script: please report it with the "
+        f"traceback. {outcome}",
+        internal=True,
+    )

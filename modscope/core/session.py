@@ -22,7 +22,7 @@ from modscope.core.bounded import append_bounded
 from modscope.core.break_spec import BreakCondition
 from modscope.core.breaks import BreakWatch, loss_source
 from modscope.core.checkpoints import Checkpoints
-from modscope.core.errors import ScriptError, user_error
+from modscope.core.errors import ScriptError, modscope_fault, user_error, user_frame
 from modscope.core.event_log import EventLog
 from modscope.core.gc_pause import collector_paused
 from modscope.core.hook_spec import HookId, HookSpec
@@ -60,7 +60,7 @@ from modscope.core.types import (
     TensorSummary,
     UserError,
 )
-from modscope.core.walk import all_parameter_paths, refusing_hooks, refusing_phrase, sealed_note
+from modscope.core.walk import all_parameter_paths, refusing_hooks, refusing_phrase
 from modscope.core.warning_capture import WarningCapture
 
 EVENT_LIMIT = 5000
@@ -297,9 +297,6 @@ class Session(TimeTravel):
                 f"{refusing_phrase(refusing)}: PyTorch refuses hooks on ScriptModules, so hooks "
                 "on every module (--hooks all, `*`) skip them"
             )
-        sealed = sealed_note(self.model)
-        if sealed:
-            notes.append(sealed)
         wrapped = wrapper_note(self.runner)
         if wrapped:
             notes.append(wrapped)
@@ -399,11 +396,9 @@ class Session(TimeTravel):
         """Run the next phase only: forward (with the loss), backward, or the optimizer step."""
         if not self._pending_phases:
             if self._baseline_due:
-                # Held as for a record: the baseline's copies of a 13,200-key model otherwise
-                # start a full collection (0.23-0.33 -> 0.11 s).
-                with collector_paused():
-                    self._tracker.reset(state_tensors(self.model))
-                self._baseline_due = False
+                failed = self._take_baseline()
+                if failed is not None:
+                    return PhaseResult(self.step + 1, self.next_phase, error=failed)
             self._pending_phases = list(self.phases())
             if self._checkpoints is not None:
                 self._checkpoints.take(self.step)
@@ -451,6 +446,21 @@ class Session(TimeTravel):
         if not self._pending_phases:
             try:
                 record = self._finish_iteration()
+            except _RecordFailed as failed:  # counted: the step ran, its record did not
+                return PhaseResult(
+                    self.step,
+                    phase,
+                    events=events,
+                    output=self.last_output,
+                    loss=self.last_loss,
+                    error=modscope_fault(
+                        failed.cause,
+                        phase=phase,
+                        step=self.step,
+                        what=f"modscope could not record step {self.step}",
+                        outcome=f"Step {self.step} ran and counts: the model holds its update.",
+                    ),
+                )
             except Exception as exc:  # the model's state_dict() raised after the iteration
                 self._drop_iteration()
                 return PhaseResult(
@@ -568,8 +578,38 @@ class Session(TimeTravel):
         self._reset_iteration()
         self._dropped = True
 
+    def _take_baseline(self) -> UserError | None:
+        """Copy the state the next diff compares against; the error when that failed (the
+        model's `state_dict()`, or modscope's copy), before anything of the iteration ran."""
+        try:
+            # Held as for a record: the baseline's copies of a 13,200-key model otherwise
+            # start a full collection (0.23-0.33 -> 0.11 s).
+            with collector_paused():
+                self._tracker.reset(state_tensors(self.model))
+        except Exception as exc:
+            phase = self.next_phase
+            if user_frame(exc.__traceback__) is not None:
+                return self._error(exc, phase)
+            what = f"modscope could not copy the state before step {self.step + 1}"
+            outcome = f"Nothing of step {self.step + 1} ran: the model is as it was."
+            return modscope_fault(exc, phase=phase, step=self.step + 1, what=what, outcome=outcome)
+        self._baseline_due = False
+        return None
+
     def _finish_iteration(self) -> StepRecord:
-        record = self._record(self.step + 1)
+        """Count the iteration that ran and keep its record. Raises what the model's
+        `state_dict()` raised, or `_RecordFailed` when modscope's own work on the record
+        failed: the iteration still counts (its update was applied), with no record."""
+        try:
+            record = self._record(self.step + 1)
+        except Exception as exc:
+            if user_frame(exc.__traceback__) is not None:
+                raise  # the user's code raised (a `state_dict` hook, a tensor subclass)
+            self.step += 1
+            self._dropped = False
+            self._baseline_due = True  # the diff's copy may be half overwritten
+            self._reset_iteration()
+            raise _RecordFailed(exc) from exc
         self.step += 1
         self._dropped = False
         limit = history_limit(self.memory_budget, record, HISTORY_LIMIT)
@@ -639,3 +679,11 @@ class Session(TimeTravel):
         state = (own if isinstance(own, nn.Module) else self.runner).state_dict()
         size = sum(t.nelement() * t.element_size() for t in state.values() if torch.is_tensor(t))
         atomic_write(path, lambda f: torch.save(state, f), size=size)
+
+
+class _RecordFailed(Exception):
+    """modscope's own work on a step's record failed (`cause`); the step was counted."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(type(cause).__name__)
+        self.cause = cause

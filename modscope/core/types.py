@@ -388,7 +388,8 @@ class HookEvent:
 
 @dataclass(frozen=True)
 class UserError:
-    """An exception raised by the user's code, located in the user's file."""
+    """An exception raised by the user's code, located in the user's file (or, with
+    `internal`, a failure of modscope's own during an iteration)."""
 
     message: str
     exc_type: str
@@ -399,6 +400,9 @@ class UserError:
     source_line: str | None = None
     traceback: str = ""
     hint: str | None = None
+    internal: bool = False
+    """True when modscope itself failed during the iteration (a bug, or a tensor it cannot
+    handle), not the user's code: `file` and `line` are None, `traceback` is modscope's."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -409,10 +413,15 @@ class UserError:
             "line": self.line,
             "message": self.message,
             "type": self.exc_type,
+            **({"internal": True} if self.internal else {}),
         }
 
     def describe(self) -> str:
         """One paragraph a person reads: where, what, and what to do."""
+        if self.internal:
+            when = f"step {self.step}, {self.phase.value}"
+            text = f"modscope failed ({when}): {self.exc_type}: {self.message}"
+            return f"{text}\n{self.hint}" if self.hint else text
         where = f"{self.file}:{self.line}" if self.file and self.line else (self.file or "?")
         when = self.phase.value if self.step is None else f"step {self.step}, {self.phase.value}"
         text = f"{where}: {self.exc_type}: {self.message} ({when})"

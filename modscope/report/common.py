@@ -59,8 +59,9 @@ def error_console() -> Console:
 def print_error(error: UserError, *, show_traceback: bool = False) -> None:
     """A located error for a person, on stderr: file, line, step and phase, what to do."""
     text = Text("modscope: error: ", style="bold red")
-    text.append_text(error_text(error, traceback=show_traceback))
-    if error.traceback and not show_traceback:
+    # modscope's own failure always shows its traceback: it is what a bug report needs.
+    text.append_text(error_text(error, traceback=show_traceback or error.internal))
+    if error.traceback and not (show_traceback or error.internal):
         text.append("\n(--traceback shows the full traceback)", style="dim")
     error_console().print(text)
 

@@ -89,6 +89,19 @@ def error_text(error: UserError, *, file: str | None = None, traceback: bool = F
     `file` replaces the error's own path in the text (the app shows it relative to the script).
     """
     text = Text()
+    if error.internal:  # modscope failed, not the user's code: no file of theirs to name
+        text.append("modscope failed", style="bold red")
+        text.append(f" (at step {error.step}, {error.phase.value}): ")
+        text.append(printable(error.exc_type), style="bold red")
+        text.append("\n")
+        text.append(printable_lines(error.message))
+        if error.hint:
+            text.append("\n")
+            text.append(printable_lines(error.hint), style="italic")
+        if traceback and error.traceback:
+            text.append("\n\n")
+            text.append(printable_lines(error.traceback.rstrip()), style="dim")
+        return text
     where = printable(file if file is not None else (error.file or "?"))
     if error.line:
         where += f", line {error.line}"

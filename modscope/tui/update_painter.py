@@ -171,7 +171,8 @@ class UpdatePainter(App[None]):
             text = labels.error_text(u.error, self.script)
             self.query_one(LogPane).error(text)
             panel.show(u.error, self.script)
-            self.notify(text.plain, title="The script raised", severity="error", markup=False)
+            title = "modscope failed" if u.error.internal else "The script raised"
+            self.notify(text.plain, title=title, severity="error", markup=False)
         elif u.abandoned:
             self.query_one(LogPane).message(f"step {u.step}: iteration abandoned")
         elif u.record is not None and panel.error is not None:
