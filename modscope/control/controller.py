@@ -121,6 +121,7 @@ class SessionController:
         self._skip_pauses = False
         self._abandoned_by: cmd.Command | None = None
         self._closing = False
+        self._interrupted = False  # Ctrl-C in the app: pause at the next phase boundary
         self._furthest = 0  # the furthest step reached (a rewind goes back from it)
         self._layers = LayerDesk()  # per-module statistics, once the layers view is opened
 
@@ -133,6 +134,11 @@ class SessionController:
     def paused(self) -> bool:
         return self._paused_at is not None
 
+    def interrupt(self) -> None:
+        """Ctrl-C (called from another thread): the step under way pauses at its next phase
+        boundary, as at a pause hook (`c` goes on, `u` undoes it); one that ends there ends."""
+        self._interrupted = True
+
     # -- the commands --------------------------------------------------------------------------
 
     def load(self) -> list[up.Update]:
@@ -143,6 +149,7 @@ class SessionController:
     def handle(self, command: cmd.Command) -> list[up.Update]:
         """Run one command; returns its updates, the status last."""
         self._guarded(self._execute, command)
+        self._interrupted = False  # a Ctrl-C is for the command under way, not the next one
         later, self._abandoned_by = self._abandoned_by, None
         if isinstance(later, cmd.Reload | cmd.Rewind | cmd.GoToStep):
             # Pressed at a pause: the iteration has unwound; now load again, or rewind.
@@ -306,9 +313,26 @@ class SessionController:
                     whole_iteration = True
                 if result.record or result.error or result.abandoned or not whole_iteration:
                     break
+                if self._interrupted:
+                    self._interrupted = False
+                    try:
+                        self._pause_between_phases(s)
+                    except IterationAbandoned:
+                        # The session stays between phases; the answer (`u`, `g`, `r`, `q`)
+                        # restores, reloads or closes it.
+                        return replace(result, events=tuple(events), abandoned=True)
         finally:
             self._skip_pauses = False
         return replace(result, events=tuple(events))
+
+    def _pause_between_phases(self, s: Session) -> None:
+        """Ctrl-C: hold the iteration before its next phase until the user answers."""
+        where = f"step {s.step + 1} before {s.next_phase.value} (Ctrl-C)"
+        told = (
+            f"Ctrl-C: step {s.step + 1} paused before {s.next_phase.value}; c continues, "
+            "u undoes the step, s / n run on, q quits"
+        )
+        self._wait_for_user(where, up.Notice(told, "warning"))
 
     def _after(self, result: PhaseResult) -> None:
         if result.events:
@@ -403,6 +427,7 @@ class SessionController:
     def _wait_for_user(self, paused_at: str, shown: up.Update) -> None:
         """Show `shown`, then serve commands until the user answers (the pause-time loop)."""
         self._paused_at = paused_at
+        self._interrupted = False  # this pause is where a Ctrl-C would have stopped
         self._out.append(shown)
         self._flush()
         try:

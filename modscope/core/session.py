@@ -60,7 +60,7 @@ from modscope.core.types import (
     TensorSummary,
     UserError,
 )
-from modscope.core.walk import all_parameter_paths, refusing_hooks, refusing_phrase
+from modscope.core.walk import all_parameter_paths, refusing_hooks, refusing_phrase, sealed_note
 from modscope.core.warning_capture import WarningCapture
 
 EVENT_LIMIT = 5000
@@ -297,6 +297,9 @@ class Session(TimeTravel):
                 f"{refusing_phrase(refusing)}: PyTorch refuses hooks on ScriptModules, so hooks "
                 "on every module (--hooks all, `*`) skip them"
             )
+        sealed = sealed_note(self.model)
+        if sealed:
+            notes.append(sealed)
         wrapped = wrapper_note(self.runner)
         if wrapped:
             notes.append(wrapped)
