@@ -88,18 +88,28 @@ class SessionThread:
 
     def interrupt(self) -> bool:
         """Ctrl-C: a step under way pauses at its next phase boundary (the controller's
-        `interrupt`, where it has one), a continuous run stops and the commands queued behind
-        it are dropped. False, and nothing done, when no step is under way (idle, loading, or
-        held at a pause)."""
+        `interrupt`, where it has one), a continuous run stops and the commands queued are
+        dropped; a notice says which. False, and nothing done, when there was none of these
+        (idle, loading with nothing queued, or held at a pause)."""
         with self._cond:
-            if not (self._busy and isinstance(self._current_command, STEPS)):
+            stepping = self._busy and isinstance(self._current_command, STEPS)
+            queued, running = len(self._commands), self._running
+            if not (stepping or queued or running):
                 return False
-            self._running = False
-            self._open.difference_update(i for i, _ in self._commands)
-            self._commands.clear()
-            interrupt = getattr(self._controller, "interrupt", None)
-            if interrupt is not None:
-                interrupt()
+            done = []
+            if stepping:
+                interrupt = getattr(self._controller, "interrupt", None)
+                if interrupt is not None:
+                    interrupt()
+                done.append("the step under way stops at its next phase boundary")
+            if running:
+                self._running = False
+                done.append("the continuous run stops")
+            if queued:
+                self._open.difference_update(i for i, _ in self._commands)
+                self._commands.clear()
+                done.append(f"{queued} queued command{'s' if queued > 1 else ''} dropped")
+            self._outbox.append(up.Notice("Ctrl-C: " + "; ".join(done), "warning"))
             self._cond.notify_all()
         self._notify()
         return True

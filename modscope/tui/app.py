@@ -362,8 +362,7 @@ class ModscopeApp(HookActions, UpdatePainter):
         self.push_screen(HelpScreen(title, intro, keys_for(self, title)))
 
     def action_interrupt(self) -> None:
-        if self.worker.interrupt():
-            self.query_one(LogPane).message("Ctrl-C: the step pauses at the next phase boundary")
+        if self.worker.interrupt():  # it says what it stopped
             return
         if isinstance(self.screen, QuitScreen):  # a second Ctrl-C confirms
             self.screen.dismiss(True)

@@ -187,6 +187,11 @@ async def test_ctrl_c_during_a_step_pauses_it_before_the_next_phase_and_c_goes_o
         assert (session.step, session.in_iteration, session.next_phase) == (0, True, Phase.BACKWARD)
         assert "paused in step 1 before backward (Ctrl-C) · c continues" in status(app)
         assert "queued" not in status(app)  # the second `s` was dropped
+        said = [str(n.message) for n in app._notifications]
+        assert (
+            "Ctrl-C: the step under way stops at its next phase boundary; 1 queued command "
+            "dropped" in said
+        )
         assert not isinstance(app.screen, QuitScreen)
         await press(app, pilot, "c")
         assert session.step == 1 and not session.in_iteration
@@ -207,6 +212,25 @@ async def test_ctrl_c_then_u_undoes_the_interrupted_step(make_app):
         assert (session.step, session.in_iteration, session.partial) == (0, False, False)
         assert session.model.weight.item() == 1.0 and session.model.weight.grad is None
         assert "step 0" in status(app) and "paused" not in status(app)
+
+
+async def test_ctrl_c_while_the_script_loads_drops_the_steps_queued_behind_it(
+    make_app, monkeypatch, tmp_path
+):
+    go = tmp_path / "go"
+    monkeypatch.setenv("MODSCOPE_TEST_GO", str(go))
+    app = make_app("slow_load.py")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s", "s")
+        await until(pilot, lambda: app.view.status.queued == 2)
+        await pilot.press("ctrl+c")
+        await until(pilot, lambda: app.view.status.queued == 0)
+        assert not isinstance(app.screen, QuitScreen)
+        said = [str(n.message) for n in app._notifications]
+        assert "Ctrl-C: 2 queued commands dropped" in said
+        go.touch()
+        await settle(app, pilot)
+        assert "step 0" in status(app) and "idle" in status(app)
 
 
 async def test_ctrl_c_when_idle_asks_to_quit_and_a_second_one_quits(make_app):
