@@ -14,13 +14,15 @@ from modscope.report.common import error_event, print_message, write_json_line
 from modscope.report.step_json import write_step
 
 
-def open_ranks(folder: str, *, json: bool = False) -> list[Recording]:
+def open_ranks(folder: str, *, json: bool = False, raise_error: bool = False) -> list[Recording]:
     """Every rank's recording at `folder` (one, or `rank0`, `rank1`, ... of a torchrun job), or
     none after saying why they cannot be read (on stderr, and as an error line on stdout under
-    `--json`)."""
+    `--json`); `raise_error` raises the `RecordingError` instead (the app shows it)."""
     try:
         ranks = read_ranks(folder)
     except RecordingError as exc:
+        if raise_error:
+            raise
         if json:
             write_json_line(error_event(str(exc), exc_type="RecordingError"))
         print_message(str(exc))
@@ -33,18 +35,33 @@ def open_ranks(folder: str, *, json: bool = False) -> list[Recording]:
     return ranks
 
 
+def rank_numbers(ranks: list[Recording]) -> list[int]:
+    """The rank of each recording read by `open_ranks` (0 for a one-process recording)."""
+    return [i if r.rank is None else r.rank for i, r in enumerate(ranks)]
+
+
+def missing_rank(folder: str, held: list[int], wanted: int) -> str:
+    """What to say when `--rank wanted` names no rank that `folder` holds."""
+    if held == list(range(len(held))):
+        return f"{folder} holds ranks 0 to {len(held) - 1}, not {wanted}"
+    listed = ", ".join(str(r) for r in held[:-1]) + f" and {held[-1]}" if held[1:] else ""
+    holds = f"ranks {listed}" if listed else f"rank {held[0]} only"
+    return f"{folder} has no rank {wanted} (no rank{wanted} folder): it holds {holds}"
+
+
 def replay_json(args: argparse.Namespace) -> int:
     """Print the recorded events as JSON lines; 2 when the recorded run failed (or the folder
     is no recording), else 0."""
     ranks = open_ranks(args.folder, json=True)
     if not ranks:
         return ExitCode.FAILED
-    if not 0 <= args.rank < len(ranks):
-        message = f"{args.folder} holds ranks 0 to {len(ranks) - 1}, not {args.rank}"
+    held = rank_numbers(ranks)
+    if args.rank not in held:
+        message = missing_rank(args.folder, held, args.rank)
         write_json_line(error_event(message))
         print_message(message)
         return ExitCode.FAILED
-    recording = ranks[args.rank]
+    recording = ranks[held.index(args.rank)]
     status = ExitCode.OK
     for u in recording.updates():
         if isinstance(u, up.Printed):
