@@ -42,7 +42,8 @@ class ErrorPanel(Static):
     def watch_error(self, error: UserError | None) -> None:
         self.set_class(error is not None, "-shown")
         if error is not None:
-            self.border_title = Text("The script raised (the session goes on)")
+            who = "modscope failed" if error.internal else "The script raised"
+            self.border_title = Text(f"{who} (the session goes on)")
             self.update(labels.error_text(error, self._script))
 
     @property
