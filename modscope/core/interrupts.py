@@ -96,11 +96,22 @@ def is_real_interrupt(exc: BaseException) -> bool:
     return not _installed.is_set() and threading.current_thread() is threading.main_thread()
 
 
+class ExitIntercepted(BaseException):
+    """Raised in place of `os._exit(status)` called by the user's code while modscope runs it
+    (`modscope.core.loader.captured_prints`): the process would end at once, with no error."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
 def describe_base_exception(exc: BaseException, *, loading: bool = False) -> str | None:
     """Words for the exceptions that are not `Exception`s, when the user's code raised one
     (`loading`: at the script's top level, before any iteration)."""
     when = " while the script loaded" if loading else ""
     who = "the script" if loading else "the code"
+    if isinstance(exc, ExitIntercepted):
+        return f"os._exit({exc.status!r}) was called{when}; modscope caught it"
     if isinstance(exc, SystemExit):
         return f"sys.exit({exc.code!r}) was called{when}; modscope caught it"
     if isinstance(exc, KeyboardInterrupt):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import difflib
 import importlib.machinery
@@ -10,16 +11,17 @@ import io
 import os
 import stat
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
 
-from modscope.core.errors import ScriptError, user_error
+from modscope.core.errors import ScriptError, is_user_file, user_error
 from modscope.core.fmt import printable
-from modscope.core.interrupts import is_real_interrupt
+from modscope.core.interrupts import ExitIntercepted, is_real_interrupt
 from modscope.core.model_state import WRAPPERS, inspected_module
 from modscope.core.outputs import file_kind
 from modscope.core.rng import reachable_generators
@@ -32,46 +34,167 @@ PrintSink = Callable[[str], None]
 
 
 class _SinkWriter(io.TextIOBase):
-    """A text stream that hands each complete line of the user's prints to a sink."""
+    """A text stream that hands each complete line of the user's prints to a sink.
+
+    Linear in what is printed: a write without a line end is kept as a piece, and pieces are
+    joined once, when the line ends. A carriage return starts the line over, as on a terminal,
+    so a progress line (`print(..., end="\\r")` many times) reaches the sink once, in its last
+    state: the text after its last `\\r`, or the text before it when nothing followed.
+    """
 
     def __init__(self, sink: PrintSink) -> None:
         self._sink = sink
-        self._pending = ""
+        self._pieces: list[str] = []  # the line since its last carriage return
+        self._overwritten = ""  # the line as it stood before that carriage return
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        self._pending += text
-        while "\n" in self._pending:
-            line, self._pending = self._pending.split("\n", 1)
-            self._sink(line)
+        if text == "\n":  # print()'s own line end: the common case, kept cheap
+            self._end_line()
+        elif "\n" in text or "\r" in text:
+            lines = text.split("\n")
+            last = lines.pop()
+            for line in lines:
+                self._add(line)
+                self._end_line()
+            self._add(last)
+        elif text:
+            self._pieces.append(text)
         return len(text)
 
+    def _add(self, text: str) -> None:
+        if "\r" not in text:
+            if text:
+                self._pieces.append(text)
+            return
+        states = text.split("\r")
+        self._pieces.append(states[0])
+        for state in states[1:]:
+            shown = "".join(self._pieces)
+            if shown:
+                self._overwritten = shown
+            self._pieces = [state] if state else []
+
+    def _end_line(self) -> None:
+        line = "".join(self._pieces) or self._overwritten
+        self._pieces = []
+        self._overwritten = ""
+        self._sink(line)
+
     def flush(self) -> None:
-        if self._pending:
-            self._sink(self._pending)
-            self._pending = ""
+        if self._pieces or self._overwritten:
+            self._end_line()
+
+
+@contextlib.contextmanager
+def _intercepted_exit() -> Iterator[None]:
+    # os._exit ends the process at once: no error, no JSON error line, exit status as given
+    # (0 reads as success). While the user's code runs on this thread of this process it
+    # raises instead; a forked child (a DataLoader worker) and other threads keep the real one.
+    real = os._exit
+    pid, thread = os.getpid(), threading.get_ident()
+
+    def intercepting_exit(status: int) -> NoReturn:
+        if isinstance(status, int) and os.getpid() == pid and threading.get_ident() == thread:
+            raise ExitIntercepted(status)
+        real(status)
+
+    os._exit = intercepting_exit
+    try:
+        yield
+    finally:
+        os._exit = real
 
 
 @contextlib.contextmanager
 def captured_prints(sink: PrintSink | None) -> Iterator[None]:
-    """Route what the user's code prints to `sink` (stdout stays clean for JSON)."""
-    if sink is None:
-        yield
-        return
-    writer = _SinkWriter(sink)
-    with contextlib.redirect_stdout(writer):  # type: ignore[type-var]
-        try:
+    """Run the user's code: what it prints goes to `sink` (stdout stays clean for JSON), and
+    `os._exit()` raises `ExitIntercepted` rather than ending the process."""
+    with _intercepted_exit():
+        if sink is None:
             yield
+            return
+        writer = _SinkWriter(sink)
+        try:
+            with contextlib.redirect_stdout(writer):  # type: ignore[type-var]
+                yield
         finally:
             writer.flush()
+            STDERR_LINES.flush()
+
+
+class _StderrLines:
+    """The script's printed lines on stderr, each with its control characters escaped (a
+    `\\x1b[2J` in a print must not clear the terminal).
+
+    To a terminal each line is written at once; to a file or pipe they are written in blocks,
+    as Python writes its own stdout there, and always by the end of each piece of the user's
+    code (`captured_prints`), before modscope writes anything of its own.
+    """
+
+    BLOCK = 1 << 16
+
+    def __init__(self) -> None:
+        self._held: list[str] = []
+        self._size = 0
+        self._at_once = False
+        self._lock = threading.Lock()
+
+    def __call__(self, line: str) -> None:
+        text = printable(line.expandtabs()) + "\n"
+        with self._lock:
+            if not self._held:  # asked once a block, not once a line (isatty is a system call)
+                self._at_once = _stderr_is_terminal()
+            self._held.append(text)
+            self._size += len(text)
+            if self._size < self.BLOCK and not self._at_once:
+                return
+            held, self._held, self._size = self._held, [], 0
+        _write_stderr("".join(held))
+
+    def flush(self) -> None:
+        """Write the lines held so far."""
+        with self._lock:
+            if not self._held:
+                return
+            held, self._held, self._size = self._held, [], 0
+        _write_stderr("".join(held))
+
+
+def _stderr() -> Any:
+    return sys.__stderr__ or sys.stderr
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return bool(_stderr().isatty())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _write_stderr(text: str) -> None:
+    stream = _stderr()
+    with contextlib.suppress(OSError, ValueError):  # a closed stderr: nowhere left to say it
+        stream.write(text)
+        stream.flush()
+
+
+STDERR_LINES = _StderrLines()
+atexit.register(STDERR_LINES.flush)
+
+
+def printing_to(sink: PrintSink) -> io.TextIOBase:
+    """A text stream that hands each line written to it to `sink`, as `captured_prints` does
+    (call its `flush` for a last line without a line end)."""
+    return _SinkWriter(sink)
 
 
 def stderr_sink(line: str) -> None:
     """The headless commands' sink: the script's prints go to stderr, each line with its
-    control characters escaped (a `\\x1b[2J` in a print must not clear the terminal)."""
-    print(printable(line.expandtabs()), file=sys.__stderr__ or sys.stderr)
+    control characters escaped (`_StderrLines`)."""
+    STDERR_LINES(line)
 
 
 @dataclass
@@ -274,6 +397,34 @@ def _no_bytecode() -> Iterator[None]:
         sys.dont_write_bytecode = previous
 
 
+_IMPORTED: dict[str, tuple[str, ...]] = {}
+"""For each script loaded (by its absolute path): the modules of the user's own files (neither
+the standard library, nor an installed package, nor modscope) that its last load imported."""
+
+
+def _forget_imports(path: str) -> None:
+    """Drop from `sys.modules` the user's modules that the last load of `path` imported, so that
+    loading it again imports them afresh: an edited helper (`from model import Net`) runs its
+    new code after a reload, as the script does."""
+    for name in _IMPORTED.pop(path, ()):
+        sys.modules.pop(name, None)
+    # The import system caches each folder's listing: a helper added since is found too.
+    importlib.invalidate_caches()
+
+
+def _remember_imports(path: str, before: set[str]) -> None:
+    _IMPORTED[path] = tuple(
+        name
+        for name, module in list(sys.modules.items())
+        if name not in before and name != MODULE_NAME and _is_users(module)
+    )
+
+
+def _is_users(module: Any) -> bool:
+    file = getattr(module, "__file__", None)
+    return isinstance(file, str) and is_user_file(file)
+
+
 def load_script(
     path: str, *, model_name: str | None = None, sink: PrintSink | None = None
 ) -> LoadedScript:
@@ -282,7 +433,8 @@ def load_script(
     Raises `ScriptError` (with the script's file and line) when the file is missing or no file,
     does not parse, raises while it runs (`sys.exit()` and a `KeyboardInterrupt` of its own
     included), or defines no model. A real Ctrl-C (`is_real_interrupt`) goes on up. Nothing is
-    written beside the script (no `__pycache__/`), and every load compiles the current source.
+    written beside the script (no `__pycache__/`), and every load compiles the current source;
+    the user's modules that the previous load of `path` imported are imported afresh.
     """
     given = path
     path = os.path.abspath(path)
@@ -302,6 +454,8 @@ def load_script(
         sys.path.insert(0, script_dir)
     argv = sys.argv
     sys.argv = [path]
+    _forget_imports(path)
+    before = set(sys.modules)
     try:
         with captured_prints(sink), _no_bytecode():
             loader.exec_module(module)
@@ -316,6 +470,7 @@ def load_script(
         ) from exc
     finally:
         sys.argv = argv
+        _remember_imports(path, before)
     try:
         return _read_contract(module, path, model_name)
     except ScriptError:
@@ -328,6 +483,8 @@ def _load_hint(exc: BaseException) -> str:
         return "The script called sys.exit() (or exit()) at the top level; remove that call."
     if isinstance(exc, KeyboardInterrupt):
         return "The script raised KeyboardInterrupt at the top level; remove that raise."
+    if isinstance(exc, ExitIntercepted):
+        return "The script called os._exit() at the top level; remove that call."
     return "Fix the script and load it again."
 
 

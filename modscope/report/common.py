@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import json
+import os
 import re
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -14,7 +19,7 @@ from rich.text import Text
 from modscope.core.errors import ScriptError
 from modscope.core.exit_codes import ExitCode
 from modscope.core.fmt import printable, printable_lines
-from modscope.core.loader import PrintSink, stderr_sink
+from modscope.core.loader import PrintSink, printing_to, stderr_sink
 from modscope.core.session import Session
 from modscope.core.types import UserError
 from modscope.report.labels import error_text
@@ -46,10 +51,74 @@ def write_json_line(obj: Any, stream: TextIO | None = None) -> None:
 
 
 def write_json_text(text: str, stream: TextIO | None = None) -> None:
-    """Write one JSON line already encoded (by `dumps`, or as `dumps` would)."""
-    stream = stream or sys.stdout
+    """Write one JSON line already encoded (by `dumps`, or as `dumps` would), by default on the
+    command's report stream (`report_output`)."""
+    stream = stream or _report or sys.stdout
     stream.write(text + "\n")
     stream.flush()
+
+
+_report: TextIO | None = None
+"""Where a headless command's report goes while `report_output` runs (None: `sys.stdout`)."""
+
+
+@contextlib.contextmanager
+def report_output(*, as_json: bool) -> Iterator[None]:
+    """While a headless command runs, stdout is its report's alone: whatever the script and its
+    threads write there goes to stderr.
+
+    The report is written to a private duplicate of file descriptor 1, and descriptor 1 points
+    at stderr meanwhile, so `os.write(1, ...)` and C extensions land on stderr, and a script's
+    `os.close(1)` closes only that copy. Under `--json` (`as_json`), `sys.stdout` is a stream that
+    writes each line on stderr with its control characters escaped, as captured prints are: a
+    thread of the script that prints between iterations; otherwise `sys.stdout` is the report
+    (rich's tables are written there). If threads the script started still run when the
+    command ends, stdout stays pointed at stderr for them. Where `sys.stdout` is no file on
+    descriptor 1 (a test's captured stream), only `sys.stdout` is swapped, under `--json`.
+    """
+    global _report
+    saved = sys.stdout
+    try:
+        saved.flush()
+        on_fd_1 = saved.fileno() == 1
+    except (AttributeError, OSError, ValueError):  # no stream, or one on no file (io's own)
+        on_fd_1 = False
+    if not on_fd_1 and not as_json:
+        yield
+        return
+    script_stdout = printing_to(stderr_sink)
+    threads = set(threading.enumerate())
+    private = os.dup(1) if on_fd_1 else None
+    if private is None:
+        _report = saved
+    else:
+        _report = open(  # noqa: SIM115 (closed below, or left to the process's end)
+            private,
+            "w",
+            encoding=saved.encoding,
+            errors=saved.errors,
+            buffering=1 if getattr(saved, "line_buffering", False) else -1,
+        )
+        os.dup2(2, 1)
+    sys.stdout = script_stdout if as_json else _report
+    try:
+        yield
+    finally:
+        report, _report = _report, None
+        with contextlib.suppress(OSError, ValueError):  # the reader left: cli.main says so
+            report.flush()
+        script_stdout.flush()
+        started = set(threading.enumerate()) - threads
+        if private is not None and any(t.is_alive() for t in started):
+            sys.stdout = script_stdout
+            atexit.register(script_stdout.flush)
+        else:
+            sys.stdout = saved
+            if private is not None:
+                os.dup2(private, 1)
+        if private is not None:
+            with contextlib.suppress(OSError, ValueError):
+                report.close()
 
 
 def error_console() -> Console:

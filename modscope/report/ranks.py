@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import sys
 import tempfile
 from collections.abc import Callable
 
 from modscope.core.process_rank import launched_rank
+from modscope.report.common import report_output
 
 
 def on_rank_zero(
@@ -19,16 +21,19 @@ def on_rank_zero(
     *,
     hold_stdout: bool = False,
 ) -> int:
-    """`command(args)` in this process; under torchrun (`RANK` and `WORLD_SIZE` set) on a rank
-    other than 0 inside `QuietRank`, and on every rank the script's process group destroyed
-    after it (`leave_process_group`)."""
+    """`command(args)` in this process, its report alone on stdout (`report_output`); under
+    torchrun (`RANK` and `WORLD_SIZE` set) on a rank other than 0 inside `QuietRank`, and on
+    every rank the script's process group destroyed after it (`leave_process_group`)."""
+    output = functools.partial(report_output, as_json=bool(getattr(args, "json", False)))
     place = launched_rank()
     if place is None:
-        return command(args)
+        with output():
+            return command(args)
     try:
         if place.rank == 0:
-            return command(args)
-        with QuietRank(place.rank, hold_stdout=hold_stdout) as quiet:
+            with output():
+                return command(args)
+        with QuietRank(place.rank, hold_stdout=hold_stdout) as quiet, output():
             quiet.status = command(args)
         return quiet.status
     finally:

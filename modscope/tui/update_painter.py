@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -45,6 +46,10 @@ class UpdatePainter(App[None]):
         def _break_hit(self, event: BreakEvent) -> None: ...
         def _show_hooks(self) -> None: ...
 
+    @functools.cached_property
+    def _log_pane(self) -> LogPane:
+        return self.query_one(LogPane)
+
     def _show_status(self, status: up.SessionStatus) -> None:
         """The controller's facts with the thread's (busy, running, queued) as of this drain."""
         b = self._batch
@@ -62,6 +67,10 @@ class UpdatePainter(App[None]):
 
     def _apply(self, u: up.Update) -> bool:
         """Apply one update; True when labels and details need redrawing."""
+        if isinstance(u, up.Printed):
+            # First, and with no query: a script can print a million lines in one burst.
+            self._log_pane.printed(u.line)
+            return True
         log = self.query_one(LogPane)
         view = self.view
         if isinstance(u, up.Loaded):
@@ -92,8 +101,6 @@ class UpdatePainter(App[None]):
             self._phase_done(u)
         elif isinstance(u, up.TensorsSummarized):
             view.apply_summaries(u)
-        elif isinstance(u, up.Printed):
-            log.printed(u.line)
         elif isinstance(u, up.InternalError):
             self._internal_error(u)
         elif isinstance(u, up.Notice):
