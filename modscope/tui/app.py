@@ -103,6 +103,7 @@ class ModscopeApp(HookActions, UpdatePainter):
         self._go_to_on_load: str | None = None
         self._keys_state: tuple[object, ...] = ()
         self._layers_asked = False  # WatchLayers sent (once per app: reloads keep watching)
+        self._quitting = False
         if not animations:
             self.animation_level = "none"
 
@@ -216,6 +217,10 @@ class ModscopeApp(HookActions, UpdatePainter):
     # -- what the keys do ----------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self._quitting:
+            # Keys typed after `q` arrive while the app shuts down: a dialog opened then
+            # finds its widgets already gone.
+            return False
         on_main = self.screen is self.screen_stack[0]
         replay = self.view.status.replay is not None
         if action in TIME_TRAVEL and not (replay or self.view.status.rewind):
@@ -386,6 +391,7 @@ class ModscopeApp(HookActions, UpdatePainter):
     async def action_quit(self) -> None:
         # Abandons a paused iteration now: the worker unwinds it and closes the session while
         # the app shuts down.
+        self._quitting = True
         self.worker.stop()
         self.exit(return_code=0 if self.view.ever_loaded else 2)
 

@@ -289,3 +289,13 @@ def test_q_during_a_long_forward_ends_the_app_at_once(make_app, monkeypatch):
     make_app.session.script.module.gate.release()
     assert ended[0][0] == 0
     assert seconds < 2.0
+
+
+async def test_keys_typed_right_after_q_do_not_crash_the_quit(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await press(app, pilot, "down")
+        for key in ("q", "h", "b", "g", "question_mark"):  # typed ahead, as in a terminal
+            app.post_message(events.Key(key, key))
+        await pilot.pause()
+    assert app.return_code == 0 and app._exception is None
