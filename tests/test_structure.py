@@ -77,7 +77,8 @@ def test_the_diff_names_each_change_in_the_users_words():
     before = structure_text(modscope.structure(Net()))
     after = structure_text(modscope.structure(Net(width=8, tied=False, cache=True)))
     changes = structure_changes(before, after)
-    assert "blocks.0.proj.weight: [4, 4] float32 -> [8, 8] float32" in changes
+    # Numbered siblings changed alike are one line.
+    assert "blocks.0-1.proj.weight: [4, 4] float32 -> [8, 8] float32" in changes
     assert "head.weight no longer tied to embed.weight" in changes
     assert "new unregistered module blocks.1.cache[0]: Linear in list" in changes
     assert structure_changes(before, before) == []
@@ -120,3 +121,24 @@ def test_import_modscope_still_imports_no_torch():
     code = "import sys, modscope; print([m for m in ('torch', 'syrupy') if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_removed_module_is_one_line_and_a_renamed_one_a_rename():
+    class Renamed(Net):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks[1].final = self.blocks[1].norm
+            del self.blocks[1].norm
+            del self.embed
+
+    changes = structure_changes(
+        structure_text(modscope.structure(Net())), structure_text(modscope.structure(Renamed()))
+    )
+    assert (
+        "module blocks.1.norm renamed to blocks.1.final: torch.nn.modules.batchnorm.BatchNorm1d"
+        in changes
+    )
+    assert "module embed removed (was torch.nn.modules.sparse.Embedding)" in changes
+    # What they held is said with them, not once per tensor and state_dict key.
+    assert not [c for c in changes if "embed.weight" in c and "tied" not in c]
+    assert not [c for c in changes if "blocks.1.norm." in c]

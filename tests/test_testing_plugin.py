@@ -35,23 +35,24 @@ from torch import nn
 
 
 class Attention(nn.Module):
-    def __init__(self, width):
+    def __init__(self, width, last):
         super().__init__()
-        self.proj = nn.Linear(width, {proj_out})
+        self.proj = nn.Linear(width, {proj_out} if last else width)
 
 
 class Block(nn.Module):
-    def __init__(self, width):
+    def __init__(self, width, last):
         super().__init__()
-        self.attn = Attention(width)
-        {cache}
+        self.attn = Attention(width, last)
+        if last:
+            {cache}
 
 
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
         self.embed = nn.Embedding(10, 64)
-        self.blocks = nn.ModuleList([Block(64) for _ in range(4)])
+        self.blocks = nn.ModuleList([Block(64, i == 3) for i in range(4)])
         self.head = nn.Linear(64, 10, bias=False)
         {tie}
 """
@@ -69,7 +70,7 @@ def _write_model(
     pytester: pytest.Pytester,
     *,
     proj_out: str = "width",
-    cache: str = "",
+    cache: str = "pass",
     tie: str = "self.head.weight = self.embed.weight",
 ) -> None:
     source = MODEL.format(proj_out=proj_out, cache=cache, tie=tie)

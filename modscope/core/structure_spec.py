@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Iterator
@@ -213,21 +214,46 @@ def structure_changes(old: str, new: str) -> list[str]:
     """What changed from the structure text `old` to `new`, one readable line each:
     `blocks.3.attn.proj.weight: [64, 64] float32 -> [64, 128] float32`,
     `new unregistered module blocks.3.cache[0]: Linear in list`,
-    `head.weight no longer tied to embed.weight`."""
+    `head.weight no longer tied to embed.weight`.
+
+    What a removed or new module holds is said once, with the module; a removed and a new
+    module of the same class with close names is a rename; changes that differ only in the
+    index of numbered siblings are one line (`blocks.0-2.norm renamed to blocks.0-2.final`).
+    """
     before, old_keys = _facts(old)
     after, new_keys = _facts(new)
+    removed = _outermost([p for k, p in before if k == "module" and (k, p) not in after])
+    added = _outermost([p for k, p in after if k == "module" and (k, p) not in before])
+    renamed = _renamed(removed, added, before, after)
+    tensors_changed = {
+        p
+        for k, p in {*before, *after}
+        if k in ("parameter", "buffer") and before.get((k, p)) != after.get((k, p))
+    }
     changes: list[str] = []
+    totals = None
     for key in [*before, *(k for k in after if k not in before)]:
         kind, path = key
         shown = _path(path)
         was, now = before.get(key), after.get(key)
         if was == now:
             continue
-        if kind == "state_dict":
+        outer = kind == "module" and (path in removed or path in added)
+        if not outer and (
+            (now is None and _inside(path, removed)) or (was is None and _inside(path, added))
+        ):
+            continue  # said with its module
+        if kind == "module" and path in renamed:
+            changes.append(f"module {shown} renamed to {_path(renamed[path])}: {was}")
+        elif kind == "module" and path in renamed.values():
+            continue
+        elif kind == "state_dict":
+            if path in tensors_changed:
+                continue  # said with the parameter or buffer
             state = "added to" if was is None else "removed from"
             changes.append(f"{shown} {state} the state_dict")
         elif kind == "totals":
-            changes.append(f"totals: {was} -> {now}")
+            totals = f"totals: {was} -> {now}"
         elif kind == "tied":
             if was is None:
                 changes.append(f"{shown} now tied to {now}")
@@ -244,4 +270,82 @@ def structure_changes(old: str, new: str) -> list[str]:
     common = set(old_keys) & set(new_keys)
     if [k for k in old_keys if k in common] != [k for k in new_keys if k in common]:
         changes.append("the state_dict keys are in another order")
-    return changes
+    if totals is not None:
+        changes.append(totals)
+    return _folded(changes)
+
+
+def _inside(path: str, roots: list[str]) -> bool:
+    return any(path == root or path.startswith(root + ".") for root in roots)
+
+
+def _outermost(paths: list[str]) -> list[str]:
+    return [p for p in paths if not any(p.startswith(q + ".") for q in paths if q != p)]
+
+
+# A removed and a new module of the same class are a rename when their paths are this alike
+# (difflib's ratio): `blocks.0.norm` and `blocks.0.final` score 0.67, `embed` and `head` 0.22.
+RENAME_RATIO = 0.6
+
+
+def _renamed(
+    removed: list[str],
+    added: list[str],
+    before: dict[tuple[str, str], str],
+    after: dict[tuple[str, str], str],
+) -> dict[str, str]:
+    pairs = []
+    for old in removed:
+        for new in added:
+            if before[("module", old)] != after[("module", new)]:
+                continue
+            ratio = difflib.SequenceMatcher(None, old, new, autojunk=False).ratio()
+            if ratio >= RENAME_RATIO:
+                pairs.append((-ratio, old, new))
+    chosen: dict[str, str] = {}
+    for _, old, new in sorted(pairs):
+        if old not in chosen and new not in chosen.values():
+            chosen[old] = new
+    return chosen
+
+
+# A sibling index inside a path: `blocks.3.attn` -> 3 (not a shape's `[64, 64]`).
+_INDEX = re.compile(r"(?<=\.)\d+(?=\.)|(?<![\w\[,.])\d+(?=\.)")
+
+
+def _folded(lines: list[str]) -> list[str]:
+    """Lines equal but for one sibling index, used alike at every place in each line, as one
+    line with the indices as ranges (`blocks.0-2.norm`)."""
+    groups: dict[str, list[int]] = {}
+    alone: dict[int, str] = {}
+    order: list[str | int] = []
+    for n, line in enumerate(lines):
+        indices = set(_INDEX.findall(line))
+        if len(indices) != 1:
+            alone[n] = line
+            order.append(n)
+            continue
+        template = _INDEX.sub("{}", line)
+        if template not in groups:
+            groups[template] = []
+            order.append(template)
+        groups[template].append(int(indices.pop()))
+    out = []
+    for item in order:
+        if isinstance(item, int):
+            out.append(alone[item])
+        else:
+            numbers = groups[item]
+            out.append(item.replace("{}", _ranges(numbers)))
+    return out
+
+
+def _ranges(numbers: list[int]) -> str:
+    """`0-2`, `0,2,5`, `0-3,7`: the indices in the order given, runs joined."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
