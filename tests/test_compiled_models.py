@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from modscope.cli import main
-from modscope.core.walk import sealed_note
+from modscope.core.walk import module_at, sealed_note
 
 STEPS = 2
 
@@ -191,6 +191,18 @@ def test_tree_names_the_modules_inside_the_compiled_call(
     # The tree's paths are the state_dict's: `_orig_mod.` stays, as torch writes it.
     keys = runpy.run_path(scripts[name], run_name="__keys__")["model"].state_dict()
     assert f"{INNER[name]}.weight" in keys
+
+
+@pytest.mark.parametrize("name", ["whole", "sub"])
+def test_a_path_without_orig_mod_finds_the_module_at_its_real_path(
+    name: str, scripts: dict[str, str]
+) -> None:
+    model = runpy.run_path(scripts[name], run_name="__paths__")["model"]
+    found = module_at(model, "mlp.fc")
+    assert found is not None and found[0] == INNER[name]
+    assert found[1] is model.get_submodule(INNER[name])
+    assert module_at(model, INNER[name]) == found
+    assert module_at(model, "mlp.nothing") is None
 
 
 @pytest.mark.parametrize("name", LIGHT)

@@ -408,19 +408,29 @@ def tensor_at(model: nn.Module, path: str) -> torch.Tensor | None:
 def module_at(model: nn.Module, path: str) -> tuple[str, nn.Module] | None:
     """The module at the dotted `path` (`""` the root) with its real path, or None. A name
     holding control characters is shown escaped everywhere (`core.fmt.printable`), so that
-    escaped form, as a person copies it from the screen, finds the module too."""
-    module = model
+    escaped form, as a person copies it from the screen, finds the module too. A path written
+    as in the user's model, without the `_orig_mod` of a `torch.compile` wrapper on the way
+    (`mlp.fc` for `mlp._orig_mod.fc`), finds it too, at its real path."""
+    module, real = model, []
     for part in path.split(".") if path else ():
         # A ScriptModule's `_modules` (an OrderedModuleDict) has no `.get`.
         child = dict(module._modules.items()).get(part)
         if child is None:
+            found = compiled_inner(module)
+            inner = found[0] if found is not None else None
+            if inner is not None and inner is not module and part != "_orig_mod":
+                child = dict(inner._modules.items()).get(part)
+                if child is not None:
+                    real.append("_orig_mod")
+        if child is None:
             break
+        real.append(part)
         module = child
     else:
-        return path, module
-    for name, found in distinct_modules(model):
+        return ".".join(real), module
+    for name, found_module in distinct_modules(model):
         if name and printable(name) == path:
-            return name, found
+            return name, found_module
     return None
 
 
