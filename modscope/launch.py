@@ -46,13 +46,19 @@ def make_app(
 
 
 def run_replay(folder: str) -> int:
-    """Open the app on a recording (`modscope replay DIR`); 2 when it cannot be read."""
+    """Open the app on a recording (`modscope replay DIR`); one that cannot be read opens on
+    the error screen that says why (2 after `q`)."""
+    from modscope.control.recording import RecordingError
     from modscope.control.replay import replay_factory
+    from modscope.report.common import print_message
     from modscope.report.replay_command import open_ranks
 
-    ranks = open_ranks(folder)
-    if not ranks:
-        return ExitCode.FAILED
+    try:
+        ranks = open_ranks(folder, raise_error=True)
+    except RecordingError as exc:
+        status = run_app(ModscopeApp(folder, controller=replay_factory(exc, folder=folder)))
+        print_message(str(exc))  # still on the terminal after the app has left
+        return status or ExitCode.FAILED
     script = str(ranks[0].meta.get("script", folder))
     return run_app(ModscopeApp(script, controller=replay_factory(ranks)))
 

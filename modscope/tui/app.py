@@ -251,7 +251,7 @@ class ModscopeApp(HookActions, UpdatePainter):
         if action == "breaks":
             return on_main and self.view.loaded and not isinstance(self.focused, Input)
         if action == "resume":
-            return bool(self.view.status.paused_at)
+            return bool(self.view.status.paused_at) and not replay
         if action == "attach_hook":
             if not on_main or not self.view.loaded or isinstance(self.focused, Input):
                 return False

@@ -258,7 +258,10 @@ class DetailPane(VerticalScroll):
             parts += hook_sections.paused_section(paused, self._palette)
         broke = view.broke
         if broke is not None and (broke.module or "") == path:
-            parts += hook_sections.break_section(broke, self._palette, view.script_path)
+            replay = view.status.replay is not None
+            parts += hook_sections.break_section(
+                broke, self._palette, view.script_path, replay=replay
+            )
         parts += [rows, self._hooks(path)]
         parts += hook_sections.seen_section(
             view.seen.get(path, {}), path, m.type_name, self._palette

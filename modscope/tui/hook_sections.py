@@ -113,10 +113,15 @@ def paused_section(e: HookEvent, palette: Palette = DEFAULT_PALETTE) -> list[Ren
 
 
 def break_section(
-    e: BreakEvent, palette: Palette = DEFAULT_PALETTE, script: str | None = None
+    e: BreakEvent,
+    palette: Palette = DEFAULT_PALETTE,
+    script: str | None = None,
+    *,
+    replay: bool = False,
 ) -> list[RenderableType]:
     """Where a break condition stopped the iteration, and the values that tripped it (the
-    file of the class's `forward` shown relative to the `script`'s folder)."""
+    file of the class's `forward` shown relative to the `script`'s folder); in a `replay`,
+    where the recorded run stopped."""
     head = Text(
         f"break: {printable(e.condition)} tripped at step {e.step}, {e.phase.value} phase",
         style=f"bold {palette.error}",
@@ -135,12 +140,10 @@ def break_section(
         if values:
             parts.append(Text(printable(label), style="bold"))
             parts.append(summaries_table(values))
-    parts.append(
-        Text(
-            "c continues · s / n run to the end of the iteration / phase · q quits",
-            style="dim italic",
-        )
-    )
+    keys = "c continues · s / n run to the end of the iteration / phase · q quits"
+    if replay:
+        keys = "the recorded run stopped here · u goes back a step · q quits"
+    parts.append(Text(keys, style="dim italic"))
     return parts
 
 

@@ -166,6 +166,8 @@ def status_text(status: SessionStatus) -> Text:
     if status.paused_at:
         # First after the script's name: on a narrow terminal the rest is cut, not this.
         pause = f"paused in {shown_path(status.paused_at)} · c continues"
+        if status.replay is not None:  # where the recorded run stopped: nothing to continue
+            pause = f"stopped at {shown_path(status.paused_at)}"
         text.append_text(Text.assemble(sep, (pause, "bold magenta")))
     if status.replay is not None:
         # A replay says so first, and where in the recording it stands.

@@ -39,20 +39,27 @@ class LoadErrorScreen(Screen[None]):
     }
     """
 
-    def __init__(self, error: UserError, script: str, *, traceback: bool = False) -> None:
+    def __init__(
+        self, error: UserError, script: str, *, traceback: bool = False, replay: bool = False
+    ) -> None:
         super().__init__()
         self.error = error
         self.script = script
         self.traceback = traceback
+        self.replay = replay
+        """A recording that `modscope replay` cannot read, rather than a script."""
 
     def compose(self) -> ComposeResult:
         with Vertical() as box:
-            box.border_title = Text("The script did not load")
+            box.border_title = Text(
+                "The recording cannot be replayed" if self.replay else "The script did not load"
+            )
             yield Static(
                 labels.error_text(self.error, self.script, traceback=self.traceback),
                 id="load-error",
             )
-            yield Static(Text("r loads the script again after an edit; q quits.", style="dim"))
+            hint = "q quits." if self.replay else "r loads the script again after an edit; q quits."
+            yield Static(Text(hint, style="dim"))
         yield Footer()
 
     def show(self, error: UserError) -> None:

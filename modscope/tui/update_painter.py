@@ -167,7 +167,10 @@ class UpdatePainter(App[None]):
         if isinstance(self.screen, LoadErrorScreen):
             self.screen.show(error)
         else:
-            self.push_screen(LoadErrorScreen(error, self.script, traceback=self.show_traceback))
+            replay = self.view.status.replay is not None
+            self.push_screen(
+                LoadErrorScreen(error, self.script, traceback=self.show_traceback, replay=replay)
+            )
 
     def _phase_done(self, u: up.PhaseDone) -> None:
         if u.record is not None:

@@ -1,8 +1,10 @@
 """`modscope replay`: the app paints a recording with no live model; u/g/s move through the
-recorded steps, keys that need a model are greyed."""
+recorded steps, keys that need a model are greyed; a run that stopped at a break opens at the
+break; a recording that cannot be read opens on the error screen that says why."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,13 +12,25 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable
 from tui_helpers import press, settle
 
+from modscope.cli import main
 from modscope.control import commands as cmd
 from modscope.control.controller import SessionController, script_factory
-from modscope.control.recording import RecordingWriter, read_ranks, read_recording, script_meta
+from modscope.control.recording import (
+    META_FILE,
+    UPDATES_FILE,
+    RecordingError,
+    RecordingWriter,
+    read_ranks,
+    read_recording,
+    script_meta,
+)
 from modscope.control.replay import replay_factory
 from modscope.tui.app import ModscopeApp
+from modscope.tui.detail_pane import DetailPane
 from modscope.tui.diff_screen import DiffScreen
 from modscope.tui.help_screen import HelpScreen
+from modscope.tui.load_error_screen import LoadErrorScreen
+from modscope.tui.module_tree import ModuleTree
 from modscope.tui.status_line import StatusLine
 from modscope.tui.step_screen import StepScreen
 
@@ -136,3 +150,60 @@ async def test_brackets_switch_ranks_at_the_same_step(two_ranks):
         await press(app, pilot, "left_square_bracket")
         assert "rank 0 of 2" in app.query_one(StatusLine).text
         assert value(app, "powModel.powParam") == rank0
+
+
+NAN_ORIGIN = str(Path(__file__).parents[2] / "examples" / "nan_origin.py")
+
+
+@pytest.fixture(scope="module")
+def stopped_at_a_break(tmp_path_factory) -> str:
+    """`run --break nan --record R` of nan_origin: steps 1 and 2, then the break in step 3's
+    forward at blocks.1.gate."""
+    folder = str(tmp_path_factory.mktemp("break") / "R")
+    args = ["run", NAN_ORIGIN, "--steps", "5", "--break", "nan", "--json", "--record", folder]
+    assert main(args) == 1
+    return folder
+
+
+async def test_a_replay_of_a_break_opens_at_the_break(stopped_at_a_break):
+    app = replay_app(stopped_at_a_break)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        status = app.query_one(StatusLine).text
+        assert "stopped at break nan at blocks.1.gate" in status and "step 2 of 2" in status
+        assert "c continues" not in status
+        assert app.query_one(ModuleTree).cursor_node.data.path == "blocks.1.gate"
+        detail = app.query_one(DetailPane).text
+        assert "break: nan tripped at step 3, forward phase" in detail
+        assert "LogGate" in detail and "nan_origin.py:27" in detail
+        # its inputs and outputs, as the live app shows them
+        assert "inputs" in detail and "x∈[0.0000, 0.7921]" in detail
+        assert "outputs" in detail and "NaN!×11" in detail
+        assert app.check_action("resume", ()) is False  # nothing to continue in a recording
+        await press(app, pilot, "u")
+        status = app.query_one(StatusLine).text
+        assert "stopped" not in status and "step 1 of 2" in status
+        assert "break:" not in app.query_one(DetailPane).text
+        await press(app, pilot, "s")
+        assert "stopped at break nan at blocks.1.gate" in app.query_one(StatusLine).text
+        assert "break: nan tripped at step 3" in app.query_one(DetailPane).text
+
+
+async def test_an_unreadable_recording_opens_on_the_error_screen(tmp_path):
+    folder = tmp_path / "R"
+    folder.mkdir()
+    (folder / META_FILE).write_text(json.dumps(script_meta(POWLOG)))
+    (folder / UPDATES_FILE).write_text("[1, 2]\n")
+    with pytest.raises(RecordingError) as caught:
+        read_ranks(str(folder))
+    message = f'not a recording: {folder}: updates.jsonl, line 1: not an {{"updates": [...]}} line'
+    assert str(caught.value) == message
+    app = ModscopeApp(
+        str(folder), controller=replay_factory(caught.value, folder=str(folder)), animations=False
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert isinstance(app.screen, LoadErrorScreen)
+        assert message in " ".join(app.screen.text.split())
+        await press(app, pilot, "q")
+    assert app.return_code == 2
