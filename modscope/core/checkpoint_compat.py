@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedTensorMixin
 
+from modscope.core.fmt import printable
+
 # A missing and an unexpected key of the same shape and dtype are paired as a rename when their
 # names are at least this alike (difflib's ratio): `h.0.attn.c_proj.weight` and
 # `h.0.attn.o_proj.weight` score 0.95, `encoder.weight` and `decoder.bias` 0.6.
@@ -115,14 +117,14 @@ class Compatibility:
             out.append(self.note)
         if missing:
             out.append(f"missing (in the model, not in the checkpoint): {len(missing)}")
-            out += [f"  {k}  {self.specs[k]}" for k in missing]
+            out += [f"  {printable(k)}  {self.specs[k]}" for k in missing]
         if unexpected:
             out.append(f"unexpected (in the checkpoint, not in the model): {len(unexpected)}")
-            out += [f"  {k}  {self.specs[k]}" for k in unexpected]
+            out += [f"  {printable(k)}  {self.specs[k]}" for k in unexpected]
         if self.shape_mismatches:
             out.append(f"shape mismatches: {len(self.shape_mismatches)}")
             out += [
-                f"  {m.key}: checkpoint {m.checkpoint}, model {m.model}"
+                f"  {printable(m.key)}: checkpoint {m.checkpoint}, model {m.model}"
                 for m in self.shape_mismatches
             ]
         if self.dtype_mismatches:
@@ -130,7 +132,7 @@ class Compatibility:
                 f"dtype differences (load_state_dict converts them): {len(self.dtype_mismatches)}"
             )
             out += [
-                f"  {m.key}: checkpoint {m.checkpoint}, model {m.model}"
+                f"  {printable(m.key)}: checkpoint {m.checkpoint}, model {m.model}"
                 for m in self.dtype_mismatches
             ]
         if self.renames:
