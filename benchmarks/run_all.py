@@ -8,7 +8,8 @@ each figure is the median of its rounds. Workloads (`workloads.py`): an MLP of 1
 (60 steps) and 3,300 blocks of Linear(140, 140) + LayerNorm + ReLU: 13,201 modules, 66.1 M
 parameters (2 steps). The observe-hooks row is measured inside one process on one model, in
 alternating rounds (`_hooks_ratio_worker`): the no-op hooks' cost it divides by is about 0.1 s,
-far below what separate processes vary by. `--quick` uses 20 MLP steps, 330 blocks and one
+far below what separate processes vary by. The prints row is `prints.py`'s figure (2,000,000
+lines printed at import; 200,000 with `--quick`). `--quick` uses 20 MLP steps, 330 blocks and one
 round: for trying it, its figures are not the goals'. The machine and its load average are
 printed with the table: compare ratios from one table, never milliseconds across machines.
 """
@@ -147,6 +148,15 @@ def commands(tmp: str, quick: bool) -> tuple[dict[str, list[str]], dict[str, dic
         "build+1 step many": [py, many],
         "check many": [*modscope, "check", many],
         "first paint many": [py, me, "--worker", "first-paint", many],
+        "prints ratio": [
+            py,
+            os.path.join(HERE, "prints.py"),
+            "--value",
+            "--repeat",
+            "1",
+            "--lines",
+            "200000" if quick else "2000000",
+        ],
     }
     envs = {
         "plain mlp": {"STEPS": mlp_n},
@@ -185,6 +195,12 @@ ROWS = [
         "check vs building + one plain step, 13k modules",
         ("check many", "build+1 step many"),
         wall,
+    ),
+    Row(
+        "prints at import, 4 MB: modscope's added CPU / python's",
+        ("prints ratio",),
+        own_figure,
+        goal=2.0,
     ),
     Row(
         "app first paint after the model is built, 13k modules",
