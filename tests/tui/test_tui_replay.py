@@ -5,6 +5,7 @@ break; a recording that cannot be read opens on the error screen that says why."
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from modscope.tui.detail_pane import DetailPane
 from modscope.tui.diff_screen import DiffScreen
 from modscope.tui.help_screen import HelpScreen
 from modscope.tui.load_error_screen import LoadErrorScreen
+from modscope.tui.log_pane import LogPane
 from modscope.tui.module_tree import ModuleTree
 from modscope.tui.status_line import StatusLine
 from modscope.tui.step_screen import StepScreen
@@ -150,6 +152,19 @@ async def test_brackets_switch_ranks_at_the_same_step(two_ranks):
         await press(app, pilot, "left_square_bracket")
         assert "rank 0 of 2" in app.query_one(StatusLine).text
         assert value(app, "powModel.powParam") == rank0
+
+
+async def test_a_missing_rank_is_named_and_the_others_keep_their_numbers(two_ranks, tmp_path):
+    root = tmp_path / "R"
+    shutil.copytree(Path(two_ranks) / "rank0", root / "rank0")
+    shutil.copytree(Path(two_ranks) / "rank1", root / "rank2")  # no rank1
+    app = ModscopeApp(str(root), controller=replay_factory(read_ranks(str(root))))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert "rank 0 of 3" in app.query_one(StatusLine).text
+        assert f"{root} has no rank1" in app.query_one(LogPane).text
+        await press(app, pilot, "right_square_bracket")
+        assert "rank 2 of 3" in app.query_one(StatusLine).text
 
 
 NAN_ORIGIN = str(Path(__file__).parents[2] / "examples" / "nan_origin.py")
