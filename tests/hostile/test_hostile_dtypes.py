@@ -232,3 +232,37 @@ def test_run_json_layers_and_replay_hold_with_exotic_state(tmp_path: Path, capsy
     (root,) = [m for m in _strict(capsys.readouterr().out)[0]["modules"] if m["path"] == ""]
     assert root["buffers"]["nt"]["shape"] == [2, 3]
     assert root["buffers"]["b8"]["dtype"] == "bits8"
+
+
+STRIDED_NESTED = """\
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+
+
+class M(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 1)
+        self.register_buffer("nt", torch.nested.nested_tensor([torch.ones(2), torch.ones(3)]))
+
+    def forward(self, x):
+        return self.lin(x).pow(2).mean()
+
+
+model = M()
+inputs = torch.randn(8, 4)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+"""
+
+
+def test_check_and_run_hold_with_a_strided_nested_buffer(tmp_path: Path, capsys):
+    script = tmp_path / "nested.py"
+    script.write_text(STRIDED_NESTED)
+    assert main(["check", str(script), "--steps", "2", "--json"]) == 0
+    assert _strict(capsys.readouterr().out)[0]["steps_run"] == 2
+    assert main(["run", str(script), "--steps", "2", "--json", "--hooks", "all"]) == 0
+    steps = [line for line in _strict(capsys.readouterr().out) if line["event"] == "step"]
+    nested = steps[-1]["state"]["nt"]
+    assert nested["shape"] == [2, 3] and nested["values"] == [1.0] * 5

@@ -19,6 +19,7 @@ from torch.nn.parameter import UninitializedTensorMixin
 
 from modscope.core.doctor.walk import Reachable
 from modscope.core.rng import RngState
+from modscope.core.tensor_stats import nested_shapes
 
 
 class CloneLevel(enum.Enum):
@@ -48,7 +49,8 @@ def _signature(t: torch.Tensor) -> tuple[Any, ...]:
     try:
         return (t.dtype, t.device, tuple(t.shape), t.stride(), t.storage_offset(), t.data_ptr())
     except Exception:  # sparse and exotic layouts have no strides or pointer
-        return (t.dtype, t.device, tuple(t.shape))
+        # A strided nested tensor has no `shape` either: its components' shapes stand in.
+        return (t.dtype, t.device, nested_shapes(t) if t.is_nested else tuple(t.shape))
 
 
 def _same(t: torch.Tensor, saved: torch.Tensor) -> bool:
@@ -212,7 +214,7 @@ class Snapshot:
         # The version counter misses some in-place writes (BatchNorm's running statistics are
         # updated inside its kernel, and their version stays), so compare the values too.
         if s.clone is not None and (t._version != s.version or not _same(t, s.clone)):
-            if t.shape == s.clone.shape and t.dtype == s.clone.dtype:
+            if not t.is_nested and t.shape == s.clone.shape and t.dtype == s.clone.dtype:
                 t.copy_(s.clone)
             else:
                 t.data = s.clone
