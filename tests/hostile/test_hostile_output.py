@@ -188,6 +188,19 @@ def test_os_exit_at_import_is_a_load_error(tmp_path):
     assert error["message"].startswith("os._exit(3) was called while the script loaded")
 
 
+EXITS_IN_EVAL = EXITS_IN_FORWARD.replace("if self.calls == 2:", "if not self.training:")
+
+
+def test_os_exit_in_the_doctors_eval_probe_is_a_note(tmp_path):
+    path = write(tmp_path, EXITS_IN_EVAL)
+    result = modscope("check", path, "--json")
+    assert result.returncode == 0, result.stderr
+    [report] = strict_lines(result.stdout)
+    assert report["steps_run"] == 1
+    assert "could not run: ExitIntercepted: os._exit(0) was called" in result.stderr
+    assert f"{path}:14" in result.stderr
+
+
 def test_os_exit_of_a_forked_child_still_ends_the_child(tmp_path):
     # A DataLoader worker (a forked process) ends with os._exit: only this process raises.
     body = "import os\npid = os.fork()\nif pid == 0:\n    os._exit(7)\n"

@@ -13,6 +13,7 @@ from modscope.core.doctor.watch import StepWatcher
 from modscope.core.errors import user_error
 from modscope.core.interrupts import is_real_interrupt
 from modscope.core.layer_stats import LayerWatch
+from modscope.core.loader import captured_prints
 from modscope.core.session import Session
 from modscope.core.types import Finding, Phase, UserError
 from modscope.core.walk import refusing_hooks, refusing_phrase
@@ -147,7 +148,8 @@ class _Attempt:
 
     def _probe_eval(self, box: Session) -> None:
         try:
-            culprit = eval_nondeterminism(box.model, box.script)
+            with captured_prints(box.sink):  # user code, as in an iteration: prints, os._exit
+                culprit = eval_nondeterminism(box.model, box.script)
         except BaseException as exc:
             # sys.exit() or a KeyboardInterrupt of the script's own, in eval mode, is a note like
             # any other exception; the findings so far are kept. A real Ctrl-C goes on up.
