@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from modscope.cli import main
-from modscope.core.walk import module_at, sealed_note
+from modscope.core.walk import compiled_region, module_at, sealed_note
 
 STEPS = 2
 
@@ -314,6 +314,15 @@ def test_a_fullgraph_block_is_observed_at_its_wrapper_and_said_so(
     assert main(["run", script, "--steps", "1", "--hook", "mlp._orig_mod.fc:forward"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "mlp._orig_mod.fc runs inside a torch.compile(fullgraph=True) call" in err
+
+
+@pytest.mark.parametrize("fullgraph", [False, True])
+def test_a_model_compiled_in_place_is_inside_its_own_compiled_call(fullgraph: bool) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())
+    model.compile(backend="eager", fullgraph=fullgraph)  # compiles nothing before a forward
+    assert compiled_region(model) == {id(m): fullgraph for m in model.modules()}
+    note = sealed_note(model)
+    assert (note is not None and "(the model, and below)" in note) if fullgraph else note is None
 
 
 def test_compiled_gpt2_with_every_hook_ends_bit_identical(

@@ -164,8 +164,9 @@ def sealed(module: nn.Module, compiled: dict[int, bool]) -> bool:
 
 
 FULLGRAPH_WHY = (
-    "a hook there would break the graph, which fullgraph forbids; hooks on the compiled "
-    "wrapper (the module holding `_orig_mod`) see the call's inputs and outputs"
+    "a hook there would break the graph, which fullgraph forbids; hooks outside the compiled "
+    "call (on its torch.compile wrapper, the module holding `_orig_mod`) see its inputs and "
+    "outputs"
 )
 """Why modules inside a `fullgraph=True` compiled call get no hook of modscope's."""
 
@@ -177,7 +178,7 @@ def sealed_paths(model: nn.Module, compiled: dict[int, bool] | None = None) -> l
         return []
     out: list[str] = []
     for path, module in distinct_modules(model):
-        if sealed(module, compiled) and not any(path.startswith(p + ".") for p in out if p):
+        if sealed(module, compiled) and not any(p == "" or path.startswith(p + ".") for p in out):
             out.append(path)
     return out
 
