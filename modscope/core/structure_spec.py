@@ -39,16 +39,18 @@ def model_structure(model: nn.Module) -> dict[str, Any]:
     """`model`'s structure as JSON-serialisable plain data, equal for two models built alike.
 
     Modules (every path, `named_modules(remove_duplicate=False)` order, with the class's
-    `module.qualname`), parameters and buffers (shape, dtype, `requires_grad` or persistence,
-    `tied_to`: the first path of the same tensor object when it is reachable under several),
+    `module.qualname`), parameters and buffers (shape, None where unknown, as for a lazy
+    parameter before its first forward; dtype; `requires_grad` or persistence; `tied_to`: the
+    first path of the same tensor object when it is reachable under several),
     the `state_dict` keys in order, what is held but unregistered (`find_unregistered`), and the
     root's totals. No values, ids, addresses or devices: a snapshot holds on CPU and GPU alike.
     """
     inv = build_inventory(model, extra_reprs=False)
     first_path: dict[str, str] = {}
-    for group in _tensor_groups(inv.modules):
+    # `Inventory.shared` has every path of a tied parameter (`shared_with` stops at a limit).
+    for group in (*inv.shared, *_tensor_groups(inv.modules)):
         for path in group[1:]:
-            first_path[path] = group[0]
+            first_path.setdefault(path, group[0])
     modules = []
     parameters = []
     buffers = []
@@ -110,7 +112,8 @@ def _tensor_groups(modules: Any) -> Iterator[list[str]]:
 def _tensor_entry(t: TensorInfo, first_path: dict[str, str]) -> dict[str, Any]:
     return {
         "path": t.path,
-        "shape": None if t.note and t.note.startswith("uninitialized") else list(t.shape),
+        # A lazy parameter before its first forward, or a tensor that refuses its size.
+        "shape": None if t.note else list(t.shape),
         "dtype": t.dtype,
         "tied_to": first_path.get(t.path),
     }
@@ -136,7 +139,7 @@ def _path(path: str) -> str:
 
 
 def _shape(shape: list[int] | None) -> str:
-    return "uninitialized" if shape is None else "[" + ", ".join(map(str, shape)) + "]"
+    return "[?]" if shape is None else "[" + ", ".join(map(str, shape)) + "]"
 
 
 def structure_lines(spec: dict[str, Any]) -> list[str]:
