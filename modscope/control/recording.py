@@ -33,6 +33,7 @@ from typing import Any
 
 from modscope.control import updates as up
 from modscope.core import hook_spec, layer_types, timelines, types
+from modscope.core.fmt import format_bytes
 from modscope.core.version import VERSION
 
 FORMAT = "modscope-recording"
@@ -461,9 +462,9 @@ def read_recording(folder: str, *, rank: int | None = None) -> Recording:
             where = f"{UPDATES_FILE}, line {number}"
             complete = raw.endswith(b"\n")
             if not complete and len(raw) > MAX_LINE_BYTES:
-                limit = MAX_LINE_BYTES >> 20
+                limit = format_bytes(MAX_LINE_BYTES)
                 raise not_a_recording(
-                    folder, f"{where} is longer than {limit} MiB", file=path, line=number
+                    folder, f"{where} is longer than {limit}", file=path, line=number
                 )
             if not raw.strip():
                 continue

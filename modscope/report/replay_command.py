@@ -24,7 +24,8 @@ def open_ranks(folder: str, *, json: bool = False, raise_error: bool = False) ->
         if raise_error:
             raise
         if json:
-            write_json_line(error_event(str(exc), exc_type="RecordingError"))
+            event = error_event(str(exc), exc_type="RecordingError", file=exc.file, line=exc.line)
+            write_json_line(event)
         print_message(str(exc))
         return []
     for recording in ranks:

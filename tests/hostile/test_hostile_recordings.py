@@ -17,6 +17,7 @@ import pytest
 
 from modscope.cli import main
 from modscope.control import commands as cmd
+from modscope.control import recording
 from modscope.control.controller import SessionController, script_factory
 from modscope.control.recording import META_FILE, UPDATES_FILE, RecordingWriter, script_meta
 
@@ -153,6 +154,19 @@ def test_a_malformed_recording_is_exit_2_saying_what_and_where(case, copy, capsy
     (line,) = json_lines(out)
     assert line["event"] == "error" and line["message"] == message
     assert message in err and "Traceback" not in err
+
+
+def test_a_line_longer_than_the_bound_is_refused_not_read_whole(copy, capsys, monkeypatch):
+    longest = max(len(line) for line in (copy / UPDATES_FILE).read_bytes().splitlines())
+    monkeypatch.setattr(recording, "MAX_LINE_BYTES", 2 * longest)
+    with (copy / UPDATES_FILE).open("a") as f:
+        f.write("x" * 3 * longest)  # no newline: a torn line would be dropped, a long one is not
+    assert main(["replay", str(copy), "--json"]) == 2
+    out, err = capsys.readouterr()
+    message = f"not a recording: {copy}: updates.jsonl, line 5 is longer than "
+    assert message in err
+    (line,) = json_lines(out)
+    assert line["file"] == str(copy / UPDATES_FILE) and line["line"] == 5
 
 
 @pytest.mark.parametrize("name", [UPDATES_FILE, META_FILE])
