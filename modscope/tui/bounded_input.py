@@ -29,7 +29,7 @@ class BoundedInput(Input):
 
     def _on_paste(self, event: events.Paste) -> None:
         # Replaces Input's paste, which splits all of a paste into lines and inserts a first
-        # line of any length: a 100 kB one made each later key take seconds.
+        # line of any length, that every later key then measures and redraws.
         event.prevent_default()
         event.stop()
         start, end = sorted(self.selection)
