@@ -142,3 +142,16 @@ def test_a_removed_module_is_one_line_and_a_renamed_one_a_rename():
     # What they held is said with them, not once per tensor and state_dict key.
     assert not [c for c in changes if "embed.weight" in c and "tied" not in c]
     assert not [c for c in changes if "blocks.1.norm." in c]
+
+
+def test_nested_numbered_siblings_fold_on_the_index_that_varies():
+    def stack(width: int) -> nn.Sequential:
+        return nn.Sequential(*(nn.Sequential(nn.Linear(4, width), nn.ReLU()) for _ in range(5)))
+
+    changes = structure_changes(
+        structure_text(modscope.structure(stack(4))), structure_text(modscope.structure(stack(6)))
+    )
+    assert changes[:2] == [
+        "0-4.0.weight: [4, 4] float32 -> [6, 4] float32",
+        "0-4.0.bias: [4] float32 -> [6] float32",
+    ]

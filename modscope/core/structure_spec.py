@@ -312,39 +312,62 @@ def _renamed(
     return chosen
 
 
-# A sibling index inside a path: `blocks.3.attn` -> 3 (not a shape's `[64, 64]`).
-_INDEX = re.compile(r"(?<=\.)\d+(?=\.)|(?<![\w\[,.])\d+(?=\.)")
+# A sibling index inside a path: `blocks.3.attn`, `0.weight`, `blocks.3:` -> 3 (never a
+# shape's `[64, 64]`, a subscript's `[0]` or a count's `1,712`).
+_INDEX = re.compile(r"(?<=\.)\d+(?=[.:\s]|$)|(?<![\w\[,.])\d+(?=[.:])")
 
 
 def _folded(lines: list[str]) -> list[str]:
-    """Lines equal but for one sibling index, used alike at every place in each line, as one
-    line with the indices as ranges (`blocks.0-2.norm`)."""
+    """Lines equal but for the sibling index in one place (or in places that always hold the
+    same index, as in `blocks.0.norm renamed to blocks.0.final`) as one line with those indices
+    as ranges: `blocks.0-2.norm`, `0-3299.0.weight`."""
+    numbers: dict[int, list[str]] = {}
     groups: dict[str, list[int]] = {}
-    alone: dict[int, str] = {}
-    order: list[str | int] = []
     for n, line in enumerate(lines):
-        indices = set(_INDEX.findall(line))
-        if len(indices) != 1:
-            alone[n] = line
-            order.append(n)
+        found = _INDEX.findall(line)
+        if found:
+            numbers[n] = found
+            groups.setdefault(_INDEX.sub("\0", line), []).append(n)
+    replaced: dict[int, str | None] = {}
+    for template, members in groups.items():
+        if len(members) < 2:
             continue
-        template = _INDEX.sub("{}", line)
-        if template not in groups:
-            groups[template] = []
-            order.append(template)
-        groups[template].append(int(indices.pop()))
+        slots = range(len(numbers[members[0]]))
+        # Slots that hold the same index on every line move together.
+        tied = [
+            next(t for t in slots if all(numbers[m][t] == numbers[m][s] for m in members))
+            for s in slots
+        ]
+        best: tuple[int, dict[tuple[str, ...], list[int]]] | None = None
+        for varying in sorted(set(tied)):
+            buckets: dict[tuple[str, ...], list[int]] = {}
+            for m in members:
+                rest = tuple(numbers[m][s] for s in slots if tied[s] != varying)
+                buckets.setdefault(rest, []).append(m)
+            if best is None or len(buckets) < len(best[1]):
+                best = (varying, buckets)
+        assert best is not None
+        varying, buckets = best
+        if len(buckets) == len(members):
+            continue
+        pieces = template.split("\0")
+        for bucket in buckets.values():
+            values = _ranges(sorted({int(numbers[m][varying]) for m in bucket}))
+            fill = [values if tied[s] == varying else numbers[bucket[0]][s] for s in slots]
+            replaced[bucket[0]] = pieces[0] + "".join(
+                f + p for f, p in zip(fill, pieces[1:], strict=True)
+            )
+            replaced.update(dict.fromkeys(bucket[1:]))
     out = []
-    for item in order:
-        if isinstance(item, int):
-            out.append(alone[item])
-        else:
-            numbers = groups[item]
-            out.append(item.replace("{}", _ranges(numbers)))
+    for n, line in enumerate(lines):
+        folded = replaced.get(n, line)
+        if folded is not None:
+            out.append(folded)
     return out
 
 
 def _ranges(numbers: list[int]) -> str:
-    """`0-2`, `0,2,5`, `0-3,7`: the indices in the order given, runs joined."""
+    """`0-2`, `0,2,5`, `0-3,7`: sorted indices, runs joined."""
     runs: list[list[int]] = []
     for n in numbers:
         if runs and n == runs[-1][-1] + 1:
