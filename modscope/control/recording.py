@@ -5,8 +5,9 @@ and `updates.jsonl`, one line per command: `{"updates": [...]}`, each update enc
 `encode` (plain JSON: dataclasses tagged with their class, enums with their type, non-finite
 floats and complex numbers spelled out, so the file is strict JSON). A line is appended and
 flushed as soon as its command is done, so a run killed at any moment leaves a recording that
-reads back up to its last complete command; a torn last line is dropped. Torch-free: a replay
-paints a recording without importing torch.
+reads back up to its last complete command; a torn last line is dropped. Anything else a
+writer does not write is refused with the file and line (`RecordingError`), and only regular
+files are opened. Torch-free: a replay paints a recording without importing torch.
 
 Format version 1 (`FORMAT_VERSION`); a reader refuses a newer version with a clear error.
 docs/recording.md describes the format.
@@ -42,7 +43,7 @@ META_FILE = "meta.json"
 UPDATES_FILE = "updates.jsonl"
 MAX_LINE_BYTES = 1 << 30
 """The longest line of `updates.jsonl` a reader takes (a step of a model with 100,000 tensors
-is about 300 MiB); a longer one is an error, not an unbounded read."""
+is about 200 MiB); a longer one is an error, not an unbounded read."""
 MAX_META_BYTES = 1 << 20
 MAX_DEPTH = 64
 """How deep the values of a line may nest (a real recording nests about 10 levels)."""
