@@ -82,9 +82,25 @@ class _Net(nn.Module):
         return self.drop(self.bn(self.fc(x))).sum()
 
 
-def test_the_model_and_optimizer_are_bit_identical_afterwards() -> None:
+class _Closure(nn.Module):
+    """A forward through a lambda over its own submodules: a deep copy would run the
+    original's layers, so the doctor runs on the model itself and restores it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.bn = nn.BatchNorm1d(3)
+        me = self
+        self.f = lambda x: me.bn(me.fc(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.f(x).sum()
+
+
+@pytest.mark.parametrize("make", [_Net, _Closure], ids=["copy", "restore"])
+def test_the_model_and_optimizer_are_bit_identical_afterwards(make) -> None:
     torch.manual_seed(0)
-    model = _Net()
+    model = make()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
     x = torch.randn(8, 4)
     model(x).backward()  # the user's own step first: grads and Adam state to keep
