@@ -194,3 +194,15 @@ def test_a_tiny_gpt2_with_a_renamed_attention_projection_is_mapped_back():
         for p in ("weight", "bias")
     }
     assert not result.shape_mismatches
+
+
+def test_a_dataparallel_prefix_is_mapped_back_and_a_lone_suffix_is_no_rename():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+    wrapped = {f"module.{k}": v for k, v in model.state_dict().items()}
+    assert check_checkpoint(model, wrapped).renames == {
+        f"module.{k}": k for k in model.state_dict()
+    }
+    # `0.weight` ends both `a.0.weight` and `b.0.weight`: no guess between them.
+    pair = nn.ModuleDict({"a": nn.Sequential(nn.Linear(3, 3)), "b": nn.Sequential(nn.Linear(3, 3))})
+    result = check_checkpoint(pair, {"0.weight": torch.zeros(3, 3)})
+    assert "0.weight" not in result.renames

@@ -3,7 +3,9 @@ likely renames, read without running any code the checkpoint holds."""
 
 from __future__ import annotations
 
+import collections
 import difflib
+import itertools
 import json
 import os
 import pickle
@@ -325,29 +327,78 @@ def likely_renames(
     model: Mapping[str, TensorSpec],
 ) -> dict[str, str]:
     """Checkpoint key -> model key for pairs of the same shape and dtype whose names are close,
-    the closest pairs first, each key used once; in the checkpoint's key order."""
+    the closest pairs first, each key used once, never a guess between equally close ones; in
+    the checkpoint's key order.
+
+    A key that is the other with leading components added or dropped (`module.` of
+    DataParallel, `model.` of a wrapper) pairs first, without comparing every pair.
+    """
+    chosen = _prefix_renames(missing, unexpected, checkpoint, model)
+    taken_new = set(chosen.values())
+    left_missing = [k for k in missing if k not in taken_new]
+    left_unexpected = [k for k in unexpected if k not in chosen]
     pairs = []
-    for new in missing:
+    for new in left_missing:
         want = model[new]
         if want.shape is None:
             continue
-        for old in unexpected:
+        for old in left_unexpected:
             if checkpoint[old] != want:
                 continue
-            ratio = difflib.SequenceMatcher(None, old, new, autojunk=False).ratio()
+            matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+            # The quick upper bounds first: most pairs of a large model are far apart.
+            if matcher.real_quick_ratio() < RENAME_RATIO or matcher.quick_ratio() < RENAME_RATIO:
+                continue
+            ratio = matcher.ratio()
             if ratio >= RENAME_RATIO:
                 pairs.append((-ratio, old, new))
     pairs.sort()
-    taken_old: set[str] = set()
-    taken_new: set[str] = set()
-    chosen: dict[str, str] = {}
-    for _, old, new in pairs:
-        if old in taken_old or new in taken_new:
-            continue
-        taken_old.add(old)
-        taken_new.add(new)
-        chosen[old] = new
+    # Closest first; pairs equally close that share a key are a guess between them: none.
+    for _, group in itertools.groupby(pairs, key=lambda pair: pair[0]):
+        open_pairs = [
+            (old, new) for _, old, new in group if old not in chosen and new not in taken_new
+        ]
+        olds = collections.Counter(old for old, _ in open_pairs)
+        news = collections.Counter(new for _, new in open_pairs)
+        for old, new in open_pairs:
+            if olds[old] == 1 and news[new] == 1:
+                chosen[old] = new
+                taken_new.add(new)
     return {old: chosen[old] for old in unexpected if old in chosen}
+
+
+def _prefix_renames(
+    missing: list[str],
+    unexpected: list[str],
+    checkpoint: Mapping[str, TensorSpec],
+    model: Mapping[str, TensorSpec],
+) -> dict[str, str]:
+    """Pairs whose names differ only by leading dotted components: the checkpoint's key with
+    some dropped is the model's (`module.fc.weight` -> `fc.weight`), or the only model key
+    that ends with the whole checkpoint key (`fc.weight` -> `model.fc.weight`)."""
+    wanted = set(missing)
+    ends: dict[str, list[str]] = {}
+    for key in missing:
+        parts = key.split(".")
+        for n in range(1, len(parts)):
+            ends.setdefault(".".join(parts[n:]), []).append(key)
+    chosen: dict[str, str] = {}
+    taken: set[str] = set()
+
+    def fits(old: str, new: str) -> bool:
+        return new not in taken and model[new] == checkpoint[old] and model[new].shape is not None
+
+    for old in unexpected:
+        parts = old.split(".")
+        shorter = (".".join(parts[n:]) for n in range(1, len(parts)))
+        new = next((k for k in shorter if k in wanted and fits(old, k)), None)
+        if new is None:
+            longer = [k for k in ends.get(old, ()) if fits(old, k)]
+            new = longer[0] if len(longer) == 1 else None
+        if new is not None:
+            chosen[old] = new
+            taken.add(new)
+    return chosen
 
 
 def check_checkpoint(
