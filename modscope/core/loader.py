@@ -12,6 +12,7 @@ import os
 import stat
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -129,30 +130,38 @@ class _StderrLines:
     """The script's printed lines on stderr, each with its control characters escaped (a
     `\\x1b[2J` in a print must not clear the terminal).
 
-    To a terminal each line is written at once; to a file or pipe they are written in blocks,
-    as Python writes its own stdout there, and always by the end of each piece of the user's
-    code (`captured_prints`), before modscope writes anything of its own.
+    To a terminal each line is written at once. To a file or a pipe, or through a progress
+    bar's console (`route`), they are written in blocks: at 64 KiB, when a line comes 0.1 s or
+    more after the last block, and always by the end of each piece of the user's code
+    (`captured_prints`), before modscope writes anything of its own.
     """
 
     BLOCK = 1 << 16
+    LATEST = 0.1
 
     def __init__(self) -> None:
         self._held: list[str] = []
         self._size = 0
         self._at_once = False
+        self._written_at = 0.0
+        self._route: Callable[[str], None] | None = None
         self._lock = threading.Lock()
 
     def __call__(self, line: str) -> None:
         text = printable(line.expandtabs()) + "\n"
         with self._lock:
             if not self._held:  # asked once a block, not once a line (isatty is a system call)
-                self._at_once = _stderr_is_terminal()
+                self._at_once = self._route is None and _stderr_is_terminal()
             self._held.append(text)
             self._size += len(text)
-            if self._size < self.BLOCK and not self._at_once:
+            if (
+                self._size < self.BLOCK
+                and not self._at_once
+                and time.monotonic() - self._written_at < self.LATEST
+            ):
                 return
             held, self._held, self._size = self._held, [], 0
-        _write_stderr("".join(held))
+        self._write("".join(held))
 
     def flush(self) -> None:
         """Write the lines held so far."""
@@ -160,7 +169,24 @@ class _StderrLines:
             if not self._held:
                 return
             held, self._held, self._size = self._held, [], 0
-        _write_stderr("".join(held))
+        self._write("".join(held))
+
+    def route(self, write: Callable[[str], None] | None) -> None:
+        """Write the lines held so far, then hand each later block to `write` (lines that end
+        in newlines) rather than to stderr: a progress bar's console, which redraws the bar
+        below them (None: stderr again)."""
+        self.flush()
+        self._route = write
+
+    def _write(self, text: str) -> None:
+        self._written_at = time.monotonic()
+        if self._route is not None:
+            self._route(text)
+            return
+        stream = _stderr()
+        with contextlib.suppress(OSError, ValueError):  # a closed stderr: nowhere left to say it
+            stream.write(text)
+            stream.flush()
 
 
 def _stderr() -> Any:
@@ -172,13 +198,6 @@ def _stderr_is_terminal() -> bool:
         return bool(_stderr().isatty())
     except (AttributeError, OSError, ValueError):
         return False
-
-
-def _write_stderr(text: str) -> None:
-    stream = _stderr()
-    with contextlib.suppress(OSError, ValueError):  # a closed stderr: nowhere left to say it
-        stream.write(text)
-        stream.flush()
 
 
 STDERR_LINES = _StderrLines()

@@ -18,8 +18,8 @@ from rich.text import Text
 
 from modscope.core.errors import ScriptError
 from modscope.core.exit_codes import ExitCode
-from modscope.core.fmt import printable, printable_lines
-from modscope.core.loader import PrintSink, printing_to, stderr_sink
+from modscope.core.fmt import printable_lines
+from modscope.core.loader import STDERR_LINES, PrintSink, printing_to, stderr_sink
 from modscope.core.session import Session
 from modscope.core.types import UserError
 from modscope.report.labels import error_text
@@ -222,18 +222,28 @@ def report_refusal(
 class ScriptPrints:
     """The headless commands' sink for the script's prints: each line on stderr.
 
-    While a progress bar shows, `console` is the bar's: a line printed there goes above the bar,
-    which redraws below it, rather than tearing through it.
+    While a progress bar shows, `console` is the bar's: the lines are printed there, in blocks
+    (`STDERR_LINES`), above the bar, which redraws below them rather than being torn.
     """
 
     def __init__(self) -> None:
-        self.console: Console | None = None
+        self._console: Console | None = None
+
+    @property
+    def console(self) -> Console | None:
+        return self._console
+
+    @console.setter
+    def console(self, console: Console | None) -> None:
+        self._console = console
+        if console is None:
+            STDERR_LINES.route(None)
+        else:
+            # One print a block, not one a line: each print redraws the bar.
+            STDERR_LINES.route(lambda text: console.print(Text(text[:-1]), soft_wrap=True))
 
     def __call__(self, line: str) -> None:
-        if self.console is None:
-            stderr_sink(line)
-        else:
-            self.console.print(Text(printable(line.expandtabs())), soft_wrap=True)
+        stderr_sink(line)
 
 
 def load_session(args: argparse.Namespace, *, sink: PrintSink = stderr_sink) -> Session | None:

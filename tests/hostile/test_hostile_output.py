@@ -5,6 +5,7 @@ takes a command down."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -14,9 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from rich.text import Text
 
 from modscope.core.loader import captured_prints, load_script
+from modscope.report.common import ScriptPrints
 from modscope.tui.log_pane import LOG_LIMIT, LogPane
 from tests.tui.tui_helpers import AppMaker, settle
 
@@ -87,6 +90,29 @@ def test_many_lines_each_reach_the_sink():
         print("x", "y", sep="\t", end="")
     assert len(lines) == 100_001
     assert lines[:2] == ["0", "1"] and lines[-2:] == ["99999", "x\ty"]
+
+
+def test_prints_under_a_progress_bar_are_printed_in_blocks():
+    # Each print on the bar's console redraws the bar, so the lines go there in blocks.
+    console = Console(file=io.StringIO(), width=80)
+    calls: list[object] = []
+    print_on_console = console.print
+
+    def counting_print(*objects: object, **kwargs: object) -> None:
+        calls.append(objects)
+        print_on_console(*objects, **kwargs)  # type: ignore[arg-type]
+
+    console.print = counting_print  # type: ignore[method-assign]
+    prints = ScriptPrints()
+    prints.console = console
+    try:
+        with captured_prints(prints):
+            for i in range(10_000):
+                print(f"line {i}\x1b[2J")
+    finally:
+        prints.console = None
+    assert console.file.getvalue().splitlines() == [f"line {i}\\x1b[2J" for i in range(10_000)]
+    assert 1 <= len(calls) <= 100
 
 
 def test_a_progress_line_is_printed_once_on_stderr(tmp_path):
