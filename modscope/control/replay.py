@@ -190,9 +190,8 @@ class UnreadableRecording:
         self.error = error
 
     def load(self) -> list[up.Update]:
-        error = UserError(
-            str(self.error), "RecordingError", self.error.file, self.error.line, Phase.LOAD
-        )
+        file = self.error.file or self.folder  # the folder itself, when no one file is at fault
+        error = UserError(str(self.error), "RecordingError", file, self.error.line, Phase.LOAD)
         status = up.SessionStatus(self.folder, replay=self.folder)
         return [up.StatusChanged(status), up.LoadFailed(error)]
 
