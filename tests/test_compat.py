@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -206,3 +208,17 @@ def test_a_dataparallel_prefix_is_mapped_back_and_a_lone_suffix_is_no_rename():
     pair = nn.ModuleDict({"a": nn.Sequential(nn.Linear(3, 3)), "b": nn.Sequential(nn.Linear(3, 3))})
     result = check_checkpoint(pair, {"0.weight": torch.zeros(3, 3)})
     assert "0.weight" not in result.renames
+
+
+def test_compat_imports_neither_textual_nor_the_doctor(tiny_lm_checkpoint):
+    code = (
+        "import contextlib, io, sys\n"
+        "from modscope.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main(['compat', {str(TINY_LM)!r}, {str(tiny_lm_checkpoint)!r}]) == 0\n"
+        "print(sorted({m.split('.')[0] if m.startswith('textual') else m for m in sys.modules\n"
+        "    if m.startswith(('textual', 'modscope.core.doctor', 'syrupy'))}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
