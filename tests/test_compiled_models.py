@@ -62,6 +62,12 @@ SCRIPTS = {
     # A compiled block inside a plain model.
     "sub": MODEL + 'model = Model(torch.compile(MLP(), backend="aot_eager"))\n',
 }
+# A compiled forward method, the module itself left as it is.
+SCRIPTS["forward"] = (
+    MODEL
+    + "model = Model(MLP())\n"
+    + 'model.forward = torch.compile(model.forward, backend="aot_eager")\n'
+)
 SCRIPTS["fullgraph"] = SCRIPTS["sub"].replace(
     'backend="aot_eager"', 'backend="aot_eager", fullgraph=True'
 )
@@ -70,7 +76,12 @@ LIGHT = ["whole_aot", "sub"]
 OPTIMIZER = "optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
 
 # The paths of the MLP's Linear layers, inside the compiled call, as `state_dict` names them.
-INNER = {"whole": "_orig_mod.mlp.fc", "whole_aot": "_orig_mod.mlp.fc", "sub": "mlp._orig_mod.fc"}
+INNER = {
+    "whole": "_orig_mod.mlp.fc",
+    "whole_aot": "_orig_mod.mlp.fc",
+    "sub": "mlp._orig_mod.fc",
+    "forward": "mlp.fc",
+}
 
 NAN = """
 import torch
@@ -217,7 +228,7 @@ def test_check_is_clean_and_its_eval_probe_runs(
     assert "could not run" not in text
 
 
-@pytest.mark.parametrize("name", ["whole", "sub"])
+@pytest.mark.parametrize("name", ["whole", "sub", "forward"])
 def test_run_with_every_hook_sees_inside_and_ends_bit_identical(
     name: str, scripts: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -114,8 +114,13 @@ def compiled_inner(module: nn.Module) -> tuple[nn.Module, bool] | None:
     """`(the module whose call TorchDynamo traces when `module` is called, whether that call
     is compiled with `fullgraph=True`)`: the user's module inside a `torch.compile(module)`
     wrapper (`OptimizedModule._orig_mod`), or `module` itself when `module.compile()` compiled
-    it in place; None for a module that is neither."""
+    it in place or its `forward` was replaced by a compiled one; None for any other module."""
+    # `module.compile()`, or `module.forward = torch.compile(module.forward)`: either way the
+    # module's submodules are called from compiled code.
     in_place = module.__dict__.get("_compiled_call_impl")
+    forward = module.__dict__.get("forward")
+    if in_place is None and hasattr(forward, "_torchdynamo_orig_callable"):
+        in_place = forward
     if in_place is not None:
         cells = getattr(in_place, "__closure__", None) or ()
         contexts = [c.cell_contents for c in cells if hasattr(c.cell_contents, "callback")]
