@@ -89,31 +89,54 @@ class _SinkWriter(io.TextIOBase):
             self._end_line()
 
 
-@contextlib.contextmanager
-def _intercepted_exit() -> Iterator[None]:
-    # os._exit ends the process at once: no error, no JSON error line, exit status as given
-    # (0 reads as success). While the user's code runs on this thread of this process it
-    # raises instead; a forked child (a DataLoader worker) and other threads keep the real one.
-    real = os._exit
-    pid, thread = os.getpid(), threading.get_ident()
+class _ExitGuard:
+    """`os._exit` as the user's code sees it while it runs: it raises `ExitIntercepted`.
 
-    def intercepting_exit(status: int) -> NoReturn:
-        if isinstance(status, int) and os.getpid() == pid and threading.get_ident() == thread:
+    os._exit ends the process at once: no error, no JSON error line, the status as given (0
+    reads as success). Only the threads running the user's code (`captured_prints`) of this
+    process raise; a forked child (a DataLoader worker) and other threads exit as asked. The
+    real function is back once no thread runs the user's code.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depths: dict[int, int] = {}  # thread ident -> nested `active()` blocks
+        self._real: Callable[[int], NoReturn] = os._exit
+        self._pid = 0
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._lock:
+            if not self._depths:
+                self._real, self._pid = os._exit, os.getpid()
+                os._exit = self._exit
+            self._depths[me] = self._depths.get(me, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depths[me] -= 1
+                if not self._depths[me]:
+                    del self._depths[me]
+                if not self._depths:
+                    os._exit = self._real
+
+    def _exit(self, status: int) -> NoReturn:
+        raising = os.getpid() == self._pid and threading.get_ident() in self._depths
+        if raising and isinstance(status, int):
             raise ExitIntercepted(status)
-        real(status)
+        self._real(status)
 
-    os._exit = intercepting_exit
-    try:
-        yield
-    finally:
-        os._exit = real
+
+_EXIT_GUARD = _ExitGuard()
 
 
 @contextlib.contextmanager
 def captured_prints(sink: PrintSink | None) -> Iterator[None]:
     """Run the user's code: what it prints goes to `sink` (stdout stays clean for JSON), and
     `os._exit()` raises `ExitIntercepted` rather than ending the process."""
-    with _intercepted_exit():
+    with _EXIT_GUARD.active():
         if sink is None:
             yield
             return

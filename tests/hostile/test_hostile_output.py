@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from rich.console import Console
 from rich.text import Text
 
+from modscope.core.interrupts import ExitIntercepted
 from modscope.core.loader import captured_prints, load_script
 from modscope.report.common import ScriptPrints
 from modscope.tui.log_pane import LOG_LIMIT, LogPane
@@ -225,6 +227,28 @@ def test_os_exit_in_the_doctors_eval_probe_is_a_note(tmp_path):
     assert report["steps_run"] == 1
     assert "could not run: ExitIntercepted: os._exit(0) was called" in result.stderr
     assert f"{path}:14" in result.stderr
+
+
+def test_os_exit_is_the_real_one_again_once_no_user_code_runs():
+    real = os._exit
+    other_entered, other_may_leave = threading.Event(), threading.Event()
+
+    def other_session() -> None:
+        with captured_prints(None):
+            other_entered.set()
+            other_may_leave.wait(10)
+
+    other = threading.Thread(target=other_session)
+    with captured_prints(None):
+        other.start()
+        other_entered.wait(10)
+        with pytest.raises(ExitIntercepted):
+            os._exit(0)
+    # The other thread still runs user code: the guard stays until it leaves, then goes.
+    assert os._exit is not real
+    other_may_leave.set()
+    other.join(10)
+    assert os._exit is real
 
 
 def test_os_exit_of_a_forked_child_still_ends_the_child(tmp_path):
