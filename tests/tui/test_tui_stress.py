@@ -52,8 +52,9 @@ async def shrink_and_grow(app, pilot) -> None:
         (("l",), LayersScreen),
         (("g",), StepScreen),
         (("slash",), None),
+        (("ctrl+c",), QuitScreen),
     ],
-    ids=["main", "help", "hook", "breaks", "diff", "layers", "step", "filter"],
+    ids=["main", "help", "hook", "breaks", "diff", "layers", "step", "filter", "quit"],
 )
 async def test_every_screen_survives_any_size_and_still_answers_keys(make_app, keys, screen):
     app = make_app()
