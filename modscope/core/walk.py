@@ -115,8 +115,13 @@ def compiled_inner(module: nn.Module) -> tuple[nn.Module, bool] | None:
     is compiled with `fullgraph=True`)`: the user's module inside a `torch.compile(module)`
     wrapper (`OptimizedModule._orig_mod`), or `module` itself when `module.compile()` compiled
     it in place or its `forward` was replaced by a compiled one; None for any other module."""
-    # `module.compile()`, or `module.forward = torch.compile(module.forward)`: either way the
-    # module's submodules are called from compiled code.
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    if eval_frame is not None and isinstance(module, eval_frame.OptimizedModule):
+        inner = module._orig_mod
+        fullgraph = _is_fullgraph(module.dynamo_ctx)
+        return (inner, fullgraph) if isinstance(inner, nn.Module) else None
+    # `module.compile()`, or `module.forward = torch.compile(module.forward)` (a wrapper's own
+    # `forward` is one too, hence after it): either way the submodules run in compiled code.
     in_place = module.__dict__.get("_compiled_call_impl")
     forward = module.__dict__.get("forward")
     if in_place is None and hasattr(forward, "_torchdynamo_orig_callable"):
@@ -125,11 +130,6 @@ def compiled_inner(module: nn.Module) -> tuple[nn.Module, bool] | None:
         cells = getattr(in_place, "__closure__", None) or ()
         contexts = [c.cell_contents for c in cells if hasattr(c.cell_contents, "callback")]
         return module, any(_is_fullgraph(c) for c in contexts)
-    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
-    if eval_frame is not None and isinstance(module, eval_frame.OptimizedModule):
-        inner = module._orig_mod
-        fullgraph = _is_fullgraph(module.dynamo_ctx)
-        return (inner, fullgraph) if isinstance(inner, nn.Module) else None
     return None
 
 
