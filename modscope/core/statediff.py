@@ -107,13 +107,15 @@ class _Exotic:
     `form` says what else must be equal for the elements to be compared (dtype, shapes of a
     nested tensor's components, quantization parameters); `bits` the elements as integers of
     their width, for dtypes compared bit by bit (exact: `changed` and the count of changed
-    elements); `values` the elements as numbers where they have a meaning (a quantized
-    tensor's dequantized values, a nested tensor's values), for |delta| and the relative
-    change."""
+    elements); `values` the elements as numbers where they have a meaning (a nested tensor's
+    values; a packed quantized one's, `quint4x2`), for |delta| and the relative change. A
+    quantized tensor keeps its integers only (`quantization` maps them to values), so its copy
+    takes no more memory than the tensor."""
 
     form: tuple[object, ...]
     bits: torch.Tensor | None
     values: torch.Tensor | None
+    quantization: tuple[object, ...] | None = None
 
     @classmethod
     def of(cls, t: torch.Tensor) -> _Exotic:
@@ -121,11 +123,24 @@ class _Exotic:
             if t.is_nested:
                 return cls((t.dtype, t.layout, nested_shapes(t)), None, nested_values(t))
             if t.is_quantized:
-                form = (t.dtype, tuple(t.shape), *_quantization(t))
-                return cls(form, bits_of(t).reshape(-1), t.dequantize().reshape(-1))
+                quantization = _quantization(t)
+                form = (t.dtype, tuple(t.shape), *quantization)
+                ints = bits_of(t)
+                if ints.numel() == t.numel():
+                    return cls(form, ints, None, quantization)
+                # Packed (two elements a byte): compared by value, one to one with the bits.
+                return cls(form, None, t.dequantize().reshape(-1), quantization)
             # No arithmetic at all: a copy of the raw bits (the dtype's own `clone` may not
             # exist: `int4` has none).
             return cls((t.dtype, tuple(t.shape)), bits_of(t.detach()).reshape(-1).clone(), None)
+
+    def numbers(self) -> torch.Tensor | None:
+        """The elements as numbers, flat; None where they have no meaning."""
+        if self.values is not None:
+            return self.values
+        if self.quantization is not None and self.bits is not None:
+            return _dequantized(self.bits, self.quantization).reshape(-1)
+        return None
 
     def diff(self, before: _Exotic) -> tuple[list[float | None], int | None] | None:
         """`segments.DIFF_COLUMNS` against `before` (max |delta| and the relative change None
@@ -138,12 +153,31 @@ class _Exotic:
             count = int((self.bits != before.bits).sum())
             if count == 0:
                 return [0.0, 0.0, 0.0], 0
-        if self.values is None or before.values is None:
+        new, old = self.numbers(), before.numbers()
+        if new is None or old is None:
             return [1.0, None, segments.FROM_ZERO], count
-        numbers = _key_diff(self.values, before.values).tolist()
+        if count is None and self.quantization is not None:
+            count = int((new != old).sum())  # one value per integer, the parameters equal
+        numbers = _key_diff(new, old).tolist()
         if count is not None:
-            numbers[0] = 1.0  # the bits changed; the dequantized values may round the same
+            numbers[0] = float(count > 0)  # the bits decide, not values that may round alike
         return numbers, count
+
+
+def _dequantized(ints: torch.Tensor, quantization: tuple[object, ...]) -> torch.Tensor:
+    """The values of a quantized tensor's integers `ints` (its `int_repr()`), as `dequantize`
+    computes them: (q - zero point) * scale in float32."""
+    scheme, *params = quantization
+    q = ints.to(torch.float32)
+    if scheme in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        scale, zero_point = params
+        return (q - float(zero_point)) * torch.tensor(scale, dtype=torch.float32)  # type: ignore[arg-type]
+    axis, scales, zero_points = params
+    shape = [1] * q.dim()
+    shape[axis] = -1  # type: ignore[index]
+    scale_t = torch.tensor(scales, dtype=torch.float32, device=q.device).view(shape)
+    zero_t = torch.tensor(zero_points, dtype=torch.float32, device=q.device).view(shape)
+    return (q - zero_t) * scale_t
 
 
 def _quantization(t: torch.Tensor) -> tuple[object, ...]:
@@ -263,12 +297,15 @@ class StateTracker:
         filled the budget (none without a budget)."""
         if self.budget is None:
             return set()
+        tensors = [(k, v) for k, v in state.items() if isinstance(v, torch.Tensor)]
+        # Keys kept in another form (`is_exotic`) are copied whole: their copies come first.
+        exotic = sum(_nbytes(v) for _, v in tensors if not v.is_meta and is_exotic(v))
         sizes = sorted(
             (_nbytes(v), i, k)
-            for i, (k, v) in enumerate(state.items())
-            if isinstance(v, torch.Tensor) and SampledState.handles(v) and not is_exotic(v)
+            for i, (k, v) in enumerate(tensors)
+            if SampledState.handles(v) and not is_exotic(v)
         )
-        left = self.budget
+        left = self.budget - exotic
         over: set[str] = set()
         for size, _, key in sizes:
             if over or size > left:

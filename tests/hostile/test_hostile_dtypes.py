@@ -266,3 +266,31 @@ def test_check_and_run_hold_with_a_strided_nested_buffer(tmp_path: Path, capsys)
     steps = [line for line in _strict(capsys.readouterr().out) if line["event"] == "step"]
     nested = steps[-1]["state"]["nt"]
     assert nested["shape"] == [2, 3] and nested["values"] == [1.0] * 5
+
+
+def test_exotic_copies_count_against_the_memory_budget():
+    values = torch.randn(10_000)
+    ints = torch.quantize_per_tensor(values, 0.1, 0, torch.qint8)  # 10,000 bytes
+    state = {"q": ints, "w": torch.randn(4_100)}  # 16,400 bytes of float32
+    tracker = StateTracker(budget=20_000)
+    tracker.reset(state)
+    # The quantized key is copied whole (its integers only), so the float one no longer fits.
+    assert tracker.sampled_keys == ("w",)
+    values[7] += 0.5
+    diff = tracker.diff(
+        {"q": torch.quantize_per_tensor(values, 0.1, 0, torch.qint8), "w": state["w"]}
+    )
+    assert diff.changed == ("q",) and diff.changed_elements == {"q": 1}
+
+
+def test_a_per_channel_quantized_buffer_diffs_by_its_own_scales():
+    values = torch.tensor([[0.5, 1.0], [2.0, 4.0]])
+    scales, zeros = torch.tensor([0.5, 0.25]), torch.tensor([0, 1])
+    before = torch.quantize_per_channel(values, scales, zeros, 0, torch.qint8)
+    after = torch.quantize_per_channel(
+        values + torch.tensor([[0, 0], [0, 1.0]]), scales, zeros, 0, torch.qint8
+    )
+    tracker = StateTracker()
+    tracker.reset({"q": before})
+    diff = tracker.diff({"q": after})
+    assert diff.changed_elements == {"q": 1} and diff.max_abs_delta["q"] == 1.0
