@@ -97,11 +97,12 @@ class SessionThread:
             if not (stepping or queued or running):
                 return False
             done = []
-            if stepping:
-                interrupt = getattr(self._controller, "interrupt", None)
-                if interrupt is not None:
-                    interrupt()
+            interrupt = getattr(self._controller, "interrupt", None)
+            if stepping and interrupt is not None:
+                interrupt()
                 done.append("the step under way stops at its next phase boundary")
+            elif stepping:  # a replay's: no phases to stop between
+                done.append("the step under way runs to its end")
             if running:
                 self._running = False
                 done.append("the continuous run stops")
