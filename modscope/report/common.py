@@ -95,8 +95,8 @@ def report_output(*, as_json: bool) -> Iterator[None]:
         _report = open(  # noqa: SIM115 (closed below, or left to the process's end)
             private,
             "w",
-            encoding=saved.encoding,
-            errors=saved.errors,
+            encoding=getattr(saved, "encoding", None),
+            errors=getattr(saved, "errors", None),
             buffering=1 if getattr(saved, "line_buffering", False) else -1,
         )
         os.dup2(2, 1)
