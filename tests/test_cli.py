@@ -84,7 +84,7 @@ def test_tree_shows_what_failed_to_register_and_honours_depth(capsys):
 
 def test_tree_marks_a_stateless_unregistered_module_by_what_it_loses(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
-    script = tmp_path / "kernels.py"
+    script = tmp_path / "stateless_tables.py"
     script.write_text(
         "import torch\nfrom torch import nn\n\n"
         "class Kernel(nn.Module):\n    def forward(self, x):\n        return x\n\n"

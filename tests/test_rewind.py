@@ -312,10 +312,12 @@ def test_a_share_is_of_the_memory_available_when_the_session_starts() -> None:
 
 def test_the_command_line_hands_the_rewind_budget_to_the_app(monkeypatch, capsys) -> None:
     import modscope.launch
+    import modscope.live
 
     seen: dict[str, object] = {}
     monkeypatch.setattr(modscope.launch, "make_app", lambda script, **kw: seen.update(kw))
     monkeypatch.setattr(modscope.launch, "run_app", lambda app: 0)
+    monkeypatch.setattr(modscope.live, "why_no_terminal", lambda: None)  # as in a terminal
     assert main([POWLOG, "--rewind-budget", "64MiB"]) == 0
     assert seen["rewind_budget"] == 64 << 20
     with pytest.raises(SystemExit) as exit_:
