@@ -19,8 +19,9 @@ class LogPane(RichLog):
     """A RichLog fed plain Texts only (user prints are never parsed as markup, and each
     printed line is shown escaped: a `\\x1b[2J` in a print shows, it does not clear the screen).
 
-    Entries are written to the RichLog once per burst, and only the last `LOG_LIMIT` of them: a
-    script that prints a million lines costs the newest 2,000 their wrapping, not all of them.
+    The script's printed lines are written to the RichLog once per burst, and only the last
+    `LOG_LIMIT` of them: a script that prints a million lines costs the newest 2,000 their
+    wrapping, not all of them. modscope's own entries are written as they come.
     """
 
     DEFAULT_CSS = """
@@ -46,6 +47,9 @@ class LogPane(RichLog):
         is shown as it is: the labels that build one escape what they take from the user)."""
         line = text if isinstance(text, Text) else Text(printable_lines(text), style=style)
         self._append(line, line.plain)
+        # modscope's own entries come one at a time: written at once, in order after any
+        # printed lines still waiting, so what the log shows never depends on timing.
+        self._write_unwritten()
 
     def _append(self, entry: Text | str, plain: str) -> None:
         self.plain_lines.append(plain)
@@ -56,6 +60,8 @@ class LogPane(RichLog):
 
     def _write_unwritten(self) -> None:
         count, self._unwritten = self._unwritten, 0
+        if count == 0:
+            return
         if count >= len(self._entries):
             # The burst pushed out every entry shown before it: the RichLog starts afresh.
             self.clear()
