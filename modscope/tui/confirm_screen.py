@@ -48,6 +48,9 @@ class ConfirmScreen(ModalScreen[bool]):
     }
     """
 
+    KEYS: ClassVar[tuple[str, str]] = ("y", "n / q / escape")
+    """The keys that answer yes and no, as the subtitle names them (they follow BINDINGS)."""
+
     def __init__(self, title: str, body: Text, yes: str = "Yes", no: str = "No") -> None:
         super().__init__()
         self.title_text = title
@@ -58,7 +61,10 @@ class ConfirmScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical() as box:
             box.border_title = Text(self.title_text)
-            box.border_subtitle = Text(f"y: {self.yes.lower()} · n / q / escape: {self.no.lower()}")
+            yes_keys, no_keys = self.KEYS
+            box.border_subtitle = Text(
+                f"{yes_keys}: {self.yes.lower()} · {no_keys}: {self.no.lower()}"
+            )
             yield Static(self.body, id="confirm-body")
             with Horizontal(id="confirm-buttons"):
                 yield Button(self.yes, variant="warning", id="yes", compact=True)

@@ -300,3 +300,16 @@ async def test_keys_typed_right_after_q_do_not_crash_the_quit(make_app):
             app.post_message(events.Key(key, key))
         await pilot.pause()
     assert app.return_code == 0 and app._exception is None
+
+
+async def test_q_in_the_quit_question_quits_and_escape_stays(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await press(app, pilot, "ctrl+c")
+        assert "y / q / ctrl+c: quit" in str(app.screen.query_one("Vertical").border_subtitle)
+        await press(app, pilot, "escape")
+        assert app.is_running and app.screen is app.screen_stack[0]
+        await press(app, pilot, "ctrl+c")
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code == 0 and not app.is_running
