@@ -95,23 +95,19 @@ def error_text(error: UserError, *, file: str | None = None, traceback: bool = F
         text.append(printable(error.exc_type), style="bold red")
         text.append("\n")
         text.append(printable_lines(error.message))
-        if error.hint:
-            text.append("\n")
-            text.append(printable_lines(error.hint), style="italic")
-        if traceback and error.traceback:
-            text.append("\n\n")
-            text.append(printable_lines(error.traceback.rstrip()), style="dim")
-        return text
-    where = printable(file if file is not None else (error.file or "?"))
-    if error.line:
-        where += f", line {error.line}"
-    when = "while loading" if error.step is None else f"at step {error.step}, {error.phase.value}"
-    text.append(printable(error.exc_type), style="bold red")
-    text.append(f" in {where} ({when})\n")
-    text.append(printable_lines(error.message))
-    if error.source_line:
-        text.append("\n    ")
-        text.append(printable(error.source_line.strip()), style="bold")
+    else:
+        where = printable(file if file is not None else (error.file or "?"))
+        if error.line:
+            where += f", line {error.line}"
+        when = (
+            "while loading" if error.step is None else f"at step {error.step}, {error.phase.value}"
+        )
+        text.append(printable(error.exc_type), style="bold red")
+        text.append(f" in {where} ({when})\n")
+        text.append(printable_lines(error.message))
+        if error.source_line:
+            text.append("\n    ")
+            text.append(printable(error.source_line.strip()), style="bold")
     if error.hint:
         text.append("\n")
         text.append(printable_lines(error.hint), style="italic")
