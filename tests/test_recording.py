@@ -21,11 +21,10 @@ from modscope.control.recording import (
     UPDATES_FILE,
     RecordingError,
     RecordingWriter,
-    decode,
-    encode,
     read_recording,
     script_meta,
 )
+from modscope.control.recording_codec import decode, encode
 from modscope.core.hook_spec import HookSpec
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")
