@@ -33,7 +33,7 @@ from modscope.core.doctor.rules import dedup_key
 from modscope.core.errors import ScriptError, user_error
 from modscope.core.hook_spec import HookSpec, HookSpecError
 from modscope.core.hooks import EventDraft, IterationAbandoned, events_of
-from modscope.core.loader import PrintSink
+from modscope.core.print_capture import PrintSink
 from modscope.core.session import Session
 from modscope.core.types import (
     BreakEvent,

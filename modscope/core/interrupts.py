@@ -98,7 +98,8 @@ def is_real_interrupt(exc: BaseException) -> bool:
 
 class ExitIntercepted(BaseException):
     """Raised in place of `os._exit(status)` called by the user's code while modscope runs it
-    (`modscope.core.loader.captured_prints`): the process would end at once, with no error."""
+    (`modscope.core.print_capture.captured_prints`): the process would end at once, with no
+    error."""
 
     def __init__(self, status: int) -> None:
         super().__init__(status)

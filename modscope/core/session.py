@@ -35,7 +35,7 @@ from modscope.core.hooks import (
 )
 from modscope.core.interrupts import is_real_interrupt
 from modscope.core.inventory import build_inventory
-from modscope.core.loader import LoadedScript, PrintSink, captured_prints, load_script
+from modscope.core.loader import LoadedScript, load_script
 from modscope.core.losses import LossError, check_loss, is_scalar_loss, loss_value, main_output
 from modscope.core.memory_budget import copy_budget, history_limit, resolve_budget
 from modscope.core.model_state import (
@@ -45,6 +45,7 @@ from modscope.core.model_state import (
     wrapper_note,
 )
 from modscope.core.outputs import atomic_write, check_writable
+from modscope.core.print_capture import PrintSink, captured_prints
 from modscope.core.script_names import MISSING
 from modscope.core.session_time_travel import TimeTravel
 from modscope.core.statediff import StateTracker

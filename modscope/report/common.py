@@ -19,7 +19,7 @@ from rich.text import Text
 from modscope.core.errors import ScriptError
 from modscope.core.exit_codes import ExitCode
 from modscope.core.fmt import printable_lines
-from modscope.core.loader import STDERR_LINES, PrintSink, printing_to, stderr_sink
+from modscope.core.print_capture import STDERR_LINES, PrintSink, printing_to, stderr_sink
 from modscope.core.session import Session
 from modscope.core.types import UserError
 from modscope.report.labels import error_text

@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.text import Text
 
 from modscope.core.interrupts import ExitIntercepted
-from modscope.core.loader import captured_prints, load_script
+from modscope.core.loader import load_script
+from modscope.core.print_capture import captured_prints
 from modscope.report.common import ScriptPrints
 from modscope.tui.log_pane import LOG_LIMIT, LogPane
 from tests.tui.tui_helpers import AppMaker, settle

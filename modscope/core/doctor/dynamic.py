@@ -13,7 +13,7 @@ from modscope.core.doctor.watch import StepWatcher
 from modscope.core.errors import user_error
 from modscope.core.interrupts import is_real_interrupt
 from modscope.core.layer_stats import LayerWatch
-from modscope.core.loader import captured_prints
+from modscope.core.print_capture import captured_prints
 from modscope.core.session import Session
 from modscope.core.types import Finding, Phase, UserError
 from modscope.core.walk import refusing_hooks, refusing_phrase
