@@ -131,8 +131,8 @@ class ReplayController:
 
     def _shown_break(self) -> list[up.Update]:
         """The status, after the break when the replay stands where the run stopped at one."""
-        at_break = self._break is not None and self._at == self.steps
-        return [*([up.BreakHit(self._break)] if at_break else []), self._status()]
+        shown = self._break if self._at == self.steps else None
+        return [*([up.BreakHit(shown)] if shown is not None else []), self._status()]
 
     def _end_words(self) -> str:
         if self._break is None:

@@ -12,7 +12,7 @@ import torch
 from modscope.control import updates as up
 from modscope.core.inventory import fold_runs
 from modscope.core.session import Session
-from modscope.core.summary import capture, resolve
+from modscope.core.summary import PendingSummary, capture, resolve
 from modscope.core.types import TensorSummary
 from modscope.core.walk import tensor_at
 
@@ -67,7 +67,7 @@ def summaries_of(
         if t is not None:
             found.append((path, t))
     params = [(p, t) for p, t in found if isinstance(t, torch.nn.Parameter)] if with_grads else []
-    pending = [capture(t) for _, t in found]
+    pending: list[PendingSummary | None] = [capture(t) for _, t in found]
     pending += [capture(t.grad) if t.grad is not None else None for _, t in params]
     resolved = resolve(pending)
     n = len(found)

@@ -115,14 +115,14 @@ class BreakCondition:
 def _number(text: str, number: str, *, integer: bool) -> float:
     if integer:
         try:
-            value = int(number)
+            step = int(number)
         except ValueError:
             raise BreakSpecError(
                 f"break condition {text!r}: step=N needs a whole number, e.g. step=3"
             ) from None
-        if value < 1:
+        if step < 1:
             raise BreakSpecError(f"break condition {text!r}: steps count from 1")
-        return value
+        return step
     try:
         value = float(number)
     except ValueError:

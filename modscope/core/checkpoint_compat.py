@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parameter import UninitializedTensorMixin
+from torch.nn.parameter import is_lazy
 
 from modscope.core.fmt import printable
 
@@ -168,7 +168,7 @@ def tensor_spec(value: Any) -> TensorSpec:
     if not isinstance(value, torch.Tensor):
         return TensorSpec(None, type(value).__name__)
     dtype = str(value.dtype).removeprefix("torch.")
-    if isinstance(value, UninitializedTensorMixin):
+    if is_lazy(value):
         return TensorSpec(None, dtype)
     try:
         return TensorSpec(tuple(value.shape), dtype)

@@ -42,7 +42,9 @@ def rewind_budget(budget: int | float | None, model: nn.Module | None = None) ->
     available to this process, or (None, or a share that cannot be told) `default_budget`."""
     if isinstance(budget, int):
         return budget
-    available = host_available() if budget is not None else None
+    if budget is None:
+        return default_budget(model)
+    available = host_available()
     return int(available * budget) if available is not None else default_budget(model)
 
 
@@ -79,7 +81,7 @@ class Checkpoint:
     step: int
     batch_position: int
     state: dict[str, torch.Tensor]
-    parameters: tuple[nn.Parameter, ...]
+    parameters: tuple[torch.Tensor, ...]
     requires_grad: tuple[bool, ...]
     grads: tuple[torch.Tensor | None, ...]
     training: tuple[bool, ...]

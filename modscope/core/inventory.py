@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 import torch
 from torch import nn
-from torch.nn.parameter import UninitializedTensorMixin
+from torch.nn.parameter import is_lazy
 
 # Re-exported: the tree's folding and the unregistered search were part of this module.
 from modscope.core.filled import filled, plain_frozen
@@ -286,16 +286,17 @@ class _Walk:
             totals[i] = totals[first]
 
         extra_by_module: dict[int, str] = {}
-        infos = []
+        module_infos = []
         for i, entry in enumerate(entries):
             module = entry.module
             extra = ""
             if extra_reprs:
-                key = id(module)
-                extra = extra_by_module.get(key)
-                if extra is None:
-                    extra = extra_by_module[key] = _extra_repr(module)
-            infos.append(
+                module_id = id(module)
+                known_extra = extra_by_module.get(module_id)
+                if known_extra is None:
+                    known_extra = extra_by_module[module_id] = _extra_repr(module)
+                extra = known_extra
+            module_infos.append(
                 _snapshot(
                     ModuleInfo,
                     {
@@ -312,7 +313,7 @@ class _Walk:
                     },
                 )
             )
-        return tuple(infos)
+        return tuple(module_infos)
 
 
 def _others(paths: list[str], path: str) -> tuple[str, ...]:
@@ -366,7 +367,7 @@ def _tensor_facts(t: torch.Tensor) -> _Facts:
     device = _DEVICE_NAMES.get(device_obj)
     if device is None:
         device = _DEVICE_NAMES[device_obj] = str(device_obj)
-    if isinstance(t, UninitializedTensorMixin):
+    if is_lazy(t):
         return (), dtype, device, 0, 0, LAZY_NOTE
     try:
         numel = t.numel()

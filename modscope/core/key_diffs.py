@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -167,7 +168,7 @@ def _dequantized(ints: torch.Tensor, quantization: tuple[object, ...]) -> torch.
         return (q - float(zero_point)) * torch.tensor(scale, dtype=torch.float32)  # type: ignore[arg-type]
     axis, scales, zero_points = params
     shape = [1] * q.dim()
-    shape[axis] = -1  # type: ignore[index]
+    shape[cast(int, axis)] = -1  # `_quantization` puts the channel axis here, an int
     scale_t = torch.tensor(scales, dtype=torch.float32, device=q.device).view(shape)
     zero_t = torch.tensor(zero_points, dtype=torch.float32, device=q.device).view(shape)
     return (q - zero_t) * scale_t

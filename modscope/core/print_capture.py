@@ -85,7 +85,7 @@ class _ExitGuard:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._depths: dict[int, int] = {}  # thread ident -> nested `active()` blocks
-        self._real: Callable[[int], NoReturn] = os._exit
+        self._real = os._exit
         self._pid = 0
 
     @contextlib.contextmanager
@@ -126,7 +126,7 @@ def captured_prints(sink: PrintSink | None) -> Iterator[None]:
             return
         writer = _SinkWriter(sink)
         try:
-            with contextlib.redirect_stdout(writer):  # type: ignore[type-var]
+            with contextlib.redirect_stdout(writer):
                 yield
         finally:
             writer.flush()

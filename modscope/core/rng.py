@@ -49,7 +49,7 @@ class RngState:
             return False
         if (self.numpy is None) != (other.numpy is None):
             return False
-        if self.numpy is not None:
+        if self.numpy is not None and other.numpy is not None:
             a, b = self.numpy, other.numpy
             return bool(a[0] == b[0] and (a[1] == b[1]).all() and a[2:] == b[2:])
         return True

@@ -13,8 +13,12 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 SAMPLE_SIZE = 4096
 """Elements in a key's sample: its estimates' relative error is about 1/sqrt(SAMPLE_SIZE)
@@ -77,5 +81,6 @@ def digest(t: torch.Tensor) -> bytes:
         piece = piece.contiguous().reshape(-1)
         if piece.device.type != "cpu":
             piece = piece.cpu()
-        h.update(piece.view(torch.uint8).numpy())
+        # NumPy's stubs give an array `__buffer__` from Python 3.12 on only; every array is one.
+        h.update(cast("Buffer", piece.view(torch.uint8).numpy()))
     return h.digest()

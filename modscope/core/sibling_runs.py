@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 from modscope.core.types import Inventory, ModuleInfo
 
 
-class SiblingRun(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class SiblingRun:
     """Consecutive siblings with one structure: `children[start:start + count]`."""
 
     start: int

@@ -215,7 +215,7 @@ class StateTracker:
         fresh: dict[str, SampledState] = {}
         fresh_exotic: dict[str, ExoticForm] = {}
         counts: dict[str, int] = {}
-        on_host: list[tuple[str, list[float | None]]] = []
+        on_host: list[tuple[str, Sequence[float | None]]] = []
         rows: dict[torch.device, list[tuple[Sequence[str], torch.Tensor]]] = {}
         flats: dict[_Kind, torch.Tensor] = {}
         joined: set[str] = set()
@@ -236,11 +236,11 @@ class StateTracker:
                     continue
                 if key in self._sampled:
                     now = SampledState.of(value.detach()) if SampledState.handles(value) else None
-                    stats = sampled_diff(self._sampled[key], now)
-                    if stats is None:
+                    approx = sampled_diff(self._sampled[key], now)
+                    if approx is None:
                         reshaped.append(key)  # a new shape or dtype: changed, no statistics
                     else:
-                        rows.setdefault(stats.device, []).append(((key,), stats.reshape(1, -1)))
+                        rows.setdefault(approx.device, []).append(((key,), approx.reshape(1, -1)))
                     if now is not None:
                         fresh[key] = now
                     continue
@@ -301,7 +301,7 @@ class StateTracker:
         value: torch.Tensor,
         fresh: dict[str, ExoticForm],
         counts: dict[str, int],
-        on_host: list[tuple[str, list[float | None]]],
+        on_host: list[tuple[str, Sequence[float | None]]],
         reshaped: list[str],
     ) -> None:
         """Compare an `is_exotic` key (or one that was) with its previous form."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -312,6 +312,7 @@ def build_summary(
     )
 
 
+_new_summary: Callable[..., TensorSummary]
 if plain_frozen(TensorSummary):
 
     def _new_summary(**values: Any) -> TensorSummary:

@@ -7,7 +7,7 @@ from collections.abc import Collection, Iterable
 
 import torch
 from torch import nn
-from torch.nn.parameter import UninitializedTensorMixin
+from torch.nn.parameter import is_lazy
 from torch.nn.utils.prune import BasePruningMethod
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
@@ -123,7 +123,7 @@ def find_unregistered_among(
 
 
 def _shape(t: torch.Tensor) -> tuple[int, ...]:
-    if isinstance(t, UninitializedTensorMixin):
+    if is_lazy(t):
         return ()
     try:
         return tuple(t.shape)

@@ -129,9 +129,9 @@ def _check_command(args: argparse.Namespace) -> int:
                 ran += f"; step {result.error.step or result.steps_run + 1} raised, below"
             title = f"modscope check {printable(args.script)} ({ran})"
             console.print(Text(title, style="bold"))
-            for note in (result.where, *result.notes):
-                if note:
-                    console.print(Text(printable_lines(note), style="dim"))
+            for line in (result.where, *result.notes):
+                if line:
+                    console.print(Text(printable_lines(line), style="dim"))
             console.print()
             console.print(findings_report(result.findings))
         if result.error is not None:

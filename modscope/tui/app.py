@@ -63,13 +63,15 @@ class ModscopeApp(HookActions, UpdatePainter):
     TITLE = "modscope"
     CSS_PATH = "modscope.tcss"
     COMMANDS: ClassVar = App.COMMANDS | {ModuleProvider}
-    HORIZONTAL_BREAKPOINTS: ClassVar = [
+    # Textual annotates both breakpoint lists `ClassVar[...] | None`, which mypy reads as an
+    # instance variable: a class variable here is what Textual means.
+    HORIZONTAL_BREAKPOINTS: ClassVar = [  # type: ignore[misc]
         (0, "-w-tiny"),
         (50, "-w-small"),
         (80, "-w-medium"),
         (120, "-w-wide"),
     ]
-    VERTICAL_BREAKPOINTS: ClassVar = [
+    VERTICAL_BREAKPOINTS: ClassVar = [  # type: ignore[misc]
         (0, "-h-tiny"),
         (16, "-h-small"),
         (24, "-h-medium"),
@@ -348,8 +350,9 @@ class ModscopeApp(HookActions, UpdatePainter):
             self.push_screen(TracebackScreen(self._internal_errors[-1]))
 
     def action_command_palette(self) -> None:
-        # Textual's own, with the bounded search field.
-        if self.use_command_palette and not CommandPalette.is_open(self):
+        # Textual's own, with the bounded search field. `is_open` takes an `App[object]`, and
+        # App is invariant in its return type: this app is an `App[None]`.
+        if self.use_command_palette and not CommandPalette.is_open(self):  # type: ignore[arg-type]
             self.push_screen(CommandPalette(id="--command-palette"))
 
     def action_help(self) -> None:

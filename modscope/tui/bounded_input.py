@@ -33,6 +33,7 @@ class BoundedInput(Input):
         event.prevent_default()
         event.stop()
         start, end = sorted(self.selection)
+        assert self.max_length is not None  # `__init__` requires one
         room = max(self.max_length - (len(self.value) - (end - start)), 0)
         line = FIRST_LINE.match(event.text, 0, room + 1)
         kept: list[str] = []

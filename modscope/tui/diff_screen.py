@@ -43,7 +43,7 @@ class DiffScreen(TableScreen[None]):
     ]
 
     NAME = "diff"
-    HELP = (
+    HELP_TOPIC = (
         "Diff",
         "What the last iteration changed in the state_dict: each key's value before and "
         "after, the largest |Δ| and ‖Δ‖/‖before‖; ≈ marks a key past the memory budget "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from rich.text import Text
 from textual.app import App, ComposeResult
@@ -105,7 +105,7 @@ class HelpScreen(ModalScreen[None]):
             )
 
 
-def keys_for(app: App[object], pane: str, *, screen_is_pane: bool = False) -> list[KeyHelp]:
+def keys_for(app: App[Any], pane: str, *, screen_is_pane: bool = False) -> list[KeyHelp]:
     """The keys active on the current screen, in the order a person looks for them: the focused
     pane's own, then modscope's (they work everywhere), then those Textual adds.
     `screen_is_pane`: the screen itself is the pane (a view over the app, such as the diff
@@ -129,7 +129,7 @@ def keys_for(app: App[object], pane: str, *, screen_is_pane: bool = False) -> li
 
 def _modscope_bindings(cls: type) -> set[tuple[str, str]]:
     """(key, action) of the bindings modscope's own classes declare (not Textual's)."""
-    found = set()
+    found: set[tuple[str, str]] = set()
     for klass in cls.__mro__:
         if not klass.__module__.startswith("modscope"):
             continue

@@ -45,7 +45,7 @@ class LayersScreen(TableScreen[str | None]):
 
     NAME = "layers"
     BORDER_TITLE = "Layers"
-    HELP = (
+    HELP_TOPIC = (
         "Layers",
         "Every module after the last step: its output's mean, std and absmax; dead, the share "
         "of its output that is exactly zero (any module: a dropout's zeros count too; red for "

@@ -183,7 +183,7 @@ class ModelView:
         for f in self.findings:
             # Every path a finding names is marked: each divergent tensor of a rank-divergence,
             # each name of a shared parameter.
-            nodes = {self.node_for(p) for p in (f.path, *f.paths)} - {None}
+            nodes = {n for p in (f.path, *f.paths) if (n := self.node_for(p)) is not None}
             for node in sorted(nodes, key=str):
                 self._index_finding(f, node)
 

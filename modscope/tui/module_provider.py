@@ -25,7 +25,7 @@ class ModuleProvider(Provider):
 
     def _app(self) -> _GoesToModules | None:
         app = self.app
-        return app if hasattr(app, "module_paths") and hasattr(app, "go_to") else None  # type: ignore[return-value]
+        return app if hasattr(app, "module_paths") and hasattr(app, "go_to") else None
 
     async def discover(self) -> Hits:
         app = self._app()

@@ -27,7 +27,7 @@ class TableScreen(ModalScreen[T]):
     NAME: ClassVar[str] = "table"
     """The prefix of the caption's and the table's ids."""
     BORDER_TITLE: ClassVar[str] = ""
-    HELP: ClassVar[tuple[str, str]] = ("", "")
+    HELP_TOPIC: ClassVar[tuple[str, str]] = ("", "")
     """The title and the first sentences of `?`'s help on this view."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -75,7 +75,7 @@ class TableScreen(ModalScreen[T]):
         raise NotImplementedError
 
     def action_help(self) -> None:
-        title, intro = self.HELP
+        title, intro = self.HELP_TOPIC
         keys = keys_for(self.app, title, screen_is_pane=True)
         self.app.push_screen(HelpScreen(title, intro, keys))
 

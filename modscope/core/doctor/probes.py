@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -24,6 +24,9 @@ from modscope.core.walk import (
     sealed,
     subtree_tensors,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 # Two seeds for the eval-mode passes; the first is run twice to tell random draws from other
 # non-determinism (GPU atomics, time).
@@ -179,11 +182,12 @@ def _tensor_fingerprint(t: torch.Tensor) -> Any:
     x = x.contiguous().reshape(-1)
     if x.device.type == "cpu":
         try:
-            raw = x.view(torch.uint8).numpy()
+            array = x.view(torch.uint8).numpy()
         except (RuntimeError, TypeError):
             pass  # NumPy missing, or a dtype it cannot view
         else:
-            digest = hashlib.blake2b(memoryview(raw), digest_size=16).digest()
+            # NumPy's stubs give an array `__buffer__` from Python 3.12 on only; every array is one.
+            digest = hashlib.blake2b(memoryview(cast("Buffer", array)), digest_size=16).digest()
             return (tuple(t.shape), str(t.dtype), digest)
     hash_tensor = getattr(torch, "hash_tensor", None)
     if hash_tensor is not None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parameter import UninitializedTensorMixin
+from torch.nn.parameter import is_lazy
 
 from modscope.core.doctor.walk import Reachable
 from modscope.core.rng import RngState
@@ -44,7 +44,7 @@ class _SavedTensor:
 
 
 def _signature(t: torch.Tensor) -> tuple[Any, ...]:
-    if isinstance(t, UninitializedTensorMixin):
+    if is_lazy(t):
         return ("uninitialized", t.dtype, t.device)
     try:
         return (t.dtype, t.device, tuple(t.shape), t.stride(), t.storage_offset(), t.data_ptr())
@@ -153,7 +153,7 @@ class Snapshot:
     @staticmethod
     def _save(t: torch.Tensor, values: bool) -> _SavedTensor:
         clone = None
-        if values and not isinstance(t, UninitializedTensorMixin):
+        if values and not is_lazy(t):
             with torch.no_grad():
                 clone = t.detach().clone()
         return _SavedTensor(

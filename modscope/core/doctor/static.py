@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules import module as module_globals
-from torch.nn.parameter import UninitializedTensorMixin
+from torch.nn.parameter import is_lazy
 
 from modscope.core.callables import callable_label
 from modscope.core.doctor import rules
@@ -226,7 +226,7 @@ def nonfinite_state_findings(modules: Modules) -> list[Finding]:
 
 def _checkable(t: torch.Tensor) -> bool:
     return (
-        not isinstance(t, UninitializedTensorMixin)
+        not is_lazy(t)
         and t.layout == torch.strided
         and not t.is_nested  # no isnan().any() for nested tensors
         and t.device.type != "meta"

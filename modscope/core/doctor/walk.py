@@ -97,11 +97,11 @@ def group_by_module(
     groups: list[tuple[str, nn.Module | None, list[str]]] = []
     covered: set[int] = set()
     for path, module in modules:
-        ids = subtree[id(module)]
-        if not ids or all(pid in covered for pid in ids):
+        below = subtree[id(module)]
+        if not below or all(pid in covered for pid in below):
             continue
-        if all(pid in selected for pid in ids):
-            fresh = [pid for pid in ids if pid not in covered]
+        if all(pid in selected for pid in below):
+            fresh = [pid for pid in below if pid not in covered]
             groups.append((path, module, [first[pid][0] for pid in fresh]))
             covered.update(fresh)
             continue
