@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -398,7 +398,11 @@ class Iteration:
             mode="train" if self.model.training else "eval",
             loss=loss,
             output=output,
-            state={k: s for (k, _), s in zip(state_items, summaries[:n], strict=True)},
+            # Every state value is a tensor, and `capture_many` leaves None only for what is not.
+            state=cast(
+                "dict[str, TensorSummary]",
+                {k: s for (k, _), s in zip(state_items, summaries[:n], strict=True)},
+            ),
             grads={name: s for (name, _), s in zip(named, summaries[n:], strict=True)},
             diff=diff,
             lr=lr,
