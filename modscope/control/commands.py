@@ -3,6 +3,7 @@
 `Step`, `NextPhase` and `Continue` also answer a pause hook: at a pause, `Step` runs on to the end
 of the iteration and `NextPhase` to the end of the phase (past any pause), `Continue` to the next
 pause. Queries (`QUERIES`) run before queued steps, and also while a pause holds an iteration.
+The pause protocol's command sets (served, answers, queued) are declared once, at the end.
 """
 
 from __future__ import annotations
@@ -142,8 +143,29 @@ Command = (
     | WatchLayers
 )
 
+# The pause protocol: what each command does while a pause (a `pause` hook, a break, Ctrl-C)
+# holds an iteration. QUERIES, GOES_ON, ABANDONS and QUEUED_AT_PAUSE split the commands, `Quit`
+# aside, so that a new command has to be placed in one.
+
 QUERIES = (ListHooks, ReadValues, Watch, AttachHook, DetachHook, CompareTimelines)
 """Commands that jump ahead of queued steps and run at a pause too: the user looks around,
 attaches and detaches hooks at a breakpoint."""
 
+GOES_ON = (Step, NextPhase, Continue)
+"""Answers to a pause that let the iteration go on: `Continue` to the next pause, `Step` /
+`NextPhase` past any further pause to the end of the iteration / phase."""
+
+ABANDONS = (Reload, Rewind, GoToStep)
+"""Answers to a pause that abandon the iteration: it unwinds, then the command runs. `Quit`
+(which the thread shell sends when the app leaves) abandons it too, and nothing runs after."""
+
+PAUSE_ANSWERS = GOES_ON + ABANDONS
+"""What ends a pause when the user submits it after the pause began (the thread shell hands the
+first one over; earlier steps stay queued)."""
+
+QUEUED_AT_PAUSE = (ToggleTraining, ArmBreaks, WatchLayers, SwitchRank)
+"""Neither served nor an answer at a pause: they wait in the queue for the iteration's end, so
+that no mode switch, break or layer watch lands halfway through one."""
+
 STEPS = (Step, NextPhase)
+"""The commands that run the model: what Ctrl-C interrupts."""

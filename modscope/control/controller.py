@@ -1,63 +1,45 @@
 """The session controller: owns the Session and turns each command into a list of frozen updates.
 
 Synchronous and thread-free: `load()`, `handle(command)` and `close()` return the updates they
-produced. The one place it waits is a `pause` hook: `serve_pause` (the session's pause callback)
-hands what it has so far to `emit`, then takes commands from `wait()` until the user answers:
-queries are served there, `Continue`/`Step`/`NextPhase` go on, `Reload`/`Quit` abandon the
-iteration. The thread shell (`modscope.control.thread`) runs it on one thread; tests drive it
-directly with a list of commands.
+produced. The one place it waits is a pause (a `pause` hook, a break, Ctrl-C): its `PauseLoop`
+(`modscope.control.pause_loop`) hands what it has so far to `emit`, then takes commands from
+`wait()` until the user answers. The thread shell (`modscope.control.thread`) runs it on one
+thread; tests drive it directly with a list of commands.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
-from enum import Enum
 
 from modscope.control import commands as cmd
 from modscope.control import hook_desk
 from modscope.control import updates as up
 from modscope.control.internal import internal_error, logged
 from modscope.control.layer_desk import LayerDesk
-from modscope.control.snapshots import (
-    SUMMARIZE_ALL_LIMIT,
-    make_layout,
-    read_values,
-    summaries_of,
-)
+from modscope.control.pause_loop import PauseLoop, Wait
+from modscope.control.snapshots import SUMMARIZE_ALL_LIMIT, make_layout, read_values, summaries_of
 from modscope.core.checkpoints import RewindError
 from modscope.core.doctor import StepWatcher
 from modscope.core.doctor.rules import dedup_key
 from modscope.core.errors import ScriptError, user_error
 from modscope.core.hook_spec import HookSpec, HookSpecError
-from modscope.core.hooks import EventDraft, IterationAbandoned, events_of
+from modscope.core.hooks import EventDraft
 from modscope.core.print_capture import PrintSink
 from modscope.core.session import Session
-from modscope.core.types import (
-    BreakEvent,
-    Finding,
-    FindingKind,
-    HookEvent,
-    HookInfo,
-    Phase,
-    PhaseResult,
-    StepRecord,
-)
+from modscope.core.types import Finding, FindingKind, HookInfo, Phase, PhaseResult, StepRecord
 from modscope.core.walk import structure_fingerprint
+
+if sys.version_info >= (3, 11):
+    from typing import assert_never
+else:  # Python 3.10: torch and textual both install typing_extensions
+    from typing_extensions import assert_never
 
 PauseHandler = Callable[[EventDraft], None]
 SessionFactory = Callable[[PrintSink, PauseHandler], Session]
 Emit = Callable[[Sequence[up.Update]], None]
-Wait = Callable[[], cmd.Command]
-
-
-class Through(Enum):
-    """How far `s` / `n` pressed at a pause run, past any further pause."""
-
-    PHASE = "phase"
-    ITERATION = "iteration"
 
 
 def script_factory(
@@ -105,7 +87,7 @@ class SessionController:
         self._emit = emit or (lambda updates: None)
         self._streaming = emit is not None
         """Updates can be handed over before a command ends (the app's thread gives `emit`)."""
-        self._wait = wait
+        self._pauses = PauseLoop(wait, show=self._show, serve=self._serve)
         self._out: list[up.Update] = []
         self._session: Session | None = None
         self._watcher: StepWatcher | None = None
@@ -116,12 +98,6 @@ class SessionController:
         self._fingerprint: tuple[int, ...] = ()
         self._findings: dict[tuple[FindingKind, str], Finding] = {}
         self._hooks_path: str | None = None
-        self._paused_at: str | None = None
-        self._through: Through | None = None
-        self._skip_pauses = False
-        self._abandoned_by: cmd.Command | None = None
-        self._closing = False
-        self._interrupted = False  # Ctrl-C in the app: pause at the next phase boundary
         self._furthest = 0  # the furthest step reached (a rewind goes back from it)
         self._layers = LayerDesk()  # per-module statistics, once the layers view is opened
 
@@ -132,12 +108,12 @@ class SessionController:
 
     @property
     def paused(self) -> bool:
-        return self._paused_at is not None
+        return self._pauses.paused_at is not None
 
     def interrupt(self) -> None:
         """Ctrl-C (called from another thread): the step under way pauses at its next phase
         boundary, as at a pause hook (`c` goes on, `u` undoes it); one that ends there ends."""
-        self._interrupted = True
+        self._pauses.interrupt()
 
     # -- the commands --------------------------------------------------------------------------
 
@@ -149,16 +125,15 @@ class SessionController:
     def handle(self, command: cmd.Command) -> list[up.Update]:
         """Run one command; returns its updates, the status last."""
         self._guarded(self._execute, command)
-        self._interrupted = False  # a Ctrl-C is for the command under way, not the next one
-        later, self._abandoned_by = self._abandoned_by, None
-        if isinstance(later, cmd.Reload | cmd.Rewind | cmd.GoToStep):
+        later = self._pauses.after_command()
+        if isinstance(later, cmd.ABANDONS):
             # Pressed at a pause: the iteration has unwound; now load again, or rewind.
             self._guarded(self._execute, later)
         return self._take()
 
     def close(self) -> list[up.Update]:
         """Close the session: every hook modscope added removed, a partial iteration dropped."""
-        self._closing = True
+        self._pauses.closing = True
         self._close_session()
         return self._take()
 
@@ -166,7 +141,7 @@ class SessionController:
         """The session's facts as of now, for the status line."""
         s = self._session
         if s is None:
-            return up.SessionStatus(self.script_name, paused_at=self._paused_at)
+            return up.SessionStatus(self.script_name, paused_at=self._pauses.paused_at)
         return up.SessionStatus(
             script=self.script_name,
             loaded=True,
@@ -177,7 +152,7 @@ class SessionController:
             training=s.training,
             last_loss=s.last_loss,
             last_output=s.last_output,
-            paused_at=self._paused_at,
+            paused_at=self._pauses.paused_at,
             tags=_tags(s),
             hooks=len(s.hooks.attached),
             breaks=tuple(str(c) for c in s.armed),
@@ -206,45 +181,47 @@ class SessionController:
         s = self._session
         if s is None:
             return
-        if isinstance(command, cmd.Step):
-            self._after(self._run_request(s, whole_iteration=True))
-        elif isinstance(command, cmd.NextPhase):
-            self._after(self._run_request(s, whole_iteration=False))
-        elif isinstance(command, cmd.ToggleTraining):
-            s.set_training(not s.training)
-            self._after_change(None)
-        elif isinstance(command, cmd.ListHooks):
-            self._list_hooks(s, command.path)
-        elif isinstance(command, cmd.ReadValues):
-            self._out.append(
-                read_values(s.model, command.path, command.offset, command.count, grad=command.grad)
-            )
-        elif isinstance(command, cmd.Watch):
-            self._watch(s, command.paths)
-        elif isinstance(command, cmd.AttachHook):
-            self._attach(s, command.spec, source="h")
-        elif isinstance(command, cmd.DetachHook):
-            self._detach(s, command.hook)
-        elif isinstance(command, cmd.ArmBreaks):
-            self._arm(s, command.conditions)
-        elif isinstance(command, cmd.WatchLayers):
-            self._out += self._layers.want(s)
-        elif isinstance(command, cmd.Rewind):
-            # Back to the start of an iteration under way or dropped halfway, else one back.
-            self._rewind(s, s.step if s.partial else s.step - 1)
-        elif isinstance(command, cmd.GoToStep):
-            self._rewind(s, command.step)
-        elif isinstance(command, cmd.CompareTimelines):
-            self._compare_timelines(s)
-        # Continue and Quit outside a pause have nothing to do.
+        match command:
+            case cmd.Step():
+                self._after(self._pauses.run_phases(s, whole_iteration=True))
+            case cmd.NextPhase():
+                self._after(self._pauses.run_phases(s, whole_iteration=False))
+            case cmd.ToggleTraining():
+                s.set_training(not s.training)
+                self._after_change(None)
+            case cmd.ListHooks(path=path):
+                self._list_hooks(s, path)
+            case cmd.ReadValues(path=path, offset=offset, count=count, grad=grad):
+                self._out.append(read_values(s.model, path, offset, count, grad=grad))
+            case cmd.Watch(paths=paths):
+                self._watch(s, paths)
+            case cmd.AttachHook(spec=spec):
+                self._attach(s, spec, source="h")
+            case cmd.DetachHook(hook=hook):
+                self._detach(s, hook)
+            case cmd.ArmBreaks(conditions=conditions):
+                self._arm(s, conditions)
+            case cmd.WatchLayers():
+                self._out += self._layers.want(s)
+            case cmd.Rewind():
+                # Back to the start of an iteration under way or dropped halfway, else one back.
+                self._rewind(s, s.step if s.partial else s.step - 1)
+            case cmd.GoToStep(step=step):
+                self._rewind(s, step)
+            case cmd.CompareTimelines():
+                self._compare_timelines(s)
+            case cmd.Continue() | cmd.Quit() | cmd.SwitchRank():
+                pass  # nothing to do outside a pause (SwitchRank: a replay's)
+            case _:
+                assert_never(command)
 
     # -- loading -------------------------------------------------------------------------------
 
     def _load(self) -> None:
         self._generation += 1
-        self._closing = False
+        self._pauses.closing = False
         try:
-            session = self._factory(self.printed, self.serve_pause)
+            session = self._factory(self.printed, self._pauses.at_hook)
         except ScriptError as exc:
             self._out.append(up.LoadFailed(exc.error))
             return
@@ -263,7 +240,7 @@ class SessionController:
                 self._out.append(up.Notice(f"--hook: {exc}", "error"))
                 continue
             self._attach(session, spec, source="--hook", relist=False)
-        session.on_break = self.serve_break
+        session.on_break = self._pauses.at_break
         self._layers.attach(session)
         if self._break_specs:
             self._arm(session, self._break_specs)
@@ -283,7 +260,7 @@ class SessionController:
 
     def _close_session(self) -> None:
         s, self._session = self._session, None
-        self._paused_at = None
+        self._pauses.paused_at = None
         self._watcher = None
         self._layers.detach()
         if s is not None:
@@ -297,42 +274,6 @@ class SessionController:
         self._out.append(up.Printed(line))
 
     # -- stepping ------------------------------------------------------------------------------
-
-    def _run_request(self, s: Session, *, whole_iteration: bool) -> PhaseResult:
-        """`s` (the rest of the iteration) or `n` (one phase), one phase at a time, so that
-        `s` / `n` pressed at a pause hook can widen or narrow what runs."""
-        events: list[HookEvent] = []
-        try:
-            while True:
-                result = s.run_phase()
-                events.extend(result.events)
-                through, self._through = self._through, None
-                if through is Through.PHASE:  # `n` at a pause: this phase was the last to run
-                    whole_iteration = False
-                elif through is Through.ITERATION:  # `s` at a pause: on to the end
-                    whole_iteration = True
-                if result.record or result.error or result.abandoned or not whole_iteration:
-                    break
-                if self._interrupted:
-                    self._interrupted = False
-                    try:
-                        self._pause_between_phases(s)
-                    except IterationAbandoned:
-                        # The session stays between phases; the answer (`u`, `g`, `r`, `q`)
-                        # restores, reloads or closes it.
-                        return replace(result, events=tuple(events), abandoned=True)
-        finally:
-            self._skip_pauses = False
-        return replace(result, events=tuple(events))
-
-    def _pause_between_phases(self, s: Session) -> None:
-        """Ctrl-C: hold the iteration before its next phase until the user answers."""
-        where = f"step {s.step + 1} before {s.next_phase.value} (Ctrl-C)"
-        told = (
-            f"Ctrl-C: step {s.step + 1} paused before {s.next_phase.value}; c continues, "
-            "u undoes the step, s / n run on, q quits"
-        )
-        self._wait_for_user(where, up.Notice(told, "warning"))
 
     def _after(self, result: PhaseResult) -> None:
         if result.events:
@@ -365,7 +306,7 @@ class SessionController:
         if self._hooks_path is not None:
             self._list_hooks(s, self._hooks_path)
 
-    # -- rewind ------------------------------------------------------------------------------
+    # -- rewind --------------------------------------------------------------------------------
 
     def _rewind(self, s: Session, step: int) -> None:
         """Back to the state after `step` iterations (`u`, `g`), painted anew: the tree, details,
@@ -400,63 +341,23 @@ class SessionController:
         except RewindError as exc:
             self._out.append(up.TimelinesCompared(error=str(exc)))
 
-    # -- pause hooks ---------------------------------------------------------------------------
+    # -- pauses --------------------------------------------------------------------------------
 
-    def serve_pause(self, draft: EventDraft) -> None:
-        """A `pause` hook fired (inside the hook, in the user's forward or backward): show what
-        arrived, then serve commands until the user answers. Returns to let the iteration go
-        on; raises `IterationAbandoned` on quit or reload, and the session unwinds it."""
-        if self._closing or self._wait is None:
-            raise IterationAbandoned()
-        if self._skip_pauses:
-            return
-        (event,) = events_of([draft], [0])
-        self._wait_for_user(f"{draft.module or '(root)'} ({draft.kind.value})", up.Paused(event))
-
-    def serve_break(self, event: BreakEvent) -> None:
-        """An armed break condition tripped (the session's `on_break`): like a pause hook, the
-        iteration waits there for the user; `s`/`n` finish the iteration/phase past further
-        breaks and pauses, `c` goes on, `q` abandons it."""
-        if self._closing or self._wait is None:
-            raise IterationAbandoned()
-        if self._skip_pauses:
-            return
-        where = event.module if event.module is not None else event.phase.value
-        self._wait_for_user(f"break {event.condition} at {where or '(root)'}", up.BreakHit(event))
-
-    def _wait_for_user(self, paused_at: str, shown: up.Update) -> None:
-        """Show `shown`, then serve commands until the user answers (the pause-time loop)."""
-        self._paused_at = paused_at
-        self._interrupted = False  # this pause is where a Ctrl-C would have stopped
+    def _show(self, shown: up.Update) -> None:
+        """A pause began: hand over what the command has so far, and `shown`, now."""
         self._out.append(shown)
         self._flush()
-        try:
-            while True:
-                command = self._wait()
-                if isinstance(command, cmd.QUERIES):
-                    self._guarded(self._execute, command)
-                    self._flush()
-                    continue
-                if isinstance(command, cmd.Step | cmd.NextPhase):
-                    # On past any pause to the end of the iteration / this phase.
-                    self._skip_pauses = True
-                    is_step = isinstance(command, cmd.Step)
-                    self._through = Through.ITERATION if is_step else Through.PHASE
-                elif isinstance(command, cmd.Reload | cmd.Quit | cmd.Rewind | cmd.GoToStep):
-                    self._abandoned_by = command
-                    self._closing = isinstance(command, cmd.Quit)
-                    raise IterationAbandoned()
-                return  # Step, NextPhase, Continue; ToggleTraining waits for the step's end
-        finally:
-            self._paused_at = None
+
+    def _serve(self, query: cmd.Command) -> None:
+        """A query at a pause: its updates go out while the iteration waits."""
+        self._guarded(self._execute, query)
+        self._flush()
 
     def _flush(self) -> None:
         """Hand the updates so far to `emit` now (at a pause the command is not over yet)."""
-        self._out.append(up.StatusChanged(self.status()))
-        out, self._out = self._out, []
-        self._emit(out)
+        self._emit(self._take())
 
-    # -- hooks and breaks -------------------------------------------------------------------
+    # -- hooks and breaks ----------------------------------------------------------------------
 
     def _attach(self, s: Session, spec: HookSpec, *, source: str, relist: bool = True) -> None:
         self._out += hook_desk.attach(s, spec, source=source)
