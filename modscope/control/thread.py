@@ -17,12 +17,6 @@ from modscope.control import commands as cmd
 from modscope.control import updates as up
 from modscope.control.internal import internal_error
 
-ANSWERS = (cmd.Step, cmd.NextPhase, cmd.Continue, cmd.Reload, cmd.Rewind, cmd.GoToStep)
-"""The commands that answer a pause hook (submitted after it began)."""
-
-STEPS = (cmd.Step, cmd.NextPhase)
-"""The commands that run the model: what Ctrl-C interrupts."""
-
 
 class Controller(Protocol):
     def load(self) -> list[up.Update]: ...
@@ -92,7 +86,7 @@ class SessionThread:
         dropped; a notice says which. False, and nothing done, when there was none of these
         (idle, loading with nothing queued, or held at a pause)."""
         with self._cond:
-            stepping = self._busy and isinstance(self._current_command, STEPS)
+            stepping = self._busy and isinstance(self._current_command, cmd.STEPS)
             queued, running = len(self._commands), self._running
             if not (stepping or queued or running):
                 return False
@@ -204,7 +198,7 @@ class SessionThread:
                     self._serving, command = self._queries.popleft()
                     return command
                 for cid, command in self._commands:
-                    if cid > floor and isinstance(command, ANSWERS):
+                    if cid > floor and isinstance(command, cmd.PAUSE_ANSWERS):
                         self._commands.remove((cid, command))
                         self._open.discard(cid)
                         if self._current is not None:
