@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
@@ -11,26 +10,7 @@ import torch
 from modscope.cli import main
 from modscope.core.hooks import HookSpec
 from modscope.core.session import Session
-
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")
-
-# Parameter Code 3: powParam and logParam after each of the 10 iterations.
-TABLE = [
-    (1.1034, 1.4994),
-    (1.1744, 1.7569),
-    (1.2114, 1.8801),
-    (1.2288, 1.9365),
-    (1.2367, 1.9618),
-    (1.2403, 1.9730),
-    (1.2418, 1.9779),
-    (1.2425, 1.9801),
-    (1.2428, 1.9811),
-    (1.2430, 1.9815),
-]
-
-
-def example(name: str) -> str:
-    return os.path.join(EXAMPLES, name)
+from tests.helpers import ARTICLE_TABLE, example
 
 
 def value(summary) -> float:
@@ -46,7 +26,7 @@ def test_powlog_trains_along_the_articles_table():
     assert first.record.grads["powModel.powParam"].norm == pytest.approx(10.3434, abs=1e-3)
     rows = [first.record] + [session.run_iteration().record for _ in range(9)]
     got = [(value(r.state["powModel.powParam"]), value(r.state["logModel.logParam"])) for r in rows]
-    assert got == [pytest.approx(row, abs=5e-5) for row in TABLE]
+    assert got == [pytest.approx(row, abs=5e-5) for row in ARTICLE_TABLE]
     # the forward of the next iteration shows the trained z
     forward = session.run_phase()
     assert value(forward.output) == pytest.approx(9.9982, abs=1e-4)
@@ -133,7 +113,7 @@ def test_run_json_carries_the_table(capsys):
         (r["state"]["powModel.powParam"]["values"][0], r["state"]["logModel.logParam"]["values"][0])
         for r in rows
     ]
-    assert got == [pytest.approx(row, abs=5e-5) for row in TABLE]
+    assert got == [pytest.approx(row, abs=5e-5) for row in ARTICLE_TABLE]
     assert rows[0]["loss"] == pytest.approx(26.7463, abs=1e-4)
     assert rows[0]["diff"]["changed"] == ["powModel.powParam", "logModel.logParam"]
 

@@ -11,12 +11,11 @@ from torch import nn
 
 from modscope.core.loader import load_script
 from modscope.testing import assert_healthy
-
-EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
+from tests.helpers import example
 
 
 def _healthy(name: str, **options: object) -> None:
-    s = load_script(os.path.join(EXAMPLES, name))
+    s = load_script(example(name))
     assert_healthy(
         s.model,
         inputs=s.inputs,

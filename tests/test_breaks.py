@@ -4,8 +4,6 @@ trips, and that watching changes nothing (no hooks unarmed, bit-identical armed)
 from __future__ import annotations
 
 import copy
-import json
-import os
 
 import pytest
 import torch
@@ -17,18 +15,10 @@ from modscope.core.breaks import finite
 from modscope.core.hooks import BreakStop, HookSpec, IterationAbandoned
 from modscope.core.session import Session
 from modscope.core.types import Phase
+from tests.helpers import POWLOG, example, hook_state, strict_lines
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ORIGIN = os.path.join(ROOT, "examples", "nan_origin.py")
-BACKWARD = os.path.join(ROOT, "examples", "nan_backward.py")
-POWLOG = os.path.join(ROOT, "examples", "powlog.py")
-
-
-def strict_lines(text: str) -> list[dict]:
-    def refuse(token):
-        raise ValueError(f"bare {token} in JSON")
-
-    return [json.loads(line, parse_constant=refuse) for line in text.splitlines() if line.strip()]
+ORIGIN = example("nan_origin.py")
+BACKWARD = example("nan_backward.py")
 
 
 def forward_line(path: str, class_name: str) -> int:
@@ -333,7 +323,7 @@ def test_on_break_raising_abandons_the_iteration_and_leaves_no_hook():
         raise IterationAbandoned()
 
     session = Session.load(BACKWARD)
-    before = hook_dicts(session.model)
+    before = hook_state(session.model)
     session.on_break = abandon
     session.arm(["nan"])
     results = [session.run_iteration() for _ in range(3)]
@@ -341,7 +331,7 @@ def test_on_break_raising_abandons_the_iteration_and_leaves_no_hook():
     assert results[-1].phase is Phase.BACKWARD and session.step == 2
     assert session._breaks is not None and session._breaks._transient == []
     session.disarm()
-    assert hook_dicts(session.model) == before
+    assert hook_state(session.model) == before
     session.close()
 
 
@@ -362,35 +352,18 @@ def test_break_stop_carries_the_hook_events_of_the_partial_iteration():
 # -- watching changes nothing -----------------------------------------------------------------
 
 
-def hook_dicts(model: nn.Module) -> list:
-    attrs = (
-        "_forward_pre_hooks",
-        "_forward_hooks",
-        "_backward_pre_hooks",
-        "_backward_hooks",
-        "_forward_pre_hooks_with_kwargs",
-        "_forward_hooks_with_kwargs",
-        "_forward_hooks_always_called",
-    )
-    return [
-        (name, attr, copy.copy(getattr(m, attr)))
-        for name, m in model.named_modules()
-        for attr in attrs
-    ]
-
-
 def test_unarmed_adds_no_hooks():
     session = Session.load(ORIGIN)
-    before = hook_dicts(session.model)
+    before = hook_state(session.model)
     session.run_iteration()
-    assert hook_dicts(session.model) == before
+    assert hook_state(session.model) == before
     session.arm(["nan", "head:output-absmax>1e9"])
-    assert hook_dicts(session.model) != before
+    assert hook_state(session.model) != before
     session.disarm()
-    assert hook_dicts(session.model) == before and session.armed == ()
+    assert hook_state(session.model) == before and session.armed == ()
     session.arm(["nan"])
     session.close()
-    assert hook_dicts(session.model) == before
+    assert hook_state(session.model) == before
 
 
 class Mixed(nn.Module):
@@ -434,7 +407,7 @@ def test_armed_but_never_tripping_is_bit_identical_to_the_plain_loop(monkeypatch
     x.grad = None
 
     session = session_of(watched, inputs=x, loss_fn=loss_sq, optimizer=watched_opt)
-    before = hook_dicts(watched)
+    before = hook_state(watched)
     session.arm([*NEVER, "block.3:grad-norm>1e9", "step=99"])
     torch.manual_seed(1)
     for _ in range(3):
@@ -447,7 +420,7 @@ def test_armed_but_never_tripping_is_bit_identical_to_the_plain_loop(monkeypatch
     for a, b in zip(plain.parameters(), watched.parameters(), strict=True):
         assert torch.equal(a.grad, b.grad)
     session.close()
-    assert hook_dicts(watched) == before
+    assert hook_state(watched) == before
 
 
 @pytest.mark.parametrize("path", [ORIGIN, BACKWARD], ids=["forward", "backward"])

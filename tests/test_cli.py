@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import subprocess
@@ -13,24 +12,10 @@ import torch
 
 from modscope import __version__
 from modscope.cli import main
-
-ROOT = os.path.dirname(os.path.dirname(__file__))
-# Model scripts; examples/test_*.py are pytest files (docs/testing.md), not model scripts.
-EXAMPLES = sorted(
-    p
-    for p in glob.glob(os.path.join(ROOT, "examples", "*.py"))
-    if not os.path.basename(p).startswith("test_")
-)
+from tests.helpers import MODEL_SCRIPTS, ROOT, example, strict_lines
 
 
-def strict_lines(text: str) -> list[dict]:
-    def refuse(token):
-        raise ValueError(f"bare {token} in JSON")
-
-    return [json.loads(line, parse_constant=refuse) for line in text.splitlines() if line.strip()]
-
-
-@pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
+@pytest.mark.parametrize("path", [str(p) for p in MODEL_SCRIPTS], ids=os.path.basename)
 def test_every_example_runs_under_modscope(path, capsys):
     assert main(["run", path, "--steps", "2", "--json"]) == 0
     events = strict_lines(capsys.readouterr().out)
@@ -39,10 +24,7 @@ def test_every_example_runs_under_modscope(path, capsys):
 
 def test_save_state_writes_a_loadable_state_dict(tmp_path, capsys):
     target = tmp_path / "final.pt"
-    assert (
-        main(["run", f"{ROOT}/examples/powlog.py", "--steps", "10", "--save-state", str(target)])
-        == 0
-    )
+    assert main(["run", example("powlog.py"), "--steps", "10", "--save-state", str(target)]) == 0
     state = torch.load(target, weights_only=True)
     assert list(state) == ["powModel.powParam", "logModel.logParam"]
     assert state["powModel.powParam"].item() == pytest.approx(1.2430, abs=5e-5)
@@ -50,7 +32,7 @@ def test_save_state_writes_a_loadable_state_dict(tmp_path, capsys):
 
 
 def test_eval_flag_runs_in_eval_mode_and_buffers_stay(capsys):
-    assert main(["run", f"{ROOT}/examples/buffers.py", "--steps", "3", "--eval", "--json"]) == 0
+    assert main(["run", example("buffers.py"), "--steps", "3", "--eval", "--json"]) == 0
     rows = [e for e in strict_lines(capsys.readouterr().out) if e["event"] == "step"]
     assert {r["mode"] for r in rows} == {"eval"}
     assert all(r["diff"]["changed"] == [] for r in rows)
@@ -58,7 +40,7 @@ def test_eval_flag_runs_in_eval_mode_and_buffers_stay(capsys):
 
 
 def test_tree_json_shape(capsys):
-    assert main(["tree", f"{ROOT}/examples/tiny_lm.py", "--json"]) == 0
+    assert main(["tree", example("tiny_lm.py"), "--json"]) == 0
     [tree] = strict_lines(capsys.readouterr().out)
     root = tree["modules"][0]
     assert root["path"] == "" and root["type"] == "TinyLM" and root["training"] is True
@@ -74,10 +56,10 @@ def test_tree_json_shape(capsys):
 
 
 def test_tree_shows_what_failed_to_register_and_honours_depth(capsys):
-    assert main(["tree", f"{ROOT}/examples/containers.py"]) == 0
+    assert main(["tree", example("containers.py")]) == 0
     out = capsys.readouterr().out
     assert "modelList[0]" in out and "not registered" in out
-    assert main(["tree", f"{ROOT}/examples/tiny_lm.py", "--depth", "1"]) == 0
+    assert main(["tree", example("tiny_lm.py"), "--depth", "1"]) == 0
     out = capsys.readouterr().out
     assert "encoder" in out and "layers" not in out and "(--depth)" in out
 
@@ -138,8 +120,8 @@ def test_tree_builds_and_prints_with_the_collector_held_then_restores_it(monkeyp
     monkeypatch.setattr(tree_command, "build_tree", build_tree)
     monkeypatch.setattr(tree_command, "inventory_json", inventory_json)
     assert gc.isenabled()
-    assert main(["tree", f"{ROOT}/examples/tiny_lm.py"]) == 0
-    assert main(["tree", f"{ROOT}/examples/tiny_lm.py", "--json"]) == 0
+    assert main(["tree", example("tiny_lm.py")]) == 0
+    assert main(["tree", example("tiny_lm.py"), "--json"]) == 0
     assert seen == [("tree", False), ("json", False)]
     assert gc.isenabled()
     assert "TinyLM" in capsys.readouterr().out
@@ -164,10 +146,7 @@ def test_tree_imports_neither_the_doctor_nor_the_rank_digests():
 
 
 def test_run_tables_without_a_terminal(capsys):
-    assert (
-        main(["run", f"{ROOT}/examples/powlog.py", "--steps", "10", "--hook", "logModel:forward"])
-        == 0
-    )
+    assert main(["run", example("powlog.py"), "--steps", "10", "--hook", "logModel:forward"]) == 0
     out = capsys.readouterr().out
     assert "Iterations" in out and "26.7463" in out
     assert "1.2430" in out and "1.9815" in out  # the final state table
@@ -207,11 +186,11 @@ def test_the_state_table_keeps_long_keys_whole(tmp_path, capsys, monkeypatch):
 
 
 def test_bad_hook_specs_exit_2(capsys):
-    assert main(["run", f"{ROOT}/examples/powlog.py", "--hook", "logModel:sideways"]) == 2
+    assert main(["run", example("powlog.py"), "--hook", "logModel:sideways"]) == 2
     assert "expected MODULE:KIND" in capsys.readouterr().err
-    assert main(["run", f"{ROOT}/examples/powlog.py", "--hook", "logModle:forward"]) == 2
+    assert main(["run", example("powlog.py"), "--hook", "logModle:forward"]) == 2
     assert "did you mean logModel" in capsys.readouterr().err
-    assert main(["run", f"{ROOT}/examples/powlog.py", "--hook", "logModel:forward:pause"]) == 2
+    assert main(["run", example("powlog.py"), "--hook", "logModel:forward:pause"]) == 2
     assert "app" in capsys.readouterr().err
 
 

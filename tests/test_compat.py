@@ -16,8 +16,9 @@ from modscope.cli import main
 from modscope.core.checkpoint_compat import check_checkpoint
 from modscope.core.loader import load_script
 from modscope.testing import assert_loads
+from tests.helpers import EXAMPLES
 
-TINY_LM = Path(__file__).parent.parent / "examples" / "tiny_lm.py"
+TINY_LM = EXAMPLES / "tiny_lm.py"
 
 
 @pytest.fixture(scope="module")

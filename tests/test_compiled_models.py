@@ -7,7 +7,6 @@ plain compiled loop. Paths are the `state_dict`'s: `mlp._orig_mod.fc`."""
 
 from __future__ import annotations
 
-import json
 import os
 import runpy
 import textwrap
@@ -19,6 +18,7 @@ import torch
 
 from modscope.cli import main
 from modscope.core.walk import compiled_region, module_at, sealed_note
+from tests.helpers import strict
 
 STEPS = 2
 
@@ -150,13 +150,6 @@ def fresh_dynamo() -> None:
     """Each test compiles afresh: a plain loop after a run compiles its own graphs (not the
     run's, hooks and all), and no test meets Dynamo's recompilation limit."""
     torch._dynamo.reset()
-
-
-def strict(text: str) -> Any:
-    def refuse(token: str) -> Any:
-        raise AssertionError(f"non-strict JSON token {token}")
-
-    return json.loads(text, parse_constant=refuse)
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ At a pause hook the controller takes its next commands from `wait`; here that is
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,9 +18,7 @@ from modscope.control.controller import SessionController, script_factory
 from modscope.control.thread import SessionThread
 from modscope.core.hook_spec import HookSpec
 from modscope.core.types import HookKind, Phase
-
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")
-POWLOG = os.path.join(EXAMPLES, "powlog.py")
+from tests.helpers import POWLOG, example
 
 
 class Scripted:
@@ -208,7 +205,7 @@ def test_a_load_error_names_the_file_and_line(tmp_path):
 
 
 def test_the_doctor_runs_on_load_and_after_steps():
-    s = Scripted(os.path.join(EXAMPLES, "containers.py"))
+    s = Scripted(example("containers.py"))
     updates = s.load()
     kinds = {f.kind for f in of(updates, up.FindingsChanged)[-1].findings}
     assert "unregistered-module" in kinds
@@ -345,7 +342,7 @@ def test_a_command_that_raises_anything_is_shown_and_the_thread_goes_on():
 
 
 def test_a_break_condition_waits_for_the_user_like_a_pause():
-    nan_origin = os.path.join(EXAMPLES, "nan_origin.py")
+    nan_origin = example("nan_origin.py")
     s = Scripted(nan_origin)
     s.c = SessionController(
         script_factory(nan_origin),

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -35,9 +34,8 @@ from modscope.core.model_state import inspected_module
 from modscope.core.process_rank import ProcessRank, launched_rank
 from modscope.core.session import Session
 from modscope.core.types import FindingKind, Severity
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
 TIMEOUT_S = 180
 CPU = torch.device("cpu")
 BN_BUFFERS = {"1.running_mean", "1.running_var", "1.num_batches_tracked"}

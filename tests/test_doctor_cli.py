@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import textwrap
 from pathlib import Path
@@ -11,8 +10,7 @@ from typing import Any
 import pytest
 
 from modscope.cli import main
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from tests.helpers import example, strict
 
 # Each article example gets exactly the finding its lesson is about (kind, severity, paths).
 LESSONS: dict[str, list[tuple[str, str, str]]] = {
@@ -40,13 +38,6 @@ CLEAN = [
 ]
 
 
-def strict(text: str) -> Any:
-    def refuse(token: str) -> Any:
-        raise AssertionError(f"non-strict JSON token {token}")
-
-    return json.loads(text, parse_constant=refuse)
-
-
 def check_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
     status = main(["check", *argv, "--json"])
     out = capsys.readouterr().out
@@ -56,7 +47,7 @@ def check_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dic
 
 @pytest.mark.parametrize("name", list(LESSONS))
 def test_each_lesson_finds_its_pitfall(name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    status, report = check_json(capsys, str(EXAMPLES / name))
+    status, report = check_json(capsys, example(name))
     found = [(f["kind"], f["severity"], f["path"]) for f in report["findings"]]
     assert found == LESSONS[name]
     assert status == (1 if any(s == "error" for _, s, _ in found) else 0)
@@ -69,19 +60,19 @@ def test_each_lesson_finds_its_pitfall(name: str, capsys: pytest.CaptureFixture[
 
 @pytest.mark.parametrize("name", CLEAN)
 def test_fixed_examples_are_clean(name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    status, report = check_json(capsys, str(EXAMPLES / name))
+    status, report = check_json(capsys, example(name))
     assert status == 0
     assert [f for f in report["findings"] if f["severity"] != "info"] == []
 
 
 def test_steps_zero_still_probes_eval_mode(capsys: pytest.CaptureFixture[str]) -> None:
-    status, report = check_json(capsys, str(EXAMPLES / "dropout.py"), "--steps", "0")
+    status, report = check_json(capsys, example("dropout.py"), "--steps", "0")
     assert status == 1 and report["steps_run"] == 0
     assert [f["kind"] for f in report["findings"]] == ["eval-nondeterministic"]
 
 
 def test_readable_report(capsys: pytest.CaptureFixture[str]) -> None:
-    status = main(["check", str(EXAMPLES / "containers.py")])
+    status = main(["check", example("containers.py")])
     out = capsys.readouterr().out
     assert status == 1
     assert "unregistered-module" in out and "modelList" in out
@@ -166,7 +157,7 @@ def test_run_json_carries_findings(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_run_static_findings_come_first(capsys: pytest.CaptureFixture[str]) -> None:
-    status = main(["run", str(EXAMPLES / "containers.py"), "--steps", "2", "--json"])
+    status = main(["run", example("containers.py"), "--steps", "2", "--json"])
     lines = [strict(line) for line in capsys.readouterr().out.splitlines()]
     assert status == 0
     assert [(d["event"], d["step"]) for d in lines] == [("finding", 0), ("step", 1), ("step", 2)]
@@ -174,14 +165,14 @@ def test_run_static_findings_come_first(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_run_table_lists_findings(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", str(EXAMPLES / "buffers.py"), "--steps", "2"]) == 0
+    assert main(["run", example("buffers.py"), "--steps", "2"]) == 0
     out = capsys.readouterr().out
     assert "buffer-grad-history" in out and "logModel.logBuff" in out
     assert re.search(r"1 error, 0 warnings, 0 info\s*$", out)
 
 
 def test_run_with_modscope_legacy_hook_reports_nothing(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["run", str(EXAMPLES / "hooks.py"), "--hook", "powModel:legacy-backward", "--json"]
+    argv = ["run", example("hooks.py"), "--hook", "powModel:legacy-backward", "--json"]
     assert main(argv) == 0
     lines = [strict(line) for line in capsys.readouterr().out.splitlines()]
     assert not [d for d in lines if d["event"] == "finding"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,6 +16,7 @@ from modscope.core.session import Session
 from modscope.core.types import Finding, Severity
 from tests import doctor_models as D
 from tests import models as M
+from tests.helpers import CLEAN_RUNS
 
 
 def kinds(findings: tuple[Finding, ...] | list[Finding]) -> list[tuple[str, str]]:
@@ -239,42 +239,9 @@ def test_exploding_and_vanishing_gradients() -> None:
 # -- no false alarms ----------------------------------------------------------------------------
 
 
-def _tokens() -> torch.Tensor:
-    return torch.randint(0, 10, (2, 5), generator=torch.Generator().manual_seed(0))
-
-
-# name: (model, inputs, expected findings)
-CLEAN: dict[str, tuple[Callable[[], nn.Module], Any, list[tuple[str, str]]]] = {
-    "powlog": (M.PowLogModel, M.article_inputs(), []),
-    "powlog_modulelist": (M.PowLogModuleListModel, M.article_inputs(), []),
-    "powlog_moduledict": (M.PowLogModuleDictModel, M.article_inputs(), []),
-    "tied": (M.TiedLanguageModel, _tokens(), [("shared-parameter", "embedding.weight")]),
-    "lstm": (M.lstm, torch.randn(4, 2, 3), []),
-    "multihead_attention": (M.multihead_attention, (torch.randn(2, 3, 8),) * 3, []),
-    "transformer_encoder": (M.transformer_encoder, torch.randn(2, 3, 8), []),
-    "batchnorm_dropout": (M.batchnorm_dropout, torch.randn(4, 4), []),
-    "embedding": (lambda: nn.Embedding(10, 4, padding_idx=0), torch.tensor([0, 1, 2]), []),
-    "old_weight_norm": (M.old_weight_norm, torch.randn(2, 3), []),
-    "old_spectral_norm": (M.old_spectral_norm, torch.randn(2, 3), []),
-    "parametrized_weight_norm": (M.parametrized_weight_norm, torch.randn(2, 3), []),
-    "parametrized_spectral_norm": (M.parametrized_spectral_norm, torch.randn(2, 3), []),
-    "parametrized_lstm": (M.parametrized_lstm, torch.randn(4, 2, 3), []),
-    "pruned_linear": (M.pruned_linear, torch.randn(2, 3), []),
-    "tiny_transformer_lm": (
-        D.TinyTransformerLM,
-        torch.randint(0, 16, (2, 5), generator=torch.Generator().manual_seed(1)),
-        [("shared-parameter", "embed.weight")],
-    ),
-    "frozen_backbone": (D.FrozenBackbone, torch.randn(4, 4), []),
-    "containers": (D.Containers, X2, []),
-    "stochastic_layers": (D.StochasticLayers, torch.randn(2, 3, 4), []),
-    "with_norm": (D.WithNorm, torch.randn(4, 3), []),
-}
-
-
-@pytest.mark.parametrize("name", list(CLEAN))
+@pytest.mark.parametrize("name", list(CLEAN_RUNS))
 def test_clean_models_stay_quiet(name: str) -> None:
-    make, inputs, expected = CLEAN[name]
+    make, inputs, expected = CLEAN_RUNS[name]
     model = make()
     trainable = [p for p in model.parameters() if p.requires_grad]
     session = D.session_for(

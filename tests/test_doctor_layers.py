@@ -3,8 +3,6 @@ near-twin, on torch's own layers and on well-formed models of common architectur
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
@@ -14,8 +12,8 @@ from modscope.core.session import Session
 from modscope.core.types import FindingKind, Severity
 from tests import doctor_models as D
 from tests import models as M
+from tests.helpers import example
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 LAYER_KINDS = {FindingKind.DEAD_UNITS, FindingKind.SATURATED}
 
 
@@ -37,7 +35,7 @@ def relu_after(bias: float, inputs, steps: int = 1, lr: float = 0.01):
 
 
 def test_the_example_has_dead_units_at_act_and_a_saturated_gate():
-    session = Session.load(str(EXAMPLES / "layer_health.py"))
+    session = Session.load(example("layer_health.py"))
     found = {(f.kind, f.path): f for f in layer_findings(session)}
     assert set(found) == {(FindingKind.DEAD_UNITS, "act"), (FindingKind.SATURATED, "gate")}
     dead = found[(FindingKind.DEAD_UNITS, "act")]
@@ -50,7 +48,7 @@ def test_the_example_has_dead_units_at_act_and_a_saturated_gate():
 
 
 def test_the_fixed_example_has_neither():
-    assert layer_findings(Session.load(str(EXAMPLES / "layer_health_fixed.py"))) == []
+    assert layer_findings(Session.load(example("layer_health_fixed.py"))) == []
 
 
 def test_dead_units_fires_when_every_relu_output_is_zero():
@@ -189,8 +187,8 @@ def torch_layers_session() -> Session:
     "make",
     [
         resnet_session,
-        lambda: Session.load(str(EXAMPLES / "cnn.py")),
-        lambda: Session.load(str(EXAMPLES / "tiny_lm.py")),
+        lambda: Session.load(example("cnn.py")),
+        lambda: Session.load(example("tiny_lm.py")),
         lstm_session,
         encoder_session,
         torch_layers_session,

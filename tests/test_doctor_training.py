@@ -27,9 +27,8 @@ from modscope.core.types import Finding, FindingKind
 from modscope.core.warning_capture import WarningCapture
 from tests import training_models as T
 from tests.doctor_models import output_sum, session_for
-from tests.test_doctor_dynamic import CLEAN
+from tests.helpers import CLEAN_RUNS, ROOT, example
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TRAINING_KINDS = {
     FindingKind.UPDATE_RATIO,
     FindingKind.TRAINING_IN_EVAL,
@@ -442,11 +441,11 @@ def test_common_architectures_trained_the_usual_way_raise_none_of_these(
     assert {f.kind for f in found} & TRAINING_KINDS == set()
 
 
-@pytest.mark.parametrize("name", list(CLEAN))
+@pytest.mark.parametrize("name", list(CLEAN_RUNS))
 def test_torchs_own_layers_raise_none_of_these_over_eight_steps(name: str) -> None:
     """The clean models of the other doctor tests (LSTM, attention, BatchNorm, weight norm,
     pruning, parametrizations, tied embeddings...), four times as many steps as they run."""
-    make, inputs, _ = CLEAN[name]
+    make, inputs, _ = CLEAN_RUNS[name]
     torch.manual_seed(0)
     model = make()
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -464,7 +463,7 @@ def _json(capsys: pytest.CaptureFixture[str]) -> Any:
 
 
 def test_check_json_carries_the_examples_kinds(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", str(EXAMPLES / "health.py"), "--json"]) == 0
+    assert main(["check", example("health.py"), "--json"]) == 0
     report = _json(capsys)
     kinds = [(f["kind"], f["severity"], f["step"]) for f in report["findings"]]
     assert kinds == [("training-in-eval", "warning", 1), ("torch-warning", "warning", 1)]
@@ -473,19 +472,19 @@ def test_check_json_carries_the_examples_kinds(capsys: pytest.CaptureFixture[str
 
 
 def test_check_json_on_the_fixed_example_is_clean(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", str(EXAMPLES / "health_fixed.py"), "--json", "--steps", "5"]) == 0
+    assert main(["check", example("health_fixed.py"), "--json", "--steps", "5"]) == 0
     assert _json(capsys)["findings"] == []
 
 
 def test_run_eval_asks_for_eval_and_keeps_the_warning(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["run", str(EXAMPLES / "health.py"), "--json", "--steps", "2"]
+    argv = ["run", example("health.py"), "--json", "--steps", "2"]
     assert main([*argv, "--eval"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [f["kind"] for f in lines if f["event"] == "finding"] == ["torch-warning"]
 
 
 def test_rules_thresholds_are_the_documented_ones() -> None:
-    doctor = (Path(__file__).resolve().parents[1] / "docs" / "doctor.md").read_text()
+    doctor = (ROOT / "docs" / "doctor.md").read_text()
     for kind in TRAINING_KINDS:
         assert f"| `{kind.value}` |" in doctor
     assert rules.UPDATE_RATIO_HIGH == 0.2 and "**0.2**" in doctor

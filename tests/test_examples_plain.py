@@ -18,26 +18,10 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-# Model scripts; examples/test_*.py are pytest files (docs/testing.md), not model scripts.
-ALL_EXAMPLES = sorted(
-    path.stem for path in EXAMPLES.glob("*.py") if not path.stem.startswith("test_")
-)
-TIMEOUT_S = 120
+from tests.helpers import ARTICLE_TABLE, MODEL_SCRIPTS, ROOT, example
 
-# Parameter Code 3 (and 4): powParam and logParam after each of the 10 iterations.
-TABLE = [
-    (1.1034, 1.4994),
-    (1.1744, 1.7569),
-    (1.2114, 1.8801),
-    (1.2288, 1.9365),
-    (1.2367, 1.9618),
-    (1.2403, 1.9730),
-    (1.2418, 1.9779),
-    (1.2425, 1.9801),
-    (1.2428, 1.9811),
-    (1.2430, 1.9815),
-]
+ALL_EXAMPLES = sorted(path.stem for path in MODEL_SCRIPTS)
+TIMEOUT_S = 120
 
 # Buffer Code 1-3: z, powBuff and logBuff after each of the 10 train-mode calls.
 BUFFER_TABLE = [
@@ -56,7 +40,7 @@ BUFFER_TABLE = [
 
 def table(pow_name: str, log_name: str) -> list[str]:
     lines = []
-    for i, (pow_value, log_value) in enumerate(TABLE):
+    for i, (pow_value, log_value) in enumerate(ARTICLE_TABLE):
         lines += [f"{i} {pow_name} {pow_value:.4f}", f"{i} {log_name} {log_value:.4f}"]
     return lines
 
@@ -256,12 +240,12 @@ def run_python(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=TIMEOUT_S,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
-        cwd=EXAMPLES.parent,
+        cwd=ROOT,
     )
 
 
 def run_all_in_one_interpreter() -> dict[str, dict]:
-    result = run_python("-c", DRIVER, *(str(EXAMPLES / f"{name}.py") for name in ALL_EXAMPLES))
+    result = run_python("-c", DRIVER, *(example(f"{name}.py") for name in ALL_EXAMPLES))
     assert result.returncode == 0, result.stderr
     return {Path(path).stem: facts for path, facts in json.loads(result.stdout).items()}
 
@@ -284,7 +268,7 @@ class ExampleRuns:
     def start_all(self) -> None:
         self.start_driver()
         for name in STANDALONE:
-            self._start(name, run_python, str(EXAMPLES / f"{name}.py"))
+            self._start(name, run_python, example(f"{name}.py"))
 
     def facts(self, name: str) -> dict:
         facts = self._start("", run_all_in_one_interpreter).result()[name]
@@ -292,7 +276,7 @@ class ExampleRuns:
         return facts
 
     def standalone(self, name: str) -> subprocess.CompletedProcess[str]:
-        return self._start(name, run_python, str(EXAMPLES / f"{name}.py")).result()
+        return self._start(name, run_python, example(f"{name}.py")).result()
 
     def close(self) -> None:
         self._pool.shutdown(cancel_futures=True)

@@ -13,6 +13,7 @@ from modscope.core.hook_listing import detach_foreign, list_hooks
 from modscope.core.hooks import HookManager, HookSpec, HookSpecError, all_hooks_specs
 from modscope.core.session import Session
 from modscope.core.types import HookAction, HookKind, Phase
+from tests.helpers import ROOT, hook_state
 
 
 class Mixed(nn.Module):
@@ -40,24 +41,6 @@ def make_session(model: nn.Module, optimizer, inputs) -> Session:
     return Session.from_objects(
         model, inputs=inputs, loss_fn=loss_of, optimizer=optimizer, origin=__file__
     )
-
-
-def hook_dicts(model: nn.Module) -> list:
-    attrs = (
-        "_forward_pre_hooks",
-        "_forward_hooks",
-        "_backward_pre_hooks",
-        "_backward_hooks",
-        "_forward_pre_hooks_with_kwargs",
-        "_forward_hooks_with_kwargs",
-        "_forward_hooks_always_called",
-        "_is_full_backward_hook",
-    )
-    return [
-        (name, attr, copy.copy(getattr(m, attr)))
-        for name, m in model.named_modules()
-        for attr in attrs
-    ]
 
 
 def test_spec_parsing():
@@ -103,7 +86,7 @@ def test_all_hooks_run_is_bit_identical_to_the_plain_loop():
     plain_rng = torch.get_rng_state()
 
     session = make_session(observed, observed_opt, x)
-    before = hook_dicts(observed)
+    before = hook_state(observed)
     for spec in all_hooks_specs():
         session.attach(spec)
     torch.manual_seed(1)
@@ -120,13 +103,13 @@ def test_all_hooks_run_is_bit_identical_to_the_plain_loop():
     # the in-place ReLU after block.0 and the attention's inputs were observed without a failure
     assert ("block.0", HookKind.BACKWARD) in kinds and ("attn", HookKind.BACKWARD_PRE) in kinds
     session.close()
-    assert hook_dicts(observed) == before
+    assert hook_state(observed) == before
 
 
 def test_observing_hooks_of_a_module_share_one_forward_pre_and_one_forward_hook():
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
     session = make_session(model, None, torch.randn(5, 3))
-    before = hook_dicts(model)
+    before = hook_state(model)
     for spec in all_hooks_specs():
         session.attach(spec)
     # Four modscope hooks a module, two registrations: the cheapest way to see the same values.
@@ -161,7 +144,7 @@ def test_observing_hooks_of_a_module_share_one_forward_pre_and_one_forward_hook(
     kinds = {(e.module, e.kind) for e in session.run_iteration().events}
     assert ("1", HookKind.FORWARD) not in kinds and ("1", HookKind.BACKWARD) in kinds
     session.close()
-    assert hook_dicts(model) == before
+    assert hook_state(model) == before
 
 
 def test_an_observing_hook_after_anothers_hook_gets_its_own_registration():
@@ -286,11 +269,8 @@ def test_headless_run_does_not_import_textual(tmp_path):
         assert not leaked, leaked
         assert "modscope.tui" not in sys.modules
     """)
-    import os
-
-    root = os.path.dirname(os.path.dirname(__file__))
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
 

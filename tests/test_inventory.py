@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import models
 import pytest
 import torch
 from torch import nn
@@ -17,6 +16,7 @@ from modscope.core.inventory import (
     fold_runs,
 )
 from modscope.core.types import Inventory, ModuleInfo, TensorInfo, Totals, Unregistered
+from tests import models
 
 
 def paths(inventory: Inventory) -> list[str]:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from modscope.cli import main
+from tests.helpers import example
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-HEALTH = str(EXAMPLES / "layer_health.py")
+HEALTH = example("layer_health.py")
 
 
 def _lines(out: str) -> list[dict]:
@@ -66,7 +65,7 @@ def test_run_without_layers_writes_no_layers_line(capsys):
 @pytest.mark.parametrize("script", ["layer_health.py", "cnn.py"])
 def test_run_layers_ends_bit_identical_to_a_run_without(script, tmp_path, capsys):
     plain, watched = tmp_path / "plain.pt", tmp_path / "watched.pt"
-    path = str(EXAMPLES / script)
+    path = example(script)
     assert main(["run", path, "--steps", "3", "--json", "--save-state", str(plain)]) == 0
     args = ["run", path, "--steps", "3", "--json", "--layers", "--save-state", str(watched)]
     assert main(args) == 0

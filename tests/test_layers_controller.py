@@ -3,14 +3,12 @@ after each completed iteration; nothing is attached before, and nothing is left 
 
 from __future__ import annotations
 
-import os
-
 from modscope.control import commands as cmd
 from modscope.control import updates as up
 from modscope.control.controller import SessionController, script_factory
+from tests.helpers import example
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")
-HEALTH = os.path.join(EXAMPLES, "layer_health.py")
+HEALTH = example("layer_health.py")
 
 
 def controller() -> SessionController:

@@ -14,16 +14,16 @@ torch.) `.ci/drift` runs this tier against the newest releases.
 
 from __future__ import annotations
 
-import json
 import os
 import runpy
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
+
+from tests.helpers import strict
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -149,13 +149,6 @@ def scripts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         )
         out[name] = str(path)
     return out
-
-
-def strict(text: str) -> Any:
-    def refuse(token: str) -> Any:
-        raise AssertionError(f"non-strict JSON token {token}")
-
-    return json.loads(text, parse_constant=refuse)
 
 
 @pytest.mark.parametrize("name", list(MODELS))

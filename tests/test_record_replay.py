@@ -10,22 +10,16 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
 from modscope.cli import main
 from modscope.control.recording import FORMAT_VERSION, META_FILE, UPDATES_FILE
+from tests.helpers import POWLOG, ROOT, example, json_lines
 
-ROOT = Path(__file__).parents[1]
-POWLOG = str(ROOT / "examples" / "powlog.py")
-HOOKS = str(ROOT / "examples" / "hooks.py")
+HOOKS = example("hooks.py")
 SLOW = str(ROOT / "tests" / "reliability_scripts" / "slow.py")
-
-
-def json_lines(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 @pytest.mark.parametrize("script", [POWLOG, HOOKS])
@@ -138,7 +132,7 @@ def test_replay_json_picks_a_rank_of_a_multi_rank_recording(tmp_path, capsys):
 
 
 def test_a_break_is_recorded_and_replayed(tmp_path, capsys):
-    nan_origin = str(ROOT / "examples" / "nan_origin.py")
+    nan_origin = example("nan_origin.py")
     args = ["run", nan_origin, "--steps", "5", "--break", "nan", "--json"]
     assert main([*args, "--record", str(tmp_path / "R")]) == 1
     recorded = capsys.readouterr().out

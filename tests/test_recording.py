@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -26,9 +25,7 @@ from modscope.control.recording import (
 )
 from modscope.control.recording_codec import decode, encode
 from modscope.core.hook_spec import HookSpec
-
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")
-POWLOG = os.path.join(EXAMPLES, "powlog.py")
+from tests.helpers import POWLOG
 
 
 def recorded_batches(script: str = POWLOG, steps: int = 3, hooks=()) -> list[list[up.Update]]:

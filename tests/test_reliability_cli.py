@@ -8,7 +8,6 @@ loading a script writes nothing beside it.
 
 from __future__ import annotations
 
-import json
 import os
 import pty
 import re
@@ -27,9 +26,8 @@ import torch
 from modscope.cli import main
 from modscope.core.loader import load_script
 from modscope.core.outputs import OutputError, atomic_write, check_writable
+from tests.helpers import POWLOG, ROOT, strict_lines
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
 SLOW = Path(__file__).resolve().parent / "reliability_scripts" / "slow.py"
 
 HEADER = """\
@@ -52,13 +50,6 @@ model = Breaks()
 inputs = torch.ones(2)
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 """
-
-
-def strict_lines(text: str) -> list[dict]:
-    def refuse(token):
-        raise ValueError(f"bare {token} in JSON")
-
-    return [json.loads(line, parse_constant=refuse) for line in text.splitlines() if line.strip()]
 
 
 def write(tmp_path: Path, body: str, name: str = "script.py") -> str:
@@ -263,7 +254,7 @@ def test_rows_stream_and_a_progress_bar_shows_on_a_terminal_stderr():
 
 
 def test_no_progress_bar_when_stderr_is_not_a_terminal():
-    result = modscope("run", str(EXAMPLES / "powlog.py"), "--steps", "3")
+    result = modscope("run", POWLOG, "--steps", "3")
     assert result.returncode == 0
     assert "steps/s" not in result.stderr and "\x1b[" not in result.stderr
     assert step_rows(result.stdout) == [1, 2, 3]
@@ -273,7 +264,7 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal():
 
 
 def test_every_failure_under_json_is_one_strict_error_line(tmp_path, capsys):
-    powlog = str(EXAMPLES / "powlog.py")
+    powlog = POWLOG
     broken = write(tmp_path, "model = nn.Linear(2, 1)\nraise RuntimeError('boom')\n")
     cases = [
         (["run", broken], "load"),
@@ -399,7 +390,7 @@ def test_save_state_is_checked_before_the_script_even_loads(tmp_path, capsys):
 def test_save_state_keeps_the_mode_of_an_existing_file_and_uses_the_umask_for_a_new_one(
     tmp_path, capsys
 ):
-    powlog = str(EXAMPLES / "powlog.py")
+    powlog = POWLOG
     old = tmp_path / "old.pt"
     old.write_bytes(b"previous")
     old.chmod(0o640)
@@ -421,7 +412,7 @@ def test_save_state_through_a_symlink_replaces_its_target(tmp_path, capsys):
     real.write_bytes(b"previous")
     link = tmp_path / "link.pt"
     link.symlink_to(real)
-    assert main(["run", str(EXAMPLES / "powlog.py"), "--save-state", str(link)]) == 0
+    assert main(["run", POWLOG, "--save-state", str(link)]) == 0
     assert link.is_symlink() and torch.load(real, weights_only=True)
 
 

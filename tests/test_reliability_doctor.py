@@ -10,7 +10,6 @@ data; and every finding's sentence agrees with its count.
 
 from __future__ import annotations
 
-import json
 import re
 import textwrap
 from pathlib import Path
@@ -30,6 +29,7 @@ from modscope.core.session import Session
 from modscope.core.types import Finding, FindingKind, HookKind, Phase
 from modscope.core.walk import find_cycle, tensor_at
 from tests import doctor_models as D
+from tests.helpers import strict
 
 HEADER = "import torch\nfrom torch import nn\n"
 
@@ -50,13 +50,6 @@ def write(tmp_path: Path, name: str, body: str) -> tuple[str, str]:
 
 def line_of(text: str, marker: str) -> int:
     return next(i for i, line in enumerate(text.splitlines(), 1) if marker in line)
-
-
-def strict(text: str) -> Any:
-    def refuse(token: str) -> Any:
-        raise AssertionError(f"non-strict JSON token {token}")
-
-    return json.loads(text, parse_constant=refuse)
 
 
 COMMANDS = [["tree"], ["run"], ["run", "--hooks", "all"], ["check"]]

@@ -17,8 +17,7 @@ from modscope.core.memory_budget import host_available
 from modscope.core.session import Session
 from modscope.core.sizes import SizeError, parse_size
 from modscope.core.types import HookAction, HookKind
-
-POWLOG = str(Path(__file__).resolve().parents[1] / "examples" / "powlog.py")
+from tests.helpers import POWLOG
 
 
 def state_of(session: Session) -> dict[str, torch.Tensor]:

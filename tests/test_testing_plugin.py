@@ -6,9 +6,10 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+
+from tests.helpers import EXAMPLES
 
 pytest_plugins = ["pytester"]
 
@@ -163,10 +164,9 @@ def test_without_syrupy_the_fixture_says_what_to_install(pytester: pytest.Pytest
 def test_the_example_test_file_passes_as_a_user_would_run_it(pytester: pytest.Pytester) -> None:
     # examples/ is outside our testpaths (its files are not model scripts' tests): run it here,
     # with its committed snapshot, as a copy in a user's project.
-    examples = Path(__file__).resolve().parents[1] / "examples"
     for name in ("test_model_health.py", "tiny_lm.py"):
-        shutil.copy(examples / name, pytester.path / name)
-    shutil.copytree(examples / "__snapshots__", pytester.path / "__snapshots__")
+        shutil.copy(EXAMPLES / name, pytester.path / name)
+    shutil.copytree(EXAMPLES / "__snapshots__", pytester.path / "__snapshots__")
     pytester.syspathinsert()
     sys.modules.pop("tiny_lm", None)
     result = pytester.runpytest_inprocess(*QUIET)

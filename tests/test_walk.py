@@ -16,7 +16,7 @@ from torch import nn
 import modscope
 from modscope.core.callables import callable_label, describe_callable
 from modscope.core.exit_codes import ExitCode
-from modscope.core.inventory import _Walk
+from modscope.core.inventory import build_inventory
 from modscope.core.loader import LoadedScript
 from modscope.core.script_names import MISSING, SCRIPT_NAMES
 from modscope.core.session import Session
@@ -46,7 +46,11 @@ FIXTURES = {
 def test_distinct_modules_is_the_inventorys_distinct_walk(name: str) -> None:
     model = FIXTURES[name]()
     listed = distinct_modules(model)
-    assert [(p, id(m)) for p, m in listed] == [(p, id(m)) for p, m in _Walk(model).distinct]
+    # The inventory lists every path of a shared instance: its first path is the distinct one.
+    inventory_walk: dict[int, str] = {}
+    for info in build_inventory(model).modules:
+        inventory_walk.setdefault(id(model.get_submodule(info.path)), info.path)
+    assert [(p, id(m)) for p, m in listed] == [(p, k) for k, p in inventory_walk.items()]
     if name != "cyclic":  # torch's own walk recurses forever on a cycle
         assert [(p, id(m)) for p, m in listed] == [(p, id(m)) for p, m in model.named_modules()]
 

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -17,10 +16,7 @@ from modscope.cli import main
 from modscope.core.hook_spec import HookSpec, HookSpecError
 from modscope.core.interrupts import catching_ctrl_c
 from modscope.core.types import HookAction, HookKind
-
-ROOT = Path(__file__).resolve().parents[2]
-POWLOG = str(ROOT / "examples" / "powlog.py")
-
+from tests.helpers import POWLOG, ROOT
 
 # -- non-finite numbers in --hook and --break -------------------------------------------------
 

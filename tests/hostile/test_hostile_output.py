@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,9 +23,8 @@ from modscope.core.loader import load_script
 from modscope.core.print_capture import captured_prints
 from modscope.report.common import ScriptPrints
 from modscope.tui.log_pane import LOG_LIMIT, LogPane
-from tests.tui.tui_helpers import AppMaker, settle
-
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.helpers import ROOT
+from tests.tui.tui_helpers import settle
 
 MODEL = """\
 import torch
@@ -261,15 +259,6 @@ def test_os_exit_of_a_forked_child_still_ends_the_child(tmp_path):
 
 
 # -- the app's log ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def make_app() -> Iterator[AppMaker]:
-    maker = AppMaker()
-    yield maker
-    for app in maker.apps:
-        app.worker.stop()
-        assert app.worker.join(10), "the session thread did not end"
 
 
 async def test_the_apps_log_shows_a_progress_line_in_its_last_state(make_app, tmp_path):

@@ -22,9 +22,8 @@ from modscope.control import updates as up
 from modscope.control.recording import UPDATES_FILE, read_recording
 from modscope.core import outputs
 from modscope.core.outputs import LOCK_FILE, FolderLock
+from tests.helpers import POWLOG, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-POWLOG = str(ROOT / "examples" / "powlog.py")
 SLOW = ROOT / "tests" / "reliability_scripts" / "slow.py"
 
 SCRIPT = """\

@@ -20,13 +20,7 @@ from modscope.control import commands as cmd
 from modscope.control import recording
 from modscope.control.controller import SessionController, script_factory
 from modscope.control.recording import META_FILE, UPDATES_FILE, RecordingWriter, script_meta
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-POWLOG = str(ROOT / "examples" / "powlog.py")
-
-
-def json_lines(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+from tests.helpers import POWLOG, json_lines
 
 
 @pytest.fixture(scope="module")

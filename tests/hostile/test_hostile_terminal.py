@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-POWLOG = str(ROOT / "examples" / "powlog.py")
+from tests.helpers import POWLOG, ROOT
+
 ESC = "\x1b"
 
 

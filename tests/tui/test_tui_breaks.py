@@ -3,17 +3,16 @@ module, the detail pane shows the values; `b` arms and disarms conditions."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from textual.widgets import Input, OptionList
-from tui_helpers import press, settle, until
 
 from modscope.tui.break_dialog import BreakDialog
 from modscope.tui.detail_pane import DetailPane
 from modscope.tui.module_tree import ModuleTree
 from modscope.tui.status_line import StatusLine
+from tests.helpers import EXAMPLES
+from tests.tui.tui_helpers import press, settle, until
 
-NAN_ORIGIN = Path(__file__).parents[2] / "examples" / "nan_origin.py"
+NAN_ORIGIN = EXAMPLES / "nan_origin.py"
 SIZE = (110, 34)
 
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import textwrap
 
-from tui_helpers import press
-
-from modscope.tui.app import ModscopeApp
 from modscope.tui.hook_events_pane import HookEventsPane
-from modscope.tui.status_line import StatusLine
+from tests.tui.tui_helpers import press, status
 
 SIZE = (100, 40)
 
@@ -34,10 +31,6 @@ model = torch.compile(MLP(), backend="aot_eager")
 inputs = torch.randn(3, 4)
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 """
-
-
-def status(app: ModscopeApp) -> str:
-    return app.query_one(StatusLine).text
 
 
 async def test_s_steps_a_compiled_model_with_hooks_inside_it(make_app, tmp_path):

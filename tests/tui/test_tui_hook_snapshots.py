@@ -9,10 +9,7 @@ Regenerate with `pytest tests/tui --snapshot-update -k hook`, then open the SVGs
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from textual.pilot import Pilot
-from tui_helpers import press, settle
 
 from modscope.tui.app import ModscopeApp
 from modscope.tui.hook_dialog import HookDialog
@@ -20,9 +17,10 @@ from modscope.tui.hook_events_pane import HookEventsPane
 from modscope.tui.hooks_pane import HooksPane
 from modscope.tui.log_pane import LogPane
 from modscope.tui.status_line import StatusLine
+from tests.helpers import EXAMPLES
+from tests.tui.tui_helpers import press, settle
 
 SIZE = (100, 32)
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 async def ready(app: ModscopeApp, pilot: Pilot, *keys: str, select: str | None = None) -> None:

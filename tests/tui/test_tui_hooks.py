@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
-from hook_state import hook_state
 from textual.widgets import Input
 from textual.widgets._footer import FooterKey
-from tui_helpers import press, settle
 
 from modscope.control import commands as cmd
 from modscope.core.hook_notes import LEGACY_BESIDE_FULL
@@ -25,10 +22,10 @@ from modscope.tui.hook_events_pane import HookEventsPane
 from modscope.tui.hooks_pane import HooksPane
 from modscope.tui.log_pane import LogPane
 from modscope.tui.module_tree import ModuleTree
-from modscope.tui.status_line import StatusLine
+from tests.helpers import EXAMPLES, hook_state
+from tests.tui.tui_helpers import press, select, settle, status
 
 SIZE = (100, 40)
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 HOOKS = EXAMPLES / "hooks.py"
 SCRIPT_REGISTERED = EXAMPLES / "hooks_script_registered.py"
 
@@ -37,17 +34,8 @@ SCRIPT_REGISTERED = EXAMPLES / "hooks_script_registered.py"
 FORWARD_SCALE_2 = ("h", "down", "tab", "down", "tab", "2", "enter")
 
 
-def status(app: ModscopeApp) -> str:
-    return app.query_one(StatusLine).text
-
-
 def footer_actions(app: ModscopeApp) -> set[str]:
     return {k.action for k in app.screen.query(FooterKey)}
-
-
-async def select(app: ModscopeApp, pilot, path: str) -> None:
-    app.go_to(path)
-    await settle(app, pilot)
 
 
 async def test_h_attaches_a_forward_hook_with_keys_alone(make_app):

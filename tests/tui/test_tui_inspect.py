@@ -7,16 +7,16 @@ import threading
 
 import pytest
 import torch
-from hook_state import hook_state
 from textual.pilot import Pilot
 from torch.nn.modules import module as torch_module
-from tui_helpers import press, settle
 
 import modscope
 from modscope import live
 from modscope.tui.app import ModscopeApp
 from modscope.tui.hooks_pane import HooksPane
 from modscope.tui.status_line import StatusLine
+from tests.helpers import hook_state
+from tests.tui.tui_helpers import press, settle
 
 # The caller's own legacy hook below: PyTorch warns about it at every forward.
 pytestmark = pytest.mark.filterwarnings("ignore:Using a non-full backward hook:FutureWarning")

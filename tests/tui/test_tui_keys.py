@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from textual.command import CommandList, CommandPalette
 from textual.widgets import DataTable, Input
-from tui_helpers import SCRIPTS, press, settle, until
 
 from modscope.tui.app import ModscopeApp
 from modscope.tui.detail_pane import DetailPane
@@ -15,14 +14,10 @@ from modscope.tui.help_screen import HelpScreen
 from modscope.tui.load_error_screen import LoadErrorScreen
 from modscope.tui.log_pane import LogPane
 from modscope.tui.module_tree import ModuleTree
-from modscope.tui.status_line import StatusLine
 from modscope.tui.values_screen import ValuesScreen
+from tests.tui.tui_helpers import SCRIPTS, press, settle, status, until
 
 SIZE = (100, 40)
-
-
-def status(app: ModscopeApp) -> str:
-    return app.query_one(StatusLine).text
 
 
 def label(app: ModscopeApp, path: str) -> str:

@@ -3,11 +3,8 @@ by any column, filtered like the tree, `enter` to the module in the tree; greyed
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from textual.pilot import Pilot
 from textual.widgets import DataTable
-from tui_helpers import press
 
 from modscope.cli import main
 from modscope.control import commands as cmd
@@ -21,8 +18,10 @@ from modscope.tui.layers_screen import LayersScreen
 from modscope.tui.log_pane import LogPane
 from modscope.tui.model_view import ModelView
 from modscope.tui.module_tree import ModuleTree
+from tests.helpers import EXAMPLES
+from tests.tui.tui_helpers import press
 
-HEALTH = Path(__file__).parents[2] / "examples" / "layer_health.py"
+HEALTH = EXAMPLES / "layer_health.py"
 SIZE = (120, 30)
 
 

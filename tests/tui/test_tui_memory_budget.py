@@ -8,13 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from textual.widgets import DataTable, Static
-from tui_helpers import press
 
 from modscope.control.controller import controller_factory
 from modscope.core.session import Session
 from modscope.tui.app import ModscopeApp
 from modscope.tui.diff_screen import DiffScreen
 from modscope.tui.module_tree import ModuleTree
+from tests.tui.tui_helpers import press
 
 SCRIPT = """
 import torch

@@ -4,7 +4,6 @@ as visible escapes in every pane, and the app keeps running (issue 9)."""
 from __future__ import annotations
 
 from textual.command import CommandPalette
-from tui_helpers import press, settle, until
 
 from modscope.core.hook_spec import HookId
 from modscope.core.types import Finding, FindingKind, HookInfo, Severity
@@ -17,6 +16,7 @@ from modscope.tui.hooks_pane import HooksPane, hook_text
 from modscope.tui.load_error_screen import LoadErrorScreen
 from modscope.tui.log_pane import LogPane
 from modscope.tui.module_tree import ModuleTree
+from tests.tui.tui_helpers import press, settle, until
 
 SIZE = (120, 40)
 EVIL = "evil\x1b[2J\nname"

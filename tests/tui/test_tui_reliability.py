@@ -3,10 +3,9 @@ shown as a located error, the session goes on, and nothing says "running" foreve
 
 from __future__ import annotations
 
-from tui_helpers import press
-
 from modscope.tui.error_panel import ErrorPanel
 from modscope.tui.status_line import StatusLine
+from tests.tui.tui_helpers import press
 
 SIZE = (100, 32)
 

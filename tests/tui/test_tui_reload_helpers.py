@@ -6,9 +6,8 @@ import sys
 import uuid
 from pathlib import Path
 
-from tui_helpers import press, settle
-
 from modscope.tui.log_pane import LogPane
+from tests.tui.tui_helpers import press, settle
 
 SIZE = (120, 40)
 

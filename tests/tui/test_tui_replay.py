@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable
-from tui_helpers import press, settle
 
 from modscope.cli import main
 from modscope.control import commands as cmd
@@ -35,8 +34,9 @@ from modscope.tui.log_pane import LogPane
 from modscope.tui.module_tree import ModuleTree
 from modscope.tui.status_line import StatusLine
 from modscope.tui.step_screen import StepScreen
+from tests.helpers import POWLOG, example
+from tests.tui.tui_helpers import press, settle, value
 
-POWLOG = str(Path(__file__).parents[2] / "examples" / "powlog.py")
 SIZE = (100, 32)
 
 
@@ -54,10 +54,6 @@ def recording(tmp_path_factory) -> str:
 
 def replay_app(folder: str) -> ModscopeApp:
     return ModscopeApp(folder, controller=replay_factory(read_recording(folder)), animations=False)
-
-
-def value(app: ModscopeApp, path: str) -> float:
-    return app.view.summaries[path].values[0]
 
 
 async def test_replay_opens_at_the_last_step_and_moves_through_steps(recording):
@@ -167,7 +163,7 @@ async def test_a_missing_rank_is_named_and_the_others_keep_their_numbers(two_ran
         assert "rank 2 of 3" in app.query_one(StatusLine).text
 
 
-NAN_ORIGIN = str(Path(__file__).parents[2] / "examples" / "nan_origin.py")
+NAN_ORIGIN = example("nan_origin.py")
 
 
 @pytest.fixture(scope="module")

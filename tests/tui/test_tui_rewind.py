@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets._footer import FooterKey
-from tui_helpers import press, settle, until
 
 from modscope.tui.diff_screen import DiffScreen
 from modscope.tui.loss_plot import LossPlot
 from modscope.tui.status_line import StatusLine
 from modscope.tui.step_screen import StepScreen
+from tests.tui.tui_helpers import press, select, until, value
 
 SIZE = (100, 32)
-
-
-def value(app, path: str) -> float:
-    return app.view.summaries[path].values[0]
 
 
 async def test_ten_steps_five_back_five_again(make_app):
@@ -50,11 +46,6 @@ def test_rewound_snapshot(snap_compare, make_app):
         app.clear_notifications()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
-
-
-async def select(app, pilot, path: str) -> None:
-    app.go_to(path)
-    await settle(app, pilot)
 
 
 async def test_what_if_compares_a_rerun_with_a_hook_against_the_original(make_app):

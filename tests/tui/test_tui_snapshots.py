@@ -10,7 +10,6 @@ Regenerate with `pytest tests/tui --snapshot-update`, then open the SVGs and loo
 from __future__ import annotations
 
 from textual.pilot import Pilot
-from tui_helpers import press, settle
 
 from modscope.tui.app import ModscopeApp
 from modscope.tui.detail_pane import DetailPane
@@ -19,14 +18,10 @@ from modscope.tui.help_screen import HelpScreen
 from modscope.tui.load_error_screen import LoadErrorScreen
 from modscope.tui.log_pane import LogPane
 from modscope.tui.module_tree import ModuleTree
-from modscope.tui.status_line import StatusLine
 from modscope.tui.values_screen import ValuesScreen
+from tests.tui.tui_helpers import press, settle, status
 
 SIZE = (100, 32)
-
-
-def status(app: ModscopeApp) -> str:
-    return app.query_one(StatusLine).text
 
 
 async def ready(app: ModscopeApp, pilot: Pilot, *keys: str) -> None:

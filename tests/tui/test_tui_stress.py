@@ -9,7 +9,6 @@ import pytest
 from textual import events
 from textual.command import CommandInput
 from textual.widgets import Input
-from tui_helpers import press, settle, until
 
 from modscope import launch
 from modscope.core.types import Phase
@@ -22,15 +21,11 @@ from modscope.tui.hook_dialog import HookDialog
 from modscope.tui.layers_screen import LayersScreen
 from modscope.tui.module_tree import ModuleTree
 from modscope.tui.quit_screen import QuitScreen
-from modscope.tui.status_line import StatusLine
 from modscope.tui.step_screen import StepScreen
+from tests.tui.tui_helpers import press, settle, status, until
 
 SIZE = (100, 40)
 TINY_SIZES = [(20, 8), (1, 1), (2, 30), (40, 2)]
-
-
-def status(app) -> str:
-    return app.query_one(StatusLine).text
 
 
 async def shrink_and_grow(app, pilot) -> None:

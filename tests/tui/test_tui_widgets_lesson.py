@@ -3,14 +3,13 @@ in the detail pane, the hook event view and the hook dialog, and as torch-free t
 
 from __future__ import annotations
 
-from tui_helpers import press, settle
-
 from modscope.core.hook_notes import legacy_lesson, module_inputs
 from modscope.core.types import HookAction, HookEvent, HookKind, Phase, TensorSummary
 from modscope.tui.detail_pane import DetailPane
 from modscope.tui.hook_dialog import HookDialog
 from modscope.tui.hook_event_screen import HookEventScreen
 from modscope.tui.hook_events_pane import HookEventsPane
+from tests.tui.tui_helpers import press, settle
 
 SIZE = (100, 40)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.widgets import Footer, Input
-from tui_helpers import press, settle
 
 from modscope.core.types import HookKind
 from modscope.tui.app import ModscopeApp
@@ -16,6 +15,7 @@ from modscope.tui.hook_dialog import HookDialog
 from modscope.tui.hook_event_screen import HookEventScreen
 from modscope.tui.hook_events_pane import HookEventsPane
 from modscope.tui.values_screen import ValuesScreen
+from tests.tui.tui_helpers import press, settle
 
 SIZE = (100, 40)
 

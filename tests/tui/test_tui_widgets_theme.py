@@ -4,13 +4,13 @@ and the widgets' state lives in reactives (status line, loss plot, detail pane, 
 from __future__ import annotations
 
 from textual.widget import Widget
-from tui_helpers import press, settle
 
 from modscope.tui.detail_pane import DetailPane
 from modscope.tui.diff_screen import DiffScreen
 from modscope.tui.error_panel import ErrorPanel
 from modscope.tui.loss_plot import LossPlot
 from modscope.tui.status_line import StatusLine
+from tests.tui.tui_helpers import press, settle
 
 SIZE = (100, 40)
 

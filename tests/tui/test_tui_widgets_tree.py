@@ -4,9 +4,9 @@ level deep and is built lazily; a rebuild keeps what the person collapsed."""
 from __future__ import annotations
 
 from textual.widgets.tree import TreeNode
-from tui_helpers import press, settle
 
 from modscope.tui.module_tree import ModuleTree
+from tests.tui.tui_helpers import press, settle
 
 SIZE = (100, 40)
 

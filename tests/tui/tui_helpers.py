@@ -1,4 +1,4 @@
-"""Helpers for the app's tests: an app factory on the fixed model scripts, and waiting."""
+"""Helpers for the app's tests: an app factory on the fixed model scripts, waiting, reading."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from textual.pilot import Pilot
 from modscope.control.controller import controller_factory
 from modscope.core.session import Session
 from modscope.tui.app import ModscopeApp
+from modscope.tui.status_line import StatusLine
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
@@ -67,3 +68,19 @@ async def until(pilot: Pilot, condition: Callable[[], bool], *, tries: int = 500
             return
         await pilot.pause(0.01)
     raise AssertionError("the app never reached the expected state")
+
+
+async def select(app: ModscopeApp, pilot: Pilot, path: str) -> None:
+    """Move the tree's cursor to `path` and let the app show it."""
+    app.go_to(path)
+    await settle(app, pilot)
+
+
+def status(app: ModscopeApp) -> str:
+    """The status line's text."""
+    return app.query_one(StatusLine).text
+
+
+def value(app: ModscopeApp, path: str) -> float:
+    """The first value of the summary the app shows for `path`."""
+    return app.view.summaries[path].values[0]
