@@ -15,8 +15,8 @@ def collector_paused() -> Iterator[None]:
 
     A step record of a large model makes tens of thousands of small acyclic objects (floats,
     summaries); each few hundred of them start a collection, and the oldest generation's scans
-    every object the model holds (700,000 for a 13,200-module model): measured, a quarter to a
-    third of the record's time. Nothing the record makes is cyclic garbage, and the collector
+    every object the model holds (hundreds of thousands on a large model), a large share of
+    the record's time. Nothing the record makes is cyclic garbage, and the collector
     runs as usual afterwards.
     """
     was_enabled = gc.isenabled()
@@ -34,8 +34,8 @@ def collector_on_new_objects() -> Iterator[None]:
 
     Hooks on every module leave objects (captures, drafts, tensor hooks) that live until the
     phase's events are resolved: tens of thousands of them make the cyclic collector run its
-    full collections, each a scan of every object the model holds (700,000 for a
-    13,200-module model): measured, half the hooks' added time. Frozen, those scans see only
+    full collections, each a scan of every object the model holds (hundreds of thousands on a
+    large model), a large share of the hooks' added time. Frozen, those scans see only
     the objects made during the phase, and garbage the user's code makes is still collected
     as usual. Left alone when something else froze objects already (its freeze is not ours
     to undo).

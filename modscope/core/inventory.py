@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-# Re-exported: the tree's folding and the unregistered search were part of this module.
+# Re-exported: callers reach the tree's folding and the unregistered search through this module.
 from modscope.core.filled import filled, plain_frozen
 from modscope.core.gc_pause import collector_paused
 from modscope.core.sibling_runs import SiblingRun, fold_runs, structure_signatures
@@ -45,8 +45,8 @@ _DEVICE_NAMES: dict[torch.device, str] = {}
 _T = TypeVar("_T")
 
 if all(plain_frozen(cls) for cls in (TensorInfo, ModuleInfo, Totals)):
-    # `_snapshot` runs for every module, tensor and total of the tree: on a 13,000-module
-    # model the dataclasses' own `__init__` was a third of `build_inventory`.
+    # `_snapshot` runs for every module, tensor and total of the tree: the dataclasses' own
+    # `__init__` would be a large share of `build_inventory` on a model of thousands of modules.
     _snapshot = filled
 else:  # pragma: no cover - the types changed shape; stay correct, only slower
 
@@ -68,10 +68,10 @@ def build_inventory(model: nn.Module, *, extra_reprs: bool = True) -> Inventory:
     weights count once).
 
     `extra_reprs=False` leaves every `ModuleInfo.extra_repr` empty: `tree` never shows them, and
-    calling each module's `extra_repr()` was a tenth of the inventory of a 13,000-module model.
+    calling each module's `extra_repr()` is a noticeable share of the inventory of a large model.
     """
     # Tens of thousands of small acyclic snapshot objects would set off repeated full
-    # collections over the model's own objects: a third of the time on a 13,000-module model.
+    # collections over the model's own objects, a large share of the time on a large model.
     with collector_paused():
         walk = _Walk(model)
         return Inventory(

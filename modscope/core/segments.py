@@ -21,27 +21,23 @@ from torch._utils import _flatten_dense_tensors
 
 MIN_TENSORS = 8
 """Join tensors only when a device and dtype has at least this many: below it, the twenty-odd
-kernels of the joined path cost more than the per-tensor ones. On the CPU, summaries of
-k tensors of 16 elements joined take 2.3x (k=2), 1.3x (4), 0.9x (8), 0.4x (64) the
-per-tensor time; diffs 1.0x (2) to 0.07x (64): `benchmarks/bench_record.py --crossover`."""
+kernels of the joined path cost more than the per-tensor ones (where the two cross is what
+`benchmarks/bench_record.py --crossover` measures)."""
 
 SUMMARY_MAX_NUMEL = 512
 """Summarize tensors of at most this many elements joined. Segment reductions do several
 times the arithmetic of plain ones, so per-tensor kernels win once the tensor is big enough
-for their launch cost not to matter: on the CPU, 64 tensors of 256 elements joined take 0.7x
-the per-tensor time, of 512 0.9x, of 1024 1.3-1.5x."""
+for their launch cost not to matter (`benchmarks/bench_record.py --crossover`)."""
 
 DIFF_MAX_NUMEL = 4096
 """Diff tensors of at most this many elements joined: the per-key diff launches twice the
-kernels a summary does, so joining pays for longer (64 keys of 1024 elements: 0.3x the
-per-key time, of 2048 0.4x, of 4096 0.8-1.1x)."""
+kernels a summary does, so joining pays for larger tensors."""
 
 JOIN_MAX_TOTAL = 2**18
 """At most this many elements are joined in one buffer: the joined statistics work in float64
 with several temporaries the size of the buffer, so joining every small tensor of a large
-model at once (2.8 M elements in a 13,200-module model's state and gradients) raised the
-process's peak memory by about 100 MB; in buffers of 2**18 elements it stays near 10 MB, at no
-measurable cost in time."""
+model at once would raise the process's peak memory by many times the size of its small
+tensors; bounded buffers keep that peak small at no measurable cost in time."""
 
 
 def bounded(
@@ -153,7 +149,7 @@ class Segments:
 
         Counts are exact in any order of addition, so where every segment has one size (the
         biases and norm weights of a model of many equal layers) a host mask is counted along
-        the rows of a byte view, some four times faster than an `index_add_` of float64.
+        the rows of a byte view, faster than an `index_add_` of float64.
         """
         if self.uniform and self.ids.is_cpu and mask.is_contiguous() and mask.numel():
             rows = mask.view(torch.uint8).view(len(self), -1)

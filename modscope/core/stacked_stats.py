@@ -2,11 +2,11 @@
 their length.
 
 A model of thousands of mid-sized layers (too large for `segments`' joined path, which works in
-float64 per element) spent most of each step's summaries on four reductions and four host reads
-per tensor, each a call into torch of a few microseconds' overhead for a few microseconds of
-work. Stacked in buffers of at most `STACK_MAX_TOTAL` elements, tensors of one numel and dtype
-take four row-wise reductions per buffer instead. Rows with a non-finite element, or whose
-variance needs the second pass `host_stats` makes, are left to the per-tensor path.
+float64 per element) would spend most of each step's summaries on four reductions and four host
+reads per tensor, each a call into torch whose overhead is as large as its work. Stacked in
+buffers of at most `STACK_MAX_TOTAL` elements, tensors of one numel and dtype take four
+row-wise reductions per buffer instead. Rows with a non-finite element, or whose variance needs
+the second pass `host_stats` makes, are left to the per-tensor path.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ _STACKED_DTYPES = (torch.float32, torch.float64)
 
 def stackable(t: torch.Tensor) -> bool:
     """A plain contiguous float32/float64 host tensor, larger than the joined path takes."""
-    # Hooks ask this of every tensor they see: `is_cpu` costs a seventh of `device.type`.
+    # Hooks ask this of every tensor they see: `is_cpu` is much cheaper than `device.type`.
     return (
         type(t) in (torch.Tensor, torch.nn.Parameter)
         and t.is_cpu
@@ -54,9 +54,9 @@ def stacked_stats(tensors: Sequence[torch.Tensor]) -> list[Stats | None]:
             # stacks tens of thousands); tensors of one numel may differ in shape.
             rows = segments.flatten(tensors[start : start + per_buffer]).view(-1, numel)
             # amin and amax along rows run vectorised where aminmax(dim=) and
-            # count_nonzero(dim=) do not (30x slower on torch 2.13's CPU). Nonzeros are
-            # counted as bytes of a bool view summed along rows in int32 (exact, and half the
-            # time of a smallest magnitude per row and a `count_nonzero` per row with a zero:
+            # count_nonzero(dim=) do not (far slower on the CPU). Nonzeros are
+            # counted as bytes of a bool view summed along rows in int32 (exact, and faster
+            # than a smallest magnitude per row and a `count_nonzero` per row with a zero:
             # gradients behind a ReLU have zeros, thousands of rows a step).
             lo, hi = rows.amin(dim=1), rows.amax(dim=1)
             total = rows.sum(dim=1)

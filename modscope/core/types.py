@@ -1,7 +1,7 @@
 """Frozen snapshot types that cross from the engine to reports and the UI (no torch here).
 
-One file by intent, though past 450 lines: these are declarations, the data contract the
-reports, the app and recordings share (a recording names these classes), best read together.
+These are declarations, the data contract the reports, the app and recordings share (a
+recording names these classes), best read together.
 """
 
 from __future__ import annotations

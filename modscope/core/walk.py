@@ -266,7 +266,7 @@ def _reaches_a_module_twice(model: nn.Module) -> bool:
     """Whether some module is registered under two paths (shared, or a cycle).
 
     A cycle reaches its first module again, so without any repeat there is none: this one pass,
-    with no paths and no iterators, clears most models (every load of a 13,000-module one) before
+    with no paths and no iterators, clears most models, large ones included, before
     `find_cycle`'s depth-first search would run.
     """
     seen = {id(model)}

@@ -23,8 +23,8 @@ class Walked(NamedTuple):
 class Structure:
     """The doctor's walk of a model, kept while the model's structure stays as it was.
 
-    The doctor reads every module and parameter after each step; on a model of 13,000
-    modules, building the walk again (a path string per module and parameter) cost more than
+    The doctor reads every module and parameter after each step; on a model of thousands of
+    modules, building the walk again (a path string per module and parameter) costs more than
     checking that nothing moved. A forward may add, remove or replace a submodule or a
     parameter (`self.w = nn.Parameter(...)`), so each call compares every walked module's
     `_modules` and `_parameters` entries (names, and objects by identity) with those the walk
