@@ -43,8 +43,8 @@ def on_rank_zero(
 def leave_process_group() -> None:
     """Destroy the script's process group once the command is over, as a script ends its own:
     one left to the interpreter's exit can abort there (gloo's threads: "terminate called
-    without an active exception", seen once on a loaded machine). The same abort was seen once
-    more after this, as rare: a race in gloo's teardown that modscope cannot reach."""
+    without an active exception"). A rarer abort of the same kind comes from a race in gloo's
+    own teardown, which modscope cannot reach."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

@@ -1,9 +1,9 @@
 """A step record's JSON line, the same text as `dumps(record.to_json())`, written without a
 dict per tensor summary.
 
-`run --json` prints every key's summary every step: for a model of 13,000 modules that is
-26,400 summaries a step, and building a dict for each, then encoding it, cost about a
-quarter of what the record itself costs. Here each summary is written straight into text,
+`run --json` prints every key's summary every step: for a model of thousands of modules that
+is tens of thousands of summaries a step, and building a dict for each, then encoding it, would
+cost a large share of what the record itself costs. Here each summary is written straight into text,
 field by field in `TensorSummary.to_json`'s order, with `json`'s own encoders for strings
 and its number formats (`float.__repr__`, `int.__repr__`). A summary with fields of any other
 kind (values, a count that is not an int) takes `to_json` and `json.dumps`.

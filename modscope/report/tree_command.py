@@ -156,8 +156,8 @@ def _tree_command(args: argparse.Namespace) -> int:
         return ExitCode.FAILED
     # The inventory, the JSON and the rich tree are acyclic objects in the tens of thousands on
     # a large model; each few hundred start a collection, and one of the oldest generation scans
-    # every object the model holds: on the 13,201-module workload one such (0.15-0.4 s) fell in
-    # the rendering or the JSON in about half the runs (`gc.callbacks`).
+    # every object the model holds, a long pause that would fall in the rendering or the JSON
+    # of many runs.
     with collector_paused():
         inv = build_inventory(session.model, extra_reprs=False)
         if args.json:
