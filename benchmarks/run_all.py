@@ -7,8 +7,8 @@ Every measurement is a fresh process (so its peak RSS is its own), and the comma
 each figure is the median of its rounds. Workloads (`workloads.py`): an MLP of 1.36 M parameters
 (60 steps) and 3,300 blocks of Linear(140, 140) + LayerNorm + ReLU: 13,201 modules, 66.1 M
 parameters (2 steps). The observe-hooks row is measured inside one process on one model, in
-alternating rounds (`_hooks_ratio_worker`): the no-op hooks' cost it divides by is about 0.1 s,
-far below what separate processes vary by. The prints row is `prints.py`'s figure (2,000,000
+alternating rounds (`_hooks_ratio_worker`): the no-op hooks' cost it divides by is small, far
+below what separate processes vary by. The prints row is `prints.py`'s figure (2,000,000
 lines printed at import; 200,000 with `--quick`). `--quick` uses 20 MLP steps, 330 blocks and one
 round: for trying it, its figures are not the goals'. The machine and its load average are
 printed with the table: compare ratios from one table, never milliseconds across machines.
@@ -298,8 +298,8 @@ def _hooks_ratio_worker(script: str, steps: int, rounds: int) -> None:
     model, in alternating rounds of `steps` iterations (iteration time only; the ratio of the
     medians of what each adds): a Session's iterations with observing hooks on every module
     against the same Session's without, over plain iterations with `workloads`' no-op hooks
-    against plain ones. Separate processes would compare a no-op cost of about 0.1 s with
-    run-to-run noise of seconds. The time is the process's CPU time, which a busy neighbour on
+    against plain ones. Separate processes would compare a small no-op cost with run-to-run
+    noise many times larger. The time is the process's CPU time, which a busy neighbour on
     a shared machine disturbs less than the wall clock (the work is on one thread)."""
     from modscope.core.session import Session
     from modscope.report.run_command import attach_specs, parse_specs
