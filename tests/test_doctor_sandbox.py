@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 import types
 from typing import Any
 
@@ -17,6 +20,7 @@ from modscope.core.doctor.walk import Reachable
 from modscope.core.hooks import HookSpec
 from tests import doctor_models as D
 from tests import models as M
+from tests.helpers import ROOT
 
 
 def _bits(t: torch.Tensor | None) -> bytes | None:
@@ -246,3 +250,56 @@ def test_eval_mode_and_partly_frozen_flags_restored(monkeypatch: pytest.MonkeyPa
     assert [(f.kind, f.path) for f in result.findings] == [("mode-mismatch", "body.1")]
     assert freeze(model, optimizer) == before
     assert model.training and not model.body[1].training
+
+
+LOWERED = """
+import resource
+
+import torch
+from torch import nn
+
+from modscope.core.doctor import sandbox
+from tests import doctor_models as D
+
+torch.manual_seed(0)
+model = nn.Linear(1024, 1024)  # 4 MiB of parameters, 8 MiB with their gradients
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+model(torch.randn(2, 1024)).sum().backward()
+need = sandbox.state_bytes(model, optimizer)["cpu"]
+
+
+def decided():
+    session = D.session_for(
+        model, inputs=torch.randn(2, 1024), loss_fn=D.output_sum, optimizer=optimizer
+    )
+    box = sandbox.Sandbox(session)
+    with box:
+        pass
+    return box.mode.value
+
+
+print(decided())
+with open("/proc/self/status") as f:
+    data = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmData:"))
+# Room for three copies above what the process holds: a copy is not under a quarter of it,
+# a snapshot is under a half, so the sandbox restores instead of copying.
+_, hard = resource.getrlimit(resource.RLIMIT_DATA)
+resource.setrlimit(resource.RLIMIT_DATA, (data + 3 * need, hard))
+print(decided())
+"""
+
+
+def test_the_sandbox_copies_only_what_fits_under_the_process_memory_limit(tmp_path) -> None:
+    """The copy decision counts the memory this process may still use, as `--memory-budget`
+    does: an rlimit lowered under a copy's need turns the copy into a restore."""
+    (tmp_path / "lowered.py").write_text(LOWERED)
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "lowered.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["copy", "restore"]

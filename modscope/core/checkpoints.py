@@ -23,8 +23,8 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from modscope.core.batches import BatchSource, clone_tree, tensor_bytes
-from modscope.core.memory_budget import host_available
 from modscope.core.rng import RngState, available_bytes
+from modscope.core.sizes import host_available
 from modscope.core.walk import distinct_modules, own_tensors
 
 DEFAULT_BUDGET = 1 << 30

@@ -1,5 +1,6 @@
-"""How much memory modscope may keep beside the model: the `--memory-budget`, and free memory
-as this process can really use it (the host's, an rlimit's or a cgroup's, whichever is least).
+"""How much memory modscope may keep beside the model: the `--memory-budget`, a share of the
+memory this process may still use (`sizes.host_available`: the host's, an rlimit's or a
+cgroup's, whichever is least).
 
 The budget bounds what a session keeps that grows with the model: the previous `state_dict`
 copy the diff compares against (`statediff`), and the step history (`Session.history`). Above
@@ -9,9 +10,7 @@ keeps fewer steps. Rewind has a budget of its own (`checkpoints`).
 
 from __future__ import annotations
 
-import os
-import resource
-
+from modscope.core.sizes import host_available
 from modscope.core.types import StepRecord
 
 DEFAULT_SHARE = 0.25
@@ -19,23 +18,6 @@ DEFAULT_SHARE = 0.25
 
 HISTORY_SHARE = 0.25
 """The share of the budget the step history may take; the previous-state copy has the rest."""
-
-
-def host_available() -> int | None:
-    """Bytes this process may still allocate on the host: the least of `MemAvailable`, what an
-    `RLIMIT_DATA`/`RLIMIT_AS` leaves above what the process maps now, and what a cgroup v2
-    `memory.max` leaves above its `memory.current`. None when none of them can be told."""
-    from modscope.core.rng import available_bytes  # torch: not for the command line's parsing
-
-    candidates = [available_bytes("cpu")]
-    status = _proc_status()
-    for limit, field in ((resource.RLIMIT_DATA, "VmData"), (resource.RLIMIT_AS, "VmSize")):
-        soft, _ = resource.getrlimit(limit)
-        if soft != resource.RLIM_INFINITY and field in status:
-            candidates.append(max(soft - status[field], 0))
-    candidates.append(_cgroup_left())
-    known = [c for c in candidates if c is not None]
-    return min(known) if known else None
 
 
 def resolve_budget(budget: int | float | None) -> int | None:
@@ -46,37 +28,6 @@ def resolve_budget(budget: int | float | None) -> int | None:
     share = DEFAULT_SHARE if budget is None else budget
     available = host_available()
     return None if available is None else int(available * share)
-
-
-def _proc_status() -> dict[str, int]:
-    """`/proc/self/status` sizes in bytes (`VmData`, `VmSize`, ...); empty where unreadable."""
-    sizes: dict[str, int] = {}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                name, _, rest = line.partition(":")
-                parts = rest.split()
-                if len(parts) == 2 and parts[1] == "kB":
-                    sizes[name] = int(parts[0]) * 1024
-    except OSError:
-        pass
-    return sizes
-
-
-def _cgroup_left() -> int | None:
-    """`memory.max - memory.current` of this process's cgroup v2, or None (no limit, no v2)."""
-    try:
-        with open("/proc/self/cgroup") as f:
-            path = next(line.split(":", 2)[2].strip() for line in f if line.startswith("0::"))
-        base = os.path.join("/sys/fs/cgroup", path.lstrip("/"))
-        with open(os.path.join(base, "memory.max")) as f:
-            limit = f.read().strip()
-        if limit == "max":
-            return None
-        with open(os.path.join(base, "memory.current")) as f:
-            return max(int(limit) - int(f.read()), 0)
-    except (OSError, StopIteration, ValueError):
-        return None
 
 
 SUMMARY_BYTES = 600

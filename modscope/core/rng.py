@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from modscope.core.sizes import host_available_bytes
+from modscope.core.sizes import host_available
 
 
 class RngState:
@@ -94,11 +94,11 @@ def reachable_generators(
 
 
 def available_bytes(device: str) -> int | None:
-    """Free memory on a device in bytes (`"cpu"`: the host's `MemAvailable`), or None when it
-    cannot be told."""
+    """Free memory on a device in bytes (`"cpu"`: what this process may still use,
+    `sizes.host_available`), or None when it cannot be told."""
     kind = device.split(":", 1)[0]
     if kind == "cpu":
-        return host_available_bytes()
+        return host_available()
     if kind == "cuda" and torch.cuda.is_available():
         try:
             return torch.cuda.mem_get_info(torch.device(device))[0]

@@ -1,10 +1,11 @@
 """Memory sizes on the command line (`--memory-budget 2G`, `--rewind-budget 512MiB`, `10%`) and
-the host's free memory; no torch here, so the command line parses without importing it."""
+the memory this process may still use; no torch here, so the command line parses without it."""
 
 from __future__ import annotations
 
 import os
 import re
+import resource
 
 UNITS = {
     "": 1,
@@ -49,8 +50,27 @@ def parse_size(text: str) -> int | float:
     return int(number * UNITS[unit])
 
 
-def host_available_bytes() -> int | None:
-    """The host's available memory in bytes (`MemAvailable`), or None when it cannot be told."""
+def host_available() -> int | None:
+    """Bytes this process may still allocate on the host: the least of `MemAvailable`, what an
+    `RLIMIT_DATA`/`RLIMIT_AS` leaves above what the process maps now, and what a cgroup v2
+    `memory.max` leaves above its `memory.current`. None when none of them can be told.
+
+    The one answer to "how much more memory may this process use": `--memory-budget`, the
+    rewind budget and the doctor's sandbox all ask it, so a limit one of them honours binds
+    them all."""
+    candidates = [_mem_available()]
+    status = _proc_status()
+    for limit, field in ((resource.RLIMIT_DATA, "VmData"), (resource.RLIMIT_AS, "VmSize")):
+        soft, _ = resource.getrlimit(limit)
+        if soft != resource.RLIM_INFINITY and field in status:
+            candidates.append(max(soft - status[field], 0))
+    candidates.append(_cgroup_left())
+    known = [c for c in candidates if c is not None]
+    return min(known) if known else None
+
+
+def _mem_available() -> int | None:
+    """The host's available memory (`MemAvailable`), or None when it cannot be told."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -61,4 +81,35 @@ def host_available_bytes() -> int | None:
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _proc_status() -> dict[str, int]:
+    """`/proc/self/status` sizes in bytes (`VmData`, `VmSize`, ...); empty where unreadable."""
+    sizes: dict[str, int] = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                parts = rest.split()
+                if len(parts) == 2 and parts[1] == "kB":
+                    sizes[name] = int(parts[0]) * 1024
+    except OSError:
+        pass
+    return sizes
+
+
+def _cgroup_left() -> int | None:
+    """`memory.max - memory.current` of this process's cgroup v2, or None (no limit, no v2)."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            path = next(line.split(":", 2)[2].strip() for line in f if line.startswith("0::"))
+        base = os.path.join("/sys/fs/cgroup", path.lstrip("/"))
+        with open(os.path.join(base, "memory.max")) as f:
+            limit = f.read().strip()
+        if limit == "max":
+            return None
+        with open(os.path.join(base, "memory.current")) as f:
+            return max(int(limit) - int(f.read()), 0)
+    except (OSError, StopIteration, ValueError):
         return None

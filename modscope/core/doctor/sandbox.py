@@ -66,15 +66,14 @@ def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> di
 
 
 def fits(need: dict[str, int], fraction: float) -> bool:
-    """True when on every device `need` is below `fraction` of the free memory (or unknown)."""
+    """True when on every device `need` is below `fraction` of the free memory (or unknown): on
+    the CPU what this process may still use, within its rlimits and cgroup as `--memory-budget`
+    reckons it (`sizes.host_available`)."""
     for device, n in need.items():
         free = available_bytes(device)
         if free is not None and n > fraction * free:
             return False
     return True
-
-
-# -- the sandbox --------------------------------------------------------------------------------
 
 
 # -- the sandbox --------------------------------------------------------------------------------
