@@ -31,6 +31,7 @@ from typing import Any
 from modscope.control import updates as up
 from modscope.control.recording_codec import RecordingError, decode, encode, shown
 from modscope.core.fmt import format_bytes
+from modscope.core.outputs import OutputError, atomic_write
 from modscope.core.version import VERSION
 
 FORMAT = "modscope-recording"
@@ -85,14 +86,19 @@ class RecordingWriter:
     def __init__(self, folder: str, meta: Mapping[str, Any]) -> None:
         os.makedirs(folder, exist_ok=True)
         self.folder = folder
-        tmp = os.path.join(folder, f".{META_FILE}.tmp")
+        text = json.dumps(dict(meta), indent=1, allow_nan=False).encode("utf-8")
+
+        def write_meta(file: typing.BinaryIO) -> None:
+            file.write(text)
+
         try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(dict(meta), f, indent=1, allow_nan=False)
-            os.replace(tmp, os.path.join(folder, META_FILE))
-        except BaseException:
-            with contextlib.suppress(OSError):  # a full disk leaves no half-written meta behind
-                os.unlink(tmp)
+            atomic_write(os.path.join(folder, META_FILE), write_meta, size=len(text))
+        except OutputError as exc:
+            # The writer's callers word its OSError themselves (`record.recording_error`), as
+            # for the lines of the updates file.
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, OSError):
+                raise cause from None
             raise
         # Unbuffered, so that a line a full disk cuts short can be cut off again (`write`) with
         # no bytes of it left in a buffer to land later.
