@@ -12,12 +12,10 @@ import torch
 from modscope.control import updates as up
 from modscope.core.inventory import fold_runs
 from modscope.core.session import Session
+from modscope.core.sibling_runs import FOLD_MIN
 from modscope.core.summary import PendingSummary, capture, resolve
 from modscope.core.types import TensorSummary
 from modscope.core.walk import tensor_at
-
-FOLD_MIN = 3
-"""Runs of at least this many identical numbered siblings fold into one tree node."""
 
 SUMMARIZE_ALL_LIMIT = 4096
 """Models with at most this many parameters and buffers get every summary after each command;

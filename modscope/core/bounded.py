@@ -7,6 +7,10 @@ from typing import TypeVar
 
 _T = TypeVar("_T")
 
+HISTORY_LIMIT = 1000
+"""The most step records a history keeps, the session's and the app's alike; a memory budget
+may keep fewer (`memory_budget.history_limit`)."""
+
 
 def append_bounded(history: deque[_T], item: _T, limit: int) -> deque[_T]:
     """`history` with `item` appended, holding at most `limit` (the oldest go first): the same

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from modscope.core.batches import BatchSource
-from modscope.core.bounded import append_bounded
+from modscope.core.bounded import HISTORY_LIMIT, append_bounded
 from modscope.core.break_spec import BreakCondition
 from modscope.core.breaks import BreakWatch, loss_source
 from modscope.core.checkpoints import Checkpoints, RewindError
@@ -47,7 +47,7 @@ from modscope.core.types import (
 from modscope.core.warning_capture import WarningCapture
 
 EVENT_LIMIT = 5000
-HISTORY_LIMIT = 1000
+"""Hook events the session's log keeps, the newest."""
 
 
 class Session:

@@ -8,6 +8,10 @@ from typing import Any
 
 from modscope.core.types import Inventory, ModuleInfo
 
+FOLD_MIN = 3
+"""Runs of at least this many identical numbered siblings fold into one tree node (`modscope
+tree` and the app's tree alike)."""
+
 
 @dataclass(frozen=True, slots=True)
 class SiblingRun:

@@ -14,6 +14,7 @@ from modscope.core.exit_codes import ExitCode
 from modscope.core.fmt import format_bytes, format_count, format_shape, plural, printable
 from modscope.core.gc_pause import collector_paused
 from modscope.core.inventory import build_inventory, fold_runs
+from modscope.core.sibling_runs import FOLD_MIN
 from modscope.core.types import Inventory, ModuleInfo, TensorInfo, Unregistered
 from modscope.report.common import load_session, write_json_line
 from modscope.report.labels import (
@@ -23,8 +24,6 @@ from modscope.report.labels import (
     unregistered_label,
 )
 from modscope.report.ranks import on_rank_zero
-
-FOLD_MIN = 3
 
 
 def inventory_json(inv: Inventory) -> dict[str, Any]:

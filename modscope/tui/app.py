@@ -32,7 +32,7 @@ from modscope.tui.error_panel import ErrorPanel
 from modscope.tui.findings_pane import FindingsPane
 from modscope.tui.help_screen import PANES, HelpScreen, keys_for
 from modscope.tui.hook_actions import HookActions
-from modscope.tui.hook_event_groups import coalesce
+from modscope.tui.hook_event_groups import SHOWN_PER_BURST, coalesce
 from modscope.tui.hook_events_pane import HookEventsPane
 from modscope.tui.hooks_pane import HooksPane
 from modscope.tui.layers_screen import LayersScreen
@@ -47,9 +47,6 @@ from modscope.tui.step_screen import StepScreen
 from modscope.tui.traceback_screen import TracebackScreen
 from modscope.tui.update_painter import UpdatePainter
 from modscope.tui.values_screen import ValuesScreen
-
-HOOK_EVENTS_SHOWN = 20
-"""Hook events logged per burst of updates; the earlier ones are counted."""
 
 
 class ModscopeApp(HookActions, UpdatePainter):
@@ -182,7 +179,7 @@ class ModscopeApp(HookActions, UpdatePainter):
         if events:
             self.view.saw(events)
             groups = coalesce(events)
-            self.query_one(LogPane).hook_events(groups, HOOK_EVENTS_SHOWN)
+            self.query_one(LogPane).hook_events(groups, SHOWN_PER_BURST)
             self.query_one(HookEventsPane).add_events(groups)
         self._show_status(self.view.status)
         if dirty and self.view.loaded:

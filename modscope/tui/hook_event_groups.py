@@ -14,7 +14,8 @@ from dataclasses import dataclass, replace
 from modscope.core.types import HookEvent
 
 SHOWN_PER_BURST = 20
-"""Entries of one burst shown one per line; the earlier ones are counted."""
+"""Entries of one burst shown one per line, in the log and the hook events pane alike; the
+earlier ones are counted."""
 
 
 @dataclass(frozen=True)

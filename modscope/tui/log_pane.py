@@ -13,6 +13,7 @@ from modscope.core.types import HookEvent
 from modscope.tui import labels
 
 LOG_LIMIT = 2000
+"""Lines the log keeps; older ones drop off the top."""
 
 
 class LogPane(RichLog):
@@ -20,7 +21,7 @@ class LogPane(RichLog):
     printed line is shown escaped: a `\\x1b[2J` in a print shows, it does not clear the screen).
 
     The script's printed lines are written to the RichLog once per burst, and only the last
-    `LOG_LIMIT` of them: a script that prints a million lines costs the newest 2,000 their
+    `LOG_LIMIT` of them: a script that prints a million lines costs only the newest their
     wrapping, not all of them. modscope's own entries are written as they come.
     """
 

@@ -19,7 +19,7 @@ from modscope.control.updates import (
     SessionStatus,
     TensorsSummarized,
 )
-from modscope.core.bounded import append_bounded
+from modscope.core.bounded import HISTORY_LIMIT, append_bounded
 from modscope.core.layer_types import LayerStep
 from modscope.core.types import (
     BreakEvent,
@@ -35,8 +35,6 @@ from modscope.core.types import (
     Unregistered,
     UserError,
 )
-
-HISTORY_LIMIT = 1000
 
 LAYER_STEPS_KEPT = 16
 """Steps of layer statistics kept for the layers view's sparklines (at least its 12): one step
