@@ -46,7 +46,7 @@ def test_many_iterations_with_every_hook_leak_nothing(monkeypatch):
     for _ in range(STEPS):
         result = s.run_iteration()
         assert result.record is not None and result.error is None
-        assert not s.hooks._transient and not s.hooks._calls  # tensor hooks gone each time
+        assert not s.hooks._transient and not s.hooks.calls  # tensor hooks gone each time
         assert hook_counts(model) == attached
     assert s.step == STEPS
     assert len(s.events) <= 500 and len(s.history) <= 50

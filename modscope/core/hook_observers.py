@@ -19,21 +19,21 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from modscope.core.hook_notes import INPUT_GRAD_NOTE
+from modscope.core.hook_spec import HookAction, HookId, HookKind, HookSpec
 from modscope.core.summary import PendingSummary, flatten_tensors
-from modscope.core.types import HookKind
 from modscope.core.walk import eager_hook
 
 if TYPE_CHECKING:
     from modscope.core.hook_captures import CaptureMemo
-    from modscope.core.hooks import AttachedHook, HookManager
 
 OBSERVED_TOGETHER = frozenset(
     (HookKind.FORWARD_PRE, HookKind.FORWARD, HookKind.BACKWARD, HookKind.BACKWARD_PRE)
@@ -50,6 +50,40 @@ def captures(memo: CaptureMemo, values: Sequence[Any]) -> list[PendingSummary | 
 
 def _is_newest(hooks: dict[int, Callable[..., Any]], handle: RemovableHandle) -> bool:
     return bool(hooks) and next(reversed(hooks)) == handle.id
+
+
+@dataclass
+class AttachedHook:
+    """One modscope hook on one module, owning the handles that remove it."""
+
+    hook_id: HookId
+    path: str
+    spec: HookSpec
+    handles: list[RemovableHandle] = field(default_factory=list)
+    uses_full_backward: bool = False
+    flag_before: bool | None = None
+    fired: int = 0
+    observer: ModuleObserver | None = None
+    """The module's observer whose registrations this observing hook shares."""
+
+    @property
+    def kind(self) -> HookKind:
+        return self.spec.kind
+
+    @property
+    def action(self) -> HookAction:
+        return self.spec.action
+
+
+class ObserverManager(Protocol):
+    """What observers use of the `HookManager` (hooks.py) that holds their hooks, said here so
+    that the manager imports this module and not the reverse."""
+
+    memo: CaptureMemo
+    grads: GradWaiters
+    calls: list[BackwardCall]
+
+    def fire(self, hook: AttachedHook, **captured: Any) -> None: ...
 
 
 class BackwardCall:
@@ -72,7 +106,7 @@ class BackwardCall:
 
     def __init__(
         self,
-        manager: HookManager,
+        manager: ObserverManager,
         backward_pre: AttachedHook | None,
         backward: AttachedHook | None,
         n_in: int,
@@ -111,14 +145,14 @@ class BackwardCall:
     def finish_pre(self, note: str | None) -> None:
         self.pre_done = True
         assert self.backward_pre is not None
-        self.manager._fire(self.backward_pre, grad_output=list(self.grad_output), note=note)
+        self.manager.fire(self.backward_pre, grad_output=list(self.grad_output), note=note)
 
     def finish(self, note: str | None) -> None:
         self.done = True
         assert self.backward is not None
         if self.grad_input:
             note = f"{INPUT_GRAD_NOTE}; {note}" if note else INPUT_GRAD_NOTE
-        self.manager._fire(
+        self.manager.fire(
             self.backward,
             grad_input=list(self.grad_input),
             grad_output=list(self.grad_output),
@@ -166,7 +200,9 @@ class ModuleObserver:
     """The observing hooks of one module that share its registrations: at most one of each
     kind in `OBSERVED_TOGETHER`."""
 
-    def __init__(self, manager: HookManager, module: nn.Module, *, compiled: bool = False) -> None:
+    def __init__(
+        self, manager: ObserverManager, module: nn.Module, *, compiled: bool = False
+    ) -> None:
         self.manager = manager
         self.module = module
         self.compiled = compiled
@@ -221,7 +257,7 @@ class ModuleObserver:
         seen = flatten_tensors(args)
         if kwargs:
             seen += flatten_tensors(list(kwargs.values()))
-        manager._fire(self.hooks[HookKind.FORWARD_PRE], args=captures(manager.memo, seen))
+        manager.fire(self.hooks[HookKind.FORWARD_PRE], args=captures(manager.memo, seen))
 
     def _post(
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
@@ -232,7 +268,7 @@ class ModuleObserver:
         forward = self.hooks.get(HookKind.FORWARD)
         if forward is not None:
             seen = inputs + flatten_tensors(list(kwargs.values())) if kwargs else inputs
-            manager._fire(
+            manager.fire(
                 forward,
                 args=captures(manager.memo, seen),
                 output=captures(manager.memo, outputs),
@@ -254,4 +290,4 @@ class ModuleObserver:
                     waiting.add(i)
                     grads.wait(t, call, side, i)
         if call.waiting_out:
-            manager._calls.append(call)
+            manager.calls.append(call)

@@ -1,4 +1,4 @@
-"""What a hook is, as plain data: the `--hook` spec and a hook's identity (torch-free).
+"""What a hook is, as plain data (torch-free): its kind and action, the `--hook` spec, its identity.
 
 The app's hook dialog, the session controller and the engine share these; nothing here imports
 torch, so the app can build and show them without it.
@@ -6,10 +6,33 @@ torch, so the app can build and show them without it.
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass
 
-from modscope.core.types import HookAction, HookKind
+
+class HookKind(str, enum.Enum):
+    """The module hook kinds modscope attaches (docs/design.md section 2)."""
+
+    FORWARD_PRE = "forward-pre"
+    FORWARD = "forward"
+    BACKWARD = "backward"
+    BACKWARD_PRE = "backward-pre"
+    LEGACY_BACKWARD = "legacy-backward"
+
+    @property
+    def is_backward(self) -> bool:
+        return self in (HookKind.BACKWARD, HookKind.BACKWARD_PRE, HookKind.LEGACY_BACKWARD)
+
+
+class HookAction(str, enum.Enum):
+    """What a modscope hook does when it fires."""
+
+    OBSERVE = "observe"
+    SCALE = "scale"
+    ZERO = "zero"
+    PAUSE = "pause"
+
 
 _KINDS = {kind.value: kind for kind in HookKind}
 _ACTIONS = {action.value: action for action in HookAction}

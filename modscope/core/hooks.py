@@ -6,7 +6,7 @@ import itertools
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,6 +24,7 @@ from modscope.core.hook_captures import CaptureMemo
 from modscope.core.hook_notes import FULL_HOOK_COST, LEGACY_NOTE
 from modscope.core.hook_observers import (
     OBSERVED_TOGETHER,
+    AttachedHook,
     BackwardCall,
     GradWaiters,
     ModuleObserver,
@@ -149,29 +150,6 @@ class BreakStop(Exception):
         """The hook events of the partial iteration, filled in by the session as it unwinds."""
 
 
-@dataclass
-class AttachedHook:
-    """One modscope hook on one module, owning the handles that remove it."""
-
-    hook_id: HookId
-    path: str
-    spec: HookSpec
-    handles: list[RemovableHandle] = field(default_factory=list)
-    uses_full_backward: bool = False
-    flag_before: bool | None = None
-    fired: int = 0
-    observer: ModuleObserver | None = None
-    """The module's observer whose registrations this observing hook shares (`hook_observers`)."""
-
-    @property
-    def kind(self) -> HookKind:
-        return self.spec.kind
-
-    @property
-    def action(self) -> HookAction:
-        return self.spec.action
-
-
 def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     if isinstance(value, torch.Tensor):
         return fn(value)
@@ -208,7 +186,8 @@ class HookManager:
         self.attached: dict[HookId, AttachedHook] = {}
         self._ids = itertools.count(1)
         self._transient: list[RemovableHandle] = []
-        self._calls: list[BackwardCall] = []
+        self.calls: list[BackwardCall] = []
+        """Observed calls whose gradients are awaited this iteration (`end_backward`)."""
         self.skipped: tuple[str, ...] = ()
         self.sealed: tuple[str, ...] = ()
         """The outermost modules inside fullgraph compiled calls the last `attach` left out."""
@@ -355,7 +334,7 @@ class HookManager:
 
     def end_backward(self) -> None:
         """After `loss.backward()`: report gradients that never arrived, drop tensor hooks."""
-        for call in self._calls:
+        for call in self.calls:
             if call.arrived and not call.complete:
                 call.give_up("some gradients never arrived (inputs not used by the loss)")
         self.end_iteration()
@@ -365,7 +344,7 @@ class HookManager:
         for handle in self._transient:
             handle.remove()
         self._transient.clear()
-        self._calls.clear()
+        self.calls.clear()
         self.grads.clear()
         self.memo.clear()
 
@@ -401,7 +380,9 @@ class HookManager:
 
     # -- the hooks themselves ----------------------------------------------------------------
 
-    def _fire(self, hook: AttachedHook, **captured: Any) -> None:
+    def fire(self, hook: AttachedHook, **captured: Any) -> None:
+        """Hand one firing of `hook`, with what it saw, to `emit`; a `pause` hook then
+        waits on `pause`. Observers fire the hooks they hold through this too."""
         hook.fired += 1
         step, phase = self.context()
         draft = EventDraft(step, phase, hook.path, hook.kind, hook.action, **captured)
@@ -426,7 +407,7 @@ class HookManager:
 
         def forward_pre(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             seen = flatten_tensors(args) + flatten_tensors(list(kwargs.values()))
-            self._fire(hook, args=captures(self.memo, seen))
+            self.fire(hook, args=captures(self.memo, seen))
             return _map_tensors(args, fn), _map_tensors(kwargs, fn)
 
         return forward_pre
@@ -439,9 +420,7 @@ class HookManager:
         ) -> Any:
             seen = flatten_tensors(args) + flatten_tensors(list(kwargs.values()))
             output_seen = flatten_tensors(output)
-            self._fire(
-                hook, args=captures(self.memo, seen), output=captures(self.memo, output_seen)
-            )
+            self.fire(hook, args=captures(self.memo, seen), output=captures(self.memo, output_seen))
             return _map_tensors(output, fn)
 
         return forward
@@ -450,7 +429,7 @@ class HookManager:
         """A module-level backward hook fired: what it saw, with the note that says which kind."""
         grad_in = captures(self.memo, list(grad_input))
         grad_out = captures(self.memo, list(grad_output))
-        self._fire(hook, grad_input=grad_in, grad_output=grad_out, note=note)
+        self.fire(hook, grad_input=grad_in, grad_output=grad_out, note=note)
 
     def _legacy(self, hook: AttachedHook) -> Callable[..., Any]:
         def legacy(module: nn.Module, grad_input: Any, grad_output: Any) -> Any:
@@ -474,7 +453,7 @@ class HookManager:
 
         def backward_pre(module: nn.Module, grad_output: Any) -> Any:
             grads = captures(self.memo, list(grad_output))
-            self._fire(hook, grad_output=grads, note=FULL_HOOK_COST)
+            self.fire(hook, grad_output=grads, note=FULL_HOOK_COST)
             return tuple(fn(g) if g is not None else None for g in grad_output)
 
         return backward_pre

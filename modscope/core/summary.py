@@ -6,13 +6,13 @@ import dataclasses
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from modscope.core import segments
 from modscope.core.segments import Segments, joinable
-from modscope.core.stacked_stats import MIN_STACKED, stackable, stacked_stats
+from modscope.core.stacked_stats import MIN_STACKED, STACK_MAX_TOTAL, stackable, stacked_stats
 from modscope.core.tensor_stats import (
     Stats,
     TensorFacts,
@@ -28,9 +28,6 @@ from modscope.core.tensor_stats import (
     work_tensor,
 )
 from modscope.core.types import TensorSummary
-
-if TYPE_CHECKING:
-    from modscope.core.hook_captures import StackedBatch
 
 MAX_VALUES = 16
 """Tensors with at most this many elements carry their values (docs/design.md section 2)."""
@@ -59,7 +56,7 @@ class PendingSummary:
     tensors still on its device, with `values` a copy of at most `MAX_VALUES` elements. The
     copies are private, so a later in-place change to the original does not alter what was
     seen. A hook's capture of a mid-sized host tensor is a row of a `batch` instead, whose
-    summaries are computed together (`hook_captures`).
+    summaries are computed together (`StackedBatch`).
     """
 
     facts: TensorFacts
@@ -183,6 +180,55 @@ def _capture_stacked(items: Sequence[Any], out: list[PendingSummary | None]) -> 
             if stats is not None:
                 facts = host_facts_of(items[i])  # `stackable` said a plain host tensor
                 out[i] = PendingSummary(facts, ready=build_summary(facts, stats, facts.numel, None))
+
+
+class StackedBatch:
+    """Private copies of host tensors of one numel and dtype, taken as hooks fired, whose
+    summaries are computed together the first time one of them is asked for.
+
+    Summarising a tensor of a thousand elements as a hook fires costs nearly all its time in
+    the Python and dispatch around five reductions; a copy costs a fraction of that, and the
+    stacked reductions (`stacked_stats`) then cost little per row. The copies are taken at
+    fire time because the values may change afterwards (an in-place ReLU after a Linear).
+    """
+
+    __slots__ = ("copies", "facts", "rows_max", "summaries")
+
+    def __init__(self, numel: int) -> None:
+        self.facts: list[TensorFacts] = []
+        self.copies: list[torch.Tensor] = []
+        self.summaries: list[TensorSummary] | None = None
+        self.rows_max = max(STACK_MAX_TOTAL // numel, 1)
+        """Rows at most: the copies held stay within one stacked buffer's size."""
+
+    @property
+    def open(self) -> bool:
+        """True while rows may still be added (not summarised yet, not full)."""
+        return self.summaries is None and len(self.copies) < self.rows_max
+
+    def add(self, facts: TensorFacts, copy: torch.Tensor) -> PendingSummary:
+        self.facts.append(facts)
+        self.copies.append(copy)
+        return PendingSummary(facts, batch=self, row=len(self.copies) - 1)
+
+    def summary(self, row: int) -> TensorSummary:
+        """The summary of one row, computing every row's (and dropping the copies) at first."""
+        if self.summaries is None:
+            self.summaries = self._summarise()
+            self.copies = []
+        return self.summaries[row]
+
+    def _summarise(self) -> list[TensorSummary]:
+        copies = self.copies
+        stats = stacked_stats(copies) if len(copies) >= MIN_STACKED else [None] * len(copies)
+        # Rows stacking leaves out (a non-finite element, a variance that needs a second
+        # pass) take the per-tensor path, as do batches too small to stack.
+        return [
+            build_summary(facts, row, facts.numel, None)
+            if row is not None
+            else host_summary(facts, copy, copy)
+            for facts, copy, row in zip(self.facts, copies, stats, strict=True)
+        ]
 
 
 def _to_host(entries: Sequence[Sequence[torch.Tensor]]) -> list[list[torch.Tensor]]:

@@ -9,33 +9,11 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from modscope.core.hook_spec import HookId
-
-
-class HookKind(str, enum.Enum):
-    """The module hook kinds modscope attaches (docs/design.md section 2)."""
-
-    FORWARD_PRE = "forward-pre"
-    FORWARD = "forward"
-    BACKWARD = "backward"
-    BACKWARD_PRE = "backward-pre"
-    LEGACY_BACKWARD = "legacy-backward"
-
-    @property
-    def is_backward(self) -> bool:
-        return self in (HookKind.BACKWARD, HookKind.BACKWARD_PRE, HookKind.LEGACY_BACKWARD)
-
-
-class HookAction(str, enum.Enum):
-    """What a modscope hook does when it fires."""
-
-    OBSERVE = "observe"
-    SCALE = "scale"
-    ZERO = "zero"
-    PAUSE = "pause"
+# HookKind and HookAction are declared with the hook spec that parses them; the records here
+# carry them, and code that reads these records imports them from here too.
+from modscope.core.hook_spec import HookAction, HookId, HookKind
 
 
 class Phase(str, enum.Enum):

@@ -28,7 +28,7 @@ Seen = torch.Tensor | PendingSummary
 """A tensor as seen: itself (summarized only if it is reported) or its summary, captured."""
 
 
-def _floats(*values: Any) -> list[torch.Tensor]:
+def floats(*values: Any) -> list[torch.Tensor]:
     """The floating (and complex) strided tensors among `values`' leaves: what can hold NaN."""
     return [
         t
@@ -42,7 +42,7 @@ def _floats(*values: Any) -> list[torch.Tensor]:
     ]
 
 
-def _any_bad(tensors: Iterable[torch.Tensor]) -> Flag:
+def any_bad(tensors: Iterable[torch.Tensor]) -> Flag:
     """Whether some tensor holds NaN/Inf (call under `torch.no_grad()`)."""
     found: Flag = False
     for t in tensors:
@@ -52,7 +52,7 @@ def _any_bad(tensors: Iterable[torch.Tensor]) -> Flag:
             continue  # a tensor subclass that refuses the op: nothing to say about it
         if bad is True:
             return True
-        found = _or(found, bad)
+        found = or_(found, bad)
     return found
 
 
@@ -68,7 +68,8 @@ def _bad(t: torch.Tensor) -> Flag:
     return not bool(torch.isfinite(t).all())
 
 
-def _or(a: Flag, b: Flag) -> Flag:
+def or_(a: Flag, b: Flag) -> Flag:
+    """`a or b`, a tensor flag left on its device."""
     if a is True or b is True:
         return True
     if a is False:
@@ -79,7 +80,7 @@ def _or(a: Flag, b: Flag) -> Flag:
     return a | b.to(a.device)
 
 
-def _and_not(a: Flag, b: Flag) -> Flag:
+def and_not(a: Flag, b: Flag) -> Flag:
     """`a and not b`."""
     if a is False or b is True:
         return False
@@ -92,7 +93,7 @@ def _and_not(a: Flag, b: Flag) -> Flag:
     return a & ~b.to(a.device)
 
 
-def _host_values(values: Sequence[bool | float | torch.Tensor]) -> list[Any]:
+def host_values(values: Sequence[bool | float | torch.Tensor]) -> list[Any]:
     """Python values of `values`, the tensors among them read back with one transfer per
     device."""
     out: list[Any] = list(values)
@@ -107,11 +108,12 @@ def _host_values(values: Sequence[bool | float | torch.Tensor]) -> list[Any]:
     return out
 
 
-def _summaries(seen: Sequence[Seen]) -> tuple[TensorSummary | None, ...]:
+def summaries(seen: Sequence[Seen]) -> tuple[TensorSummary | None, ...]:
+    """The summaries of what was seen (`as_seen`), resolved together."""
     return tuple(resolve([capture(s) if isinstance(s, torch.Tensor) else s for s in seen]))
 
 
-def _as_seen(tensors: Sequence[torch.Tensor], flag: Flag) -> list[Seen]:
+def as_seen(tensors: Sequence[torch.Tensor], flag: Flag) -> list[Seen]:
     """What to keep of `tensors` for a report: the tensors while their check is decided at once
     (summarized only when it trips), their summaries, captured now, while it is deferred."""
     if isinstance(flag, torch.Tensor):
@@ -119,12 +121,13 @@ def _as_seen(tensors: Sequence[torch.Tensor], flag: Flag) -> list[Seen]:
     return list(tensors)
 
 
-def _nonfinite(s: TensorSummary | None) -> bool:
+def nonfinite(s: TensorSummary | None) -> bool:
+    """Whether a summary counts any NaN or Inf."""
     return s is not None and bool(s.nan or s.inf)
 
 
 class FinitenessCache:
-    """`_any_bad`, each tensor's answer remembered until the tensor changes: the output one
+    """`any_bad`, each tensor's answer remembered until the tensor changes: the output one
     module gives is the input the next one gets, and one gradient reaches the tensor hooks of
     both. Cleared before each phase and with the iteration."""
 
@@ -147,10 +150,10 @@ class FinitenessCache:
             if known is not None and known[0]() is t and known[1] == version >= 0:
                 bad = known[2]
             else:
-                bad = _any_bad([t])
+                bad = any_bad([t])
                 if version >= 0:
                     self._known[id(t)] = (weakref.ref(t), version, bad)
             if bad is True:
                 return True
-            found = _or(found, bad)
+            found = or_(found, bad)
         return found

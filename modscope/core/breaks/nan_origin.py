@@ -27,15 +27,15 @@ from modscope.core.breaks.finite import (
     FinitenessCache,
     Flag,
     Seen,
-    _and_not,
-    _any_bad,
-    _as_seen,
-    _floats,
-    _host_values,
-    _nonfinite,
-    _or,
+    and_not,
+    any_bad,
+    as_seen,
+    floats,
+    host_values,
+    nonfinite,
+    or_,
 )
-from modscope.core.breaks.places import _distinct_parameters, _name
+from modscope.core.breaks.places import distinct_parameters, module_name
 from modscope.core.types import BreakEvent, TensorSummary
 from modscope.core.walk import (
     compiled_region,
@@ -101,7 +101,7 @@ class NanOriginHooks:
         pending, self._pending = self._pending, []
         if not pending or not self._active(self._nan):
             return
-        hits = _host_values([flag for flag, _ in pending])
+        hits = host_values([flag for flag, _ in pending])
         for hit, (_, build) in zip(hits, pending, strict=True):
             if hit:
                 assert self._nan is not None
@@ -127,10 +127,10 @@ class NanOriginHooks:
             if not self._active(self._nan):
                 entered.append((False, []))
                 return
-            inputs = _floats(args, kwargs)
+            inputs = floats(args, kwargs)
             with torch.no_grad():
                 bad = self._finite.check(inputs)
-                seen = _as_seen(inputs, bad)
+                seen = as_seen(inputs, bad)
             entered.append((bad, seen))
             if self._first_call:
                 self._first_call = False
@@ -144,7 +144,7 @@ class NanOriginHooks:
                         inputs=seen,
                         labels=("batch", ""),
                         message=f"the batch holds NaN/Inf: the inputs of "
-                        f"{_name(path)}, the first module to run, were non-finite before any "
+                        f"{module_name(path)}, the first module to run, were non-finite before any "
                         "module ran",
                     )
 
@@ -160,10 +160,10 @@ class NanOriginHooks:
             bad_in, seen_in = entered.pop() if entered else (False, [])
             if not self._active(self._nan):
                 return
-            outputs = _floats(output)
+            outputs = floats(output)
             with torch.no_grad():
                 bad_out = self._finite.check(outputs)
-                seen_out = _as_seen(outputs, bad_out)
+                seen_out = as_seen(outputs, bad_out)
             nan = self._nan
             assert nan is not None
 
@@ -174,13 +174,13 @@ class NanOriginHooks:
                     module=module,
                     inputs=seen_in,
                     outputs=seen_out,
-                    message=f"the output of {_name(path)} holds NaN/Inf while its inputs were "
-                    "finite: the NaN starts in its forward",
+                    message=f"the output of {module_name(path)} holds NaN/Inf while its inputs "
+                    "were finite: the NaN starts in its forward",
                 )
 
-            self._found(_and_not(bad_out, bad_in), origin)
+            self._found(and_not(bad_out, bad_in), origin)
             if self._grads and torch.is_grad_enabled():
-                self._watch_grads(path, module, _floats(args, kwargs), outputs)
+                self._watch_grads(path, module, floats(args, kwargs), outputs)
 
         return nan_post
 
@@ -219,10 +219,10 @@ class NanOriginHooks:
                 return
             with torch.no_grad():
                 bad = self._finite.check([grad])
-                call.grad_out += _as_seen([grad], bad)
-            call.out_bad = _or(call.out_bad, bad)
+                call.grad_out += as_seen([grad], bad)
+            call.out_bad = or_(call.out_bad, bad)
             key = id(call.module)
-            self._out_bad[key] = _or(self._out_bad.get(key, False), bad)
+            self._out_bad[key] = or_(self._out_bad.get(key, False), bad)
 
         return grad_out
 
@@ -237,7 +237,7 @@ class NanOriginHooks:
                 out_bad = call.out_bad if param is None else self._out_bad.get(id(call.module))
                 with torch.no_grad():
                     bad = self._finite.check([grad])
-                    seen = _as_seen([grad], bad)
+                    seen = as_seen([grad], bad)
                 grad_out = list(call.grad_out)
                 what = "an input" if param is None else f"its parameter {param}"
                 nan = self._nan
@@ -251,12 +251,12 @@ class NanOriginHooks:
                         inputs=seen,
                         outputs=grad_out,
                         labels=("grad_input" if param is None else "gradient", "grad_output"),
-                        message=f"the gradient w.r.t. {what} of {_name(call.path)} holds "
+                        message=f"the gradient w.r.t. {what} of {module_name(call.path)} holds "
                         "NaN/Inf while the gradient w.r.t. its output was finite: the NaN "
                         "starts in its backward",
                     )
 
-                self._found(_and_not(bad, out_bad if out_bad is not None else False), origin)
+                self._found(and_not(bad, out_bad if out_bad is not None else False), origin)
             finally:
                 if call.waiting <= 0:
                     call.grad_out = []
@@ -276,13 +276,13 @@ class NanOriginHooks:
         nan = self._nan
         if nan is None or not self._active(nan):
             return
-        if _nonfinite(loss) and not _nonfinite(output):
+        if nonfinite(loss) and not nonfinite(output):
             message = (
                 "the loss is NaN/Inf while the model's output is finite: the loss "
                 "computation made it"
             )
             self._trip(nan, self._loss_event(nan, output, loss, message))
-        elif _nonfinite(output):
+        elif nonfinite(output):
             message = (
                 "the model's output holds NaN/Inf, but no module's own output did first: "
                 "it arose outside every module's forward (in compute_loss or train_step, "
@@ -294,7 +294,7 @@ class NanOriginHooks:
         """Before the optimizer step: which parameters are non-finite already."""
         with torch.no_grad():
             self._params_before = [
-                (name, p, _any_bad([p])) for name, p in _distinct_parameters(self.model)
+                (name, p, any_bad([p])) for name, p in distinct_parameters(self.model)
             ]
 
     def _check_parameters(self) -> None:
@@ -302,7 +302,7 @@ class NanOriginHooks:
         if before is None or not self._active(self._nan):
             return
         with torch.no_grad():
-            turned = _host_values([_and_not(_any_bad([p]), was) for _, p, was in before])
+            turned = host_values([and_not(any_bad([p]), was) for _, p, was in before])
         hit = next((i for i, t in enumerate(turned) if t), None)
         if hit is None:
             return

@@ -44,11 +44,12 @@ def loss_source(script: LoadedScript) -> Callable[..., Any] | None:
     return None
 
 
-def _name(path: str) -> str:
+def module_name(path: str) -> str:
+    """A module's path as a break names it, the root's empty one in words."""
     return path or "the root module"
 
 
-def _distinct_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+def distinct_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """Each trainable parameter once, at its first name."""
     seen: set[int] = set()
     out = []
@@ -59,7 +60,9 @@ def _distinct_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return out
 
 
-def _find_module(model: nn.Module, c: BreakCondition) -> tuple[str, nn.Module]:
+def find_module(model: nn.Module, c: BreakCondition) -> tuple[str, nn.Module]:
+    """The module a condition names, as (path, module); `BreakSpecError` when there is none or
+    the condition cannot watch it."""
     assert c.module is not None
     found = module_at(model, c.module)
     if found is None:
@@ -68,17 +71,17 @@ def _find_module(model: nn.Module, c: BreakCondition) -> tuple[str, nn.Module]:
     path, module = found
     if c.metric is BreakMetric.OUTPUT_ABSMAX and refuses_hooks(module):
         raise BreakSpecError(
-            f"break condition {str(c)!r}: {_name(path)} is a ScriptModule; PyTorch refuses "
+            f"break condition {str(c)!r}: {module_name(path)} is a ScriptModule; PyTorch refuses "
             "hooks on ScriptModules"
         )
     if c.metric is BreakMetric.OUTPUT_ABSMAX and sealed(module, compiled_region(model)):
         raise BreakSpecError(
-            f"break condition {str(c)!r}: {_name(path)} runs inside a "
+            f"break condition {str(c)!r}: {module_name(path)} runs inside a "
             f"torch.compile(fullgraph=True) call: {FULLGRAPH_WHY}"
         )
-    if c.metric is BreakMetric.GRAD_NORM and not _distinct_parameters(module):
+    if c.metric is BreakMetric.GRAD_NORM and not distinct_parameters(module):
         raise BreakSpecError(
-            f"break condition {str(c)!r}: {_name(path)} has no trainable parameters, so no "
+            f"break condition {str(c)!r}: {module_name(path)} has no trainable parameters, so no "
             "gradient norm"
         )
     return path, module

@@ -15,16 +15,16 @@ from modscope.core.breaks.finite import (
     FinitenessCache,
     Flag,
     Seen,
-    _floats,
-    _host_values,
-    _summaries,
+    floats,
+    host_values,
+    summaries,
 )
 from modscope.core.breaks.nan_origin import NanOriginHooks
 from modscope.core.breaks.places import (
-    _distinct_parameters,
-    _find_module,
-    _name,
+    distinct_parameters,
+    find_module,
     forward_location,
+    module_name,
 )
 from modscope.core.callables import describe_callable
 from modscope.core.losses import loss_value
@@ -71,7 +71,7 @@ class BreakWatch(NanOriginHooks):
         self.context = context
         self._loss_where = describe_callable(loss_fn)[1] if loss_fn is not None else None
         self._nan = next((c for c in self.conditions if c.metric is BreakMetric.NAN), None)
-        self._targets = {c: _find_module(model, c) for c in self.conditions if c.watches_module}
+        self._targets = {c: find_module(model, c) for c in self.conditions if c.watches_module}
         self._handles: list[RemovableHandle] = []
         self._transient: list[RemovableHandle] = []
         self._tripped: set[BreakCondition] = set()
@@ -171,7 +171,7 @@ class BreakWatch(NanOriginHooks):
         labels: tuple[str, str] = ("inputs", "outputs"),
     ) -> BreakEvent:
         step, phase = self.context()
-        seen = _summaries([*inputs, *outputs])
+        seen = summaries([*inputs, *outputs])
         return BreakEvent(
             step=step,
             phase=phase,
@@ -202,7 +202,7 @@ class BreakWatch(NanOriginHooks):
         ) -> None:
             if not self._active(c):
                 return
-            outputs = _floats(output)
+            outputs = floats(output)
             if not outputs:
                 return
             # One module, one read-back per call: the condition needs the number now, to stop
@@ -213,7 +213,7 @@ class BreakWatch(NanOriginHooks):
                     t.detach().abs().nan_to_num(nan=0.0, posinf=math.inf).amax().float()
                     for t in outputs
                 ]
-            peak = max(_host_values(peaks))
+            peak = max(host_values(peaks))
             if c.holds(peak):
                 self._trip(
                     c,
@@ -221,9 +221,9 @@ class BreakWatch(NanOriginHooks):
                         c,
                         path=path,
                         module=module,
-                        inputs=_floats(args, kwargs),
+                        inputs=floats(args, kwargs),
                         outputs=outputs,
-                        message=f"the output of {_name(path)} reached |x| = {peak:.6g}, "
+                        message=f"the output of {module_name(path)} reached |x| = {peak:.6g}, "
                         f"above {c.threshold:g}",
                     ),
                 )
@@ -274,18 +274,20 @@ class BreakWatch(NanOriginHooks):
             module = self.model
             if c in self._targets:
                 path, module = self._targets[c]
-            named = [(n, p) for n, p in _distinct_parameters(module) if p.grad is not None]
+            named = [(n, p) for n, p in distinct_parameters(module) if p.grad is not None]
             if not named:
                 continue
             with torch.no_grad():
-                norms = _host_values([_norm(p.grad) for _, p in named])  # type: ignore[arg-type]
+                norms = host_values([_norm(p.grad) for _, p in named])  # type: ignore[arg-type]
             total = float(sum(n * n for n in norms)) ** 0.5
             if not c.holds(total):
                 continue
             top = max(range(len(norms)), key=lambda i: norms[i])
             prefix = f"{path}." if path else ""
             name, p = named[top]
-            whose = "the gradient norm" if path is None else f"the gradient norm of {_name(path)}"
+            whose = (
+                "the gradient norm" if path is None else f"the gradient norm of {module_name(path)}"
+            )
             message = (
                 f"{whose} is {total:.6g}, above {c.threshold:g} (largest: {prefix}{name}, "
                 f"{norms[top]:.6g})"
