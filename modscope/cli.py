@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from modscope import __version__
+from modscope.core.break_spec import CONDITIONS
 from modscope.core.exit_codes import ExitCode
 from modscope.core.interrupts import catching_ctrl_c
 from modscope.core.sizes import SizeError, parse_size
@@ -61,70 +62,97 @@ def file_path(text: str) -> str:
     return text
 
 
-MEMORY_BUDGET_HELP = (
-    "memory for the previous state_dict copy and the history: bytes (512M, 2G) or a share of "
-    "the available memory (default 25%%); tensors past it are diffed by digest and sample"
-)
+class SharedOptions:
+    """The options several commands take, each declared once: argparse parent parsers
+    (`parents=[...]`), whose arguments come first in each command's help."""
 
+    def __init__(self) -> None:
+        self.version = CommandLineParser(add_help=False)
+        """`modscope --version`, before a command or a script."""
+        self.version.add_argument("--version", action="version", version=f"modscope {__version__}")
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("script", help="the model script (a Python file)")
-    parser.add_argument("--model", metavar="NAME", help="which top-level name is the model")
-    parser.add_argument(
-        "--traceback", action="store_true", help="show the full traceback of an error"
-    )
+        self.script = CommandLineParser(add_help=False)
+        """The script and how to read it: every command but `replay`, and the app."""
+        self.script.add_argument("script", help="the model script (a Python file)")
+        self.script.add_argument(
+            "--model", metavar="NAME", help="which top-level name is the model"
+        )
+        self.script.add_argument(
+            "--traceback", action="store_true", help="show the full traceback of an error"
+        )
+
+        self.hooks_and_breaks = CommandLineParser(add_help=False)
+        """`run` and the app."""
+        self.hooks_and_breaks.add_argument(
+            "--hook",
+            action="append",
+            default=[],
+            metavar="SPEC",
+            help="MODULE:KIND[:ACTION[=ARG]], e.g. logModel:forward-pre:scale=2 (repeatable)",
+        )
+        self.hooks_and_breaks.add_argument(
+            "--break",
+            dest="breaks",
+            action="append",
+            default=[],
+            metavar="COND",
+            help=f"stop at the first COND: {', '.join(CONDITIONS)} (repeatable; exit 1 when one "
+            "trips headless; b in the app)",
+        )
+
+        self.memory_budget = CommandLineParser(add_help=False)
+        """`run`, `check` and the app."""
+        self.memory_budget.add_argument(
+            "--memory-budget",
+            type=size,
+            metavar="SIZE",
+            help="memory for the previous state_dict copy and the history: bytes (512M, 2G) or a "
+            "share of the available memory (default 25%%); tensors past it are diffed by digest "
+            "and sample",
+        )
+
+        self.one_json = CommandLineParser(add_help=False)
+        """`tree`, `check` and `compat` (`run` and `replay` write JSON lines)."""
+        self.one_json.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
 
 def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
-    """The parser of the headless commands (`tree`, `run`, `check`).
+    """The parser of the headless commands (`tree`, `run`, `check`, `replay`, `compat`).
 
     `json_errors`: argparse's own errors also write the JSON failure on stdout (`--json`).
     """
+    shared = SharedOptions()
     parser = CommandLineParser(
         prog="modscope",
         description="A keyboard-driven terminal debugger for the insides of PyTorch modules.",
         epilog="`modscope SCRIPT [--hook SPEC]...` opens the interactive app.",
+        parents=[shared.version],
     )
     parser.json_errors = json_errors
-    parser.add_argument("--version", action="version", version=f"modscope {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help: str) -> CommandLineParser:
-        child = sub.add_parser(name, help=help)
+    def command(name: str, help: str, parents: Sequence[CommandLineParser]) -> CommandLineParser:
+        child = sub.add_parser(name, help=help, parents=list(parents))
         assert isinstance(child, CommandLineParser)
         child.json_errors = json_errors
         child.command = name
-        _add_common(child)
         return child
 
-    tree = command("tree", "print the module tree")
-    tree.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    tree = command("tree", "print the module tree", [shared.script, shared.one_json])
     tree.add_argument("--depth", type=count, metavar="N", help="show N levels of children")
 
-    run = command("run", "run N training iterations headless")
+    run = command(
+        "run",
+        "run N training iterations headless",
+        [shared.script, shared.hooks_and_breaks, shared.memory_budget],
+    )
     run.add_argument("--steps", type=count, default=1, metavar="N", help="iterations to run")
     run.add_argument("--json", action="store_true", help="JSON lines on stdout")
     run.add_argument("--eval", action="store_true", help="run in eval mode (model.eval())")
     run.add_argument(
-        "--hook",
-        action="append",
-        default=[],
-        metavar="SPEC",
-        help="MODULE:KIND[:ACTION[=ARG]], e.g. logModel:forward-pre:scale=2 (repeatable)",
-    )
-    run.add_argument(
         "--hooks",
         choices=["all"],
         help="observe forward-pre, forward, backward and backward-pre on every module",
-    )
-    run.add_argument(
-        "--break",
-        dest="breaks",
-        action="append",
-        default=[],
-        metavar="COND",
-        help="stop at the first COND: nan, loss>X, loss<X, grad-norm>X, step=N, "
-        "MODULE:output-absmax>X, MODULE:grad-norm>X (repeatable; exit 1 when one trips)",
     )
     run.add_argument(
         "--layers",
@@ -140,7 +168,6 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
         "model.state_dict(): `module.` keys when the model is a (Distributed)DataParallel "
         "wrapper; never the script, a module it imports or the --record folder",
     )
-    run.add_argument("--memory-budget", type=size, metavar="SIZE", help=MEMORY_BUDGET_HELP)
     run.add_argument(
         "--record",
         type=file_path,
@@ -160,10 +187,7 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
         help="with --record: also save parameters of at most N elements whole, each step",
     )
 
-    replay = sub.add_parser("replay", help="open a recording made with `run --record DIR`")
-    assert isinstance(replay, CommandLineParser)
-    replay.json_errors = json_errors
-    replay.command = "replay"
+    replay = command("replay", "open a recording made with `run --record DIR`", [])
     replay.add_argument("folder", metavar="DIR", help="the recording's folder")
     replay.add_argument(
         "--json", action="store_true", help="the recorded events as `run --json` wrote them"
@@ -172,44 +196,34 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
         "--rank", type=count, default=0, metavar="N", help="with --json: which rank (torchrun)"
     )
 
-    check = command("check", "find nn.Module pitfalls (the doctor)")
+    check = command(
+        "check",
+        "find nn.Module pitfalls (the doctor)",
+        [shared.script, shared.memory_budget, shared.one_json],
+    )
     check.add_argument(
         "--steps", type=count, default=1, metavar="N", help="iterations the checks run"
     )
-    check.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    check.add_argument("--memory-budget", type=size, metavar="SIZE", help=MEMORY_BUDGET_HELP)
 
-    compat = command("compat", "whether a saved state_dict loads into the script's model")
+    compat = command(
+        "compat",
+        "whether a saved state_dict loads into the script's model",
+        [shared.script, shared.one_json],
+    )
     compat.add_argument("checkpoint", help="a torch.save file (read weights_only) or .safetensors")
-    compat.add_argument("--json", action="store_true", help="one JSON object on stdout")
     return parser
 
 
 def build_app_parser() -> argparse.ArgumentParser:
     """The parser of `modscope SCRIPT`, the interactive app."""
+    shared = SharedOptions()
     parser = CommandLineParser(
         prog="modscope",
         usage="modscope SCRIPT [--hook SPEC]... [--model NAME]\n"
         "       modscope {tree,run,check} SCRIPT ...",
         description="Open the interactive debugger on a model script. Headless commands: "
         "tree, run, check (see `modscope run --help`).",
-    )
-    parser.add_argument("--version", action="version", version=f"modscope {__version__}")
-    _add_common(parser)
-    parser.add_argument(
-        "--hook",
-        action="append",
-        default=[],
-        metavar="SPEC",
-        help="attach MODULE:KIND[:ACTION[=ARG]] at start (repeatable)",
-    )
-    parser.add_argument(
-        "--break",
-        dest="breaks",
-        action="append",
-        default=[],
-        metavar="COND",
-        help="arm a break condition at start: nan, loss>X, ... (repeatable; b in the app)",
+        parents=[shared.version, shared.script, shared.hooks_and_breaks, shared.memory_budget],
     )
     parser.add_argument(
         "--rewind-budget",
@@ -218,7 +232,6 @@ def build_app_parser() -> argparse.ArgumentParser:
         help="memory for rewind's checkpoints: 512MiB, 2G, 10%% of available memory, 0 (off); "
         "default 1 GiB or 25%% of available memory, whichever is smaller",
     )
-    parser.add_argument("--memory-budget", type=size, metavar="SIZE", help=MEMORY_BUDGET_HELP)
     return parser
 
 

@@ -10,7 +10,13 @@ import torch
 from torch import nn
 
 from modscope.cli import main
-from modscope.core.break_spec import GRAMMAR, BreakCondition, BreakMetric, BreakSpecError
+from modscope.core.break_spec import (
+    CONDITIONS,
+    GRAMMAR,
+    BreakCondition,
+    BreakMetric,
+    BreakSpecError,
+)
 from modscope.core.breaks import finite
 from modscope.core.hooks import BreakStop, HookSpec, IterationAbandoned
 from modscope.core.session import Session
@@ -87,6 +93,14 @@ def test_refusal_names_the_grammar():
     with pytest.raises(BreakSpecError) as info:
         BreakCondition.parse("loss>=3")
     assert GRAMMAR in str(info.value)
+
+
+def test_every_condition_the_help_and_the_dialog_list_parses():
+    for listed in CONDITIONS:
+        typed = listed.replace("MODULE:", "fc:").replace("X", "2").replace("N", "2")
+        condition = BreakCondition.parse(typed)
+        assert str(condition) == typed
+        assert condition.watches_module == listed.startswith("MODULE:")
 
 
 def test_break_spec_imports_no_torch():

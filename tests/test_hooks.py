@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from modscope.core.hook_listing import detach_foreign, list_hooks
+from modscope.core.hook_notes import FULL_BESIDE_LEGACY, LEGACY_BESIDE_FULL, backward_conflict
 from modscope.core.hooks import HookManager, HookSpec, HookSpecError, all_hooks_specs
 from modscope.core.session import Session
 from modscope.core.types import HookAction, HookKind, Phase
@@ -186,6 +187,22 @@ def test_changing_a_gradient_uses_a_full_hook_and_detach_restores_the_flag():
     assert target._is_full_backward_hook is None
     # a legacy hook is now allowed on the same module (PyTorch refuses it beside a full one)
     session.attach(HookSpec.parse("1:legacy-backward"))
+
+
+def test_a_legacy_hook_beside_a_full_one_is_refused_in_the_dialogs_words():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+    session = make_session(model, None, torch.ones(1, 2))
+    session.attach(HookSpec.parse("1:backward:zero"))
+    with pytest.raises(HookSpecError) as info:
+        session.attach(HookSpec.parse("1:legacy-backward"))
+    assert str(info.value) == backward_conflict(HookKind.LEGACY_BACKWARD, "1")
+    assert LEGACY_BESIDE_FULL in str(info.value)
+    other = make_session(nn.Sequential(nn.Linear(2, 1)), None, torch.ones(1, 2))
+    other.attach(HookSpec.parse(":legacy-backward"))
+    with pytest.raises(HookSpecError) as info:
+        other.attach(HookSpec.parse(":backward:zero"))
+    assert str(info.value) == backward_conflict(HookKind.BACKWARD, "the root")
+    assert FULL_BESIDE_LEGACY in str(info.value)
 
 
 def test_zero_on_backward_pre_zeroes_upstream_gradients():

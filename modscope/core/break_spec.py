@@ -10,9 +10,6 @@ import enum
 import math
 from dataclasses import dataclass, field
 
-GRAMMAR = "nan, loss>X, loss<X, grad-norm>X, step=N, MODULE:output-absmax>X or MODULE:grad-norm>X"
-"""The conditions `--break` takes, in words (every refusal repeats them)."""
-
 
 class BreakSpecError(ValueError):
     """A `--break` condition that does not parse, or names no module of the model."""
@@ -42,6 +39,23 @@ _MODULE_OPS: dict[BreakMetric, tuple[str, ...]] = {
     BreakMetric.OUTPUT_ABSMAX: (">",),
     BreakMetric.GRAD_NORM: (">",),
 }
+
+
+def _conditions() -> tuple[str, ...]:
+    # Read from the tables `parse` follows, so that a condition it takes is one it lists.
+    said = [BreakMetric.NAN.value]
+    for metric, ops in _GLOBAL_OPS.items():
+        number = "N" if metric is BreakMetric.STEP else "X"
+        said += [f"{metric.value}{op}{number}" for op in ops]
+    said += [f"MODULE:{metric.value}{op}X" for metric, ops in _MODULE_OPS.items() for op in ops]
+    return tuple(said)
+
+
+CONDITIONS = _conditions()
+"""The conditions `--break` takes, as typed (`nan`, `loss>X`, ..., `MODULE:grad-norm>X`): the
+command line's help and the app's break dialog list these."""
+GRAMMAR = f"{', '.join(CONDITIONS[:-1])} or {CONDITIONS[-1]}"
+"""The same conditions in a sentence (every refusal repeats them)."""
 
 
 @dataclass(frozen=True)

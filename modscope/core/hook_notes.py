@@ -20,6 +20,15 @@ LEGACY_BESIDE_FULL = "PyTorch forbids a legacy backward hook beside a full one"
 FULL_BESIDE_LEGACY = "PyTorch forbids a full backward hook beside a legacy one"
 
 
+def backward_conflict(kind: HookKind, module: str) -> str:
+    """Why PyTorch refuses a backward hook of `kind` on `module` (its name as shown): a legacy
+    one beside a full one, or a full one beside a legacy one (the engine and the hook dialog
+    both say it so)."""
+    if kind is HookKind.LEGACY_BACKWARD:
+        return f"{LEGACY_BESIDE_FULL}: {module} already has a full backward hook"
+    return f"{FULL_BESIDE_LEGACY}: {module} has a legacy backward hook"
+
+
 def legacy_lesson(
     module: str, type_name: str = "", inputs: SummaryList | None = None, *, compared: bool = True
 ) -> str:

@@ -21,7 +21,7 @@ from modscope.core.hook_captures import CaptureMemo
 # BackwardHookFunction nodes: an in-place op after the module then raises (PyTorch #61519) and
 # MultiheadAttention takes another path (`query is key` stops holding). Tensor hooks do neither.
 # The notes that say so live in a torch-free module, so that the UI shows the same words.
-from modscope.core.hook_notes import FULL_HOOK_COST, LEGACY_NOTE
+from modscope.core.hook_notes import FULL_HOOK_COST, LEGACY_NOTE, backward_conflict
 from modscope.core.hook_observers import (
     OBSERVED_TOGETHER,
     AttachedHook,
@@ -281,18 +281,12 @@ class HookManager:
             hook.handles.append(module.register_forward_hook(fn, with_kwargs=True))
         elif kind is HookKind.LEGACY_BACKWARD:
             if module._backward_hooks and module._is_full_backward_hook:
-                raise HookSpecError(
-                    f"{hook.path or 'the root'} already has a full backward hook; PyTorch forbids "
-                    "a legacy backward hook beside it"
-                )
+                raise HookSpecError(backward_conflict(kind, hook.path or "the root"))
             hook.flag_before = module._is_full_backward_hook
             hook.handles.append(module.register_backward_hook(self._legacy(hook)))
         elif kind is HookKind.BACKWARD:
             if module._backward_hooks and module._is_full_backward_hook is False:
-                raise HookSpecError(
-                    f"{hook.path or 'the root'} has a legacy backward hook; PyTorch forbids a full "
-                    "backward hook beside it"
-                )
+                raise HookSpecError(backward_conflict(kind, hook.path or "the root"))
             hook.uses_full_backward = True
             hook.flag_before = module._is_full_backward_hook
             hook.handles.append(module.register_full_backward_hook(self._change_grad(hook)))

@@ -13,14 +13,10 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 from textual.widgets.option_list import Option
 
-from modscope.core.break_spec import BreakCondition, BreakSpecError
+from modscope.core.break_spec import CONDITIONS, BreakCondition, BreakSpecError
 from modscope.core.fmt import printable
 from modscope.tui.bounded_input import TEXT_LENGTH, BoundedInput
 from modscope.tui.option_list import OptionList
-
-GRAMMAR = (
-    "nan · loss>X · loss<X · grad-norm>X · step=N · MODULE:output-absmax>X · MODULE:grad-norm>X"
-)
 
 
 class BreakDialog(ModalScreen["tuple[str, ...] | None"]):
@@ -70,7 +66,7 @@ class BreakDialog(ModalScreen["tuple[str, ...] | None"]):
                 id="condition",
                 max_length=TEXT_LENGTH,
             )
-            yield Static(Text(GRAMMAR, style="dim"))
+            yield Static(Text(" · ".join(CONDITIONS), style="dim"))
             yield Static(id="break-error")
 
     def on_mount(self) -> None:

@@ -17,10 +17,9 @@ from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
 
 from modscope.core.fmt import printable
 from modscope.core.hook_notes import (
-    FULL_BESIDE_LEGACY,
     FULL_HOOK_COST,
     INPUT_GRAD_NOTE,
-    LEGACY_BESIDE_FULL,
+    backward_conflict,
     legacy_lesson,
     module_inputs,
 )
@@ -210,10 +209,10 @@ class HookDialog(ModalScreen["HookSpec | None"]):
         full = any("full" in h.flags for h in self.hooks)
         legacy = any("legacy" in h.flags for h in self.hooks)
         name = shown_path(self.module_name)
-        if kind is HookKind.LEGACY_BACKWARD and full:
-            return f"{LEGACY_BESIDE_FULL}: {name} already has a full backward hook"
-        if kind is HookKind.BACKWARD and action in CHANGES and legacy:
-            return f"{FULL_BESIDE_LEGACY}: {name} has a legacy backward hook"
+        if (kind is HookKind.LEGACY_BACKWARD and full) or (
+            kind is HookKind.BACKWARD and action in CHANGES and legacy
+        ):
+            return backward_conflict(kind, name)
         return None
 
     def choice(self) -> HookSpec:
