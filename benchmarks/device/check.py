@@ -136,8 +136,8 @@ def main() -> int:
             "asyncio_mode=strict",
             "-k",
             "cuda",
-            "tests/test_summary.py",
-            "tests/test_batched_stats.py",
+            "tests/core/test_summary.py",
+            "tests/core/test_batched_stats.py",
             ok=(0, 1, 2, 5),
         )
         print(p.stdout.strip().splitlines()[-1])

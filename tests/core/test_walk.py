@@ -144,7 +144,7 @@ class CallableHook:
 
 def test_describe_callable_and_its_label() -> None:
     line = hook_target.__code__.co_firstlineno
-    here = hook_target.__module__  # `tests.test_walk` or `test_walk`, by how pytest imports
+    here = hook_target.__module__  # `tests.core.test_walk` or `test_walk`, by how pytest imports
     qualname, location = describe_callable(functools.partial(hook_target))
     assert qualname == f"{here}.hook_target"
     assert location is not None and location.endswith(f"test_walk.py:{line}")

@@ -28,7 +28,7 @@ from modscope.core.loader import load_script
 from modscope.core.outputs import OutputError, atomic_write, check_writable
 from tests.helpers import POWLOG, ROOT, strict_lines
 
-SLOW = Path(__file__).resolve().parent / "reliability_scripts" / "slow.py"
+SLOW = Path(__file__).resolve().parents[1] / "reliability_scripts" / "slow.py"
 
 HEADER = """\
 import torch

@@ -14,7 +14,7 @@ from modscope.cli import main
 from modscope.core.fmt import ELLIPSIS, cell_width, printable, printable_lines
 
 HIDDEN = ("Cc", "Cf", "Zl", "Zp", "Cs")
-SCRIPT = Path(__file__).parent / "tui" / "scripts" / "evil_names.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "tui" / "scripts" / "evil_names.py"
 
 CONTROLS = [chr(c) for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))]
 FORMATS = ["\u200b", "\u200d", "\u2028", "\u2029", "\ufeff", "\U000e0001", "\ud800", "\udfff"]
