@@ -5,6 +5,7 @@ installed."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -60,29 +61,9 @@ def test_a_non_finite_break_threshold_is_refused_pointing_at_nan(capsys, conditi
 
 # -- a script's own SIGINT handler -------------------------------------------------------------
 
-SLOW = """\
-import signal
-import time
-import torch
-from torch import nn
+SLOW = ROOT / "tests" / "reliability_scripts" / "slow.py"
+"""The shared slow model; each test puts a SIGINT handler of the script's own in front of it."""
 
-{install}
-
-class Slow(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(2, 1)
-        self.calls = 0
-    def forward(self, x):
-        self.calls += 1
-        time.sleep(0.1)
-        print(f"forward {{self.calls}}", flush=True)
-        return self.lin(x).sum()
-
-model = Slow()
-inputs = torch.ones(2)
-optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-"""
 
 HANDLERS = {
     "default_int_handler": "signal.signal(signal.SIGINT, signal.default_int_handler)",
@@ -104,13 +85,14 @@ HANDLERS = {
 @pytest.mark.parametrize("handler", list(HANDLERS))
 def test_ctrl_c_stops_a_run_with_130_whatever_handler_the_script_installed(tmp_path, handler):
     script = tmp_path / "slow.py"
-    script.write_text(SLOW.format(install=HANDLERS[handler]))
+    script.write_text(f"import signal\n{HANDLERS[handler]}\n\n{SLOW.read_text()}")
     proc = subprocess.Popen(
         [sys.executable, "-m", "modscope", "run", str(script), "--steps", "1000", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        env={**os.environ, "SLOW_DELAY": "0.1"},
     )
     err: list[str] = []
     third = threading.Event()
