@@ -13,9 +13,8 @@ from modscope.cli import main
 from modscope.core.checkpoints import RewindError, keeps
 from modscope.core.hook_spec import HookSpec
 from modscope.core.hooks import IterationAbandoned, all_hooks_specs
-from modscope.core.memory_budget import host_available
 from modscope.core.session import Session
-from modscope.core.sizes import SizeError, parse_size
+from modscope.core.sizes import SizeError, host_available, parse_size
 from modscope.core.types import HookAction, HookKind
 from tests.helpers import POWLOG
 
