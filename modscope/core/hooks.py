@@ -39,6 +39,7 @@ from modscope.core.walk import (
     did_you_mean,
     distinct_modules,
     eager_hook,
+    hook_sites,
     module_at,
     refuses_hooks,
     refusing_phrase,
@@ -236,11 +237,9 @@ class HookManager:
             )
         self.sealed = tuple(sealed_paths(self.model, compiled)) if closed else ()
         try:
-            for path, module in targets:
-                if refuses_hooks(module) or sealed(module, compiled):
-                    continue
+            for path, module, inside in hook_sites(targets, compiled):
                 hook = AttachedHook(HookId(MODSCOPE_REGISTRY, next(self._ids)), path, spec)
-                self._register(hook, module, compiled=id(module) in compiled)
+                self._register(hook, module, compiled=inside)
                 self.attached[hook.hook_id] = hook
                 self._legacy_hooks += hook.kind is HookKind.LEGACY_BACKWARD
                 added.append(hook)

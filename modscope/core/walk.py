@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import sys
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import torch
@@ -25,6 +25,7 @@ __all__ = [
     "eager_hook",
     "find_cycle",
     "held_objects",
+    "hook_sites",
     "iter_container",
     "own_tensors",
     "refuses_hooks",
@@ -166,6 +167,20 @@ def sealed(module: nn.Module, compiled: dict[int, bool]) -> bool:
     of modscope's there would break the graph, which fullgraph forbids, so none is added; the
     compiled wrapper's own hooks see the call's inputs and outputs."""
     return compiled.get(id(module), False)
+
+
+def hook_sites(
+    modules: Iterable[tuple[str, nn.Module]], compiled: dict[int, bool]
+) -> list[tuple[str, nn.Module, bool]]:
+    """`(path, module, inside)` for each of `modules` modscope may hook: ScriptModules
+    (`refuses_hooks`) and modules sealed in a `fullgraph=True` call (`sealed`) left out;
+    `inside` says whether the module runs inside a compiled call, so that its hooks are
+    registered through `eager_hook(hook, compiled=inside)`."""
+    return [
+        (path, module, id(module) in compiled)
+        for path, module in modules
+        if not refuses_hooks(module) and not sealed(module, compiled)
+    ]
 
 
 FULLGRAPH_WHY = (

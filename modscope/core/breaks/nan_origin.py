@@ -41,8 +41,7 @@ from modscope.core.walk import (
     compiled_region,
     distinct_modules,
     eager_hook,
-    refuses_hooks,
-    sealed,
+    hook_sites,
 )
 
 
@@ -112,10 +111,7 @@ class NanOriginHooks:
 
     def _attach_nan(self) -> None:
         compiled = compiled_region(self.model)
-        for path, module in distinct_modules(self.model):
-            if refuses_hooks(module) or sealed(module, compiled):
-                continue
-            inside = id(module) in compiled
+        for path, module, inside in hook_sites(distinct_modules(self.model), compiled):
             pre = eager_hook(self._nan_pre(path), compiled=inside)
             post = eager_hook(self._nan_post(path), compiled=inside)
             self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))

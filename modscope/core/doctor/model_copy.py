@@ -19,8 +19,7 @@ from modscope.core.walk import (
     compiled_region,
     distinct_modules,
     eager_hook,
-    refuses_hooks,
-    sealed,
+    hook_sites,
 )
 
 _HOOK_TABLES = (
@@ -156,11 +155,10 @@ class Tripwire:
         self._handles: list[RemovableHandle] = []
         compiled = compiled_region(original)
         try:
-            for path, module in distinct_modules(original):
-                if not refuses_hooks(module) and not sealed(module, compiled):
-                    hook = self._hook(path or "the model", type(module).__name__)
-                    hook = eager_hook(hook, compiled=id(module) in compiled)
-                    self._handles.append(module.register_forward_pre_hook(hook, prepend=True))
+            for path, module, inside in hook_sites(distinct_modules(original), compiled):
+                hook = self._hook(path or "the model", type(module).__name__)
+                hook = eager_hook(hook, compiled=inside)
+                self._handles.append(module.register_forward_pre_hook(hook, prepend=True))
         except BaseException:
             self.remove()
             raise

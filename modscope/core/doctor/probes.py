@@ -20,8 +20,7 @@ from modscope.core.walk import (
     compiled_region,
     distinct_modules,
     eager_hook,
-    refuses_hooks,
-    sealed,
+    hook_sites,
     subtree_tensors,
 )
 
@@ -87,10 +86,7 @@ class ForwardProbe:
     def attach(self) -> None:
         compiled = compiled_region(self.model)
         try:
-            for _, module in self.modules:
-                if refuses_hooks(module) or sealed(module, compiled):
-                    continue
-                inside = id(module) in compiled
+            for _, module, inside in hook_sites(self.modules, compiled):
                 pre = eager_hook(self._pre(module), compiled=inside)
                 post = eager_hook(self._post(module), compiled=inside)
                 self._handles.append(module.register_forward_pre_hook(pre))
@@ -212,10 +208,7 @@ class _PassRecorder:
         self.calls: list[tuple[int, Any, Any]] = []
         self._stack: list[Any] = []
         self._handles: list[RemovableHandle] = []
-        for _, module in modules:
-            if refuses_hooks(module) or sealed(module, compiled):
-                continue
-            inside = id(module) in compiled
+        for _, module, inside in hook_sites(modules, compiled):
             pre = eager_hook(self._pre, compiled=inside)
             self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
             self._handles.append(
