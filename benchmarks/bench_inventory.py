@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from modscope.core.inventory import build_inventory, fold_runs
+from modscope.core.model.inventory import build_inventory, fold_runs
 
 
 def many_blocks(n: int) -> nn.Sequential:

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_layers.py [--steps 20] [--rounds 7] [--device cpu|cuda]
 
-Two models, each trained the same way with and without a `LayerWatch` (a forward hook on every
+Two models, each trained the same way with and without a `LayerCollector` (a forward hook on every
 module noting its output's statistics, and `take` after each iteration: one host transfer per
 device): an MLP of Linear + ReLU + Dropout blocks (few modules, large outputs) and a deep stack
 of tiny Linear + Tanh pairs (many modules, small outputs: the per-call floor). The variants
@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from modscope.core.layer_stats import LayerWatch
+from modscope.core.layers.collector import LayerCollector
 from modscope.core.session import Session
 
 
@@ -40,7 +40,7 @@ def many(device: str) -> tuple[nn.Module, torch.Tensor]:
 def variant(
     base: nn.Module, inputs: torch.Tensor, *, watched: bool, noop: bool = False
 ) -> Callable[[], None]:
-    """One iteration of a session on a copy of `base`, with a `LayerWatch` when `watched`, or
+    """One iteration of a session on a copy of `base`, with a `LayerCollector` when `watched`, or
     with a forward hook that does nothing on every module when `noop` (the floor of any
     per-module hook)."""
     model = copy.deepcopy(base)
@@ -48,7 +48,7 @@ def variant(
     s = Session.from_objects(
         model, inputs=inputs, loss_fn=lambda o: o.square().mean(), optimizer=optimizer
     )
-    watch = LayerWatch(s.model)
+    watch = LayerCollector(s.model)
     if watched:
         watch.attach()
     if noop:

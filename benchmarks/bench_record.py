@@ -6,9 +6,10 @@ The model is `--blocks` blocks of Linear(4, 4) + LayerNorm(4) + ReLU (3300 block
 modules, 13,200 parameter tensors), fed `torch.randn(8, 4)` with loss `out.pow(2).mean()` and
 SGD. Every time is the median of `--repeats` runs measured in this process, and each is printed
 with its ratio to the plain forward + backward + optimizer step: the machine may be shared, so
-compare ratios, not milliseconds. `--crossover` also times the joined path (`core/segments.py`)
-against the per-tensor one for sets of k tensors of n elements, to choose `segments.MIN_TENSORS`,
-`SUMMARY_MAX_NUMEL` and `DIFF_MAX_NUMEL`. Torch runs on one thread (`--threads`) whatever
+compare ratios, not milliseconds. `--crossover` also times the joined path
+(`core/stats/segments.py`) against the per-tensor one for sets of k tensors of n elements, to
+choose `segments.MIN_TENSORS`, `SUMMARY_MAX_NUMEL` and `DIFF_MAX_NUMEL`. Torch runs on one
+thread (`--threads`) whatever
 OMP_NUM_THREADS says: on a busy machine, OpenMP workers waiting for a core make every small op
 tens of times slower, at random.
 """
@@ -24,10 +25,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from modscope.core import segments
 from modscope.core.session import Session
-from modscope.core.statediff import StateTracker
-from modscope.core.summary import summarize_many
+from modscope.core.stats import segments
+from modscope.core.stats.statediff import StateTracker
+from modscope.core.stats.summary import summarize_many
 
 
 def make_model(blocks: int) -> nn.Module:

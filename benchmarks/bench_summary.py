@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from modscope.core.summary import capture_many, resolve, summarize_many
+from modscope.core.stats.summary import capture_many, resolve, summarize_many
 
 
 def make_tensors(device: str) -> list[torch.Tensor]:

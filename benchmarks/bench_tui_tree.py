@@ -20,7 +20,7 @@ import time
 
 from torch import nn
 
-from modscope.core.inventory import build_inventory
+from modscope.core.model.inventory import build_inventory
 
 SCRIPT = """
 import torch

@@ -50,7 +50,7 @@ def main() -> None:
 
 def measure(names: dict, rounds: int) -> None:
     from modscope.core.session import Session
-    from modscope.core.stacked_stats import stacked_stats
+    from modscope.core.stats.stacked import stacked_stats
     from modscope.report.run_command import attach_specs, parse_specs
 
     model, optimizer = names["model"], names["optimizer"]

@@ -6,8 +6,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from modscope.core.script_names import MISSING
-from modscope.core.version import VERSION as __version__
+from modscope.core.contract.script_names import MISSING
+from modscope.core.contract.version import VERSION as __version__
 
 __all__ = ["__version__", "inspect", "structure"]
 
@@ -57,7 +57,7 @@ def structure(model: Any) -> dict[str, Any]:
     """
     from torch import nn
 
-    from modscope.core.structure_spec import model_structure
+    from modscope.core.model.structure import model_structure
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"modscope.structure: model is a {type(model).__name__}, not an nn.Module")

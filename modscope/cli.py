@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from modscope import __version__
-from modscope.core.break_spec import CONDITIONS
-from modscope.core.exit_codes import ExitCode
-from modscope.core.interrupts import catching_ctrl_c
-from modscope.core.sizes import SizeError, parse_size
+from modscope.core.contract.break_spec import CONDITIONS
+from modscope.core.contract.exit_codes import ExitCode
+from modscope.core.contract.sizes import SizeError, parse_size
+from modscope.core.script.interrupts import catching_ctrl_c
 
 COMMANDS = ("tree", "run", "check", "replay", "compat")
 

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from modscope.control.controller import SessionFactory, controller_factory, script_factory
-from modscope.core.exit_codes import ExitCode
+from modscope.core.contract.exit_codes import ExitCode
 from modscope.tui.app import ModscopeApp
 
 WORKER_JOIN_TIMEOUT = 0.1

@@ -91,7 +91,7 @@ def print_headless(model: Any, optimizer: Any = None, stream: TextIO | None = No
     from rich.console import Console
 
     from modscope.core.doctor import static_findings
-    from modscope.core.inventory import build_inventory
+    from modscope.core.model.inventory import build_inventory
     from modscope.report.check_command import findings_report
     from modscope.report.tree_command import build_tree, totals_line
 

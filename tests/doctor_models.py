@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from modscope.core.loader import LoadedScript
-from modscope.core.script_names import MISSING
+from modscope.core.contract.script_names import MISSING
+from modscope.core.script.loader import LoadedScript
 from modscope.core.session import Session
 from tests.models import LogModel, PowModel
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from modscope.cli import main
-from modscope.core.hooks import HookSpec
+from modscope.core.hooks.manager import HookSpec
 from modscope.core.session import Session
 from tests.helpers import ARTICLE_TABLE, example
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from modscope.core.loader import load_script
+from modscope.core.script.loader import load_script
 from modscope.testing import assert_healthy
 from tests.helpers import example
 

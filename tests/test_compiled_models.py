@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from modscope.cli import main
-from modscope.core.walk import compiled_region, module_at, sealed_note
+from modscope.core.model.walk import compiled_region, module_at, sealed_note
 from tests.helpers import strict
 
 STEPS = 2

@@ -24,16 +24,16 @@ from torch.nn.parallel import DistributedDataParallel
 
 from modscope.control import updates as up
 from modscope.control.recording import read_ranks
-from modscope.core import distributed
-from modscope.core.distributed import (
-    RankWatcher,
+from modscope.core.contract.findings import FindingKind, Severity
+from modscope.core.doctor import ranks as distributed
+from modscope.core.doctor.ranks import (
+    RankCheck,
     broadcast_buffer_paths,
     tensor_digests,
 )
-from modscope.core.model_state import inspected_module
+from modscope.core.model.state import inspected_module
 from modscope.core.process_rank import ProcessRank, launched_rank
 from modscope.core.session import Session
-from modscope.core.types import FindingKind, Severity
 from tests.helpers import ROOT
 
 TIMEOUT_S = 180
@@ -207,7 +207,7 @@ def test_broadcast_buffers_are_left_out_only_while_ddp_will_broadcast_them(one_r
     assert broadcast_buffer_paths(net, net) == frozenset()
 
 
-def two_ranks(watcher: RankWatcher, change) -> torch.Tensor:
+def two_ranks(watcher: RankCheck, change) -> torch.Tensor:
     """`[2, 1 + n, 3]`: rank 0's digest as the model is, rank 1's after `change()` (undone)."""
     saved = {k: v.clone() for k, v in watcher.model.state_dict().items()}
     rank0 = watcher.digest(CPU)
@@ -229,7 +229,7 @@ def bump(*names: str):
 
 def test_comparison_names_the_first_tensor_that_differs_once(one_rank_group):
     net = small_net()
-    watcher = RankWatcher(net, net)  # an unwrapped model
+    watcher = RankCheck(net, net)  # an unwrapped model
     watcher.world_size = 2
     gathered = two_ranks(watcher, bump("1.running_mean", "3.bias"))
     (found,) = watcher.compare(1, gathered)
@@ -247,10 +247,10 @@ def test_comparison_names_the_first_tensor_that_differs_once(one_rank_group):
 
 def test_comparison_leaves_out_buffers_ddp_broadcasts_before_the_next_forward(one_rank_group):
     net = small_net()
-    watcher = RankWatcher(net, DistributedDataParallel(net))
+    watcher = RankCheck(net, DistributedDataParallel(net))
     watcher.world_size = 2
     assert watcher.compare(1, two_ranks(watcher, bump("1.running_mean"))) == []
-    watcher = RankWatcher(net, no_buffer_sync(net))
+    watcher = RankCheck(net, no_buffer_sync(net))
     watcher.world_size = 2
     (found,) = watcher.compare(1, two_ranks(watcher, bump("1.running_mean")))
     assert found.path == "1.running_mean"
@@ -258,7 +258,7 @@ def test_comparison_leaves_out_buffers_ddp_broadcasts_before_the_next_forward(on
 
 def test_ranks_holding_different_tensors_are_one_finding(one_rank_group):
     net = small_net()
-    watcher = RankWatcher(net, net)
+    watcher = RankCheck(net, net)
     watcher.world_size = 2
     rank0 = watcher.digest(CPU)
     rank1 = rank0.clone()
@@ -275,10 +275,10 @@ def test_ranks_holding_different_models_compare_only_with_the_ranks_holding_thei
     # 9 tensors, ranks 1 and 3 a Linear's 2 (padded with zeros to the longest); rank 2 and
     # rank 3 each differ from their stage's other rank in one tensor.
     net = small_net()
-    first = RankWatcher(net, net)
+    first = RankCheck(net, net)
     rank0, rank2 = two_ranks(first, bump("3.bias"))
     lin = nn.Linear(2, 1)
-    second = RankWatcher(lin, lin)
+    second = RankCheck(lin, lin)
     rank1, rank3 = (
         torch.cat([d, torch.zeros(rank0.shape[0] - d.shape[0], 3, dtype=torch.int64)])
         for d in two_ranks(second, bump("weight"))

@@ -13,9 +13,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modscope.core.statediff import StateTracker
-from modscope.core.summary import summarize, summarize_many
-from modscope.core.tensor_stats import bits_of, has_values
+from modscope.core.stats.statediff import StateTracker
+from modscope.core.stats.summary import summarize, summarize_many
+from modscope.core.stats.tensor_stats import bits_of, has_values
 from modscope.report.common import dumps
 
 FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)

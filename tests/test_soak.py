@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from modscope.core import session as session_module
-from modscope.core.hooks import all_hooks_specs
+from modscope.core.hooks.manager import all_hooks_specs
 from modscope.core.session import Session
 
 STEPS = 200

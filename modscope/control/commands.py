@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modscope.core.hook_spec import HookSpec
-from modscope.core.types import HookInfo
+from modscope.core.contract.hook_spec import HookInfo, HookSpec
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,7 @@ class ArmBreaks:
 
 
 @dataclass(frozen=True)
-class WatchLayers:
+class CollectLayers:
     """The layers view was opened: collect each module's statistics from the next iteration
     on (`LayersSeen` after each). Not a query: at a pause it waits for the iteration's end, so
     no iteration is seen in part."""
@@ -140,7 +139,7 @@ Command = (
     | AttachHook
     | DetachHook
     | ArmBreaks
-    | WatchLayers
+    | CollectLayers
 )
 
 # The pause protocol: what each command does while a pause (a `pause` hook, a break, Ctrl-C)
@@ -163,7 +162,7 @@ PAUSE_ANSWERS = GOES_ON + ABANDONS
 """What ends a pause when the user submits it after the pause began (the thread shell hands the
 first one over; earlier steps stay queued)."""
 
-QUEUED_AT_PAUSE = (ToggleTraining, ArmBreaks, WatchLayers, SwitchRank)
+QUEUED_AT_PAUSE = (ToggleTraining, ArmBreaks, CollectLayers, SwitchRank)
 """Neither served nor an answer at a pause: they wait in the queue for the iteration's end, so
 that no mode switch, break or layer watch lands halfway through one."""
 

@@ -21,16 +21,17 @@ from modscope.control.internal import internal_error, logged
 from modscope.control.layer_desk import LayerDesk
 from modscope.control.pause_loop import PauseLoop, Wait
 from modscope.control.snapshots import SUMMARIZE_ALL_LIMIT, make_layout, read_values, summaries_of
-from modscope.core.checkpoints import RewindError
-from modscope.core.doctor import StepWatcher
+from modscope.core.contract.findings import Finding, FindingKind
+from modscope.core.contract.hook_spec import HookInfo, HookSpec, HookSpecError
+from modscope.core.contract.steps import Phase, PhaseResult, StepRecord
+from modscope.core.doctor import AfterStepRules
 from modscope.core.doctor.rules import dedup_key
-from modscope.core.errors import ScriptError, user_error
-from modscope.core.hook_spec import HookSpec, HookSpecError
-from modscope.core.hooks import EventDraft
-from modscope.core.print_capture import PrintSink
+from modscope.core.hooks.manager import EventDraft
+from modscope.core.model.walk import structure_fingerprint
+from modscope.core.rewind.checkpoints import RewindError
+from modscope.core.script.errors import ScriptError, user_error
+from modscope.core.script.print_capture import PrintSink
 from modscope.core.session import Session
-from modscope.core.types import Finding, FindingKind, HookInfo, Phase, PhaseResult, StepRecord
-from modscope.core.walk import structure_fingerprint
 
 if sys.version_info >= (3, 11):
     from typing import assert_never
@@ -90,7 +91,7 @@ class SessionController:
         self._pauses = PauseLoop(wait, show=self._show, serve=self._serve)
         self._out: list[up.Update] = []
         self._session: Session | None = None
-        self._watcher: StepWatcher | None = None
+        self._watcher: AfterStepRules | None = None
         self._generation = 0
         self._version = 0
         self._watched: set[str] = set()
@@ -201,7 +202,7 @@ class SessionController:
                 self._detach(s, hook)
             case cmd.ArmBreaks(conditions=conditions):
                 self._arm(s, conditions)
-            case cmd.WatchLayers():
+            case cmd.CollectLayers():
                 self._out += self._layers.want(s)
             case cmd.Rewind():
                 # Back to the start of an iteration under way or dropped halfway, else one back.
@@ -249,7 +250,7 @@ class SessionController:
         self._summarize(session, record=None, baseline=True)
         if self._streaming:
             self._flush()  # the tree is painted while the doctor's static checks run
-        self._watcher = StepWatcher(session)
+        self._watcher = AfterStepRules(session)
         self._add_findings(self._watcher.initial(), always=True)
 
     def _relayout(self, session: Session) -> up.ModelLayout:

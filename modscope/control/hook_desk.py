@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from modscope.control import updates as up
-from modscope.core.break_spec import BreakSpecError
-from modscope.core.hook_listing import detach_foreign, list_hooks
-from modscope.core.hook_spec import HookSpec, HookSpecError
+from modscope.core.contract.break_spec import BreakSpecError
+from modscope.core.contract.hook_spec import HookInfo, HookKind, HookSpec, HookSpecError
+from modscope.core.hooks.listing import detach_foreign, list_hooks
 from modscope.core.session import Session
-from modscope.core.types import HookInfo, HookKind
 
 
 def attach(s: Session, spec: HookSpec, *, source: str) -> list[up.Update]:

@@ -9,7 +9,7 @@ import time
 import traceback
 
 from modscope.control.updates import InternalError
-from modscope.core.errors import exception_text
+from modscope.core.script.errors import exception_text
 
 
 def log_path() -> str:

@@ -1,12 +1,12 @@
-"""The layers view's statistics for the controller: a `LayerWatch` on the session's model from
-the first `WatchLayers` on, a `LayersSeen` update after each completed iteration."""
+"""The layers view's statistics for the controller: a `LayerCollector` on the session's model from
+the first `CollectLayers` on, a `LayersSeen` update after each completed iteration."""
 
 from __future__ import annotations
 
 from modscope.control import updates as up
-from modscope.core.layer_stats import LayerWatch
+from modscope.core.contract.steps import StepRecord
+from modscope.core.layers.collector import LayerCollector
 from modscope.core.session import Session
-from modscope.core.types import StepRecord
 
 
 class LayerDesk:
@@ -16,7 +16,7 @@ class LayerDesk:
 
     def __init__(self) -> None:
         self.wanted = False
-        self._watch: LayerWatch | None = None
+        self._watch: LayerCollector | None = None
 
     def want(self, session: Session) -> list[up.Update]:
         """Start collecting (the layers view was opened); from the next iteration on."""
@@ -30,7 +30,7 @@ class LayerDesk:
         """Watch `session`'s model when wanted (after a load, or when its structure changed)."""
         self.detach()
         if self.wanted:
-            self._watch = LayerWatch(session.model)
+            self._watch = LayerCollector(session.model)
             self._watch.attach()
 
     def after_iteration(self, record: StepRecord | None) -> list[up.Update]:

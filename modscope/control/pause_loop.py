@@ -16,9 +16,9 @@ from enum import Enum
 
 from modscope.control import commands as cmd
 from modscope.control import updates as up
-from modscope.core.hooks import EventDraft, IterationAbandoned, events_of
+from modscope.core.contract.steps import BreakEvent, HookEvent, PhaseResult
+from modscope.core.hooks.manager import EventDraft, IterationAbandoned, events_of
 from modscope.core.session import Session
-from modscope.core.types import BreakEvent, HookEvent, PhaseResult
 
 if sys.version_info >= (3, 11):
     from typing import assert_never
@@ -165,7 +165,7 @@ class PauseLoop:
                 self._abandoned_by = command
                 self.closing = True
                 raise IterationAbandoned()
-            case cmd.ToggleTraining() | cmd.ArmBreaks() | cmd.WatchLayers() | cmd.SwitchRank():
+            case cmd.ToggleTraining() | cmd.ArmBreaks() | cmd.CollectLayers() | cmd.SwitchRank():
                 # QUEUED_AT_PAUSE: the thread shell keeps these queued until the iteration is
                 # over; handed over here by a direct caller, they answer like `Continue`.
                 pass

@@ -30,9 +30,9 @@ from typing import Any
 
 from modscope.control import updates as up
 from modscope.control.recording_codec import RecordingError, decode, encode, shown
-from modscope.core.fmt import format_bytes
-from modscope.core.outputs import OutputError, atomic_write
-from modscope.core.version import VERSION
+from modscope.core.contract.fmt import format_bytes
+from modscope.core.contract.version import VERSION
+from modscope.core.script.outputs import OutputError, atomic_write
 
 FORMAT = "modscope-recording"
 FORMAT_VERSION = 1

@@ -12,7 +12,7 @@ from types import UnionType
 from typing import Any
 
 from modscope.control import updates as up
-from modscope.core import hook_spec, layer_types, timelines, types
+from modscope.core.contract import findings, hook_spec, layer_types, steps, tensors, timelines, tree
 
 MAX_DEPTH = 64
 """How deep the values of a line may nest (a real recording nests about 10 levels)."""
@@ -30,7 +30,7 @@ class RecordingError(Exception):
 
 def _registry() -> dict[str, type]:
     found: dict[str, type] = {}
-    for module in (types, hook_spec, timelines, layer_types, up):
+    for module in (tensors, tree, steps, findings, hook_spec, timelines, layer_types, up):
         for name, value in vars(module).items():
             recordable = isinstance(value, type) and (
                 dataclasses.is_dataclass(value) or issubclass(value, enum.Enum)

@@ -18,7 +18,7 @@ from dataclasses import replace
 from modscope.control import commands as cmd
 from modscope.control import updates as up
 from modscope.control.recording import Recording, RecordingError
-from modscope.core.types import BreakEvent, Phase, UserError
+from modscope.core.contract.steps import BreakEvent, Phase, UserError
 
 LIVE_ONLY = "a replay has no live model"
 

@@ -10,12 +10,12 @@ from typing import Any
 import torch
 
 from modscope.control import updates as up
-from modscope.core.inventory import fold_runs
+from modscope.core.contract.tensors import TensorSummary
+from modscope.core.model.inventory import fold_runs
+from modscope.core.model.sibling_runs import FOLD_MIN
+from modscope.core.model.walk import tensor_at
 from modscope.core.session import Session
-from modscope.core.sibling_runs import FOLD_MIN
-from modscope.core.summary import PendingSummary, capture, resolve
-from modscope.core.types import TensorSummary
-from modscope.core.walk import tensor_at
+from modscope.core.stats.summary import PendingSummary, capture, resolve
 
 SUMMARIZE_ALL_LIMIT = 4096
 """Models with at most this many parameters and buffers get every summary after each command;

@@ -11,22 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from modscope.core.layer_types import LayerStep
-from modscope.core.timelines import TimelineComparison
-from modscope.core.types import (
-    BreakEvent,
-    Finding,
-    HookEvent,
-    HookInfo,
-    Inventory,
-    ModuleInfo,
-    Phase,
-    StepRecord,
-    TensorInfo,
-    TensorSummary,
-    Unregistered,
-    UserError,
-)
+from modscope.core.contract.findings import Finding
+from modscope.core.contract.hook_spec import HookInfo
+from modscope.core.contract.layer_types import LayerStep
+from modscope.core.contract.steps import BreakEvent, HookEvent, Phase, StepRecord, UserError
+from modscope.core.contract.tensors import TensorInfo, TensorSummary
+from modscope.core.contract.timelines import TimelineComparison
+from modscope.core.contract.tree import Inventory, ModuleInfo, Unregistered
 
 
 @dataclass(frozen=True)
@@ -237,7 +228,7 @@ class ValuesRead:
 
 @dataclass(frozen=True)
 class OtherTimeline:
-    """After a rewind: the original timeline kept for "what if" (`core.timelines`): where
+    """After a rewind: the original timeline kept for "what if" (`core.contract.timelines`): where
     the timelines part and the original's loss after each of its steps, for the loss plot."""
 
     fork: int
@@ -256,7 +247,7 @@ class TimelinesCompared:
 
 @dataclass(frozen=True)
 class LayersSeen:
-    """Each module's statistics after an iteration (sent once `WatchLayers` asked for them)."""
+    """Each module's statistics after an iteration (sent once `CollectLayers` asked for them)."""
 
     step: LayerStep
 

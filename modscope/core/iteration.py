@@ -10,23 +10,35 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from modscope.core.batches import BatchSource, InputsError, describe_inputs, spread, takes_batch
-from modscope.core.breaks import BreakWatch
-from modscope.core.errors import modscope_fault, user_error, user_frame
-from modscope.core.event_log import EventLog
+from modscope.core.breaks import ArmedBreaks
+from modscope.core.contract.script_names import MISSING
+from modscope.core.contract.steps import Phase, PhaseResult, StepRecord, UserError
+from modscope.core.contract.tensors import TensorSummary
 from modscope.core.gc_pause import collector_paused
-from modscope.core.hooks import BreakStop, HookManager, IterationAbandoned
-from modscope.core.interrupts import is_real_interrupt
-from modscope.core.loader import LoadedScript
-from modscope.core.losses import LossError, check_loss, is_scalar_loss, main_output
-from modscope.core.model_state import state_tensors, wrapper_note
-from modscope.core.print_capture import PrintSink, captured_prints
-from modscope.core.script_names import MISSING
-from modscope.core.statediff import StateTracker
-from modscope.core.summary import capture, capture_many, resolve
-from modscope.core.types import Phase, PhaseResult, StepRecord, TensorSummary, UserError
-from modscope.core.walk import all_parameter_paths, refusing_hooks, refusing_phrase, sealed_note
-from modscope.core.warning_capture import WarningCapture
+from modscope.core.hooks.event_log import EventLog
+from modscope.core.hooks.manager import BreakStop, HookManager, IterationAbandoned
+from modscope.core.model.state import state_tensors, wrapper_note
+from modscope.core.model.walk import (
+    all_parameter_paths,
+    refusing_hooks,
+    refusing_phrase,
+    sealed_note,
+)
+from modscope.core.script.batches import (
+    BatchSource,
+    InputsError,
+    describe_inputs,
+    spread,
+    takes_batch,
+)
+from modscope.core.script.errors import modscope_fault, user_error, user_frame
+from modscope.core.script.interrupts import is_real_interrupt
+from modscope.core.script.loader import LoadedScript
+from modscope.core.script.losses import LossError, check_loss, is_scalar_loss, main_output
+from modscope.core.script.print_capture import PrintSink, captured_prints
+from modscope.core.script.warning_capture import WarningCapture
+from modscope.core.stats.statediff import StateTracker
+from modscope.core.stats.summary import capture, capture_many, resolve
 
 
 class Iteration:
@@ -59,7 +71,7 @@ class Iteration:
         # The diff's baseline (a copy of the state) is taken when the first iteration starts,
         # not at load: `tree` and a session never stepped need no copy of the model.
         self.baseline_due = True
-        self.breaks: BreakWatch | None = None
+        self.breaks: ArmedBreaks | None = None
         """The break conditions armed now (`Session.arm`); None while nothing is armed."""
         self.pending: list[Phase] = []
         self.phase: Phase | None = None

@@ -10,8 +10,8 @@ keeps fewer steps. Rewind has a budget of its own (`checkpoints`).
 
 from __future__ import annotations
 
-from modscope.core.sizes import host_available
-from modscope.core.types import StepRecord
+from modscope.core.contract.sizes import host_available
+from modscope.core.contract.steps import StepRecord
 
 DEFAULT_SHARE = 0.25
 """The default budget: this share of the memory available when the session starts."""

@@ -1,6 +1,6 @@
 """This process's place in a torchrun job, read from the environment.
 
-Apart from `core.distributed` (the rank digests, which import the doctor's wording) so that every
+Apart from `core.doctor.ranks` (the rank digests, which import the doctor's wording) so that every
 headless command can ask where it runs without importing more than the standard library.
 """
 

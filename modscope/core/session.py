@@ -2,7 +2,7 @@
 
 The one facade the controller, the reports and the doctor drive; the work behind each part lives
 in its own module: the iteration under way in `iteration`, rewind and "what if" in
-`session_time_travel`, and losses, event_log, model_state, breaks, checkpoints, outputs.
+`rewind.time_travel`, and the script, model, stats, hooks, breaks and rewind packages.
 """
 
 from __future__ import annotations
@@ -14,37 +14,31 @@ from typing import Any
 import torch
 from torch import nn
 
-from modscope.core.batches import BatchSource
-from modscope.core.bounded import HISTORY_LIMIT, append_bounded
-from modscope.core.break_spec import BreakCondition
-from modscope.core.breaks import BreakWatch, loss_source
-from modscope.core.checkpoints import Checkpoints, RewindError
-from modscope.core.errors import ScriptError, user_error
-from modscope.core.event_log import EventLog
-from modscope.core.hook_spec import HookId, HookSpec
-from modscope.core.hooks import AttachedHook, BreakStop, EventDraft, HookManager
-from modscope.core.inventory import build_inventory
+from modscope.core.breaks import ArmedBreaks, loss_source
+from modscope.core.contract.bounded import HISTORY_LIMIT, append_bounded
+from modscope.core.contract.break_spec import BreakCondition
+from modscope.core.contract.hook_spec import HookId, HookSpec
+from modscope.core.contract.script_names import MISSING
+from modscope.core.contract.steps import BreakEvent, HookEvent, Phase, PhaseResult, StepRecord
+from modscope.core.contract.tensors import TensorSummary
+from modscope.core.contract.timelines import Timeline, TimelineComparison
+from modscope.core.contract.tree import Inventory
+from modscope.core.hooks.event_log import EventLog
+from modscope.core.hooks.manager import AttachedHook, BreakStop, EventDraft, HookManager
 from modscope.core.iteration import Iteration, RecordFailed
-from modscope.core.loader import LoadedScript, load_script
-from modscope.core.losses import loss_value
 from modscope.core.memory_budget import copy_budget, history_limit, resolve_budget
-from modscope.core.model_state import initial_state, inspected_module
-from modscope.core.outputs import atomic_write, check_writable
-from modscope.core.print_capture import PrintSink
-from modscope.core.script_names import MISSING
-from modscope.core.session_time_travel import TimeTravel
-from modscope.core.statediff import StateTracker
-from modscope.core.timelines import Timeline, TimelineComparison
-from modscope.core.types import (
-    BreakEvent,
-    HookEvent,
-    Inventory,
-    Phase,
-    PhaseResult,
-    StepRecord,
-    TensorSummary,
-)
-from modscope.core.warning_capture import WarningCapture
+from modscope.core.model.inventory import build_inventory
+from modscope.core.model.state import initial_state, inspected_module
+from modscope.core.rewind.checkpoints import Checkpoints, RewindError
+from modscope.core.rewind.time_travel import TimeTravel
+from modscope.core.script.batches import BatchSource
+from modscope.core.script.errors import ScriptError, user_error
+from modscope.core.script.loader import LoadedScript, load_script
+from modscope.core.script.losses import loss_value
+from modscope.core.script.outputs import atomic_write, check_writable
+from modscope.core.script.print_capture import PrintSink
+from modscope.core.script.warning_capture import WarningCapture
+from modscope.core.stats.statediff import StateTracker
 
 EVENT_LIMIT = 5000
 """Hook events the session's log keeps, the newest."""
@@ -58,7 +52,7 @@ class Session:
 
     Rewind (docs/time_travel.md, "Rewind from Python"), with `rewind=True` (the app's sessions;
     off by default, so the headless commands and the doctor pay nothing for it): before each
-    iteration the session keeps a checkpoint of the training state (`core.checkpoints`),
+    iteration the session keeps a checkpoint of the training state (`core.rewind.checkpoints`),
     within `rewind_budget` bytes (default: 1 GiB or 25% of available memory, whichever is
     smaller), older ones thinned.
     `rewind(step)` goes back to the state after `step` iterations, and re-running from there
@@ -268,7 +262,7 @@ class Session:
     # -- break conditions ---------------------------------------------------------------------
 
     @property
-    def _breaks(self) -> BreakWatch | None:
+    def _breaks(self) -> ArmedBreaks | None:
         """The armed conditions' watch, held by the iteration it watches (`Iteration.breaks`)."""
         return self._iteration.breaks
 
@@ -299,7 +293,7 @@ class Session:
         ]
         watch = None
         if parsed:
-            watch = BreakWatch(
+            watch = ArmedBreaks(
                 self.model,
                 parsed,
                 trip=self._break_tripped,
@@ -481,8 +475,8 @@ class Session:
 
     def save_state(self, path: str) -> None:
         """Write the `state_dict` of the script's own model object with `torch.save`, atomically
-        (`core.outputs.atomic_write`): its keys are the plain loop's `model.state_dict()`, with
-        `module.` when the script's model is a (Distributed)DataParallel wrapper.
+        (`core.script.outputs.atomic_write`): its keys are the plain loop's `model.state_dict()`,
+        with `module.` when the script's model is a (Distributed)DataParallel wrapper.
 
         Raises `OutputError` when `path` cannot be written (a full disk said as such); a file
         already there keeps its mode.

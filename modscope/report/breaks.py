@@ -6,9 +6,9 @@ import os
 
 from rich.text import Text
 
-from modscope.core.fmt import printable, printable_lines, summary_line
-from modscope.core.hooks import IterationAbandoned
-from modscope.core.types import BreakEvent
+from modscope.core.contract.fmt import printable, printable_lines, summary_line
+from modscope.core.contract.steps import BreakEvent
+from modscope.core.hooks.manager import IterationAbandoned
 
 
 class StopAtBreak:

@@ -10,13 +10,14 @@ from rich.console import Console, Group, RenderableType
 from rich.padding import Padding
 from rich.text import Text
 
+from modscope.core.contract.exit_codes import ExitCode
+from modscope.core.contract.findings import Finding, Severity
+from modscope.core.contract.fmt import plural, printable, printable_lines
+from modscope.core.contract.steps import Phase
 from modscope.core.doctor import CheckResult, run_checks
-from modscope.core.errors import user_error
-from modscope.core.exit_codes import ExitCode
-from modscope.core.fmt import plural, printable, printable_lines
-from modscope.core.interrupts import is_real_interrupt
+from modscope.core.script.errors import user_error
+from modscope.core.script.interrupts import is_real_interrupt
 from modscope.core.session import Session
-from modscope.core.types import Finding, Phase, Severity
 from modscope.report.common import (
     error_console,
     load_session,

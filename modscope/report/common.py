@@ -16,12 +16,12 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.text import Text
 
-from modscope.core.errors import ScriptError
-from modscope.core.exit_codes import ExitCode
-from modscope.core.fmt import printable_lines
-from modscope.core.print_capture import STDERR_LINES, PrintSink, printing_to, stderr_sink
+from modscope.core.contract.exit_codes import ExitCode
+from modscope.core.contract.fmt import printable_lines
+from modscope.core.contract.steps import UserError
+from modscope.core.script.errors import ScriptError
+from modscope.core.script.print_capture import STDERR_LINES, PrintSink, printing_to, stderr_sink
 from modscope.core.session import Session
-from modscope.core.types import UserError
 from modscope.report.labels import error_text
 
 # JSON escapes only C0 controls; these would reach a terminal raw (DEL, the C1 controls such as

@@ -8,17 +8,17 @@ import argparse
 from rich.console import Console
 from rich.text import Text
 
-from modscope.core.checkpoint_compat import (
+from modscope.core.contract.exit_codes import ExitCode
+from modscope.core.contract.fmt import printable, printable_lines
+from modscope.core.contract.steps import Phase
+from modscope.core.model.checkpoint_compat import (
     CheckpointError,
     Compatibility,
     compare,
     model_specs,
     read_checkpoint,
 )
-from modscope.core.errors import user_error
-from modscope.core.exit_codes import ExitCode
-from modscope.core.fmt import printable, printable_lines
-from modscope.core.types import Phase
+from modscope.core.script.errors import user_error
 from modscope.report.common import (
     load_session,
     report_failure,

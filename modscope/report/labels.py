@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from modscope.core.fmt import format_count, plural, printable, printable_lines
-from modscope.core.types import ModuleInfo, TensorInfo, Unregistered, UserError
+from modscope.core.contract.fmt import format_count, plural, printable, printable_lines
+from modscope.core.contract.steps import UserError
+from modscope.core.contract.tensors import TensorInfo
+from modscope.core.contract.tree import ModuleInfo, Unregistered
 
 NAME_LIMIT = 60
 """Cells one name (a module's, a tensor's, a class's, one part of a dotted path) may take in a

@@ -11,9 +11,9 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from modscope.core.fmt import plural, printable, sparkline
-from modscope.core.layer_columns import LAYER_COLUMNS, TREND_COLUMN, by_path, column
-from modscope.core.layer_types import LayerStep
+from modscope.core.contract.fmt import plural, printable, sparkline
+from modscope.core.contract.layer_columns import LAYER_COLUMNS, TREND_COLUMN, by_path, column
+from modscope.core.contract.layer_types import LayerStep
 
 ROWS_SHOWN = 50
 """At most this many modules in the readable table (`--json` has them all)."""

@@ -14,8 +14,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from modscope.core.fmt import format_number
-from modscope.core.types import StepRecord
+from modscope.core.contract.fmt import format_number
+from modscope.core.contract.steps import StepRecord
 from modscope.report.common import ScriptPrints
 
 

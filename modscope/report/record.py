@@ -2,9 +2,9 @@
 update stream (the one the app paints) is appended to a recording as each step completes.
 
 `RecordedRun.step()` gives the run's report what `Session.run_iteration()` and the doctor's
-`StepWatcher` give it without a recording, so the output is the same either way. Under torchrun
+`AfterStepRules` give it without a recording, so the output is the same either way. Under torchrun
 each rank records its own run (`DIR/rank0`, `DIR/rank1`, ...: the caller passes the rank's
-folder), and the ranks' comparison (`RankWatcher`) adds its findings to the stream.
+folder), and the ranks' comparison (`RankCheck`) adds its findings to the stream.
 """
 
 from __future__ import annotations
@@ -28,10 +28,13 @@ from modscope.control.recording import (
     read_meta,
     script_meta,
 )
-from modscope.core.distributed import RankWatcher
-from modscope.core.fmt import printable
-from modscope.core.layer_types import LayerStep
-from modscope.core.outputs import (
+from modscope.core.contract.findings import Finding
+from modscope.core.contract.fmt import printable
+from modscope.core.contract.layer_types import LayerStep
+from modscope.core.contract.steps import BreakEvent, HookEvent, StepRecord, UserError
+from modscope.core.doctor.ranks import RankCheck
+from modscope.core.process_rank import launched_rank
+from modscope.core.script.outputs import (
     LOCK_FILE,
     FolderBusy,
     FolderLock,
@@ -44,9 +47,7 @@ from modscope.core.outputs import (
     lock_holder,
     same_file,
 )
-from modscope.core.process_rank import launched_rank
 from modscope.core.session import Session
-from modscope.core.types import BreakEvent, Finding, HookEvent, StepRecord, UserError
 
 TENSORS_FOLDER = "tensors"
 
@@ -229,7 +230,7 @@ class RecordedRun:
         except OSError as exc:
             raise recording_error(folder, exc) from exc
         self.controller = SessionController(lambda sink, pause: session, script=session.script.path)
-        self.ranks = RankWatcher(session.model, session.runner)
+        self.ranks = RankCheck(session.model, session.runner)
         self._doctor_findings: tuple[Finding, ...] = ()
         self._rank_findings: tuple[Finding, ...] = ()
         first = self.controller.load()
@@ -239,7 +240,7 @@ class RecordedRun:
         self._write(early + first)
         self.initial = self._new_findings(first)
         if layers:  # recorded too: a replay's layers view shows them
-            self._write(self.controller.handle(cmd.WatchLayers()))
+            self._write(self.controller.handle(cmd.CollectLayers()))
 
     def step(self) -> Iteration:
         updates = self.controller.handle(cmd.Step())

@@ -8,8 +8,8 @@ import sys
 
 from modscope.control import updates as up
 from modscope.control.recording import Recording, RecordingError, read_ranks
-from modscope.core.exit_codes import ExitCode
-from modscope.core.print_capture import stderr_sink
+from modscope.core.contract.exit_codes import ExitCode
+from modscope.core.script.print_capture import stderr_sink
 from modscope.report.common import error_event, print_message, write_json_line
 from modscope.report.step_json import write_step
 

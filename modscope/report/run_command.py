@@ -8,13 +8,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from modscope.core.break_spec import BreakSpecError, parse_conditions
-from modscope.core.distributed import RankWatcher
-from modscope.core.doctor import StepWatcher
-from modscope.core.exit_codes import ExitCode
-from modscope.core.hooks import HookSpec, HookSpecError, all_hooks_specs
-from modscope.core.layer_stats import LayerWatch
-from modscope.core.outputs import (
+from modscope.core.contract.break_spec import BreakSpecError, parse_conditions
+from modscope.core.contract.exit_codes import ExitCode
+from modscope.core.doctor import AfterStepRules
+from modscope.core.doctor.ranks import RankCheck
+from modscope.core.hooks.manager import HookSpec, HookSpecError, all_hooks_specs
+from modscope.core.layers.collector import LayerCollector
+from modscope.core.process_rank import launched_rank, rank_folder
+from modscope.core.script.outputs import (
     FolderLock,
     OutputError,
     check_writable,
@@ -22,7 +23,6 @@ from modscope.core.outputs import (
     loaded_module_of,
     same_file,
 )
-from modscope.core.process_rank import launched_rank, rank_folder
 from modscope.core.session import Session
 from modscope.report.breaks import StopAtBreak, break_paragraph
 from modscope.report.common import (
@@ -231,10 +231,10 @@ class PlainRun:
 
     def __init__(self, session: Session, *, layers: bool = False) -> None:
         self.session = session
-        self.watcher = StepWatcher(session)
-        self.ranks = RankWatcher(session.model, session.runner)  # inactive in one process
+        self.watcher = AfterStepRules(session)
+        self.ranks = RankCheck(session.model, session.runner)  # inactive in one process
         self.initial = tuple(self.watcher.initial() + self.ranks.initial())
-        self.layers = LayerWatch(session.model) if layers else None
+        self.layers = LayerCollector(session.model) if layers else None
         if self.layers is not None:
             self.layers.attach()
 

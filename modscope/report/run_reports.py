@@ -8,7 +8,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from modscope.core.fmt import (
+from modscope.core.contract.findings import Finding
+from modscope.core.contract.fmt import (
     cell_width,
     format_number,
     printable,
@@ -16,9 +17,9 @@ from modscope.core.fmt import (
     summary_line,
     wrap_path,
 )
-from modscope.core.layer_types import LayerStep
+from modscope.core.contract.layer_types import LayerStep
+from modscope.core.contract.steps import BreakEvent, HookEvent, StepRecord, UserError
 from modscope.core.session import Session
-from modscope.core.types import BreakEvent, Finding, HookEvent, StepRecord, UserError
 from modscope.report.breaks import break_paragraph
 from modscope.report.check_command import findings_report
 from modscope.report.common import print_error, write_json_line

@@ -16,8 +16,9 @@ import json
 import math
 from json.encoder import encode_basestring  # the string encoder of ensure_ascii=False
 
+from modscope.core.contract.steps import StepRecord
+from modscope.core.contract.tensors import TensorSummary, finite_or_none
 from modscope.core.gc_pause import collector_paused
-from modscope.core.types import StepRecord, TensorSummary, finite_or_none
 from modscope.report.common import terminal_safe, write_json_text
 
 _dumps = functools.partial(json.dumps, allow_nan=False, ensure_ascii=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modscope.core.types import Severity
+from modscope.core.contract.findings import Severity
 
 SEVERITY_STYLE: dict[Severity, str] = {
     Severity.ERROR: "bold red",

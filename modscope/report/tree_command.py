@@ -10,12 +10,13 @@ from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 
-from modscope.core.exit_codes import ExitCode
-from modscope.core.fmt import format_bytes, format_count, format_shape, plural, printable
+from modscope.core.contract.exit_codes import ExitCode
+from modscope.core.contract.fmt import format_bytes, format_count, format_shape, plural, printable
+from modscope.core.contract.tensors import TensorInfo
+from modscope.core.contract.tree import Inventory, ModuleInfo, Unregistered
 from modscope.core.gc_pause import collector_paused
-from modscope.core.inventory import build_inventory, fold_runs
-from modscope.core.sibling_runs import FOLD_MIN
-from modscope.core.types import Inventory, ModuleInfo, TensorInfo, Unregistered
+from modscope.core.model.inventory import build_inventory, fold_runs
+from modscope.core.model.sibling_runs import FOLD_MIN
 from modscope.report.common import load_session, write_json_line
 from modscope.report.labels import (
     append_tensor_marks,

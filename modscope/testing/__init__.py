@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from modscope.core.script_names import MISSING
+from modscope.core.contract.script_names import MISSING
 
 __all__ = ["assert_healthy", "assert_loads"]
 
@@ -68,7 +68,7 @@ def assert_loads(model: Any, checkpoint: str | os.PathLike[str] | Mapping[str, A
     safely (pickled code) fails too, without running it."""
     from torch import nn
 
-    from modscope.core.checkpoint_compat import CheckpointError, check_checkpoint
+    from modscope.core.model.checkpoint_compat import CheckpointError, check_checkpoint
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"assert_loads: model is a {type(model).__name__}, not an nn.Module")

@@ -8,9 +8,10 @@ from typing import Any
 
 from torch import nn
 
+from modscope.core.contract.findings import Finding, FindingKind, Severity
+from modscope.core.contract.steps import UserError
 from modscope.core.doctor import run_checks
 from modscope.core.session import Session
-from modscope.core.types import Finding, FindingKind, Severity, UserError
 
 HEADER = "modscope.testing.assert_healthy"
 

@@ -8,7 +8,7 @@ from typing import Any
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 from torch import nn
 
-from modscope.core.structure_spec import model_structure, structure_changes, structure_text
+from modscope.core.model.structure import model_structure, structure_changes, structure_text
 
 UPDATE_HINT = "the model's structure changed (`pytest --snapshot-update` accepts it):"
 

@@ -21,7 +21,7 @@ from textual.widgets import Footer, Input, Tree
 from modscope.control import commands as cmd
 from modscope.control import updates as up
 from modscope.control.thread import ControllerFactory, SessionThread
-from modscope.core.fmt import printable
+from modscope.core.contract.fmt import printable
 from modscope.tui.bindings import APP_BINDINGS, LIVE_ONLY, STEPPING, TIME_TRAVEL
 from modscope.tui.bounded_input import TEXT_LENGTH, BoundedInput
 from modscope.tui.break_dialog import BreakDialog
@@ -101,7 +101,7 @@ class ModscopeApp(HookActions, UpdatePainter):
         self._batch = up.Batch()
         self._go_to_on_load: str | None = None
         self._keys_state: tuple[object, ...] = ()
-        self._layers_asked = False  # WatchLayers sent (once per app: reloads keep watching)
+        self._layers_asked = False  # CollectLayers sent (once per app: reloads keep watching)
         self._quitting = False
         if not animations:
             self.animation_level = "none"
@@ -315,7 +315,7 @@ class ModscopeApp(HookActions, UpdatePainter):
     def action_layers(self) -> None:
         if not self._layers_asked and self.view.status.replay is None:
             self._layers_asked = True
-            self._submit(cmd.WatchLayers())
+            self._submit(cmd.CollectLayers())
         field = self.query_one(Input)
         shown = field.value if field.has_class("-shown") else ""
 

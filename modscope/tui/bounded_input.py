@@ -7,7 +7,7 @@ import re
 from textual import events
 from textual.widgets import Input
 
-from modscope.core.fmt import printable
+from modscope.core.contract.fmt import printable
 
 TEXT_LENGTH = 200
 """Characters a name filter or a break condition holds (longer than any module path)."""

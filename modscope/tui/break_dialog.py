@@ -13,8 +13,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 from textual.widgets.option_list import Option
 
-from modscope.core.break_spec import CONDITIONS, BreakCondition, BreakSpecError
-from modscope.core.fmt import printable
+from modscope.core.contract.break_spec import CONDITIONS, BreakCondition, BreakSpecError
+from modscope.core.contract.fmt import printable
 from modscope.tui.bounded_input import TEXT_LENGTH, BoundedInput
 from modscope.tui.option_list import OptionList
 

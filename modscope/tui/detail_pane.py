@@ -16,7 +16,8 @@ from textual.reactive import reactive
 from textual.theme import Theme
 from textual.widgets import Static
 
-from modscope.core.fmt import (
+from modscope.core.contract.findings import Finding
+from modscope.core.contract.fmt import (
     format_bytes,
     format_count,
     format_number,
@@ -28,7 +29,6 @@ from modscope.core.fmt import (
     sparkline,
     summary_line,
 )
-from modscope.core.types import Finding
 from modscope.report.labels import unregistered_label
 from modscope.tui import hook_sections, labels
 from modscope.tui.hook_sections import Palette

@@ -14,8 +14,9 @@ from textual.reactive import var
 from textual.widgets import DataTable, Static
 
 from modscope.control.updates import TimelinesCompared
-from modscope.core.fmt import format_count, format_number, summary_line
-from modscope.core.types import StateDiff, TensorSummary
+from modscope.core.contract.fmt import format_count, format_number, summary_line
+from modscope.core.contract.steps import StateDiff
+from modscope.core.contract.tensors import TensorSummary
 from modscope.report.labels import shown_path
 from modscope.tui.hook_sections import Palette
 from modscope.tui.model_view import ModelView

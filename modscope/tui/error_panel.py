@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from modscope.core.types import UserError
+from modscope.core.contract.steps import UserError
 from modscope.tui import labels
 
 

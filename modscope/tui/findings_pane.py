@@ -9,7 +9,7 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets.option_list import Option
 
-from modscope.core.types import Finding
+from modscope.core.contract.findings import Finding
 from modscope.tui import labels
 from modscope.tui.option_list import OptionList
 

@@ -9,10 +9,10 @@ from rich.text import Text
 from textual.app import App
 
 from modscope.control import commands as cmd
-from modscope.core.fmt import printable
-from modscope.core.hook_notes import BREAK_WATCH
-from modscope.core.hook_spec import HookSpec
-from modscope.core.types import BreakEvent, HookEvent
+from modscope.core.contract.fmt import printable
+from modscope.core.contract.hook_notes import BREAK_WATCH
+from modscope.core.contract.hook_spec import HookSpec
+from modscope.core.contract.steps import BreakEvent, HookEvent
 from modscope.tui.confirm_screen import ConfirmScreen
 from modscope.tui.detail_pane import DetailPane
 from modscope.tui.hook_dialog import HookDialog

@@ -15,16 +15,15 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
 
-from modscope.core.fmt import printable
-from modscope.core.hook_notes import (
+from modscope.core.contract.fmt import printable
+from modscope.core.contract.hook_notes import (
     FULL_HOOK_COST,
     INPUT_GRAD_NOTE,
     backward_conflict,
     legacy_lesson,
     module_inputs,
 )
-from modscope.core.hook_spec import HookSpec
-from modscope.core.types import HookAction, HookInfo, HookKind
+from modscope.core.contract.hook_spec import HookAction, HookInfo, HookKind, HookSpec
 from modscope.report.labels import shown_path
 from modscope.tui.bounded_input import NUMBER_LENGTH, BoundedInput
 from modscope.tui.model_view import ModelView

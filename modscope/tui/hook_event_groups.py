@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from modscope.core.types import HookEvent
+from modscope.core.contract.steps import HookEvent
 
 SHOWN_PER_BURST = 20
 """Entries of one burst shown one per line, in the log and the hook events pane alike; the

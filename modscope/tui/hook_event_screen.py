@@ -15,9 +15,10 @@ from textual.screen import ModalScreen
 from textual.theme import Theme
 from textual.widgets import Static
 
-from modscope.core.fmt import printable
-from modscope.core.hook_notes import legacy_lesson, module_inputs
-from modscope.core.types import HookEvent, HookKind
+from modscope.core.contract.fmt import printable
+from modscope.core.contract.hook_notes import legacy_lesson, module_inputs
+from modscope.core.contract.hook_spec import HookKind
+from modscope.core.contract.steps import HookEvent
 from modscope.report.labels import shown_path
 from modscope.tui.hook_sections import Palette, field_sections
 from modscope.tui.model_view import ModelView

@@ -11,7 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets.option_list import Option
 
-from modscope.core.types import HookEvent
+from modscope.core.contract.steps import HookEvent
 from modscope.tui import labels
 from modscope.tui.hook_event_groups import burst
 from modscope.tui.option_list import OptionList

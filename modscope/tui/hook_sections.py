@@ -10,9 +10,11 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from modscope.core.fmt import printable, printable_lines, summary_line
-from modscope.core.hook_notes import legacy_lesson, module_inputs
-from modscope.core.types import BreakEvent, HookEvent, HookKind, SummaryList
+from modscope.core.contract.fmt import printable, printable_lines, summary_line
+from modscope.core.contract.hook_notes import legacy_lesson, module_inputs
+from modscope.core.contract.hook_spec import HookKind
+from modscope.core.contract.steps import BreakEvent, HookEvent
+from modscope.core.contract.tensors import SummaryList
 from modscope.tui.labels import display_location
 
 FIELDS = ("args", "output", "grad_input", "grad_output")

@@ -8,9 +8,9 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.widgets.option_list import Option
 
-from modscope.core.fmt import printable
-from modscope.core.hook_notes import BREAK_WATCH
-from modscope.core.types import HookInfo
+from modscope.core.contract.fmt import printable
+from modscope.core.contract.hook_notes import BREAK_WATCH
+from modscope.core.contract.hook_spec import HookInfo
 from modscope.report.labels import shown_path
 from modscope.tui import labels
 from modscope.tui.option_list import OptionList

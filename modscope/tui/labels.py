@@ -13,22 +13,17 @@ import os
 from rich.text import Text
 
 from modscope.control.updates import SessionStatus
-from modscope.core.fmt import (
+from modscope.core.contract.findings import Finding, Severity
+from modscope.core.contract.fmt import (
     format_count,
     format_number,
     format_shape,
     printable,
     summary_line,
 )
-from modscope.core.types import (
-    Finding,
-    HookEvent,
-    ModuleInfo,
-    Severity,
-    TensorInfo,
-    TensorSummary,
-    UserError,
-)
+from modscope.core.contract.steps import HookEvent, UserError
+from modscope.core.contract.tensors import TensorInfo, TensorSummary
+from modscope.core.contract.tree import ModuleInfo
 from modscope.report.labels import append_tensor_marks, plural, shown_name, shown_path
 from modscope.report.labels import error_text as shared_error_text
 from modscope.report.labels import module_label as tree_module_label

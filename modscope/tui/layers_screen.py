@@ -12,9 +12,15 @@ from textual.binding import Binding, BindingType
 from textual.content import Content
 from textual.widgets import DataTable, Static
 
-from modscope.core.fmt import format_count, printable, sparkline
-from modscope.core.layer_columns import LAYER_COLUMNS, TREND_COLUMN, LayerColumn, by_path, column
-from modscope.core.layer_types import LayerStats
+from modscope.core.contract.fmt import format_count, printable, sparkline
+from modscope.core.contract.layer_columns import (
+    LAYER_COLUMNS,
+    TREND_COLUMN,
+    LayerColumn,
+    by_path,
+    column,
+)
+from modscope.core.contract.layer_types import LayerStats
 from modscope.tui.hook_sections import Palette
 from modscope.tui.model_view import ModelView
 from modscope.tui.table_screen import TableScreen, cell, tail_cell

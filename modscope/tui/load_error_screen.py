@@ -11,7 +11,7 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from modscope.core.types import UserError
+from modscope.core.contract.steps import UserError
 from modscope.tui import labels
 
 

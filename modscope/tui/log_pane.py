@@ -8,8 +8,8 @@ from rich.text import Text
 from textual.events import Resize
 from textual.widgets import RichLog
 
-from modscope.core.fmt import printable, printable_lines
-from modscope.core.types import HookEvent
+from modscope.core.contract.fmt import printable, printable_lines
+from modscope.core.contract.steps import HookEvent
 from modscope.tui import labels
 
 LOG_LIMIT = 2000

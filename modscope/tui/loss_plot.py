@@ -9,7 +9,7 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from modscope.core.fmt import format_number
+from modscope.core.contract.fmt import format_number
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 LOG_SCALE_RATIO = 1000.0

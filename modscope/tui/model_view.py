@@ -19,22 +19,13 @@ from modscope.control.updates import (
     SessionStatus,
     TensorsSummarized,
 )
-from modscope.core.bounded import HISTORY_LIMIT, append_bounded
-from modscope.core.layer_types import LayerStep
-from modscope.core.types import (
-    BreakEvent,
-    Finding,
-    HookEvent,
-    HookInfo,
-    HookKind,
-    ModuleInfo,
-    Severity,
-    StepRecord,
-    TensorInfo,
-    TensorSummary,
-    Unregistered,
-    UserError,
-)
+from modscope.core.contract.bounded import HISTORY_LIMIT, append_bounded
+from modscope.core.contract.findings import Finding, Severity
+from modscope.core.contract.hook_spec import HookInfo, HookKind
+from modscope.core.contract.layer_types import LayerStep
+from modscope.core.contract.steps import BreakEvent, HookEvent, StepRecord, UserError
+from modscope.core.contract.tensors import TensorInfo, TensorSummary
+from modscope.core.contract.tree import ModuleInfo, Unregistered
 
 LAYER_STEPS_KEPT = 16
 """Steps of layer statistics kept for the layers view's sparklines (at least its 12): one step

@@ -18,7 +18,7 @@ from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode, UnknownNodeID
 
-from modscope.core.fmt import printable
+from modscope.core.contract.fmt import printable
 from modscope.report.labels import shown_name, unregistered_label
 from modscope.tui import labels
 from modscope.tui.model_view import ModelView, NodeKind, NodeRef

@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from modscope.control.updates import InternalError
-from modscope.core.fmt import printable, printable_lines
+from modscope.core.contract.fmt import printable, printable_lines
 
 
 class TracebackScreen(ModalScreen[None]):

@@ -11,8 +11,8 @@ from rich.text import Text
 from textual.app import App
 
 from modscope.control import updates as up
-from modscope.core.fmt import printable, printable_lines
-from modscope.core.types import BreakEvent, HookEvent, UserError
+from modscope.core.contract.fmt import printable, printable_lines
+from modscope.core.contract.steps import BreakEvent, HookEvent, UserError
 from modscope.tui import labels
 from modscope.tui.diff_screen import DiffScreen
 from modscope.tui.error_panel import ErrorPanel

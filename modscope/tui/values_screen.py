@@ -15,7 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
 from modscope.control.updates import ValuesRead
-from modscope.core.fmt import format_count, format_value, printable
+from modscope.core.contract.fmt import format_count, format_value, printable
 
 PAGE = 256
 INDEX_WIDTH = 14

@@ -16,8 +16,8 @@ from modscope.control import commands as cmd
 from modscope.control import updates as up
 from modscope.control.controller import SessionController, script_factory
 from modscope.control.thread import SessionThread
-from modscope.core.hook_spec import HookSpec
-from modscope.core.types import HookKind, Phase
+from modscope.core.contract.hook_spec import HookKind, HookSpec
+from modscope.core.contract.steps import Phase
 from tests.helpers import POWLOG, example
 
 

@@ -1,4 +1,4 @@
-"""The layers view's protocol: `WatchLayers` starts the statistics, `LayersSeen` brings them
+"""The layers view's protocol: `CollectLayers` starts the statistics, `LayersSeen` brings them
 after each completed iteration; nothing is attached before, and nothing is left after."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def test_nothing_is_collected_or_attached_until_the_view_asks():
     c = controller()
     assert hooked(c) == 0
     assert seen(c.handle(cmd.Step())) == []
-    c.handle(cmd.WatchLayers())
+    c.handle(cmd.CollectLayers())
     assert hooked(c) == 6  # every module: the root, hidden, act, gate_in, gate, out
     (layers,) = seen(c.handle(cmd.Step()))
     assert layers.step.step == 2
@@ -42,7 +42,7 @@ def test_nothing_is_collected_or_attached_until_the_view_asks():
 
 def test_a_partial_iteration_sends_its_statistics_when_it_completes():
     c = controller()
-    c.handle(cmd.WatchLayers())
+    c.handle(cmd.CollectLayers())
     assert seen(c.handle(cmd.NextPhase())) == []  # forward only so far
     assert seen(c.handle(cmd.NextPhase())) == []  # backward
     (layers,) = seen(c.handle(cmd.NextPhase()))  # the optimizer step ends the iteration
@@ -52,7 +52,7 @@ def test_a_partial_iteration_sends_its_statistics_when_it_completes():
 
 def test_reload_keeps_watching_the_new_model_and_rewind_drops_what_it_reran():
     c = controller()
-    c.handle(cmd.WatchLayers())
+    c.handle(cmd.CollectLayers())
     c.handle(cmd.Reload())
     assert hooked(c) == 6
     c.handle(cmd.Step())
@@ -65,8 +65,8 @@ def test_reload_keeps_watching_the_new_model_and_rewind_drops_what_it_reran():
 
 def test_watching_twice_attaches_once():
     c = controller()
-    first = c.handle(cmd.WatchLayers())
-    second = c.handle(cmd.WatchLayers())
+    first = c.handle(cmd.CollectLayers())
+    second = c.handle(cmd.CollectLayers())
     assert [u for u in first if isinstance(u, up.Notice)]
     assert not [u for u in second if isinstance(u, up.Notice)]
     assert hooked(c) == 6

@@ -24,7 +24,7 @@ from modscope.control.recording import (
     script_meta,
 )
 from modscope.control.recording_codec import decode, encode
-from modscope.core.hook_spec import HookSpec
+from modscope.core.contract.hook_spec import HookSpec
 from tests.helpers import POWLOG
 
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from modscope.core.interrupts import catching_ctrl_c, is_real_interrupt
+from modscope.core.contract.steps import Phase
+from modscope.core.script.interrupts import catching_ctrl_c, is_real_interrupt
 from modscope.core.session import Session
-from modscope.core.types import Phase
 
 
 class Raises(nn.Module):

@@ -1,4 +1,5 @@
-"""Joined statistics of many small tensors (modscope.core.segments) against the per-tensor path."""
+"""Joined statistics of many small tensors (modscope.core.stats.segments) against the per-tensor
+path."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from modscope.core import segments, summary
-from modscope.core.statediff import StateTracker
-from modscope.core.summary import capture, capture_many, resolve, summarize, summarize_many
-from modscope.core.types import StateDiff, TensorSummary
+from modscope.core.contract.steps import StateDiff
+from modscope.core.contract.tensors import TensorSummary
+from modscope.core.stats import segments, summary
+from modscope.core.stats.statediff import StateTracker
+from modscope.core.stats.summary import capture, capture_many, resolve, summarize, summarize_many
 
 NAN, INF = math.nan, math.inf
 JOINED_DTYPES = [

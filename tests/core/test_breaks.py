@@ -10,17 +10,17 @@ import torch
 from torch import nn
 
 from modscope.cli import main
-from modscope.core.break_spec import (
+from modscope.core.breaks import finite
+from modscope.core.contract.break_spec import (
     CONDITIONS,
     GRAMMAR,
     BreakCondition,
     BreakMetric,
     BreakSpecError,
 )
-from modscope.core.breaks import finite
-from modscope.core.hooks import BreakStop, HookSpec, IterationAbandoned
+from modscope.core.contract.steps import Phase
+from modscope.core.hooks.manager import BreakStop, HookSpec, IterationAbandoned
 from modscope.core.session import Session
-from modscope.core.types import Phase
 from tests.helpers import POWLOG, example, hook_state, strict_lines
 
 ORIGIN = example("nan_origin.py")
@@ -107,7 +107,7 @@ def test_break_spec_imports_no_torch():
     import subprocess
     import sys
 
-    code = "import sys, modscope.core.break_spec; print('torch' in sys.modules)"
+    code = "import sys, modscope.core.contract.break_spec; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
 

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from modscope.cli import main
-from modscope.core.checkpoint_compat import check_checkpoint
-from modscope.core.loader import load_script
+from modscope.core.model.checkpoint_compat import check_checkpoint
+from modscope.core.script.loader import load_script
 from modscope.testing import assert_loads
 from tests.helpers import EXAMPLES
 

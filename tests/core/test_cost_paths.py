@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from modscope.core import segments
-from modscope.core.hook_captures import CaptureMemo
-from modscope.core.hook_spec import HookSpec
+from modscope.core.contract.hook_spec import HookSpec
+from modscope.core.hooks.captures import CaptureMemo
 from modscope.core.session import Session
-from modscope.core.stacked_stats import stackable, stacked_stats
-from modscope.core.statediff import StateTracker
-from modscope.core.summary import resolve, summarize, summarize_many
+from modscope.core.stats import segments
+from modscope.core.stats.stacked import stackable, stacked_stats
+from modscope.core.stats.statediff import StateTracker
+from modscope.core.stats.summary import resolve, summarize, summarize_many
 
 
 def test_a_tensor_seen_twice_unchanged_is_captured_once() -> None:

@@ -1,4 +1,4 @@
-"""What hooks capture (modscope.core.hook_captures): stacked, deferred summaries equal to the
+"""What hooks capture (modscope.core.hooks.captures): stacked, deferred summaries equal to the
 eager ones, of the values at fire time; and the collector's scans kept to a phase's objects."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import gc
 import torch
 from torch import nn
 
-from modscope.core.hook_captures import CaptureMemo, StackedBatch
-from modscope.core.hook_spec import HookSpec
+from modscope.core.contract.hook_spec import HookSpec
+from modscope.core.hooks.captures import CaptureMemo, StackedBatch
 from modscope.core.session import Session
-from modscope.core.stacked_stats import STACK_MAX_TOTAL
-from modscope.core.summary import resolve, summarize
+from modscope.core.stats.stacked import STACK_MAX_TOTAL
+from modscope.core.stats.summary import resolve, summarize
 
 
 def awkward_tensors() -> list[torch.Tensor]:

@@ -9,11 +9,16 @@ import pytest
 import torch
 from torch import nn
 
-from modscope.core.hook_listing import detach_foreign, list_hooks
-from modscope.core.hook_notes import FULL_BESIDE_LEGACY, LEGACY_BESIDE_FULL, backward_conflict
-from modscope.core.hooks import HookManager, HookSpec, HookSpecError, all_hooks_specs
+from modscope.core.contract.hook_notes import (
+    FULL_BESIDE_LEGACY,
+    LEGACY_BESIDE_FULL,
+    backward_conflict,
+)
+from modscope.core.contract.hook_spec import HookAction, HookKind
+from modscope.core.contract.steps import Phase
+from modscope.core.hooks.listing import detach_foreign, list_hooks
+from modscope.core.hooks.manager import HookManager, HookSpec, HookSpecError, all_hooks_specs
 from modscope.core.session import Session
-from modscope.core.types import HookAction, HookKind, Phase
 from tests.helpers import ROOT, hook_state
 
 

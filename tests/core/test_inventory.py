@@ -8,14 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from modscope.core.inventory import (
+from modscope.core.contract.tensors import TensorInfo
+from modscope.core.contract.tree import Inventory, ModuleInfo, Totals, Unregistered
+from modscope.core.model.inventory import (
     LAZY_NOTE,
     SiblingRun,
     build_inventory,
     find_unregistered,
     fold_runs,
 )
-from modscope.core.types import Inventory, ModuleInfo, TensorInfo, Totals, Unregistered
 from tests import models
 
 

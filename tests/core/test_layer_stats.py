@@ -1,4 +1,4 @@
-"""Per-module statistics (core.layer_stats): values checked by hand, and the observer rule."""
+"""Per-module statistics (core.layers.collector): values checked by hand, and the observer rule."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from modscope.core.hook_listing import list_hooks
-from modscope.core.hook_notes import LAYER_STATISTICS
-from modscope.core.layer_parts import rails_of
-from modscope.core.layer_stats import LayerWatch
-from modscope.core.layer_types import Activation
+from modscope.core.contract.hook_notes import LAYER_STATISTICS
+from modscope.core.contract.layer_types import Activation
+from modscope.core.hooks.listing import list_hooks
+from modscope.core.layers.collector import LayerCollector
+from modscope.core.layers.parts import rails_of
 from tests.doctor_models import session_for
 
 
@@ -30,7 +30,7 @@ def _by_hand_model() -> nn.Sequential:
 def _one_step(model: nn.Module, inputs: torch.Tensor, lr: float = 0.1):
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     session = session_for(model, inputs=inputs, loss_fn=lambda out: out.sum(), optimizer=optimizer)
-    with LayerWatch(session.model) as watch:
+    with LayerCollector(session.model) as watch:
         result = session.run_iteration()
         assert result.record is not None
         return {m.path: m for m in watch.take(result.record).modules}
@@ -87,7 +87,7 @@ def test_saturated_fraction_counts_outputs_within_one_percent_of_the_rails():
 
 def _one_step_forward(model: nn.Module, inputs: torch.Tensor):
     session = session_for(model, inputs=inputs, loss_fn=None)
-    with LayerWatch(session.model) as watch:
+    with LayerCollector(session.model) as watch:
         result = session.run_iteration()
         return {m.path: m for m in watch.take(result.record).modules}
 
@@ -131,7 +131,7 @@ def _train(watched: bool) -> dict[str, torch.Tensor]:
     session = session_for(
         model, inputs=batches, loss_fn=lambda o: o.square().mean(), optimizer=optimizer
     )
-    watch = LayerWatch(session.model)
+    watch = LayerCollector(session.model)
     if watched:
         watch.attach()
     for _ in range(3):
@@ -150,7 +150,7 @@ def test_watching_layers_leaves_training_bit_identical_and_no_hook_behind():
     for key in plain:
         assert torch.equal(plain[key], watched[key]), key
     model = _dropout_net()
-    with LayerWatch(model):
+    with LayerCollector(model):
         assert all(m._forward_hooks for m in model.modules())
     assert not any(m._forward_hooks for m in model.modules())
 
@@ -219,7 +219,7 @@ def test_saturated_shares_of_many_small_outputs_joined_match_each_alone():
 
 def test_the_watchs_hooks_are_listed_as_modscopes_own() -> None:
     model = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
-    with LayerWatch(model):
+    with LayerCollector(model):
         (hook,) = list_hooks(model, "0")
         assert (hook.owner, hook.action) == ("modscope", LAYER_STATISTICS)
     assert list_hooks(model, "0") == []

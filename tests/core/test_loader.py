@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from modscope.cli import main
-from modscope.core.errors import ScriptError
-from modscope.core.loader import MODULE_NAME, load_script
-from modscope.core.script_names import MISSING
+from modscope.core.contract.script_names import MISSING
+from modscope.core.script.errors import ScriptError
+from modscope.core.script.loader import MODULE_NAME, load_script
 from modscope.core.session import Session
 
 HEADER = """

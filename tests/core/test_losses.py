@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 import torch
 
-from modscope.core.losses import main_output
+from modscope.core.script.losses import main_output
 
 
 def test_a_mapping_with_a_loss_gives_the_tensor_after_it() -> None:

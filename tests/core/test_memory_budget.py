@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from modscope.core.contract.sizes import SizeError, parse_size
+from modscope.core.contract.steps import StateDiff, StepRecord
+from modscope.core.contract.tensors import TensorSummary
 from modscope.core.memory_budget import history_limit
-from modscope.core.sampled_state import SAMPLE_SIZE, digest
 from modscope.core.session import Session
-from modscope.core.sizes import SizeError, parse_size
-from modscope.core.statediff import StateTracker
-from modscope.core.types import StateDiff, StepRecord, TensorSummary
+from modscope.core.stats.sampled import SAMPLE_SIZE, digest
+from modscope.core.stats.statediff import StateTracker
 
 
 def test_budget_sizes_and_shares_parse() -> None:
@@ -63,7 +64,7 @@ def test_the_digest_sees_a_change_the_sample_misses() -> None:
 
 
 def _sampled_mask(numel: int) -> torch.Tensor:
-    from modscope.core.sampled_state import sample_positions
+    from modscope.core.stats.sampled import sample_positions
 
     mask = torch.zeros(numel, dtype=torch.bool)
     mask[sample_positions(numel, torch.device("cpu"))] = True

@@ -21,13 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from modscope.cli import main
+from modscope.core.contract.findings import Finding, FindingKind
+from modscope.core.contract.hook_spec import HookKind, HookSpec, HookSpecError
+from modscope.core.contract.steps import Phase
 from modscope.core.doctor import rules, run_checks
 from modscope.core.doctor.rules.distributed import RankGroup
-from modscope.core.errors import ScriptError
-from modscope.core.hook_spec import HookSpec, HookSpecError
+from modscope.core.model.walk import find_cycle, tensor_at
+from modscope.core.script.errors import ScriptError
 from modscope.core.session import Session
-from modscope.core.types import Finding, FindingKind, HookKind, Phase
-from modscope.core.walk import find_cycle, tensor_at
 from tests import doctor_models as D
 from tests.helpers import strict
 
@@ -487,12 +488,12 @@ def test_a_convnet_blowing_up_is_an_exploding_gradient() -> None:
 
 
 def test_gradient_growth_counts_only_while_the_loss_does_not_fall() -> None:
-    from modscope.core.doctor import StepWatcher
-    from modscope.core.summary import summarize
-    from modscope.core.types import StateDiff, StepRecord
+    from modscope.core.contract.steps import StateDiff, StepRecord
+    from modscope.core.doctor import AfterStepRules
+    from modscope.core.stats.summary import summarize
 
     model = nn.Linear(2, 1)
-    watcher = StepWatcher(D.session_for(model, inputs=torch.ones(1, 2)))
+    watcher = AfterStepRules(D.session_for(model, inputs=torch.ones(1, 2)))
 
     def step(n: int, norm: float, loss: float) -> list[Finding]:
         grads = {

@@ -10,12 +10,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from modscope.cli import main
-from modscope.core.checkpoints import RewindError, keeps
-from modscope.core.hook_spec import HookSpec
-from modscope.core.hooks import IterationAbandoned, all_hooks_specs
+from modscope.core.contract.hook_spec import HookAction, HookKind, HookSpec
+from modscope.core.contract.sizes import SizeError, host_available, parse_size
+from modscope.core.hooks.manager import IterationAbandoned, all_hooks_specs
+from modscope.core.rewind.checkpoints import RewindError, keeps
 from modscope.core.session import Session
-from modscope.core.sizes import SizeError, host_available, parse_size
-from modscope.core.types import HookAction, HookKind
 from tests.helpers import POWLOG
 
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from modscope.core.statediff import StateTracker
+from modscope.core.stats.statediff import StateTracker
 
 
 def test_changed_unchanged_added_removed_with_deltas():
@@ -134,8 +134,8 @@ async def test_the_diff_view_of_long_summaries_fits_an_80_column_terminal():
     from textual.widgets import DataTable
 
     from modscope.control.updates import SessionStatus
-    from modscope.core.summary import summarize
-    from modscope.core.types import StepRecord
+    from modscope.core.contract.steps import StepRecord
+    from modscope.core.stats.summary import summarize
     from modscope.tui.diff_screen import DiffScreen
 
     big = {f"encoder.layers.{i}.self_attn.in_proj_weight": torch.randn(64, 64) for i in range(3)}

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import modscope
-from modscope.core.structure_spec import structure_changes, structure_lines, structure_text
+from modscope.core.model.structure import structure_changes, structure_lines, structure_text
 from tests import models as M
 
 

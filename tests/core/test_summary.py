@@ -1,4 +1,5 @@
-"""Tensor summaries (modscope.core.summary) and their formatting for people (modscope.core.fmt)."""
+"""Tensor summaries (modscope.core.stats.summary) and their formatting for people
+(modscope.core.contract.fmt)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from modscope.core import summary
-from modscope.core.fmt import (
+from modscope.core.contract.fmt import (
     format_bytes,
     format_count,
     format_number,
@@ -20,7 +20,9 @@ from modscope.core.fmt import (
     sparkline,
     summary_line,
 )
-from modscope.core.summary import (
+from modscope.core.contract.tensors import TensorSummary
+from modscope.core.stats import summary
+from modscope.core.stats.summary import (
     capture,
     capture_value,
     first_tensor,
@@ -30,7 +32,6 @@ from modscope.core.summary import (
     summarize_many,
     summarize_value,
 )
-from modscope.core.types import TensorSummary
 
 NAN, INF = math.nan, math.inf
 

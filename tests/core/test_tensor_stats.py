@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from modscope.core.tensor_stats import build_summary, facts_of, host_stats
-from modscope.core.types import TensorSummary
+from modscope.core.contract.tensors import TensorSummary
+from modscope.core.stats.tensor_stats import build_summary, facts_of, host_stats
 
 
 def _values(kind: str) -> torch.Tensor:

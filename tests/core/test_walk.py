@@ -1,4 +1,4 @@
-"""core/walk.py, and the names declared once: callables, exit codes, script names."""
+"""core/model/walk.py, and the names declared once: callables, exit codes, script names."""
 
 from __future__ import annotations
 
@@ -14,13 +14,10 @@ import torch
 from torch import nn
 
 import modscope
-from modscope.core.callables import callable_label, describe_callable
-from modscope.core.exit_codes import ExitCode
-from modscope.core.inventory import build_inventory
-from modscope.core.loader import LoadedScript
-from modscope.core.script_names import MISSING, SCRIPT_NAMES
-from modscope.core.session import Session
-from modscope.core.walk import (
+from modscope.core.contract.exit_codes import ExitCode
+from modscope.core.contract.script_names import MISSING, SCRIPT_NAMES
+from modscope.core.model.inventory import build_inventory
+from modscope.core.model.walk import (
     MAX_CONTAINER_DEPTH,
     distinct_modules,
     find_cycle,
@@ -28,6 +25,9 @@ from modscope.core.walk import (
     structure_fingerprint,
     tensor_at,
 )
+from modscope.core.script.callables import callable_label, describe_callable
+from modscope.core.script.loader import LoadedScript
+from modscope.core.session import Session
 from tests import models
 
 FIXTURES = {

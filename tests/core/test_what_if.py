@@ -7,8 +7,8 @@ import pytest
 import torch
 from test_rewind import POWLOG, assert_same, run, shuffled_session, state_of
 
-from modscope.core.checkpoints import RewindError
-from modscope.core.hook_spec import HookSpec
+from modscope.core.contract.hook_spec import HookSpec
+from modscope.core.rewind.checkpoints import RewindError
 from modscope.core.session import Session
 
 # The article's Hook Code 2: logModel's output doubled.

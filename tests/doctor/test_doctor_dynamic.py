@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modscope.core.doctor import StepWatcher, run_checks
+from modscope.core.contract.findings import Finding, Severity
+from modscope.core.contract.script_names import MISSING
+from modscope.core.doctor import AfterStepRules, run_checks
 from modscope.core.doctor.probes import eval_nondeterminism
-from modscope.core.script_names import MISSING
 from modscope.core.session import Session
-from modscope.core.types import Finding, Severity
 from tests import doctor_models as D
 from tests import models as M
 from tests.helpers import CLEAN_RUNS
@@ -256,7 +256,7 @@ def test_compiled_and_forwardless_models_run_static_checks_only() -> None:
     assert "only the static checks ran" in result.notes[0]
 
 
-# -- StepWatcher: what `run` and the app use ---------------------------------------------------
+# -- AfterStepRules: what `run` and the app use ---------------------------------------------------
 
 
 def test_watcher_reports_each_finding_once_without_extra_forwards() -> None:
@@ -265,7 +265,7 @@ def test_watcher_reports_each_finding_once_without_extra_forwards() -> None:
     calls = []
     model.register_forward_pre_hook(lambda m, a: calls.append(1))
     session = D.session_for(model, inputs=X2, loss_fn=D.output_sum, optimizer=sgd(model))
-    watcher = StepWatcher(session)
+    watcher = AfterStepRules(session)
     assert watcher.initial() == []
     per_step = []
     found: list[Finding] = []
@@ -286,14 +286,14 @@ def test_watcher_reports_each_finding_once_without_extra_forwards() -> None:
 
 def test_watcher_initial_is_step_zero() -> None:
     session = D.session_for(M.PowLogListModel(), inputs=M.article_inputs())
-    (f,) = StepWatcher(session).initial()
+    (f,) = AfterStepRules(session).initial()
     assert (f.kind, f.step) == ("unregistered-module", 0)
 
 
 def test_watcher_sees_a_parameter_turn_nan() -> None:
     model = nn.Sequential(nn.Linear(2, 1))
     session = D.session_for(model, inputs=X2, loss_fn=D.output_sum, optimizer=sgd(model))
-    watcher = StepWatcher(session)
+    watcher = AfterStepRules(session)
     assert watcher.after_step(session.run_iteration().record) == []  # type: ignore[arg-type]
     with torch.no_grad():
         model[0].weight.fill_(float("inf"))

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from modscope.core.contract.findings import FindingKind, Severity
 from modscope.core.doctor import run_checks
 from modscope.core.session import Session
-from modscope.core.types import FindingKind, Severity
 from tests import doctor_models as D
 from tests import models as M
 from tests.helpers import example

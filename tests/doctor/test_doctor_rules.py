@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from modscope.core.contract.findings import SEVERITIES, FindingKind, Severity
+from modscope.core.contract.fmt import plural
 from modscope.core.doctor import rules
-from modscope.core.fmt import plural
-from modscope.core.types import SEVERITIES, FindingKind, Severity
 
 
 def test_a_finding_carries_its_kind_as_the_enum_and_writes_its_value() -> None:

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from modscope.core.doctor import run_checks, sandbox
+from modscope.core.doctor.reachable import Reachable
 from modscope.core.doctor.sandbox import CloneLevel, Snapshot
-from modscope.core.doctor.walk import Reachable
-from modscope.core.hooks import HookSpec
+from modscope.core.hooks.manager import HookSpec
 from tests import doctor_models as D
 from tests import models as M
 from tests.helpers import ROOT

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from modscope.core.contract.findings import SEVERITIES, Finding, Severity
 from modscope.core.doctor import FindingKind, static_findings
-from modscope.core.hooks import HookSpec
-from modscope.core.types import SEVERITIES, Finding, Severity
+from modscope.core.hooks.manager import HookSpec
 from tests import doctor_models as D
 from tests import models as M
 

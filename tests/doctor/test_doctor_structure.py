@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from modscope.core.doctor.reachable import named_parameters_once
 from modscope.core.doctor.structure import Structure
-from modscope.core.doctor.walk import named_parameters_once
-from modscope.core.walk import distinct_modules
+from modscope.core.model.walk import distinct_modules
 
 
 def _model() -> nn.Sequential:

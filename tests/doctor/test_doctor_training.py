@@ -1,7 +1,7 @@
 """The doctor's training kinds: update-ratio, training-in-eval, grad-accumulation, torch-warning.
 
 Each fires on its case and stays silent on a near-twin and on the common architectures trained
-the usual way; they come from the iterations a session runs anyway (`StepWatcher`), and through
+the usual way; they come from the iterations a session runs anyway (`AfterStepRules`), and through
 `check --json` and `run --json`.
 """
 
@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from modscope.cli import main
-from modscope.core.doctor import StepWatcher, rules
+from modscope.core.contract.findings import Finding, FindingKind
+from modscope.core.doctor import AfterStepRules, rules
+from modscope.core.script.warning_capture import WarningCapture
 from modscope.core.session import Session
-from modscope.core.types import Finding, FindingKind
-from modscope.core.warning_capture import WarningCapture
 from tests import training_models as T
 from tests.doctor_models import output_sum, session_for
 from tests.helpers import CLEAN_RUNS, ROOT, example
@@ -40,7 +40,7 @@ TRAINING_KINDS = {
 def watch(session: Session, steps: int, *, static: bool = False) -> list[Finding]:
     """The findings of `steps` iterations as `run` and the app see them (with the static ones
     of step 0 when `static`)."""
-    watcher = StepWatcher(session)
+    watcher = AfterStepRules(session)
     found = watcher.initial() if static else []
     for _ in range(steps):
         result = session.run_iteration()

@@ -15,8 +15,8 @@ from torch import nn
 
 from modscope.cli import main
 from modscope.core.session import Session
-from modscope.core.statediff import StateTracker
-from modscope.core.summary import summarize
+from modscope.core.stats.statediff import StateTracker
+from modscope.core.stats.summary import summarize
 
 # Quantized tensors are deprecated in torch 2.13, strided nested ones a prototype: both warn.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -17,10 +17,10 @@ from modscope.control import commands as cmd
 from modscope.control import internal
 from modscope.control import updates as up
 from modscope.control.controller import SessionController
-from modscope.core.errors import exception_text
+from modscope.core.contract.steps import Phase
+from modscope.core.script.errors import exception_text
 from modscope.core.session import Session
-from modscope.core.statediff import StateTracker
-from modscope.core.types import Phase
+from modscope.core.stats.statediff import StateTracker
 
 HEADER = """\
 import sys

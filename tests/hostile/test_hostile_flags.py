@@ -14,9 +14,8 @@ import threading
 import pytest
 
 from modscope.cli import main
-from modscope.core.hook_spec import HookSpec, HookSpecError
-from modscope.core.interrupts import catching_ctrl_c
-from modscope.core.types import HookAction, HookKind
+from modscope.core.contract.hook_spec import HookAction, HookKind, HookSpec, HookSpecError
+from modscope.core.script.interrupts import catching_ctrl_c
 from tests.helpers import POWLOG, ROOT
 
 # -- non-finite numbers in --hook and --break -------------------------------------------------

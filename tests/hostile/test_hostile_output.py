@@ -18,9 +18,9 @@ import pytest
 from rich.console import Console
 from rich.text import Text
 
-from modscope.core.interrupts import ExitIntercepted
-from modscope.core.loader import load_script
-from modscope.core.print_capture import captured_prints
+from modscope.core.script.interrupts import ExitIntercepted
+from modscope.core.script.loader import load_script
+from modscope.core.script.print_capture import captured_prints
 from modscope.report.common import ScriptPrints
 from modscope.tui.log_pane import LOG_LIMIT, LogPane
 from tests.helpers import ROOT

@@ -20,8 +20,8 @@ from modscope.cli import main
 from modscope.control import recording
 from modscope.control import updates as up
 from modscope.control.recording import UPDATES_FILE, read_recording
-from modscope.core import outputs
-from modscope.core.outputs import LOCK_FILE, FolderLock
+from modscope.core.script import outputs
+from modscope.core.script.outputs import LOCK_FILE, FolderLock
 from tests.helpers import POWLOG, ROOT
 
 SLOW = ROOT / "tests" / "reliability_scripts" / "slow.py"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from modscope.core.loader import load_script
+from modscope.core.script.loader import load_script
 from tests import models as M
 
 SCRIPT = """\

@@ -12,7 +12,7 @@ from torch import nn
 
 import modscope
 from modscope.cli import main
-from modscope.core.structure_spec import structure_changes, structure_text
+from modscope.core.model.structure import structure_changes, structure_text
 from modscope.testing import assert_healthy, assert_loads
 
 HOOKED = """\

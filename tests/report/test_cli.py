@@ -136,7 +136,7 @@ def test_tree_imports_neither_the_doctor_nor_the_rank_digests():
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    assert main(['tree', 'examples/tiny_lm.py']) == 0\n"
         "print(sorted(m for m in sys.modules if m.startswith(('modscope.core.doctor', "
-        "'modscope.core.distributed'))))\n"
+        "'modscope.core.doctor.ranks'))))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from rich.cells import cell_len
 
 from modscope.cli import main
-from modscope.core.fmt import ELLIPSIS, cell_width, printable, printable_lines
+from modscope.core.contract.fmt import ELLIPSIS, cell_width, printable, printable_lines
 
 HIDDEN = ("Cc", "Cf", "Zl", "Zp", "Cs")
 SCRIPT = Path(__file__).resolve().parents[1] / "tui" / "scripts" / "evil_names.py"
@@ -114,7 +114,7 @@ def test_tree_json_keeps_names_whole(capsys):
 
 
 def test_wrap_path_breaks_after_dots_and_only_inside_a_part_too_long_for_a_line():
-    from modscope.core.fmt import wrap_path
+    from modscope.core.contract.fmt import wrap_path
 
     assert wrap_path("encoder.layers.0.weight", 40) == "encoder.layers.0.weight"
     assert wrap_path("encoder.layers.0.weight", 16) == "encoder.layers.\n0.weight"

@@ -24,8 +24,8 @@ import pytest
 import torch
 
 from modscope.cli import main
-from modscope.core.loader import load_script
-from modscope.core.outputs import OutputError, atomic_write, check_writable
+from modscope.core.script.loader import load_script
+from modscope.core.script.outputs import OutputError, atomic_write, check_writable
 from tests.helpers import POWLOG, ROOT, strict_lines
 
 SLOW = Path(__file__).resolve().parents[1] / "reliability_scripts" / "slow.py"

@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch import nn
 
+from modscope.core.contract.steps import StateDiff, StepRecord
+from modscope.core.contract.tensors import TensorSummary
 from modscope.core.session import Session
-from modscope.core.summary import summarize
-from modscope.core.types import StateDiff, StepRecord, TensorSummary
+from modscope.core.stats.summary import summarize
 from modscope.report.common import dumps
 from modscope.report.step_json import step_line
 

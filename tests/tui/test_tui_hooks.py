@@ -10,9 +10,8 @@ from textual.widgets import Input
 from textual.widgets._footer import FooterKey
 
 from modscope.control import commands as cmd
-from modscope.core.hook_notes import LEGACY_BESIDE_FULL
-from modscope.core.hook_spec import HookSpec
-from modscope.core.types import HookAction, HookKind
+from modscope.core.contract.hook_notes import LEGACY_BESIDE_FULL
+from modscope.core.contract.hook_spec import HookAction, HookKind, HookSpec
 from modscope.tui.app import ModscopeApp
 from modscope.tui.confirm_screen import ConfirmScreen
 from modscope.tui.detail_pane import DetailPane

@@ -27,7 +27,7 @@ def test_the_app_and_every_widget_import_no_torch():
 
 def test_the_engine_still_imports_no_textual():
     code = (
-        "import sys\nimport modscope.core.session, modscope.core.types\n"
+        "import sys\nimport modscope.core.session, modscope.core.contract.steps\n"
         "print(any(m.startswith('textual') for m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

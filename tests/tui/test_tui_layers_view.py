@@ -11,7 +11,7 @@ from modscope.control import commands as cmd
 from modscope.control.controller import SessionController, script_factory
 from modscope.control.recording import RecordingWriter, read_recording, script_meta
 from modscope.control.replay import replay_factory
-from modscope.core.layer_types import LayerStep
+from modscope.core.contract.layer_types import LayerStep
 from modscope.tui.app import ModscopeApp
 from modscope.tui.help_screen import HelpScreen
 from modscope.tui.layers_screen import LayersScreen

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from textual.command import CommandPalette
 
-from modscope.core.hook_spec import HookId
-from modscope.core.types import Finding, FindingKind, HookInfo, Severity
+from modscope.core.contract.findings import Finding, FindingKind, Severity
+from modscope.core.contract.hook_spec import HookId, HookInfo
 from modscope.tui import labels
 from modscope.tui.app import ModscopeApp
 from modscope.tui.detail_pane import DetailPane

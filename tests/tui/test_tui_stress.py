@@ -11,7 +11,7 @@ from textual.command import CommandInput
 from textual.widgets import Input
 
 from modscope import launch
-from modscope.core.types import Phase
+from modscope.core.contract.steps import Phase
 from modscope.tui.app import ModscopeApp
 from modscope.tui.bounded_input import NUMBER_LENGTH, TEXT_LENGTH
 from modscope.tui.break_dialog import BreakDialog

@@ -3,8 +3,10 @@ in the detail pane, the hook event view and the hook dialog, and as torch-free t
 
 from __future__ import annotations
 
-from modscope.core.hook_notes import legacy_lesson, module_inputs
-from modscope.core.types import HookAction, HookEvent, HookKind, Phase, TensorSummary
+from modscope.core.contract.hook_notes import legacy_lesson, module_inputs
+from modscope.core.contract.hook_spec import HookAction, HookKind
+from modscope.core.contract.steps import HookEvent, Phase
+from modscope.core.contract.tensors import TensorSummary
 from modscope.tui.detail_pane import DetailPane
 from modscope.tui.hook_dialog import HookDialog
 from modscope.tui.hook_event_screen import HookEventScreen

@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Footer, Input
 
-from modscope.core.types import HookKind
+from modscope.core.contract.hook_spec import HookKind
 from modscope.tui.app import ModscopeApp
 from modscope.tui.confirm_screen import ConfirmScreen
 from modscope.tui.diff_screen import DiffScreen

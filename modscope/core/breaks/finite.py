@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from modscope.core.summary import PendingSummary, capture, flatten_tensors, resolve
-from modscope.core.types import TensorSummary
+from modscope.core.contract.tensors import TensorSummary
+from modscope.core.stats.summary import PendingSummary, capture, flatten_tensors, resolve
 
 # Device types whose flags are on the host already: reading one back is no sync, so a check
 # there is decided at once. Tests empty this to run the deferred path on the CPU.

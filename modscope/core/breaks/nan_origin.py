@@ -22,7 +22,6 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from modscope.core.break_spec import BreakCondition
 from modscope.core.breaks.finite import (
     FinitenessCache,
     Flag,
@@ -36,8 +35,10 @@ from modscope.core.breaks.finite import (
     or_,
 )
 from modscope.core.breaks.places import distinct_parameters, module_name
-from modscope.core.types import BreakEvent, TensorSummary
-from modscope.core.walk import (
+from modscope.core.contract.break_spec import BreakCondition
+from modscope.core.contract.steps import BreakEvent
+from modscope.core.contract.tensors import TensorSummary
+from modscope.core.model.walk import (
     compiled_region,
     distinct_modules,
     eager_hook,
@@ -61,9 +62,9 @@ class _GradCall:
 
 
 class NanOriginHooks:
-    """The `nan` condition's part of `BreakWatch` (mixed into it): its hooks and checks.
+    """The `nan` condition's part of `ArmedBreaks` (mixed into it): its hooks and checks.
 
-    It holds no state of its own: `BreakWatch` sets the attributes below and provides the
+    It holds no state of its own: `ArmedBreaks` sets the attributes below and provides the
     tripping (`_active`, `_trip`) and the events (`_event`, `_loss_event`).
     """
 

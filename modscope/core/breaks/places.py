@@ -8,10 +8,9 @@ from typing import Any
 
 from torch import nn
 
-from modscope.core.break_spec import BreakCondition, BreakMetric, BreakSpecError
-from modscope.core.loader import LoadedScript
-from modscope.core.script_names import MISSING
-from modscope.core.walk import (
+from modscope.core.contract.break_spec import BreakCondition, BreakMetric, BreakSpecError
+from modscope.core.contract.script_names import MISSING
+from modscope.core.model.walk import (
     FULLGRAPH_WHY,
     all_parameter_paths,
     compiled_region,
@@ -20,6 +19,7 @@ from modscope.core.walk import (
     refuses_hooks,
     sealed,
 )
+from modscope.core.script.loader import LoadedScript
 
 
 def forward_location(module: nn.Module) -> str | None:

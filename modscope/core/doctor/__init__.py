@@ -35,23 +35,23 @@ R `run` under torchrun):
 - dead-units (warning, C): a ReLU-like module whose every output is zero in each step checked
 - saturated (warning, C): a sigmoid/tanh-like module with most outputs at its rails, each step
 
-`static.static_findings` reads the module tree; `watch.StepWatcher` reads the iterations a
+`static.static_findings` reads the module tree; `after_step.AfterStepRules` reads the iterations a
 session runs anyway (`modscope run`, the app); `dynamic.run_checks` adds iterations and probes
 of its own in a `sandbox.Sandbox` (a deep copy where memory allows and the copy does not run
-the original's code, else the originals, restored); `modscope.core.distributed.RankWatcher`
+the original's code, else the originals, restored); `modscope.core.doctor.ranks.RankCheck`
 compares the ranks of a torchrun job. docs/doctor.md has the same table with each fix.
 """
 
+from modscope.core.contract.findings import SEVERITIES, FindingKind
+from modscope.core.doctor.after_step import AfterStepRules
 from modscope.core.doctor.dynamic import CheckResult, run_checks
 from modscope.core.doctor.static import static_findings
-from modscope.core.doctor.watch import StepWatcher
-from modscope.core.types import SEVERITIES, FindingKind
 
 __all__ = [
     "SEVERITIES",
+    "AfterStepRules",
     "CheckResult",
     "FindingKind",
-    "StepWatcher",
     "run_checks",
     "static_findings",
 ]

@@ -5,18 +5,19 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, replace
 
+from modscope.core.contract.findings import Finding
+from modscope.core.contract.steps import Phase, UserError
 from modscope.core.doctor import rules
+from modscope.core.doctor.after_step import AfterStepRules
 from modscope.core.doctor.layers import LayerHealth
 from modscope.core.doctor.probes import ForwardProbe, eval_nondeterminism
 from modscope.core.doctor.sandbox import MEMORY_FRACTION, Sandbox, SandboxMode
-from modscope.core.doctor.watch import StepWatcher
-from modscope.core.errors import user_error
-from modscope.core.interrupts import is_real_interrupt
-from modscope.core.layer_stats import LayerWatch
-from modscope.core.print_capture import captured_prints
+from modscope.core.layers.collector import LayerCollector
+from modscope.core.model.walk import refusing_hooks, refusing_phrase
+from modscope.core.script.errors import user_error
+from modscope.core.script.interrupts import is_real_interrupt
+from modscope.core.script.print_capture import captured_prints
 from modscope.core.session import Session
-from modscope.core.types import Finding, Phase, UserError
-from modscope.core.walk import refusing_hooks, refusing_phrase
 
 _MODE_NOTES = {
     SandboxMode.COPY: "dynamic checks ran on a copy of the model and optimizer",
@@ -54,7 +55,7 @@ def run_checks(
     to run the original's code (a closure over its submodules), its results are dropped and
     everything runs again on the model itself, restored afterwards.
     """
-    watcher = StepWatcher(session)
+    watcher = AfterStepRules(session)
     static = [_unstamped(f) for f in watcher.initial()]
     notes: list[str] = []
     script = session.script
@@ -120,10 +121,10 @@ class _Attempt:
         return False
 
     def _iterate(self, box: Session) -> None:
-        runner = StepWatcher(box, reported=self.static)
+        runner = AfterStepRules(box, reported=self.static)
         probe = ForwardProbe(box.model)
         probe.attach()
-        layers = LayerWatch(box.model)
+        layers = LayerCollector(box.model)
         health = LayerHealth()
         layers.attach()
         try:

@@ -1,13 +1,14 @@
 """`dead-units` and `saturated`: from the layer statistics of the iterations `check` runs in its
-sandbox (a `LayerWatch` on the sandboxed model: `run` and the app add no forward hooks for them)."""
+sandbox (a `LayerCollector` on the sandboxed model: `run` and the app add no forward hooks for
+them)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from modscope.core.contract.findings import Finding
+from modscope.core.contract.layer_types import Activation, LayerStats, LayerStep
 from modscope.core.doctor import rules
-from modscope.core.layer_types import Activation, LayerStats, LayerStep
-from modscope.core.types import Finding
 
 
 @dataclass

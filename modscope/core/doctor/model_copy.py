@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from modscope.core.doctor.walk import Reachable, is_modscope_hook
-from modscope.core.walk import (
+from modscope.core.doctor.reachable import Reachable, is_modscope_hook
+from modscope.core.model.walk import (
     compiled_region,
     distinct_modules,
     eager_hook,

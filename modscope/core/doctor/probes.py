@@ -11,18 +11,18 @@ from torch import nn
 from torch.nn.utils.parametrize import ParametrizationList
 from torch.utils.hooks import RemovableHandle
 
-from modscope.core.batches import BatchSource, spread
+from modscope.core.contract.findings import Finding
 from modscope.core.doctor import rules
 from modscope.core.doctor.snapshot import CloneLevel, RngState, Snapshot
-from modscope.core.summary import flatten_tensors
-from modscope.core.types import Finding
-from modscope.core.walk import (
+from modscope.core.model.walk import (
     compiled_region,
     distinct_modules,
     eager_hook,
     hook_sites,
     subtree_tensors,
 )
+from modscope.core.script.batches import BatchSource, spread
+from modscope.core.stats.summary import flatten_tensors
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer

@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from modscope.core.doctor.model_copy import Tripwire, deep_copy, shared_code, strip_modscope_hooks
+from modscope.core.doctor.reachable import Reachable
 from modscope.core.doctor.snapshot import CloneLevel, RngState, Snapshot
-from modscope.core.doctor.walk import Reachable
-from modscope.core.rng import available_bytes
+from modscope.core.model.walk import refusing_hooks, refusing_phrase
+from modscope.core.rewind.rng import available_bytes
 from modscope.core.session import Session
-from modscope.core.walk import refusing_hooks, refusing_phrase
 
 __all__ = [
     "MEMORY_FRACTION",

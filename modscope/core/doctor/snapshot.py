@@ -1,4 +1,5 @@
-"""Everything running a model can change, recorded to be put back (`Snapshot`; RNGs: `core.rng`).
+"""Everything running a model can change, recorded to be put back (`Snapshot`; RNGs:
+`core.rewind.rng`).
 
 `Snapshot` records what a forward, a backward and an optimizer step can change through a model
 (module attributes and registries, hook tables, train/eval flags, parameters, buffers, gradients,
@@ -17,9 +18,9 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from modscope.core.doctor.walk import Reachable
-from modscope.core.rng import RngState
-from modscope.core.tensor_stats import nested_shapes
+from modscope.core.doctor.reachable import Reachable
+from modscope.core.rewind.rng import RngState
+from modscope.core.stats.tensor_stats import nested_shapes
 
 
 class CloneLevel(enum.Enum):

@@ -11,18 +11,18 @@ from torch import nn
 from torch.nn.modules import module as module_globals
 from torch.nn.parameter import is_lazy
 
-from modscope.core.callables import callable_label
+from modscope.core.contract.findings import Finding
+from modscope.core.contract.tree import Inventory, Unregistered
 from modscope.core.doctor import rules
-from modscope.core.doctor.walk import (
+from modscope.core.doctor.reachable import (
     GROUP_LIMIT,
     Reachable,
     group_by_module,
     is_modscope_hook,
     named_parameters_once,
 )
-from modscope.core.inventory import build_inventory
-from modscope.core.types import Finding, Inventory, Unregistered
-from modscope.core.walk import (
+from modscope.core.model.inventory import build_inventory
+from modscope.core.model.walk import (
     CONTAINERS,
     MAX_CONTAINER_DEPTH,
     distinct_modules,
@@ -30,6 +30,7 @@ from modscope.core.walk import (
     own_tensors,
     subtree_tensors,
 )
+from modscope.core.script.callables import callable_label
 
 Modules = list[tuple[str, nn.Module]]
 

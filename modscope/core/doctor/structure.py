@@ -8,8 +8,8 @@ from typing import NamedTuple
 
 from torch import nn
 
-from modscope.core.doctor.walk import named_parameters_once
-from modscope.core.walk import distinct_modules
+from modscope.core.doctor.reachable import named_parameters_once
+from modscope.core.model.walk import distinct_modules
 
 
 class Walked(NamedTuple):

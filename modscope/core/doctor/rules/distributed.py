@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from modscope.core.contract.findings import Finding, FindingKind, Severity
+from modscope.core.contract.fmt import format_number
 from modscope.core.doctor.rules.wording import LISTED, finding, listing
-from modscope.core.fmt import format_number
-from modscope.core.types import Finding, FindingKind, Severity
 
 
 @dataclass(frozen=True)

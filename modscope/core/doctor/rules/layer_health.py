@@ -3,9 +3,9 @@ zero (dead units) and a sigmoid or tanh whose outputs sit at their rails (satura
 
 from __future__ import annotations
 
+from modscope.core.contract.findings import Finding, FindingKind
+from modscope.core.contract.fmt import plural
 from modscope.core.doctor.rules.wording import finding, where
-from modscope.core.fmt import plural
-from modscope.core.types import Finding, FindingKind
 
 MIN_OUTPUTS = 16
 """Both kinds judge only calls that give at least this many output elements: the two outputs of
@@ -13,7 +13,7 @@ a 2-unit layer are both below zero by chance once in four initialisations."""
 
 SATURATED_FRACTION = 0.5
 """`saturated`: more than this share of a saturating activation's outputs at the rails (within
-1% of its output range from either end: `core.layer_types.SATURATION_MARGIN`) ..."""
+1% of its output range from either end: `core.contract.layer_types.SATURATION_MARGIN`) ..."""
 
 
 def _span(steps: int) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from modscope.core.contract.findings import Finding, FindingKind
+from modscope.core.contract.fmt import plural
 from modscope.core.doctor.rules.wording import accessor, finding, last_name, listing, where
-from modscope.core.fmt import plural
-from modscope.core.types import Finding, FindingKind
 
 
 def mode_mismatch(

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from modscope.core.contract.findings import Finding, FindingKind
+from modscope.core.contract.fmt import plural
 from modscope.core.doctor.rules.wording import finding, listing, where
-from modscope.core.fmt import plural
-from modscope.core.types import Finding, FindingKind
 
 EXPLODING_GRAD_NORM = 1e6
 """`exploding-gradient`: the global gradient norm (all trainable parameters) is above this, or

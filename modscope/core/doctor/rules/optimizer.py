@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from modscope.core.contract.findings import Finding, FindingKind
+from modscope.core.contract.fmt import plural
 from modscope.core.doctor.rules.wording import (
     Number,
     accessor,
@@ -13,8 +15,6 @@ from modscope.core.doctor.rules.wording import (
     parameter_accessor,
     where,
 )
-from modscope.core.fmt import plural
-from modscope.core.types import Finding, FindingKind
 
 _BUILD_AFTER = (
     "build the optimizer after the model is complete: "

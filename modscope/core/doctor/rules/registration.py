@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from modscope.core.contract.findings import Finding, FindingKind, Severity
+from modscope.core.contract.fmt import plural
 from modscope.core.doctor.rules.wording import (
     Number,
     accessor,
@@ -14,8 +16,6 @@ from modscope.core.doctor.rules.wording import (
     parameter_accessor,
     where,
 )
-from modscope.core.fmt import plural
-from modscope.core.types import Finding, FindingKind, Severity
 
 _MODULE_CONTAINERS = {
     "list": "nn.ModuleList([...])",

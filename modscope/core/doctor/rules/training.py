@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from modscope.core.contract.findings import Finding, FindingKind
+from modscope.core.contract.fmt import plural
 from modscope.core.doctor.rules.wording import accessor, finding, listing, where
-from modscope.core.fmt import plural
-from modscope.core.types import Finding, FindingKind
 
 UPDATE_RATIO_HIGH = 0.2
 """`update-ratio`: a weight whose |Δw|/|w| stays above this ... A healthy step changes a weight

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from modscope.core.types import Finding, FindingKind, Severity
+from modscope.core.contract.findings import Finding, FindingKind, Severity
 
 LISTED = 4
 """Names listed in one message before "and N more"."""
