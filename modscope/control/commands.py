@@ -86,7 +86,7 @@ class ReadValues:
 
 
 @dataclass(frozen=True)
-class Watch:
+class ShowTensors:
     """Tensors the UI now shows: keep their summaries fresh."""
 
     paths: tuple[str, ...]
@@ -135,7 +135,7 @@ Command = (
     | Quit
     | ListHooks
     | ReadValues
-    | Watch
+    | ShowTensors
     | AttachHook
     | DetachHook
     | ArmBreaks
@@ -146,7 +146,7 @@ Command = (
 # holds an iteration. QUERIES, GOES_ON, ABANDONS and QUEUED_AT_PAUSE split the commands, `Quit`
 # aside, so that a new command has to be placed in one.
 
-QUERIES = (ListHooks, ReadValues, Watch, AttachHook, DetachHook, CompareTimelines)
+QUERIES = (ListHooks, ReadValues, ShowTensors, AttachHook, DetachHook, CompareTimelines)
 """Commands that jump ahead of queued steps and run at a pause too: the user looks around,
 attaches and detaches hooks at a breakpoint."""
 

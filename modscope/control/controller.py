@@ -194,7 +194,7 @@ class SessionController:
                 self._list_hooks(s, path)
             case cmd.ReadValues(path=path, offset=offset, count=count, grad=grad):
                 self._out.append(read_values(s.model, path, offset, count, grad=grad))
-            case cmd.Watch(paths=paths):
+            case cmd.ShowTensors(paths=paths):
                 self._watch(s, paths)
             case cmd.AttachHook(spec=spec):
                 self._attach(s, spec, source="h")

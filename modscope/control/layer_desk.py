@@ -27,7 +27,8 @@ class LayerDesk:
         return [up.Notice("layers: statistics are collected from the next step on")]
 
     def attach(self, session: Session) -> None:
-        """Watch `session`'s model when wanted (after a load, or when its structure changed)."""
+        """Collect the layer statistics of `session`'s model when wanted (after a load, or when
+        its structure changed)."""
         self.detach()
         if self.wanted:
             self._watch = LayerCollector(session.model)

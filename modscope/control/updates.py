@@ -27,7 +27,7 @@ class ModelLayout:
     `folds` maps a module path to the runs of its children that may fold into one node,
     as `(start, count)` pairs over `ModuleInfo.children` (computed by the controller with
     `fold_runs`, which needs torch's inventory code). `summarize_all`: every tensor's summary
-    comes after each command; otherwise only those the UI says it shows (`Watch`).
+    comes after each command; otherwise only those the UI says it shows (`ShowTensors`).
     """
 
     script: str

@@ -432,7 +432,7 @@ class ModscopeApp(HookActions, UpdatePainter):
     def on_module_tree_nodes_shown(self, event: ModuleTree.NodesShown) -> None:
         layout = self.view.layout
         if layout is not None and not layout.summarize_all:
-            self._submit(cmd.Watch(event.paths))
+            self._submit(cmd.ShowTensors(event.paths))
 
     def on_module_tree_tensor_chosen(self, event: ModuleTree.TensorChosen) -> None:
         self._open_values(event.path)
