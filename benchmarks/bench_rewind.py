@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from modscope.core.session import Session
+from modscope.core.session import Session, SessionOptions
 
 
 def build(depth: int, width: int, device: str) -> tuple[nn.Module, TensorDataset]:
@@ -44,7 +44,7 @@ def time_session(
         inputs=loader,
         compute_loss=lambda m, b: nn.functional.mse_loss(m(b[0]), b[1].to(device)),
         optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
-        rewind=rewind,
+        options=SessionOptions(rewind=rewind),
     )
     session.run_iteration()  # warm-up: Adam's state, the first batch
     if device == "cuda":

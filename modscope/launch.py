@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from modscope.control.controller import SessionFactory, controller_factory, script_factory
 from modscope.core.contract.exit_codes import ExitCode
+from modscope.core.session import SessionOptions
 from modscope.tui.app import ModscopeApp
 
 WORKER_JOIN_TIMEOUT = 0.1
@@ -34,9 +35,8 @@ def make_app(
     objects: `script` then only names where they come from), not yet running;
     `rewind_budget` for rewind's checkpoints and `memory_budget` for the diff's copy and the
     history (bytes, a share of the available memory as a float, None: the defaults)."""
-    factory = session_factory or script_factory(
-        script, model_name, rewind_budget=rewind_budget, memory_budget=memory_budget
-    )
+    options = SessionOptions(rewind=True, rewind_budget=rewind_budget, memory_budget=memory_budget)
+    factory = session_factory or script_factory(script, model_name, options)
     return ModscopeApp(
         script,
         controller=controller_factory(factory, script=script, hook_specs=hooks, break_specs=breaks),

@@ -75,12 +75,11 @@ def inspect_objects(
 
 def session_factory(model: Any, file: str, objects: dict[str, Any]) -> Callable[..., Any]:
     """The app's session factory for live objects (called again by `r`, on the same objects)."""
-    from modscope.core.session import Session
+    from modscope.core.session import Session, SessionOptions
 
     def build(sink: Callable[[str], None], pause: Callable[..., None]) -> Session:
-        return Session.from_objects(
-            model, origin=file, sink=sink, pause=pause, rewind=True, **objects
-        )
+        options = SessionOptions(sink=sink, pause=pause, rewind=True)
+        return Session.from_objects(model, origin=file, options=options, **objects)
 
     return build
 

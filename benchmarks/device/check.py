@@ -243,8 +243,8 @@ def main() -> int:
     def _() -> None:
         code = f"""
 import torch
-from modscope.core.session import Session
-s = Session.load({MODEL!r}, rewind=True)
+from modscope.core.session import Session, SessionOptions
+s = Session.load({MODEL!r}, options=SessionOptions(rewind=True))
 for _ in range(5):
     assert s.run_iteration().error is None
 straight = {{k: v.detach().cpu().clone() for k, v in s.model.state_dict().items()}}

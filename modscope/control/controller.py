@@ -31,7 +31,7 @@ from modscope.core.model.walk import structure_fingerprint
 from modscope.core.rewind.checkpoints import RewindError
 from modscope.core.script.errors import ScriptError, user_error
 from modscope.core.script.print_capture import PrintSink
-from modscope.core.session import Session
+from modscope.core.session import Session, SessionOptions
 
 if sys.version_info >= (3, 11):
     from typing import assert_never
@@ -44,25 +44,14 @@ Emit = Callable[[Sequence[up.Update]], None]
 
 
 def script_factory(
-    script: str,
-    model_name: str | None = None,
-    *,
-    rewind_budget: int | float | None = None,
-    memory_budget: int | float | None = None,
+    script: str, model_name: str | None = None, options: SessionOptions | None = None
 ) -> SessionFactory:
-    """The session factory `modscope SCRIPT` uses: load `script` with the given sink and pause,
-    rewind on; the budgets as `Session` takes them (None: the defaults)."""
+    """The session factory `modscope SCRIPT` uses: load `script` with `options` (default:
+    rewind on), the sink and pause handler the controller gives."""
+    options = options or SessionOptions(rewind=True)
 
     def load(sink: PrintSink, pause: PauseHandler) -> Session:
-        return Session.load(
-            script,
-            model_name=model_name,
-            sink=sink,
-            pause=pause,
-            rewind=True,
-            rewind_budget=rewind_budget,
-            memory_budget=memory_budget,
-        )
+        return Session.load(script, model_name=model_name, options=options.printing_to(sink, pause))
 
     return load
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -44,13 +45,39 @@ EVENT_LIMIT = 5000
 """Hook events the session's log keeps, the newest."""
 
 
+@dataclass(frozen=True)
+class SessionOptions:
+    """How a session runs, beside what its script defines: one value that `Session`, its
+    `load` and `from_objects`, and the factories of the app and `modscope.inspect()` pass on.
+
+    `sink` takes each line the script prints (None: they go to stdout); `pause` is called
+    where a `pause` hook fires; `on_break` where an armed break condition trips (None raises
+    `BreakStop`). `rewind` keeps checkpoints within `rewind_budget`; `memory_budget` bounds
+    the diff's previous copy and the history (`Session` says how).
+    """
+
+    sink: PrintSink | None = None
+    pause: Callable[[EventDraft], None] | None = None
+    on_break: Callable[[BreakEvent], None] | None = None
+    rewind: bool = False
+    rewind_budget: int | float | None = None
+    memory_budget: int | float | None = None
+
+    def printing_to(
+        self, sink: PrintSink | None, pause: Callable[[EventDraft], None] | None
+    ) -> SessionOptions:
+        """These options with the sink and pause handler a controller gives its session."""
+        return replace(self, sink=sink, pause=pause)
+
+
 class Session:
     """A loaded model script: steps its training one phase or one iteration at a time.
 
     Used from one thread at a time (the app's worker). Every result is a frozen snapshot; live
     tensors never leave the session.
 
-    Rewind (docs/time_travel.md, "Rewind from Python"), with `rewind=True` (the app's sessions;
+    Rewind (docs/time_travel.md, "Rewind from Python"), with `SessionOptions(rewind=True)` (the
+    app's sessions;
     off by default, so the headless commands and the doctor pay nothing for it): before each
     iteration the session keeps a checkpoint of the training state (`core.rewind.checkpoints`),
     within `rewind_budget` bytes (default: 1 GiB or 25% of available memory, whichever is
@@ -64,21 +91,13 @@ class Session:
     keys whose copy does not fit are kept as digests and samples (`StateDiff.sampled`).
     """
 
-    def __init__(
-        self,
-        script: LoadedScript,
-        *,
-        sink: PrintSink | None = None,
-        pause: Callable[[EventDraft], None] | None = None,
-        on_break: Callable[[BreakEvent], None] | None = None,
-        rewind: bool = False,
-        rewind_budget: int | float | None = None,
-        memory_budget: int | float | None = None,
-    ) -> None:
+    def __init__(self, script: LoadedScript, options: SessionOptions | None = None) -> None:
+        options = options or SessionOptions()
+        sink, pause = options.sink, options.pause
         self.script = script
-        self.memory_budget = resolve_budget(memory_budget)
+        self.memory_budget = resolve_budget(options.memory_budget)
         """Bytes the previous-state copy and the history may take (`core.memory_budget`)."""
-        self.on_break = on_break
+        self.on_break = options.on_break
         """Called where an armed break condition trips (see `arm`); None raises `BreakStop`."""
         # The iterations call the script's model as given (`runner`: a DistributedDataParallel
         # wrapper keeps averaging gradients); everything else reads the model inside (`model`).
@@ -115,10 +134,10 @@ class Session:
                 optimizer=script.optimizer,
                 scheduler=script.scheduler,
                 batches=self.batches,
-                budget=rewind_budget,
+                budget=options.rewind_budget,
                 generators=script.generators(),
             )
-            if rewind
+            if options.rewind
             else None
         )
         self._time_travel = TimeTravel(self._checkpoints, model=self.model)
@@ -129,28 +148,19 @@ class Session:
         path: str,
         *,
         model_name: str | None = None,
-        sink: PrintSink | None = None,
-        pause: Callable[[EventDraft], None] | None = None,
-        rewind: bool = False,
-        rewind_budget: int | float | None = None,
-        memory_budget: int | float | None = None,
+        options: SessionOptions | None = None,
     ) -> Session:
         """Load a model script (raises `ScriptError` naming the file and line, also when the
         model's state cannot be read: a module cycle, a `state_dict()` that raises)."""
         try:
-            script = load_script(path, model_name=model_name, sink=sink)
+            script = load_script(
+                path, model_name=model_name, sink=options.sink if options else None
+            )
         except ScriptError:
             raise
         except Exception as exc:  # the model's own methods, called while reading the contract
             raise ScriptError(user_error(exc, phase=Phase.LOAD, script=path)) from exc
-        return cls(
-            script,
-            sink=sink,
-            pause=pause,
-            rewind=rewind,
-            rewind_budget=rewind_budget,
-            memory_budget=memory_budget,
-        )
+        return cls(script, options)
 
     @classmethod
     def from_objects(
@@ -164,11 +174,7 @@ class Session:
         compute_loss: Callable[..., Any] | None = None,
         train_step: Callable[..., Any] | None = None,
         origin: str = "<inspect>",
-        sink: PrintSink | None = None,
-        pause: Callable[[EventDraft], None] | None = None,
-        rewind: bool = False,
-        rewind_budget: int | float | None = None,
-        memory_budget: int | float | None = None,
+        options: SessionOptions | None = None,
     ) -> Session:
         """A session on live objects (`modscope.inspect()`), with the script contract's names."""
         if not isinstance(model, nn.Module):
@@ -185,14 +191,7 @@ class Session:
             scheduler=scheduler,
             train_step=train_step,
         )
-        return cls(
-            script,
-            sink=sink,
-            pause=pause,
-            rewind=rewind,
-            rewind_budget=rewind_budget,
-            memory_budget=memory_budget,
-        )
+        return cls(script, options)
 
     # -- what the script defines --------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from modscope.core.contract.fmt import printable_lines
 from modscope.core.contract.steps import UserError
 from modscope.core.script.errors import ScriptError
 from modscope.core.script.print_capture import STDERR_LINES, PrintSink, printing_to, stderr_sink
-from modscope.core.session import Session
+from modscope.core.session import Session, SessionOptions
 from modscope.report.labels import error_text
 
 # JSON escapes only C0 controls; these would reach a terminal raw (DEL, the C1 controls such as
@@ -250,12 +250,8 @@ def load_session(args: argparse.Namespace, *, sink: PrintSink = stderr_sink) -> 
     """The session for a headless command, or None after reporting the load error (under
     `--json`, on stdout too)."""
     try:
-        return Session.load(
-            args.script,
-            model_name=args.model,
-            sink=sink,
-            memory_budget=getattr(args, "memory_budget", None),
-        )
+        options = SessionOptions(sink=sink, memory_budget=getattr(args, "memory_budget", None))
+        return Session.load(args.script, model_name=args.model, options=options)
     except ScriptError as exc:
         report_failure(args, exc.error)
         return None

@@ -16,7 +16,7 @@ from modscope.core.contract.sizes import SizeError, parse_size
 from modscope.core.contract.steps import StateDiff, StepRecord
 from modscope.core.contract.tensors import TensorSummary
 from modscope.core.memory_budget import history_limit
-from modscope.core.session import Session
+from modscope.core.session import Session, SessionOptions
 from modscope.core.stats.sampled import SAMPLE_SIZE, digest
 from modscope.core.stats.statediff import StateTracker
 
@@ -125,7 +125,7 @@ def test_a_session_diffs_past_its_budget_and_says_which_keys(tmp_path: Path) -> 
             """
         )
     )
-    session = Session.load(str(script), memory_budget=20_000)
+    session = Session.load(str(script), options=SessionOptions(memory_budget=20_000))
     record = session.run_iteration().record
     assert record is not None
     assert record.diff.sampled == ("0.weight",)  # 160 kB; the rest fits in 15 kB
@@ -146,7 +146,7 @@ def test_check_takes_the_budget_too(tmp_path: Path, monkeypatch, capsys) -> None
     load = Session.load.__func__
 
     def spy(cls, *args, **kwargs):
-        budgets.append(kwargs.get("memory_budget"))
+        budgets.append(kwargs["options"].memory_budget)
         return load(cls, *args, **kwargs)
 
     monkeypatch.setattr(Session, "load", classmethod(spy))
@@ -174,7 +174,8 @@ def test_the_app_keeps_no_more_step_records_than_the_session(tmp_path: Path) -> 
     # 5 summaries a record (2 state, 2 grads, the output) at 600 bytes: 3,000 bytes each; a
     # quarter of 40,000 bytes holds 3 of them.
     controller = SessionController(
-        script_factory(str(script), memory_budget=40_000), script=str(script)
+        script_factory(str(script), options=SessionOptions(rewind=True, memory_budget=40_000)),
+        script=str(script),
     )
     view = ModelView(str(script))
     controller.load()

@@ -14,7 +14,7 @@ from modscope.core.contract.hook_spec import HookAction, HookKind, HookSpec
 from modscope.core.contract.sizes import SizeError, host_available, parse_size
 from modscope.core.hooks.manager import IterationAbandoned, all_hooks_specs
 from modscope.core.rewind.checkpoints import RewindError, keeps
-from modscope.core.session import Session
+from modscope.core.session import Session, SessionOptions
 from tests.helpers import POWLOG
 
 
@@ -63,7 +63,7 @@ def params(session: Session) -> tuple[str, str]:
 
 
 def test_powlog_rewind_and_rerun() -> None:
-    session = Session.load(POWLOG, rewind=True)
+    session = Session.load(POWLOG, options=SessionOptions(rewind=True))
     run(session, 10)
     assert params(session) == ("1.2430", "1.9815")
     first = state_of(session)
@@ -106,8 +106,7 @@ def shuffled_session(
         inputs=loader,
         optimizer=optimizer,
         scheduler=scheduler,
-        rewind=True,
-        rewind_budget=budget,
+        options=SessionOptions(rewind=True, rewind_budget=budget),
     )
     if hooks:
         for spec in all_hooks_specs():
@@ -197,7 +196,7 @@ def test_rewind_drops_partial_iteration() -> None:
 
 
 def test_rewind_out_of_range() -> None:
-    session = Session.load(POWLOG, rewind=True)
+    session = Session.load(POWLOG, options=SessionOptions(rewind=True))
     run(session, 2)
     with pytest.raises(ValueError):
         session.rewind(3)
@@ -212,10 +211,10 @@ def test_list_inputs_and_function_inputs_replay() -> None:
     for inputs in (batches, lambda: torch.randn(3, 4)):
         session = Session.from_objects(
             model,
-            rewind=True,
             inputs=inputs,
             loss_fn=lambda out: out.square().mean(),
             optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            options=SessionOptions(rewind=True),
         )
         assert_rewind_reruns(session, 7, 2)
         session.rewind(0)
@@ -260,7 +259,7 @@ def test_a_script_s_own_generator_is_put_back_with_the_checkpoint(tmp_path: Path
     batch after a rewind: the generator's state is part of the checkpoint."""
     script = tmp_path / "own_generator.py"
     script.write_text(SCRIPT_WITH_A_GENERATOR)
-    session = Session.load(str(script), rewind=True)
+    session = Session.load(str(script), options=SessionOptions(rewind=True))
     assert_rewind_reruns(session, 6, 2)
     session.close()
 
@@ -271,17 +270,17 @@ def test_a_generator_held_by_the_inputs_function_is_put_back(make) -> None:
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
     session = Session.from_objects(
         model,
-        rewind=True,
         inputs=make(),
         loss_fn=lambda out: out.square().mean(),
         optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        options=SessionOptions(rewind=True),
     )
     assert_rewind_reruns(session, 5, 1)
     session.close()
 
 
 def test_a_rewind_budget_of_zero_turns_rewind_off() -> None:
-    session = Session.load(POWLOG, rewind=True, rewind_budget=0)
+    session = Session.load(POWLOG, options=SessionOptions(rewind=True, rewind_budget=0))
     run(session, 2)
     assert session.rewind_note() == "rewind is off: its memory budget is 0 (--rewind-budget)"
     with pytest.raises(RewindError, match="budget is 0"):
@@ -300,7 +299,7 @@ def test_a_share_is_of_the_memory_available_when_the_session_starts() -> None:
     assert parse_size("10%") == 0.1
     available = host_available()
     assert available is not None
-    session = Session.load(POWLOG, rewind=True, rewind_budget=0.1)
+    session = Session.load(POWLOG, options=SessionOptions(rewind=True, rewind_budget=0.1))
     assert session._checkpoints.budget == pytest.approx(available / 10, rel=0.05)
     for bad in ("lots", "-1G", "12 parsecs", "150%"):
         with pytest.raises(SizeError, match="expected"):

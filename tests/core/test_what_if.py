@@ -9,7 +9,7 @@ from test_rewind import POWLOG, assert_same, run, shuffled_session, state_of
 
 from modscope.core.contract.hook_spec import HookSpec
 from modscope.core.rewind.checkpoints import RewindError
-from modscope.core.session import Session
+from modscope.core.session import Session, SessionOptions
 
 # The article's Hook Code 2: logModel's output doubled.
 DOUBLE_LOG = HookSpec.parse("logModel:forward:scale=2")
@@ -20,7 +20,7 @@ def value(session: Session, key: str) -> float:
 
 
 def test_a_rerun_with_a_hook_is_compared_with_the_original_step_by_step() -> None:
-    session = Session.load(POWLOG, rewind=True)
+    session = Session.load(POWLOG, options=SessionOptions(rewind=True))
     original = run(session, 10)
     session.rewind(5)
     o = session.original
@@ -64,7 +64,7 @@ def test_a_rerun_without_a_change_matches_the_original_bit_for_bit() -> None:
 
 
 def test_later_rewinds_keep_the_first_original_and_move_its_fork() -> None:
-    session = Session.load(POWLOG, rewind=True)
+    session = Session.load(POWLOG, options=SessionOptions(rewind=True))
     run(session, 10)
     session.rewind(6)
     session.attach(DOUBLE_LOG)
@@ -101,7 +101,7 @@ def test_the_original_counts_in_the_rewind_budget_and_says_what_was_thinned() ->
 
 
 def test_no_original_before_a_rewind() -> None:
-    session = Session.load(POWLOG, rewind=True)
+    session = Session.load(POWLOG, options=SessionOptions(rewind=True))
     run(session, 2)
     assert session.original is None
     with pytest.raises(RewindError, match="rewind to an earlier step"):
@@ -114,7 +114,7 @@ def test_no_original_before_a_rewind() -> None:
 
 
 def test_comparing_reads_no_rng_and_changes_nothing() -> None:
-    session = Session.load(POWLOG, rewind=True)
+    session = Session.load(POWLOG, options=SessionOptions(rewind=True))
     run(session, 4)
     session.rewind(2)
     run(session, 2)

@@ -10,7 +10,7 @@ from pathlib import Path
 from textual.widgets import DataTable, Static
 
 from modscope.control.controller import controller_factory
-from modscope.core.session import Session
+from modscope.core.session import Session, SessionOptions
 from modscope.tui.app import ModscopeApp
 from modscope.tui.diff_screen import DiffScreen
 from modscope.tui.module_tree import ModuleTree
@@ -36,7 +36,9 @@ def budgeted_app(tmp_path: Path, budget: int) -> ModscopeApp:
     path.write_text(textwrap.dedent(SCRIPT))
 
     def factory(sink: Callable[[str], None], pause: Callable[..., None]) -> Session:
-        return Session.load(str(path), sink=sink, pause=pause, memory_budget=budget)
+        return Session.load(
+            str(path), options=SessionOptions(sink=sink, pause=pause, memory_budget=budget)
+        )
 
     controller = controller_factory(factory, script=str(path))
     return ModscopeApp(str(path), controller=controller, animations=False)

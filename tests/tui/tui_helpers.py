@@ -8,7 +8,7 @@ from pathlib import Path
 from textual.pilot import Pilot
 
 from modscope.control.controller import controller_factory
-from modscope.core.session import Session
+from modscope.core.session import Session, SessionOptions
 from modscope.tui.app import ModscopeApp
 from modscope.tui.status_line import StatusLine
 
@@ -26,7 +26,9 @@ class AppMaker:
         path = str(script if Path(script).is_absolute() else SCRIPTS / script)
 
         def factory(sink: Callable[[str], None], pause: Callable[..., None]) -> Session:
-            session = Session.load(path, sink=sink, pause=pause, rewind=True)
+            session = Session.load(
+                path, options=SessionOptions(sink=sink, pause=pause, rewind=True)
+            )
             self.sessions.append(session)
             return session
 

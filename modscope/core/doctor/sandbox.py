@@ -16,7 +16,7 @@ from modscope.core.doctor.reachable import Reachable
 from modscope.core.doctor.snapshot import CloneLevel, RngState, Snapshot
 from modscope.core.model.walk import refusing_hooks, refusing_phrase
 from modscope.core.rewind.rng import available_bytes
-from modscope.core.session import Session
+from modscope.core.session import Session, SessionOptions
 
 __all__ = [
     "MEMORY_FRACTION",
@@ -164,7 +164,7 @@ class Sandbox:
         return self._start(script)
 
     def _start(self, script: Any) -> Session:
-        self.session = Session(script, sink=self.source.sink)
+        self.session = Session(script, SessionOptions(sink=self.source.sink))
         return self.session
 
     def _copy(
