@@ -18,16 +18,15 @@ from modscope.control import commands as cmd
 from modscope.control import hook_desk
 from modscope.control import updates as up
 from modscope.control.internal import internal_error, logged
-from modscope.control.layer_desk import LayerDesk
 from modscope.control.pause_loop import PauseLoop, Wait
 from modscope.control.snapshots import SUMMARIZE_ALL_LIMIT, make_layout, read_values, summaries_of
 from modscope.core.contract.findings import Finding, FindingKind
 from modscope.core.contract.hook_spec import HookInfo, HookSpec, HookSpecError
 from modscope.core.contract.steps import Phase, PhaseResult, StepRecord
-from modscope.core.doctor import AfterStepRules
 from modscope.core.doctor.rules import dedup_key
 from modscope.core.hooks.manager import EventDraft
 from modscope.core.model.walk import structure_fingerprint
+from modscope.core.onlookers import Onlookers
 from modscope.core.rewind.checkpoints import RewindError
 from modscope.core.script.errors import ScriptError, user_error
 from modscope.core.script.print_capture import PrintSink
@@ -80,7 +79,9 @@ class SessionController:
         self._pauses = PauseLoop(wait, show=self._show, serve=self._serve)
         self._out: list[up.Update] = []
         self._session: Session | None = None
-        self._watcher: AfterStepRules | None = None
+        self._onlookers: Onlookers | None = None
+        """The doctor, the ranks and the layers on the session (`core.onlookers`)."""
+        self._layers_wanted = False  # the layers view was opened: again after a reload
         self._generation = 0
         self._version = 0
         self._watched: set[str] = set()
@@ -89,7 +90,6 @@ class SessionController:
         self._findings: dict[tuple[FindingKind, str], Finding] = {}
         self._hooks_path: str | None = None
         self._furthest = 0  # the furthest step reached (a rewind goes back from it)
-        self._layers = LayerDesk()  # per-module statistics, once the layers view is opened
 
     @property
     def session(self) -> Session | None:
@@ -192,7 +192,7 @@ class SessionController:
             case cmd.ArmBreaks(conditions=conditions):
                 self._arm(s, conditions)
             case cmd.CollectLayers():
-                self._out += self._layers.want(s)
+                self._want_layers()
             case cmd.Rewind():
                 # Back to the start of an iteration under way or dropped halfway, else one back.
                 self._rewind(s, s.step if s.partial else s.step - 1)
@@ -231,7 +231,7 @@ class SessionController:
                 continue
             self._attach(session, spec, source="--hook", relist=False)
         session.on_break = self._pauses.at_break
-        self._layers.attach(session)
+        onlookers = self._onlookers = Onlookers(session, layers=self._layers_wanted)
         if self._break_specs:
             self._arm(session, self._break_specs)
         layout = self._relayout(session)
@@ -239,8 +239,7 @@ class SessionController:
         self._summarize(session, record=None, baseline=True)
         if self._streaming:
             self._flush()  # the tree is painted while the doctor's static checks run
-        self._watcher = AfterStepRules(session)
-        self._add_findings(self._watcher.initial(), always=True)
+        self._add_findings(onlookers.initial(), always=True)
 
     def _relayout(self, session: Session) -> up.ModelLayout:
         layout = make_layout(session, script_name=self.script_name, generation=self._generation)
@@ -251,8 +250,9 @@ class SessionController:
     def _close_session(self) -> None:
         s, self._session = self._session, None
         self._pauses.paused_at = None
-        self._watcher = None
-        self._layers.detach()
+        onlookers, self._onlookers = self._onlookers, None
+        if onlookers is not None:
+            onlookers.close()
         if s is not None:
             try:
                 s.close()
@@ -278,21 +278,26 @@ class SessionController:
             # modscope's own failure: with its traceback behind `!` and in the log file.
             error = result.error
             self._out.append(logged(error.message, error.traceback, what=error.message))
-        if result.record or result.error or result.abandoned:
-            self._out += self._layers.after_iteration(result.record)
-        self._after_change(result.record)
+        found: tuple[Finding, ...] = ()
+        if self._onlookers is not None and (result.record or result.error or result.abandoned):
+            seen = self._onlookers.after(result.record)
+            if seen.layers is not None:
+                self._out.append(up.LayersSeen(seen.layers))
+            found = seen.findings
+        self._after_change(result.record, found)
 
-    def _after_change(self, record: StepRecord | None) -> None:
+    def _after_change(self, record: StepRecord | None, found: Sequence[Finding] = ()) -> None:
         s = self._session
         assert s is not None
         self._version += 1
         if structure_fingerprint(s.model) != self._fingerprint:
             self._out.append(up.LayoutChanged(self._relayout(s)))
-            self._layers.attach(s)  # watch the modules the model has now
+            if self._onlookers is not None:
+                self._onlookers.rewatch()  # the layers' hooks on the modules it has now
         self._summarize(s, record=record)
         self._furthest = max(self._furthest, s.step)
-        if record is not None and self._watcher is not None:
-            self._add_findings(self._watcher.after_step(record))
+        if record is not None:
+            self._add_findings(found)
         if self._hooks_path is not None:
             self._list_hooks(s, self._hooks_path)
 
@@ -311,14 +316,15 @@ class SessionController:
             self._out.append(up.Notice(f"rewind: {exc}", "error"))
             return
         finally:
-            self._layers.discard()  # the re-run iterations of a thinned checkpoint
+            if self._onlookers is not None:
+                self._onlookers.discard()  # the re-run iterations of a thinned checkpoint
         self._version += 1
         layout = self._relayout(s)
         self._out += [up.Repaint(step), up.Loaded(layout, tuple(s.notes()), time.perf_counter())]
         kept = s.history.maxlen
         self._out += [up.PhaseDone(r.step, Phase.OPTIMIZER, r, kept=kept) for r in s.history]
         self._summarize(s, record=None, baseline=True)
-        if self._watcher is not None:
+        if self._onlookers is not None:
             self._out.append(up.FindingsChanged(tuple(self._findings.values())))
         if s.original is not None:
             o = s.original
@@ -361,6 +367,12 @@ class SessionController:
 
     def _arm(self, s: Session, conditions: Sequence[str]) -> None:
         self._out += hook_desk.arm(s, conditions)
+
+    def _want_layers(self) -> None:
+        """The layers view was opened: statistics from the next iteration on, after a reload too."""
+        self._layers_wanted = True
+        if self._onlookers is not None and self._onlookers.want_layers():
+            self._out.append(up.Notice("layers: statistics are collected from the next step on"))
 
     def _list_hooks(self, s: Session, path: str) -> None:
         self._hooks_path = path  # listed again after each change, while the pane shows it

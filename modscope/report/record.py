@@ -1,10 +1,10 @@
 """`run --record DIR`: the headless run's iterations go through the session controller, whose
 update stream (the one the app paints) is appended to a recording as each step completes.
 
-`RecordedRun.step()` gives the run's report what `Session.run_iteration()` and the doctor's
-`AfterStepRules` give it without a recording, so the output is the same either way. Under torchrun
-each rank records its own run (`DIR/rank0`, `DIR/rank1`, ...: the caller passes the rank's
-folder), and the ranks' comparison (`RankCheck`) adds its findings to the stream.
+`RecordedRun.step()` gives the run's report what `PlainRun.step()` gives it without a recording
+(both look on through `core.onlookers`), so the output is the same either way. Under torchrun each
+rank records its own run (`DIR/rank0`, `DIR/rank1`, ...: the caller passes the rank's folder),
+the ranks' comparison among its findings.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from modscope.core.contract.findings import Finding
 from modscope.core.contract.fmt import printable
 from modscope.core.contract.layer_types import LayerStep
 from modscope.core.contract.steps import BreakEvent, HookEvent, StepRecord, UserError
-from modscope.core.doctor.ranks import RankCheck
 from modscope.core.process_rank import launched_rank
 from modscope.core.script.outputs import (
     LOCK_FILE,
@@ -230,11 +229,7 @@ class RecordedRun:
         except OSError as exc:
             raise recording_error(folder, exc) from exc
         self.controller = SessionController(lambda sink, pause: session, script=session.script.path)
-        self.ranks = RankCheck(session.model, session.runner)
-        self._doctor_findings: tuple[Finding, ...] = ()
-        self._rank_findings: tuple[Finding, ...] = ()
         first = self.controller.load()
-        first = self._with_rank_findings(first, self.ranks.initial())
         tee.also = self.controller.printed
         early = [up.Printed(line) for line in tee.early]
         self._write(early + first)
@@ -245,8 +240,6 @@ class RecordedRun:
     def step(self) -> Iteration:
         updates = self.controller.handle(cmd.Step())
         done = next(u for u in updates if isinstance(u, up.PhaseDone))
-        if done.record is not None:
-            updates = self._with_rank_findings(updates, self.ranks.after_step(done.record.step))
         events = tuple(e for u in updates if isinstance(u, up.HookEventsSeen) for e in u.events)
         self._write(updates)
         if done.record is not None and self.tensors_limit is not None:
@@ -268,25 +261,6 @@ class RecordedRun:
             self.writer.write(updates)
         except OSError as exc:
             raise recording_error(self.folder, exc) from exc
-
-    def _with_rank_findings(
-        self, updates: list[up.Update], found: list[Finding]
-    ) -> list[up.Update]:
-        """`updates` with the ranks' findings in every list of findings, and `found` (new this
-        command) announced before the status. The controller's doctor does not know them: its
-        `FindingsChanged` would drop them from a replay's findings pane."""
-        out: list[up.Update] = []
-        for u in updates:
-            if isinstance(u, up.FindingsChanged):
-                self._doctor_findings = u.findings
-                u = up.FindingsChanged(u.findings + self._rank_findings, u.new)
-            out.append(u)
-        if found:
-            self._rank_findings += tuple(found)
-            changed = up.FindingsChanged(self._doctor_findings + self._rank_findings, tuple(found))
-            last = len(out) - (1 if out and isinstance(out[-1], up.StatusChanged) else 0)
-            out.insert(last, changed)
-        return out
 
     @staticmethod
     def _new_findings(updates: list[up.Update]) -> tuple[Finding, ...]:

@@ -10,10 +10,8 @@ from dataclasses import dataclass, replace
 
 from modscope.core.contract.break_spec import BreakSpecError, parse_conditions
 from modscope.core.contract.exit_codes import ExitCode
-from modscope.core.doctor import AfterStepRules
-from modscope.core.doctor.ranks import RankCheck
 from modscope.core.hooks.manager import HookSpec, HookSpecError, all_hooks_specs
-from modscope.core.layers.collector import LayerCollector
+from modscope.core.onlookers import Onlookers
 from modscope.core.process_rank import launched_rank, rank_folder
 from modscope.core.script.outputs import (
     FolderLock,
@@ -226,35 +224,21 @@ def _through_link(path: str) -> str:
 
 
 class PlainRun:
-    """The run's iterations straight from the session, the doctor watching them, and with
-    `layers` each module's statistics (its hooks removed by `close`)."""
+    """The run's iterations straight from the session, with what looks on at them
+    (`core.onlookers`: the doctor, the ranks, with `layers` each module's statistics)."""
 
     def __init__(self, session: Session, *, layers: bool = False) -> None:
         self.session = session
-        self.watcher = AfterStepRules(session)
-        self.ranks = RankCheck(session.model, session.runner)  # inactive in one process
-        self.initial = tuple(self.watcher.initial() + self.ranks.initial())
-        self.layers = LayerCollector(session.model) if layers else None
-        if self.layers is not None:
-            self.layers.attach()
+        self.onlookers = Onlookers(session, layers=layers)
+        self.initial = self.onlookers.initial()
 
     def step(self) -> Iteration:
         result = self.session.run_iteration()
-        found = []
-        if result.record is not None:
-            found = self.watcher.after_step(result.record)
-            found += self.ranks.after_step(result.record.step)
-        layers = None
-        if self.layers is not None:
-            if result.record is not None:
-                layers = self.layers.take(result.record)
-            else:
-                self.layers.discard()
-        return Iteration(result.events, result.record, result.error, tuple(found), layers)
+        seen = self.onlookers.after(result.record)
+        return Iteration(result.events, result.record, result.error, seen.findings, seen.layers)
 
     def close(self) -> None:
-        if self.layers is not None:
-            self.layers.detach()
+        self.onlookers.close()
 
 
 def _run(
