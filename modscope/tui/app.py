@@ -23,14 +23,14 @@ from modscope.control import updates as up
 from modscope.control.thread import ControllerFactory, SessionThread
 from modscope.core.contract.fmt import printable
 from modscope.tui.bindings import APP_BINDINGS, LIVE_ONLY, STEPPING, TIME_TRAVEL
-from modscope.tui.bounded_input import TEXT_LENGTH, BoundedInput
 from modscope.tui.break_dialog import BreakDialog
 from modscope.tui.command_palette import CommandPalette
 from modscope.tui.detail_pane import DetailPane
 from modscope.tui.diff_screen import DiffScreen
 from modscope.tui.error_panel import ErrorPanel
+from modscope.tui.filter_field import FilterField
 from modscope.tui.findings_pane import FindingsPane
-from modscope.tui.help_screen import PANES, HelpScreen, keys_for
+from modscope.tui.help_screen import HelpScreen, keys_for
 from modscope.tui.hook_actions import HookActions
 from modscope.tui.hook_event_groups import SHOWN_PER_BURST, coalesce
 from modscope.tui.hook_events_pane import HookEventsPane
@@ -111,11 +111,7 @@ class ModscopeApp(HookActions, UpdatePainter):
     def compose(self) -> ComposeResult:
         with Horizontal(id="main"):
             with Vertical(id="left"):
-                yield BoundedInput(
-                    placeholder="filter by name (escape clears)",
-                    id="filter",
-                    max_length=TEXT_LENGTH,
-                )
+                yield FilterField(id="filter")
                 yield ModuleTree(self.view, id="tree")
             with Vertical(id="right"):
                 yield DetailPane(self.view, id="detail")
@@ -132,10 +128,6 @@ class ModscopeApp(HookActions, UpdatePainter):
     def on_mount(self) -> None:
         self._idle = asyncio.Event()
         self.sub_title = printable(self.view.status.script)
-        for pane_id, (title, _) in PANES.items():
-            pane = self.query_one(f"#{pane_id}")
-            pane.border_title = pane.border_title or title
-        self.query_one("#loss").border_title = "Loss"
         self.query_one(Input).cursor_blink = not self.is_headless
         self.view.status = replace(self.view.status, busy=True)
         self.query_one(StatusLine).show(self.view.status)
@@ -354,7 +346,7 @@ class ModscopeApp(HookActions, UpdatePainter):
 
     def action_help(self) -> None:
         pane = self._focused_pane()
-        title, intro = PANES.get(pane, ("modscope", ""))
+        title, intro = pane.BORDER_TITLE, pane.HELP or ""
         if self.view.status.replay is not None:
             intro += (
                 "\n\nThis is a replay of a recording: s and n move on a recorded step, u back "
@@ -395,11 +387,14 @@ class ModscopeApp(HookActions, UpdatePainter):
         self.worker.stop()
         self.exit(return_code=0 if self.view.ever_loaded else 2)
 
-    def _focused_pane(self) -> str:
-        node: Widget | None = self.focused
-        while node is not None and node.id not in PANES:
-            node = node.parent if isinstance(node.parent, Widget) else None
-        return node.id if node is not None and node.id else "tree"
+    def _focused_pane(self) -> Widget:
+        """The focused pane: the nearest widget with a `HELP` from the focus up (as Textual's
+        help panel finds it), else the tree."""
+        focused = self.focused
+        for node in focused.ancestors_with_self if focused is not None else ():
+            if isinstance(node, Widget) and node.HELP:
+                return node
+        return self.query_one(ModuleTree)
 
     # -- what the panes ask for ----------------------------------------------------------------
 

@@ -41,6 +41,9 @@ KEY_WIDTH = 10
 class DetailPane(VerticalScroll):
     """Shows the node the tree's cursor is on (`ref`); redraws when the view changes."""
 
+    BORDER_TITLE = "Details"
+    HELP = "The selected node: summary, values, gradient, history, hooks."
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "values", "Values", id="values"),
     ]

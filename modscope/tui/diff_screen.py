@@ -44,12 +44,12 @@ class DiffScreen(TableScreen[None]):
     ]
 
     NAME = "diff"
-    HELP_TOPIC = (
-        "Diff",
+    HELP_TITLE = "Diff"
+    HELP = (
         "What the last iteration changed in the state_dict: each key's value before and "
         "after, the largest |Δ| and ‖Δ‖/‖before‖; ≈ marks a key past the memory budget "
         "(a digest and a sample). After a rewind, t compares this timeline with the original "
-        "one at the same step.",
+        "one at the same step."
     )
 
     show_unchanged = var(True, init=False)

@@ -17,6 +17,9 @@ from modscope.tui.option_list import OptionList
 class FindingsPane(OptionList):
     """A list of findings, worst first."""
 
+    BORDER_TITLE = "Findings"
+    HELP = "Pitfalls found in the model; enter jumps to the node."
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),

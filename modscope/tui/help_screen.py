@@ -1,4 +1,5 @@
-"""Help for the focused pane: a table of the keys that work there, and the app's own."""
+"""Help for the focused pane: its own `HELP`, then a table of the keys that work there and the
+app's own."""
 
 from __future__ import annotations
 
@@ -11,33 +12,6 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-PANES = {
-    "tree": (
-        "Module tree",
-        "The model's children, parameters (◆) and buffers (◇); ✗ marks what "
-        "nn.Module did not register. ●N: N findings on the node, in the worst one's colour; "
-        "○: findings only further down; ⚓N: N hooks can fire on the module. A tree that fits "
-        "opens fully expanded; in a bigger one, nodes are built as you expand them.",
-    ),
-    "detail": ("Details", "The selected node: summary, values, gradient, history, hooks."),
-    "hooks": (
-        "Hooks",
-        "Every hook that can fire on the selected module: modscope's, the script's, other "
-        "libraries', the global module hooks and post-accumulate-grad hooks on its parameters. "
-        "h attaches one; x detaches the highlighted one (asking first for one modscope did not "
-        "add).",
-    ),
-    "findings": ("Findings", "Pitfalls found in the model; enter jumps to the node."),
-    "log": ("Log", "What the script printed, hook events, messages and errors."),
-    "events": (
-        "Hook events",
-        "What modscope's hooks saw, one line per module and hook kind per phase (×N when it "
-        "fired N times); enter opens one in full.",
-    ),
-    "filter": ("Filter", "Type part of a name: the tree keeps matches and their ancestors."),
-}
-"""Each pane's title and the sentence its help starts with, by widget id."""
-
 
 class KeyHelp(NamedTuple):
     """One row of the help table."""
@@ -49,7 +23,12 @@ class KeyHelp(NamedTuple):
 
 
 class HelpScreen(ModalScreen[None]):
-    """The keys of the pane that had focus; `q` or `escape` closes."""
+    """The keys of the pane that had focus; `q` or `escape` closes.
+
+    `pane` names the pane (the `where` of its keys) and `intro` starts the help: a pane's or a
+    view's `HELP`, which Textual's help panel renders as markdown. Each `HELP` is plain
+    sentences, so that both show it as written.
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q,escape", "dismiss", "Close", id="close_help"),

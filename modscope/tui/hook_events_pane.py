@@ -23,6 +23,12 @@ ENTRIES_LIMIT = 500
 class HookEventsPane(OptionList):
     """Coalesced hook events (one line per module and kind per phase, with a count)."""
 
+    BORDER_TITLE = "Hook events"
+    HELP = (
+        "What modscope's hooks saw, one line per module and hook kind per phase (×N when it "
+        "fired N times); enter opens one in full."
+    )
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),

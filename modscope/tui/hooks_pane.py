@@ -30,6 +30,14 @@ class HooksPane(OptionList):
     The app's `x` detaches the highlighted hook; `h` attaches a new one.
     """
 
+    BORDER_TITLE = "Hooks"
+    HELP = (
+        "Every hook that can fire on the selected module: modscope's, the script's, other "
+        "libraries', the global module hooks and post-accumulate-grad hooks on its parameters. "
+        "h attaches one; x detaches the highlighted one (asking first for one modscope did not "
+        "add)."
+    )
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),

@@ -51,14 +51,14 @@ class LayersScreen(TableScreen[str | None]):
 
     NAME = "layers"
     BORDER_TITLE = "Layers"
-    HELP_TOPIC = (
-        "Layers",
+    HELP_TITLE = "Layers"
+    HELP = (
         "Every module after the last step: its output's mean, std and absmax; dead, the share "
         "of its output that is exactly zero (any module: a dropout's zeros count too; red for "
         "an activation whose whole output is zero); saturated, the share at the rails of a "
         "sigmoid or tanh; its gradient norm and the update ratio |Δw|/|w| of its largest "
         "parameter. The sparkline follows the sort column; the tree's / filter applies; enter "
-        "selects the module in the tree.",
+        "selects the module in the tree."
     )
 
     DEFAULT_CSS = """

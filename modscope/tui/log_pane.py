@@ -25,6 +25,9 @@ class LogPane(RichLog):
     wrapping, not all of them. modscope's own entries are written as they come.
     """
 
+    BORDER_TITLE = "Log"
+    HELP = "What the script printed, hook events, messages and errors."
+
     DEFAULT_CSS = """
     LogPane {
         scrollbar-size-vertical: 1;

@@ -73,6 +73,8 @@ class LossPlot(Widget):
     """The loss of every recorded step (`losses`); the newest at the right. After a rewind,
     the original timeline's losses (`other`) are drawn over it as `─` marks where they differ."""
 
+    BORDER_TITLE = "Loss"
+
     DEFAULT_CSS = """
     LossPlot {
         height: 1fr;

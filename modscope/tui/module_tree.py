@@ -36,6 +36,14 @@ FIT_ROWS = 40
 class ModuleTree(Tree[NodeRef]):
     """The live module tree of the loaded model."""
 
+    BORDER_TITLE = "Module tree"
+    HELP = (
+        "The model's children, parameters (◆) and buffers (◇); ✗ marks what "
+        "nn.Module did not register. ●N: N findings on the node, in the worst one's colour; "
+        "○: findings only further down; ⚓N: N hooks can fire on the module. A tree that fits "
+        "opens fully expanded; in a bigger one, nodes are built as you expand them."
+    )
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),

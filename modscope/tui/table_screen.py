@@ -27,8 +27,8 @@ class TableScreen(ModalScreen[T]):
     NAME: ClassVar[str] = "table"
     """The prefix of the caption's and the table's ids."""
     BORDER_TITLE: ClassVar[str] = ""
-    HELP_TOPIC: ClassVar[tuple[str, str]] = ("", "")
-    """The title and the first sentences of `?`'s help on this view."""
+    HELP_TITLE: ClassVar[str] = ""
+    """What `?`'s help calls this view (its `HELP` starts the help)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "cursor_down", "Down", show=False),
@@ -75,9 +75,8 @@ class TableScreen(ModalScreen[T]):
         raise NotImplementedError
 
     def action_help(self) -> None:
-        title, intro = self.HELP_TOPIC
-        keys = keys_for(self.app, title, screen_is_pane=True)
-        self.app.push_screen(HelpScreen(title, intro, keys))
+        keys = keys_for(self.app, self.HELP_TITLE, screen_is_pane=True)
+        self.app.push_screen(HelpScreen(self.HELP_TITLE, self.HELP or "", keys))
 
     def action_cursor_down(self) -> None:
         self.query_one(DataTable).action_cursor_down()

@@ -10,7 +10,12 @@ from textual.widgets import DataTable, Input
 from modscope.tui.app import ModscopeApp
 from modscope.tui.detail_pane import DetailPane
 from modscope.tui.diff_screen import DiffScreen
+from modscope.tui.filter_field import FilterField
+from modscope.tui.findings_pane import FindingsPane
 from modscope.tui.help_screen import HelpScreen
+from modscope.tui.hook_events_pane import HookEventsPane
+from modscope.tui.hooks_pane import HooksPane
+from modscope.tui.layers_screen import LayersScreen
 from modscope.tui.load_error_screen import LoadErrorScreen
 from modscope.tui.log_pane import LogPane
 from modscope.tui.module_tree import ModuleTree
@@ -172,6 +177,46 @@ async def test_question_mark_inside_the_diff_view_helps_with_that_view(make_app)
         assert where["Hide/show unchanged"] == where["Close"] == "Diff"
         await press(app, pilot, "escape")
         assert isinstance(app.screen, DiffScreen)
+
+
+async def test_the_help_follows_the_focus_to_each_pane(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        for pane, title in ((HooksPane, "Hooks"), (LogPane, "Log"), (DetailPane, "Details")):
+            app.query_one(pane).focus()
+            await press(app, pilot, "question_mark")
+            assert isinstance(app.screen, HelpScreen) and app.screen.pane == title
+            assert app.screen.intro == pane.HELP
+            await press(app, pilot, "escape")
+        await press(app, pilot, "slash", "f1")
+        assert isinstance(app.screen, HelpScreen) and app.screen.pane == "Filter"
+
+
+@pytest.mark.parametrize(
+    "owner",
+    [
+        ModuleTree,
+        DetailPane,
+        HooksPane,
+        FindingsPane,
+        LogPane,
+        HookEventsPane,
+        FilterField,
+        DiffScreen,
+        LayersScreen,
+    ],
+)
+def test_a_help_reads_the_same_as_markdown(owner):
+    # `?` shows a HELP as written and Textual's help panel renders it as markdown: plain
+    # sentences (no emphasis, code or links) read the same in both.
+    from markdown_it import MarkdownIt
+
+    assert owner.HELP
+    tokens = MarkdownIt("gfm-like").parse(owner.HELP)
+    assert [t.type for t in tokens] == ["paragraph_open", "inline", "paragraph_close"]
+    children = tokens[1].children or []
+    assert [(c.type, c.content) for c in children] == [("text", owner.HELP)]
 
 
 async def test_the_tree_s_help_explains_its_marks(make_app):
