@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -194,8 +195,8 @@ class DiffScreen(TableScreen[None]):
             lines.append((key, changed, old, summary_line(after) if after else "(removed)"))
         key_width, summary_width = cell_widths(
             self.app.size.width,
-            max((len(shown_path(k)) for k, *_ in lines), default=3),
-            max((len(text) for _, _, *texts in lines for text in texts), default=3),
+            max((cell_len(shown_path(k)) for k, *_ in lines), default=3),
+            max((cell_len(text) for _, _, *texts in lines for text in texts), default=3),
         )
         sampled = set(diff.sampled)
         for key, changed, old, new in lines:

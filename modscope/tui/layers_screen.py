@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import ClassVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.content import Content
@@ -162,7 +163,7 @@ class LayersScreen(TableScreen[str | None]):
         caption.update(self._caption(min(len(rows), ROW_LIMIT), len(self.view.layers[-1].modules)))
         palette = Palette.of(self.app.theme_variables)
         history = [by_path(s) for s in list(self.view.layers)[-TREND_WIDTH:]]
-        longest = max((len(printable(m.path)) for m in rows), default=6)
+        longest = max((cell_len(printable(m.path)) for m in rows), default=6)
         width = max(16, min(40, longest, self._module_room()))
         for stats in rows[:ROW_LIMIT]:
             table.add_row(*self._cells(stats, trend, history, width, palette), key=stats.path)
@@ -172,7 +173,7 @@ class LayersScreen(TableScreen[str | None]):
         view's box takes 98% of the screen, less its border; every column has a cell of
         padding on either side, and a number column is as wide as its title (with the sort
         mark) or a 10-cell number."""
-        numbers = sum(max(len(c.title) + 2, NUMBER_CELLS) + 2 for c in LAYER_COLUMNS)
+        numbers = sum(max(cell_len(c.title) + 2, NUMBER_CELLS) + 2 for c in LAYER_COLUMNS)
         return int(self.app.size.width * 0.98) - 2 - numbers - 2
 
     def _mark(self, key: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, TypeVar
 
+from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -96,6 +97,8 @@ def cell(text: str, width: int, style: str) -> Text:
 def tail_cell(text: str, width: int, style: str) -> Text:
     """A one-line cell of at most `width` cells that keeps the end of `text`: a module path
     cut from the left (`…0.self_attn.out_proj`) still says which module it is."""
-    if len(text) > width:
-        text = "…" + text[len(text) - max(0, width - 1) :]
+    if cell_len(text) > width:
+        # The last `width - 1` cells: `set_cell_size` keeps the start of what it is given (a
+        # wide character cut in half becomes a space), so it is given `text` reversed.
+        text = "…" + set_cell_size(text[::-1], max(0, width - 1))[::-1]
     return Text(text, style=style, no_wrap=True)

@@ -18,6 +18,7 @@ from modscope.tui.layers_screen import LayersScreen
 from modscope.tui.log_pane import LogPane
 from modscope.tui.model_view import ModelView
 from modscope.tui.module_tree import ModuleTree
+from modscope.tui.table_screen import tail_cell
 from tests.helpers import EXAMPLES
 from tests.tui.tui_helpers import press
 
@@ -72,6 +73,16 @@ async def test_at_120_columns_every_number_is_on_screen_whatever_the_module_name
         modules = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
         cut = [m for m in modules if m.startswith("…")]
         assert cut and any(m.endswith("0.self_attn.out_proj") for m in cut)
+
+
+def test_a_cut_module_path_keeps_its_end_in_terminal_cells():
+    # Wide characters take two cells each: a path cut to `width` counts cells, not characters.
+    wide = "编码器.层.0.注意力"
+    for width in range(1, 16):
+        text = tail_cell(wide, width, "bold")
+        assert text.cell_len == max(1, width)
+        assert text.plain.startswith("…") and text.plain.endswith("力" if width >= 3 else "")
+    assert tail_cell(wide, 19, "").plain == wide  # 19 cells: it fits
 
 
 def test_layers_view_sorted_by_dead_share(snap_compare, make_app):
