@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modscope.core.contract.script_names import MISSING
+from modscope.core.contract.steps import BreakError
 from modscope.core.contract.version import VERSION as __version__
 
-__all__ = ["__version__", "inspect", "structure"]
+if TYPE_CHECKING:
+    from modscope.watching.handle import OnBreak, Watch
+
+__all__ = ["BreakError", "__version__", "inspect", "structure", "watch"]
 
 
 def inspect(
@@ -62,3 +67,46 @@ def structure(model: Any) -> dict[str, Any]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"modscope.structure: model is a {type(model).__name__}, not an nn.Module")
     return model_structure(model)
+
+
+def watch(
+    model: Any,
+    optimizer: Any = None,
+    *,
+    breaks: Sequence[str] = (),
+    record: str | os.PathLike[str] | None = None,
+    layers: bool = False,
+    hooks: Sequence[str] = (),
+    on_break: OnBreak = None,
+    overwrite: bool = False,
+) -> Watch:
+    """Watch your own training loop without changing it: `with modscope.watch(model, opt):`.
+
+    A step is one `optimizer.step()` (with gradient accumulation, one step for several
+    backward passes), or a call of the handle's `step(loss)`. Per step it keeps what
+    `modscope run` keeps: the loss, every gradient's summary, the `state_dict` diff, the
+    doctor's findings, and with `layers=True` each module's output statistics (the handle's
+    `records`, `findings`, `layers`). `breaks` are `--break` conditions (`"nan"`, `"loss>10"`,
+    `"grad-norm>1e3"`, `"step=500"`, `"MODULE:output-absmax>1e4"`); where one trips,
+    `on_break` says what happens: `"app"` opens modscope's app on the live model, then raises
+    `modscope.BreakError`; `"raise"` raises it at once; `"print"` prints the break and goes
+    on; `"record"` writes it to the recording and goes on (default: `"app"` when stdin and
+    stdout are a terminal, else `"raise"`). `record="DIR"` writes what `run --record` writes
+    (`DIR/rank<N>` under torchrun), `overwrite=True` replacing an earlier recording of this
+    script. `hooks` are `--hook` specs. Leaving the `with` block (or `close()`) removes every
+    hook modscope added. docs/watch.md says more.
+    """
+    from modscope.watching.handle import Watch
+
+    caller = sys._getframe(1)
+    return Watch(
+        model,
+        optimizer,
+        breaks=breaks,
+        record=record,
+        layers=layers,
+        hooks=hooks,
+        on_break=on_break,
+        overwrite=overwrite,
+        origin=(caller.f_code.co_filename, caller.f_lineno),
+    )

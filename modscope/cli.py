@@ -9,10 +9,10 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from modscope import __version__
 from modscope.core.contract.break_spec import CONDITIONS
 from modscope.core.contract.exit_codes import ExitCode
 from modscope.core.contract.sizes import SizeError, parse_size
+from modscope.core.contract.version import VERSION as __version__
 from modscope.core.script.interrupts import catching_ctrl_c
 
 COMMANDS = ("tree", "run", "check", "replay", "compat")

@@ -8,7 +8,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from modscope.control.controller import SessionFactory, controller_factory, script_factory
+from modscope.control.controller import (
+    OwnLoopView,
+    SessionFactory,
+    controller_factory,
+    script_factory,
+)
 from modscope.core.contract.exit_codes import ExitCode
 from modscope.core.session import SessionOptions
 from modscope.tui.app import ModscopeApp
@@ -30,16 +35,20 @@ def make_app(
     session_factory: SessionFactory | None = None,
     animations: bool = True,
     memory_budget: int | float | None = None,
+    own_loop: OwnLoopView | None = None,
 ) -> ModscopeApp:
     """The app on `script` (or on what `session_factory` builds, `modscope.inspect()`'s live
     objects: `script` then only names where they come from), not yet running;
     `rewind_budget` for rewind's checkpoints and `memory_budget` for the diff's copy and the
-    history (bytes, a share of the available memory as a float, None: the defaults)."""
+    history (bytes, a share of the available memory as a float, None: the defaults);
+    `own_loop` for the app at a break in the user's own loop (`modscope.watch()`)."""
     options = SessionOptions(rewind=True, rewind_budget=rewind_budget, memory_budget=memory_budget)
     factory = session_factory or script_factory(script, model_name, options)
     return ModscopeApp(
         script,
-        controller=controller_factory(factory, script=script, hook_specs=hooks, break_specs=breaks),
+        controller=controller_factory(
+            factory, script=script, hook_specs=hooks, break_specs=breaks, own_loop=own_loop
+        ),
         show_traceback=traceback,
         animations=animations,
     )

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from modscope.control import commands as cmd
 from modscope.control import hook_desk
@@ -37,6 +38,19 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: torch and textual both install typing_extensions
     from typing_extensions import assert_never
 
+_RUNS_THE_MODEL = (
+    cmd.Step,
+    cmd.NextPhase,
+    cmd.Continue,
+    cmd.Reload,
+    cmd.Rewind,
+    cmd.GoToStep,
+    cmd.ToggleTraining,
+    cmd.ArmBreaks,
+    cmd.CollectLayers,
+)
+"""Commands a watched loop's app answers with a notice: the user's code runs the model."""
+
 PauseHandler = Callable[[EventDraft], None]
 SessionFactory = Callable[[PrintSink, PauseHandler], Session]
 Emit = Callable[[Sequence[up.Update]], None]
@@ -55,6 +69,18 @@ def script_factory(
     return load
 
 
+@dataclass(frozen=True)
+class OwnLoopView:
+    """The app opened on a loop the user's own code runs (`modscope.watch()`, at a break): the
+    iterations cannot go on from here, so stepping, rewinding and reloading only say so; the
+    session stays the watch's when the app closes; `shown` (the steps, findings and the break
+    so far) is painted after the load."""
+
+    shown: tuple[up.Update, ...]
+    why: str
+    """What the app says to a command that would run the model."""
+
+
 class SessionController:
     """One Session under the app's commands (see the module docstring)."""
 
@@ -67,8 +93,11 @@ class SessionController:
         break_specs: Sequence[str] = (),
         emit: Emit | None = None,
         wait: Wait | None = None,
+        own_loop: OwnLoopView | None = None,
     ) -> None:
         self.script = script
+        self._own_loop = own_loop
+        """The user's own loop runs the iterations (`modscope.watch()`): see `OwnLoopView`."""
         self._break_specs = tuple(break_specs)
         self.script_name = os.path.basename(script)
         self._factory = factory
@@ -122,9 +151,18 @@ class SessionController:
         return self._take()
 
     def close(self) -> list[up.Update]:
-        """Close the session: every hook modscope added removed, a partial iteration dropped."""
+        """Close the session: every hook modscope added removed, a partial iteration dropped
+        (a watched loop's session is left to its watch)."""
         self._pauses.closing = True
+        if self._own_loop is not None:
+            self._session = None
         self._close_session()
+        return self._take()
+
+    def observed(self, result: PhaseResult) -> list[up.Update]:
+        """An iteration the user's own loop ran (`modscope.watch()`, recording): its updates,
+        as after a `Step`."""
+        self._guarded(self._after, result)
         return self._take()
 
     def status(self) -> up.SessionStatus:
@@ -170,6 +208,9 @@ class SessionController:
             return
         s = self._session
         if s is None:
+            return
+        if self._own_loop is not None and isinstance(command, _RUNS_THE_MODEL):
+            self._out.append(up.Notice(self._own_loop.why, "warning"))
             return
         match command:
             case cmd.Step():
@@ -230,8 +271,9 @@ class SessionController:
                 self._out.append(up.Notice(f"--hook: {exc}", "error"))
                 continue
             self._attach(session, spec, source="--hook", relist=False)
-        session.on_break = self._pauses.at_break
-        onlookers = self._onlookers = Onlookers(session, layers=self._layers_wanted)
+        if self._own_loop is None:
+            session.on_break = self._pauses.at_break
+            self._onlookers = Onlookers(session, layers=self._layers_wanted)
         if self._break_specs:
             self._arm(session, self._break_specs)
         layout = self._relayout(session)
@@ -239,7 +281,10 @@ class SessionController:
         self._summarize(session, record=None, baseline=True)
         if self._streaming:
             self._flush()  # the tree is painted while the doctor's static checks run
-        self._add_findings(onlookers.initial(), always=True)
+        if self._onlookers is not None:
+            self._add_findings(self._onlookers.initial(), always=True)
+        if self._own_loop is not None:
+            self._out += self._own_loop.shown
 
     def _relayout(self, session: Session) -> up.ModelLayout:
         layout = make_layout(session, script_name=self.script_name, generation=self._generation)
@@ -435,6 +480,7 @@ def controller_factory(
     script: str,
     hook_specs: Sequence[str] = (),
     break_specs: Sequence[str] = (),
+    own_loop: OwnLoopView | None = None,
 ) -> Callable[[Emit, Wait], SessionController]:
     """What the app's thread builds its controller with (`SessionThread(factory)`)."""
 
@@ -446,6 +492,7 @@ def controller_factory(
             break_specs=break_specs,
             emit=emit,
             wait=wait,
+            own_loop=own_loop,
         )
 
     return make

@@ -161,6 +161,15 @@ class Iteration:
     def begin(self, step: int) -> UserError | None:
         """Start iteration `step`: the baseline copied when due, every phase pending. The error
         when the copy failed (the model's `state_dict()`, or modscope's), before anything ran."""
+        failed = self.take_baseline(step)
+        if failed is not None:
+            return failed
+        self.pending = list(self.phases())
+        return None
+
+    def take_baseline(self, step: int) -> UserError | None:
+        """Copy the state the diff of iteration `step` compares against, when due; the error
+        when the copy failed (the model's `state_dict()`, or modscope's)."""
         if self.baseline_due:
             try:
                 # Held as for a record: the baseline's copies of a model of many keys
@@ -175,7 +184,6 @@ class Iteration:
                 outcome = f"Nothing of step {step} ran: the model is as it was."
                 return modscope_fault(exc, phase=phase, step=step, what=what, outcome=outcome)
             self.baseline_due = False
-        self.pending = list(self.phases())
         return None
 
     def rebase(self) -> None:

@@ -29,14 +29,14 @@ from modscope.core.hooks.manager import AttachedHook, BreakStop, EventDraft, Hoo
 from modscope.core.iteration import Iteration, RecordFailed
 from modscope.core.memory_budget import copy_budget, history_limit, resolve_budget
 from modscope.core.model.inventory import build_inventory
-from modscope.core.model.state import initial_state, inspected_module
+from modscope.core.model.state import initial_state, inspected_module, save_state
+from modscope.core.own_loop import OwnLoop
 from modscope.core.rewind.checkpoints import Checkpoints, RewindError
 from modscope.core.rewind.time_travel import TimeTravel
 from modscope.core.script.batches import BatchSource
 from modscope.core.script.errors import ScriptError, user_error
 from modscope.core.script.loader import LoadedScript, load_script
 from modscope.core.script.losses import loss_value
-from modscope.core.script.outputs import atomic_write, check_writable
 from modscope.core.script.print_capture import PrintSink
 from modscope.core.script.warning_capture import WarningCapture
 from modscope.core.stats.statediff import StateTracker
@@ -389,6 +389,19 @@ class Session:
                     abandoned=result.abandoned,
                 )
 
+    def own_loop(self, optimizer: torch.optim.Optimizer | None = None) -> OwnLoop:
+        """Iterations that the user's own code runs, observed at their boundaries
+        (`modscope.watch()`; `core.own_loop`). Attach it; close it before the session."""
+        return OwnLoop(self, self._iteration, self._log, optimizer=optimizer)
+
+    def count_iteration(self, record: StepRecord) -> None:
+        """An iteration the user's own loop ran is complete (`OwnLoop`): count it, keep its
+        record, as `run_iteration` does for its own."""
+        self.step = record.step
+        self.last_loss, self.last_output = record.loss, record.output
+        limit = history_limit(self.memory_budget, record, HISTORY_LIMIT)
+        self.history = append_bounded(self.history, record, limit)
+
     def _finish_iteration(self, phase: Phase) -> StepRecord:
         """Count the iteration that ran and keep its record (`Iteration.finish`: raises what
         the model's `state_dict()` raised, or `RecordFailed`, the iteration counted)."""
@@ -474,15 +487,8 @@ class Session:
 
     def save_state(self, path: str) -> None:
         """Write the `state_dict` of the script's own model object with `torch.save`, atomically
-        (`core.script.outputs.atomic_write`): its keys are the plain loop's `model.state_dict()`,
-        with `module.` when the script's model is a (Distributed)DataParallel wrapper.
-
-        Raises `OutputError` when `path` cannot be written (a full disk said as such); a file
-        already there keeps its mode.
-        """
-        check_writable(path)
+        (`core.model.state.save_state`): its keys are the plain loop's `model.state_dict()`, with
+        `module.` when the script's model is a (Distributed)DataParallel wrapper."""
         namespace = vars(self.script.module) if self.script.module is not None else {}
         own = namespace.get(self.script.model_name)
-        state = (own if isinstance(own, nn.Module) else self.runner).state_dict()
-        size = sum(t.nelement() * t.element_size() for t in state.values() if torch.is_tensor(t))
-        atomic_write(path, lambda f: torch.save(state, f), size=size)
+        save_state(own if isinstance(own, nn.Module) else self.runner, path)

@@ -31,7 +31,13 @@ from modscope.control.recording import (
 from modscope.core.contract.findings import Finding
 from modscope.core.contract.fmt import printable
 from modscope.core.contract.layer_types import LayerStep
-from modscope.core.contract.steps import BreakEvent, HookEvent, StepRecord, UserError
+from modscope.core.contract.steps import (
+    BreakEvent,
+    HookEvent,
+    PhaseResult,
+    StepRecord,
+    UserError,
+)
 from modscope.core.process_rank import launched_rank
 from modscope.core.script.outputs import (
     LOCK_FILE,
@@ -208,7 +214,7 @@ class RecordedRun:
         self,
         session: Session,
         folder: str,
-        tee: PrintTee,
+        tee: PrintTee | None,
         *,
         tensors_limit: int | None = None,
         layers: bool = False,
@@ -230,15 +236,24 @@ class RecordedRun:
             raise recording_error(folder, exc) from exc
         self.controller = SessionController(lambda sink, pause: session, script=session.script.path)
         first = self.controller.load()
-        tee.also = self.controller.printed
-        early = [up.Printed(line) for line in tee.early]
+        early = []
+        if tee is not None:  # None: the user's own loop prints as it always does
+            tee.also = self.controller.printed
+            early = [up.Printed(line) for line in tee.early]
         self._write(early + first)
         self.initial = self._new_findings(first)
         if layers:  # recorded too: a replay's layers view shows them
             self._write(self.controller.handle(cmd.CollectLayers()))
 
     def step(self) -> Iteration:
-        updates = self.controller.handle(cmd.Step())
+        """Run one iteration through the controller, recorded."""
+        return self._recorded(self.controller.handle(cmd.Step()))
+
+    def observed(self, result: PhaseResult) -> Iteration:
+        """An iteration the user's own loop ran (`modscope.watch()`), recorded."""
+        return self._recorded(self.controller.observed(result))
+
+    def _recorded(self, updates: list[up.Update]) -> Iteration:
         done = next(u for u in updates if isinstance(u, up.PhaseDone))
         events = tuple(e for u in updates if isinstance(u, up.HookEventsSeen) for e in u.events)
         self._write(updates)
@@ -252,7 +267,11 @@ class RecordedRun:
         self._write([up.BreakHit(event)])
 
     def close(self) -> None:
-        self.writer.close()
+        """Close the recording, and the controller's onlookers (their hooks off the model)."""
+        try:
+            self.controller.close()
+        finally:
+            self.writer.close()
 
     def _write(self, updates: list[up.Update]) -> None:
         """One command's line; a write that fails (a full disk) is an `OutputError` for a person,

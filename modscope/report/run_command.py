@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 from modscope.core.contract.break_spec import BreakSpecError, parse_conditions
 from modscope.core.contract.exit_codes import ExitCode
+from modscope.core.contract.steps import PhaseResult
 from modscope.core.hooks.manager import HookSpec, HookSpecError, all_hooks_specs
 from modscope.core.onlookers import Onlookers
 from modscope.core.process_rank import launched_rank, rank_folder
@@ -233,7 +234,12 @@ class PlainRun:
         self.initial = self.onlookers.initial()
 
     def step(self) -> Iteration:
-        result = self.session.run_iteration()
+        """Run one iteration."""
+        return self.observed(self.session.run_iteration())
+
+    def observed(self, result: PhaseResult) -> Iteration:
+        """What the onlookers saw of an iteration that ended (run here, or by the user's own
+        loop under `modscope.watch()`)."""
         seen = self.onlookers.after(result.record)
         return Iteration(result.events, result.record, result.error, seen.findings, seen.layers)
 

@@ -15,6 +15,7 @@ from textual.app import App, ComposeResult
 from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
+from textual.reactive import var
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Tree
 
@@ -76,6 +77,28 @@ class ModscopeApp(HookActions, UpdatePainter):
     ]
     BINDINGS: ClassVar[list[BindingType]] = APP_BINDINGS
 
+    # What the keys depend on (`check_action`) beside the screen and the focus, for which
+    # Textual refreshes the footer itself, and the panes' own state (the filter field, the error
+    # panel, the hooks pane). Each one set to a new value refreshes the footer.
+    loaded = var(False, bindings=True)
+    """A model is loaded (not loading, not failed to load)."""
+    replay = var(False, bindings=True)
+    """The app replays a recording: no live model."""
+    rewound = var(False, bindings=True)
+    """Steps already taken can be shown again (a replay, or a session that keeps rewind states)."""
+    several_ranks = var(False, bindings=True)
+    """A replay of several ranks: `[` and `]` switch between them."""
+    running = var(False, bindings=True)
+    """An iteration runs (the thread's word as of the last drain)."""
+    stepped = var(False, bindings=True)
+    """A step is recorded: the diff view has something to show."""
+    paused = var(False, bindings=True)
+    """A pause hook or a break condition holds the iteration."""
+    hook_target: var[str | None] = var(None, bindings=True)
+    """The module `h` attaches to: the selected one, or the one owning the selected tensor."""
+    last_internal_error: var[up.InternalError | None] = var(None, bindings=True)
+    """The last bug of modscope's reported; `!` shows its traceback."""
+
     class WorkerWoke(Message):
         """The session thread's outbox has news."""
 
@@ -96,11 +119,9 @@ class ModscopeApp(HookActions, UpdatePainter):
         """Seconds from the model being built to the tree painted (for the benchmark)."""
         self._last_id = 1  # the command id of the initial load
         self._done_through = 0
-        self._internal_errors: list[up.InternalError] = []
         self._idle: asyncio.Event | None = None
         self._batch = up.Batch()
         self._go_to_on_load: str | None = None
-        self._keys_state: tuple[object, ...] = ()
         self._layers_asked = False  # CollectLayers sent (once per app: reloads keep watching)
         self._quitting = False
         if not animations:
@@ -178,32 +199,21 @@ class ModscopeApp(HookActions, UpdatePainter):
             self.query_one(ModuleTree).refresh_labels()
             self.query_one(DetailPane).refresh_detail()
             self.query_one(LossPlot).show(self.view.losses(), self.view.other_losses())
-        self._refresh_keys()
+        self._follow_session()
         if self._is_idle() and self._idle is not None:
             self._idle.set()
 
-    def _refresh_keys(self) -> None:
-        """Update the footer when what `check_action` answers may have changed.
-
-        The footer rebuilds all its keys on `refresh_bindings()`, so only then.
-        """
-        keys_state = (
-            self.view.loaded,
-            self.view.status.replay is not None,
-            self.view.status.rewind,
-            self.view.status.ranks,
-            self.view.status.running,
-            bool(self.view.history),
-            bool(self.view.status.paused_at),
-            self._hook_target() is not None,
-            self.query_one(HooksPane).selected is not None,
-            self.query_one(Input).has_class("-shown"),
-            self.query_one(ErrorPanel).error is not None,
-            bool(self._internal_errors),
-        )
-        if keys_state != self._keys_state:
-            self._keys_state = keys_state
-            self.refresh_bindings()
+    def _follow_session(self) -> None:
+        """The session's facts that the keys depend on, from the view after a drain."""
+        status = self.view.status
+        self.loaded = self.view.loaded
+        self.replay = status.replay is not None
+        self.rewound = status.rewind
+        self.several_ranks = status.ranks > 1
+        self.running = status.running
+        self.stepped = bool(self.view.history)
+        self.paused = bool(status.paused_at)
+        self.hook_target = self._hook_target()
 
     # -- what the keys do ----------------------------------------------------------------------
 
@@ -213,50 +223,46 @@ class ModscopeApp(HookActions, UpdatePainter):
             # finds its widgets already gone.
             return False
         on_main = self.screen is self.screen_stack[0]
-        replay = self.view.status.replay is not None
-        if action in TIME_TRAVEL and not (replay or self.view.status.rewind):
+        replay = self.replay
+        if action in TIME_TRAVEL and not (replay or self.rewound):
             return False
         if action == "switch_rank":
-            return self.view.status.ranks > 1 and self.screen is self.screen_stack[0]
+            return self.several_ranks and on_main
         if action in LIVE_ONLY and replay:
             return None  # shown greyed: a replay has no live model
         if action in STEPPING:
             # Keys pressed while the script loads are queued like those pressed mid-step.
             if isinstance(self.focused, Input) or not on_main or self.view.load_error:
                 return False
-            if action in ("step", "next_phase") and self.view.status.paused_at:
+            if action in ("step", "next_phase") and self.paused:
                 return True  # at a pause: run to the end of the iteration / phase
-            if action in ("step", "next_phase") and self.view.status.running:
+            if action in ("step", "next_phase") and self.running:
                 return None
             return True
         if action == "diff":
-            return (
-                (None if not self.view.history else True) if on_main and self.view.loaded else False
-            )
+            return (None if not self.stepped else True) if on_main and self.loaded else False
         if action == "filter":
-            return on_main and self.view.loaded
+            return on_main and self.loaded
         if action == "layers":
             if replay and not self.view.layers:
                 return None  # greyed: recorded without --layers (the help says so)
-            return on_main and self.view.loaded and not isinstance(self.focused, Input)
+            return on_main and self.loaded and not isinstance(self.focused, Input)
         if action == "breaks":
-            return on_main and self.view.loaded and not isinstance(self.focused, Input)
+            return on_main and self.loaded and not isinstance(self.focused, Input)
         if action == "resume":
-            return bool(self.view.status.paused_at) and not replay
+            return self.paused and not replay
         if action == "attach_hook":
-            if not on_main or not self.view.loaded or isinstance(self.focused, Input):
+            if not on_main or not self.loaded or isinstance(self.focused, Input):
                 return False
-            return self._hook_target() is not None or None
+            return self.hook_target is not None or None
         if action == "detach_hook":
-            if not on_main or not self.view.loaded or isinstance(self.focused, Input):
+            if not on_main or not self.loaded or isinstance(self.focused, Input):
                 return False
             return self.query_one(HooksPane).selected is not None or None
         if action == "traceback":
-            return on_main and bool(self._internal_errors)
+            return on_main and self.last_internal_error is not None
         if action == "dismiss_extra":
-            return self.query_one(Input).has_class("-shown") or (
-                self.query_one(ErrorPanel).error is not None
-            )
+            return self.query_one(FilterField).shown or self.query_one(ErrorPanel).error is not None
         return True
 
     def action_step(self) -> None:
@@ -308,8 +314,8 @@ class ModscopeApp(HookActions, UpdatePainter):
         if not self._layers_asked and self.view.status.replay is None:
             self._layers_asked = True
             self._submit(cmd.CollectLayers())
-        field = self.query_one(Input)
-        shown = field.value if field.has_class("-shown") else ""
+        field = self.query_one(FilterField)
+        shown = field.value if field.shown else ""
 
         def chosen(path: str | None) -> None:
             if path is not None:
@@ -318,25 +324,23 @@ class ModscopeApp(HookActions, UpdatePainter):
         self.push_screen(LayersScreen(self.view, shown), chosen)
 
     def action_filter(self) -> None:
-        field = self.query_one(Input)
-        field.add_class("-shown")
+        field = self.query_one(FilterField)
+        field.shown = True
         field.focus()
-        self._refresh_keys()
 
     def action_dismiss_extra(self) -> None:
-        field = self.query_one(Input)
-        if field.has_class("-shown"):
+        field = self.query_one(FilterField)
+        if field.shown:
             field.value = ""
-            field.remove_class("-shown")
+            field.shown = False
             self._rebuild_tree("")
             self.query_one(ModuleTree).focus()
         elif self.query_one(ErrorPanel).error is not None:
             self.query_one(ErrorPanel).show(None, self.script)
-        self._refresh_keys()
 
     def action_traceback(self) -> None:
-        if self._internal_errors:
-            self.push_screen(TracebackScreen(self._internal_errors[-1]))
+        if self.last_internal_error is not None:
+            self.push_screen(TracebackScreen(self.last_internal_error))
 
     def action_command_palette(self) -> None:
         # Textual's own, with the bounded search field. `is_open` takes an `App[object]`, and
@@ -422,7 +426,7 @@ class ModscopeApp(HookActions, UpdatePainter):
             # Listed again on every selection: hooks come and go (the script, `x`, a reload).
             self._submit(cmd.ListHooks(target))
         self._show_hooks()
-        self._refresh_keys()
+        self.hook_target = target
 
     def on_module_tree_nodes_shown(self, event: ModuleTree.NodesShown) -> None:
         layout = self.view.layout

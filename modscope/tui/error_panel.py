@@ -28,8 +28,8 @@ class ErrorPanel(Static):
     }
     """
 
-    error: reactive[UserError | None] = reactive(None, init=False, repaint=False)
-    """The error shown; None hides the panel."""
+    error: reactive[UserError | None] = reactive(None, init=False, repaint=False, bindings=True)
+    """The error shown; None hides the panel (and `escape`, which hides it, from the footer)."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from textual.reactive import var
+
 from modscope.tui.bounded_input import TEXT_LENGTH, BoundedInput
 
 
@@ -10,6 +12,9 @@ class FilterField(BoundedInput):
 
     BORDER_TITLE = "Filter"
     HELP = "Type part of a name: the tree keeps matches and their ancestors."
+
+    shown = var(False, bindings=True, toggle_class="-shown")
+    """Whether the field is shown (`/`; `escape` hides it, and is a key only while it shows)."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(

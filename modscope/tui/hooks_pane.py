@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual.binding import Binding, BindingType
+from textual.reactive import var
 from textual.widgets.option_list import Option
 
 from modscope.core.contract.fmt import printable
@@ -43,11 +44,13 @@ class HooksPane(OptionList):
         Binding("k", "cursor_up", "Up", show=False),
     ]
 
+    hooks: var[tuple[HookInfo, ...] | None] = var(None, bindings=True)
+    """The hooks listed (None: not listed yet); whether one is highlighted for `x` follows."""
+
     def __init__(self, script: str, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.script = script
         self.path: str | None = None
-        self.hooks: tuple[HookInfo, ...] | None = None
         self._shown: tuple[str | None, tuple[HookInfo, ...] | None, str] | None = None
 
     def on_mount(self) -> None:

@@ -35,7 +35,7 @@ class UpdatePainter(App[None]):
     show_traceback: bool
     timings: dict[str, float]
     _batch: up.Batch
-    _internal_errors: list[up.InternalError]
+    last_internal_error: up.InternalError | None
     _go_to_on_load: str | None
 
     if TYPE_CHECKING:  # provided by ModscopeApp and its other parts
@@ -58,7 +58,7 @@ class UpdatePainter(App[None]):
 
     def _internal_error(self, u: up.InternalError) -> None:
         """A bug in modscope: logged with where its traceback is; `!` shows the traceback."""
-        self._internal_errors.append(u)
+        self.last_internal_error = u
         where = f" (traceback in {printable(u.log_file)})" if u.log_file else ""
         message = printable_lines(u.message)
         text = Text(f"{message}{where}; ! shows the traceback", style="red")

@@ -229,3 +229,12 @@ class PhaseResult:
     record: StepRecord | None = None
     error: UserError | None = None
     abandoned: bool = False
+
+
+class BreakError(Exception):
+    """A break condition tripped in a watched loop (`modscope.watch()`): `event` says where,
+    the message is the break as `modscope run` prints it."""
+
+    def __init__(self, event: BreakEvent, text: str) -> None:
+        super().__init__(text)
+        self.event = event

@@ -17,6 +17,7 @@ from torch.nn.parameter import is_lazy
 from modscope.core.contract.steps import Phase, UserError
 from modscope.core.model.walk import find_cycle
 from modscope.core.script.errors import ScriptError, is_user_file, user_error
+from modscope.core.script.outputs import atomic_write, check_writable
 
 _STATE_HINT = (
     "modscope reads model.state_dict() to show and diff the state; make state_dict() work "
@@ -128,3 +129,13 @@ def _registration(name: str, files: list[str | None]) -> tuple[str, int] | None:
             if pattern.search(text):
                 return file, number
     return None
+
+
+def save_state(model: nn.Module, path: str) -> None:
+    """Write `model.state_dict()` with `torch.save`, atomically
+    (`core.script.outputs.atomic_write`). Raises `OutputError` when `path` cannot be written
+    (a full disk said as such); a file already there keeps its mode."""
+    check_writable(path)
+    state = model.state_dict()
+    size = sum(t.nelement() * t.element_size() for t in state.values() if torch.is_tensor(t))
+    atomic_write(path, lambda f: torch.save(state, f), size=size)

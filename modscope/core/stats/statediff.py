@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from modscope.core.contract.steps import StateDiff
-from modscope.core.stats import segments
+from modscope.core.stats import chunked, segments
 from modscope.core.stats.key_diffs import (
     ExoticForm,
     host_key_diff,
@@ -116,7 +116,7 @@ class StateTracker:
         self._sampled = {}
         self._exotic = {}
         sampled = self._over_budget(state)
-        self._remember(state, _groups(state, sampled), {}, sampled, {}, {})
+        self._remember(state, _groups(state, sampled), {}, sampled, {}, {}, set())
 
     @property
     def sampled_keys(self) -> tuple[str, ...]:
@@ -153,11 +153,13 @@ class StateTracker:
         sampled: Collection[str],
         fresh: Mapping[str, SampledState],
         fresh_exotic: Mapping[str, ExoticForm],
+        refreshed: Collection[str],
     ) -> None:
         """Keep `state` as the previous values; `flats` holds the joined current values of
         the groups whose block still matches (`diff` has just compared them), `fresh` the
         digests `diff` has just taken of the `sampled` keys, `fresh_exotic` the forms it has
-        just taken of the `is_exotic` ones."""
+        just taken of the `is_exotic` ones, `refreshed` the keys whose copies `diff` has
+        already overwritten with their values, chunk by chunk (`chunked`)."""
         kept: dict[str, torch.Tensor] = {}
         blocks: dict[_Kind, _Block] = {}
         with torch.no_grad():
@@ -182,6 +184,9 @@ class StateTracker:
             for key, value in state.items():
                 if key in kept or key in sampled:
                     continue
+                if key in refreshed:
+                    kept[key] = self._previous[key]
+                    continue
                 if not isinstance(value, torch.Tensor) or value.is_meta:
                     continue
                 if is_exotic(value):
@@ -194,13 +199,13 @@ class StateTracker:
                     old is not None
                     and old.shape == value.shape
                     and old.dtype == value.dtype
-                    and old.device == value.device
+                    and old.device == _HOST
                     and old.layout == value.layout == torch.strided
                 ):
                     old.copy_(value)
                     kept[key] = old
                 else:
-                    kept[key] = value.clone()
+                    kept[key] = _host_copy(value)
         self._previous = kept
         self._blocks = blocks
         self._exotic = exotic
@@ -220,6 +225,7 @@ class StateTracker:
         groups = _groups(state, over)
         fresh: dict[str, SampledState] = {}
         fresh_exotic: dict[str, ExoticForm] = {}
+        refreshed: set[str] = set()
         counts: dict[str, int] = {}
         on_host: list[tuple[str, Sequence[float | None]]] = []
         rows: dict[torch.device, list[tuple[Sequence[str], torch.Tensor]]] = {}
@@ -232,7 +238,8 @@ class StateTracker:
                 if block is None or not group.matches(block):
                     continue
                 flat = flats[kind] = segments.flatten(group.tensors)
-                stats = segments.diff_stats(flat, block.previous, block.segments)
+                previous = block.previous.to(flat.device, non_blocking=True)
+                stats = segments.diff_stats(flat, previous, block.segments)
                 rows.setdefault(flat.device, []).append((group.keys, stats))
                 joined.update(group.keys)
             for key, value in state.items():
@@ -257,12 +264,19 @@ class StateTracker:
                 if new.shape != old.shape or new.dtype != old.dtype:
                     reshaped.append(key)  # a new tensor under the old key: changed
                     continue
+                if _chunked(new, old):
+                    # Compared and refreshed chunk by chunk: the copy is updated in place,
+                    # with no temporary the size of the tensor.
+                    on_host.append((key, chunked.chunked_diff(new, old, refresh=remember)))
+                    if remember:
+                        refreshed.add(key)
+                    continue
                 if new.device.type == "cpu":
                     numbers = host_key_diff(new, old)
                     if numbers is not None:
                         on_host.append((key, numbers))
                         continue
-                stats = key_diff(new, old).reshape(1, -1)
+                stats = key_diff(new, old.to(new.device, non_blocking=True)).reshape(1, -1)
                 rows.setdefault(stats.device, []).append(((key,), stats))
         changed_keys: list[str] = list(reshaped)
         unchanged: list[str] = []
@@ -288,7 +302,7 @@ class StateTracker:
         unchanged.sort(key=order.__getitem__)
         sampled = tuple(k for k in state if k in self._sampled)
         if remember:
-            self._remember(state, groups, flats, over, fresh, fresh_exotic)
+            self._remember(state, groups, flats, over, fresh, fresh_exotic, refreshed)
         return StateDiff(
             counters=tuple(k for k in changed_keys if _is_counter(state[k])),
             changed=tuple(changed_keys),
@@ -332,11 +346,13 @@ def _is_counter(t: torch.Tensor) -> bool:
 
 
 def _new_block(group: _Group) -> _Block:
-    """A block holding a copy of `group`'s tensors."""
-    previous = segments.flatten(group.tensors)
+    """A block holding a copy of `group`'s tensors, on the host; its segments on their device
+    (where `diff` compares them)."""
+    joined = segments.flatten(group.tensors)
     sizes = [s.numel() for s in group.shapes]
+    previous = joined if joined.device == _HOST else joined.to(_HOST)
     return _Block(
-        tuple(group.keys), tuple(group.shapes), previous, Segments.of(sizes, previous.device)
+        tuple(group.keys), tuple(group.shapes), previous, Segments.of(sizes, joined.device)
     )
 
 
@@ -344,6 +360,24 @@ def compare_states(new: Mapping[str, torch.Tensor], old: Mapping[str, torch.Tens
     """`new` against `old` as `StateTracker.diff` does, key by key, copying neither: two
     timelines' states after the same step (`Session.compare_timelines`)."""
     return StateTracker.against(old).diff(new, remember=False)
+
+
+_HOST = torch.device("cpu")
+
+
+def _host_copy(value: torch.Tensor) -> torch.Tensor:
+    """A copy of `value` in host memory, in row-major order: the previous value of a tensor
+    on a device lives on the host, so a model on a GPU never gets a second copy of itself in
+    device memory (the `--memory-budget` counts it, as host memory)."""
+    if value.device == _HOST:
+        return value.clone(memory_format=torch.contiguous_format)
+    return value.to(_HOST, memory_format=torch.contiguous_format, copy=True)
+
+
+def _chunked(new: torch.Tensor, old: torch.Tensor) -> bool:
+    """True for a key compared chunk by chunk (`chunked.chunked_diff`): a dense tensor of
+    more than one chunk, of a real dtype with values."""
+    return not new.is_complex() and old.layout == torch.strided and chunked.is_large(new)
 
 
 def _nbytes(t: torch.Tensor) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from modscope.core.contract.tensors import TensorSummary
-from modscope.core.stats import segments
+from modscope.core.stats import chunked, segments
 from modscope.core.stats.segments import Segments, joinable
 from modscope.core.stats.stacked import MIN_STACKED, STACK_MAX_TOTAL, stackable, stacked_stats
 from modscope.core.stats.tensor_stats import (
@@ -130,11 +130,15 @@ def capture(t: torch.Tensor) -> PendingSummary:
 def host_summary(facts: TensorFacts, x: torch.Tensor, data: torch.Tensor) -> TensorSummary:
     """The summary of a host tensor `x` whose statistics are those of `data`."""
     maybe_nonfinite = data.is_floating_point() or data.is_complex()
-    work = work_tensor(data)
-    stats = host_stats(work)
+    # A large tensor's chunks are each read once; one with a non-finite value (or complex)
+    # takes the whole-tensor path.
+    stats = chunked.host_stats(data) if chunked.is_large(data) else None
     if stats is None:
-        raw = [p.tolist() for p in device_parts(work, maybe_nonfinite)]
-        stats = device_stats(raw, data.numel(), maybe_nonfinite)
+        work = work_tensor(data)
+        stats = host_stats(work)
+        if stats is None:
+            raw = [p.tolist() for p in device_parts(work, maybe_nonfinite)]
+            stats = device_stats(raw, data.numel(), maybe_nonfinite)
     values = values_copy(x).tolist() if x.numel() <= MAX_VALUES else None
     return build_summary(facts, stats, data.numel(), values)
 

@@ -120,15 +120,20 @@ def work_tensor(data: torch.Tensor) -> torch.Tensor:
     """A real floating tensor whose statistics are the summary's (magnitudes for complex)."""
     if data.is_complex():
         data = data.abs()
-    if data.dtype in (torch.float32, torch.float64):
-        return _in_memory_order(data)
-    if data.is_floating_point():
-        # fp16/bf16/fp8 reductions would round the results to 3 or fewer significant digits.
-        return _in_memory_order(data.float())
-    return _in_memory_order(data.to(torch.float64))
+    dtype = work_dtype(data.dtype)
+    return in_memory_order(data if data.dtype == dtype else data.to(dtype))
 
 
-def _in_memory_order(x: torch.Tensor) -> torch.Tensor:
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a real tensor's statistics are computed in: float32 and float64 their own,
+    other floats float32 (fp16/bf16/fp8 reductions would round the results to 3 or fewer
+    significant digits), integers and bool float64."""
+    if dtype in (torch.float32, torch.float64):
+        return dtype
+    return torch.float32 if dtype.is_floating_point else torch.float64
+
+
+def in_memory_order(x: torch.Tensor) -> torch.Tensor:
     """A view of `x` whose dims follow memory order: whole-tensor reductions ignore order, and
     some (aminmax) run many times slower over a transposed view than a contiguous one."""
     if x.is_contiguous() or x.dim() < 2:

@@ -1,0 +1,292 @@
+"""Iterations that the user's own code runs (`modscope.watch()`), observed at their boundaries.
+
+modscope drives nothing here: the user's loop calls the model, `backward()` and the optimizer.
+`OwnLoop` sees the phases from outside and gives the session what `run_iteration` gives it:
+- forward: the model's outermost call (a forward pre-hook and a forward hook on the module the
+  user calls), outside a backward pass (activation checkpointing re-runs forwards there);
+- backward: a `Tensor.backward()` call while a forward of the watched model has run. The loss
+  of a step is the sum of the values `backward()` was called on since the step before (with
+  gradient accumulation and the usual `loss / k` scaling, the mean over the micro-batches), or
+  the value handed to `step(loss)`;
+- the optimizer step: the optimizer's step pre- and post-hooks; a step is one
+  `optimizer.step()` (with gradient accumulation, one step for several backward passes).
+
+The record of a step is built at the optimizer's post-hook, while the gradients are still
+there, and counted at the next boundary (the next forward, `step()`, `close()`), so that a
+scheduler stepped after the optimizer has set the learning rates the record carries, as in
+`modscope run`. Every hook here is an observer: it returns None, reads no random numbers and
+changes no tensor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from modscope.core.contract.steps import HookEvent, Phase, StepRecord, UserError
+from modscope.core.hooks.event_log import EventLog
+from modscope.core.iteration import Iteration
+from modscope.core.script.losses import main_output
+from modscope.core.stats.summary import PendingSummary, capture, resolve
+
+
+class LoopHost(Protocol):
+    """What `OwnLoop` needs of its session (`core.session.Session`)."""
+
+    step: int
+    model: nn.Module
+    runner: nn.Module
+
+    def count_iteration(self, record: StepRecord) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class OwnStep:
+    """One step of the user's loop, counted: its record (None when modscope could not build
+    it: `error` says why) and the hook events of its phases."""
+
+    step: int
+    record: StepRecord | None
+    events: tuple[HookEvent, ...]
+    error: UserError | None = None
+
+
+def _in_backward() -> bool:
+    current = getattr(torch._C, "_current_autograd_node", None)
+    return current is not None and current() is not None
+
+
+class _BackwardCalls:
+    """`Tensor.backward` wrapped while some `OwnLoop` is attached (once, however many), each
+    call told to every attached loop; the original put back when the last one closes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loops: list[OwnLoop] = []
+        self._original: Callable[..., Any] | None = None
+
+    def add(self, loop: OwnLoop) -> None:
+        with self._lock:
+            if not self._loops:
+                original = self._original = torch.Tensor.backward
+                calls = self
+
+                def backward(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+                    loops = [lp for lp in calls._loops if lp.forward_seen]
+                    for lp in loops:
+                        lp.backward_begins(tensor)
+                    try:
+                        return original(tensor, *args, **kwargs)
+                    finally:
+                        for lp in loops:
+                            lp.backward_ends()
+
+                backward.__wrapped__ = original  # type: ignore[attr-defined]
+                torch.Tensor.backward = backward  # type: ignore[method-assign,assignment]
+            self._loops.append(loop)
+
+    def remove(self, loop: OwnLoop) -> None:
+        with self._lock:
+            if loop in self._loops:
+                self._loops.remove(loop)
+            if not self._loops and self._original is not None:
+                torch.Tensor.backward = self._original  # type: ignore[method-assign]
+                self._original = None
+
+
+BACKWARD_CALLS = _BackwardCalls()
+
+
+class OwnLoop:
+    """The phases of the user's loop on one session (see the module docstring): `attach()`,
+    then the hooks do the work; `step(loss)` counts a step by hand; `close()` removes every
+    hook and counts a step left pending. `on_step(own_step)` is called as each step counts."""
+
+    def __init__(
+        self,
+        host: LoopHost,
+        iteration: Iteration,
+        log: EventLog,
+        *,
+        optimizer: torch.optim.Optimizer | None,
+    ) -> None:
+        self.host = host
+        self.iteration = iteration
+        self.log = log
+        self.optimizer = optimizer
+        self.on_step: Callable[[OwnStep], None] = lambda step: None
+        self.forward_seen = False
+        """A forward of the watched model ran since the last step (its `backward()` counts)."""
+        self._handles: list[RemovableHandle] = []
+        self._depth = 0
+        self._forward_open = False
+        self._output: PendingSummary | None = None
+        self._losses: list[torch.Tensor] = []
+        self._given_loss: float | None = None
+        self._pending: StepRecord | None = None
+        self._events: list[HookEvent] = []
+        self._error: UserError | None = None
+        self._started = False
+
+    # -- attaching ----------------------------------------------------------------------------
+
+    def attach(self) -> None:
+        runner = self.host.runner
+        self._handles.append(runner.register_forward_pre_hook(self._forward_pre))
+        self._handles.append(runner.register_forward_hook(self._forward_post))
+        if self.optimizer is not None:
+            self._handles.append(self.optimizer.register_step_pre_hook(self._optimizer_pre))
+            self._handles.append(self.optimizer.register_step_post_hook(self._optimizer_post))
+        BACKWARD_CALLS.add(self)
+
+    def close(self) -> None:
+        """Count a step the optimizer completed and nothing counted yet; drop a partial one;
+        remove every hook."""
+        try:
+            if self._pending is not None:
+                self._count()
+        finally:
+            BACKWARD_CALLS.remove(self)
+            for handle in self._handles:
+                handle.remove()
+            self._handles.clear()
+            self.iteration.phase = None
+            self.iteration.reset()
+
+    # -- the boundaries -----------------------------------------------------------------------
+
+    def step(self, loss: Any = None) -> OwnStep | None:
+        """Count a step now, its loss `loss` (a tensor or a number; None: what `backward()`
+        was called on). With an optimizer, the step its last `step()` completed; without one,
+        the iteration that ran since the step before (its record built now). None when no
+        forward ran since the step before."""
+        if loss is not None:
+            self._given_loss = (
+                float(loss.detach().float().item()) if torch.is_tensor(loss) else float(loss)
+            )
+        if self._pending is None:
+            if not self.forward_seen:
+                self._given_loss = None
+                return None
+            self._close_forward(None)
+            self._snapshot()
+        return self._count()
+
+    def _forward_pre(self, module: nn.Module, args: Any) -> None:
+        if self._depth == 0 and not _in_backward():
+            if self._pending is not None:
+                self._count()  # the step before ended at its optimizer step
+            self._close_forward(None)  # a forward without backward (eval, accumulation)
+            self._begin(Phase.FORWARD, grads=torch.is_grad_enabled())
+            self._forward_open = True
+            self.forward_seen = True
+        self._depth += 1
+
+    def _forward_post(self, module: nn.Module, args: Any, output: Any) -> None:
+        self._depth = max(0, self._depth - 1)
+        if self._depth == 0 and self._forward_open and not _in_backward():
+            out = main_output(output)
+            self._output = capture(out) if isinstance(out, torch.Tensor) else None
+
+    def backward_begins(self, loss: torch.Tensor) -> None:
+        if self._pending is not None:
+            return  # a backward after the optimizer step and before the next forward
+        self._losses.append(loss.detach())
+        self._close_forward(capture(loss) if loss.numel() == 1 else None)
+        self._begin(Phase.BACKWARD, grads=False)
+
+    def backward_ends(self) -> None:
+        if self.iteration.phase is not Phase.BACKWARD:
+            return
+        try:
+            self._end(Phase.BACKWARD)
+        finally:
+            self.iteration.hooks.end_backward()
+
+    def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._pending is not None:
+            self._count()  # two optimizer steps with no forward between
+        self._close_forward(None)
+        self._begin(Phase.OPTIMIZER, grads=False)
+
+    def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._end(Phase.OPTIMIZER)
+        self._snapshot()
+
+    # -- phases -------------------------------------------------------------------------------
+
+    def _begin(self, phase: Phase, *, grads: bool) -> None:
+        it = self.iteration
+        if not self._started:
+            self._started = True
+            failed = it.take_baseline(self.host.step + 1)
+            if failed is not None:
+                self._error = failed
+        it.phase = phase
+        if it.breaks is not None:
+            it.breaks.before_phase(phase, grads=grads)
+
+    def _end(self, phase: Phase, *, output: Any = None, loss: Any = None) -> None:
+        it = self.iteration
+        breaks = it.breaks
+        try:
+            if breaks is not None:
+                breaks.after_phase(phase, output=output, loss=loss)
+        finally:
+            it.phase = None
+            self._events.extend(self.log.flush())
+
+    def _close_forward(self, loss: PendingSummary | None) -> None:
+        """The forward phase ends: at a backward (its loss known), a step or the next forward."""
+        if not self._forward_open:
+            return
+        self._forward_open = False
+        self.iteration.phase = Phase.FORWARD
+        self._end(Phase.FORWARD, output=self._output, loss=loss)
+
+    # -- the record ---------------------------------------------------------------------------
+
+    def _snapshot(self) -> None:
+        """The record of the step the optimizer completed, while its gradients are there."""
+        step = self.host.step + 1
+        output = resolve([self._output])[0] if self._output is not None else None
+        if self._error is not None:
+            self._pending = None
+            return
+        try:
+            self._pending = self.iteration.record(step, loss=None, output=output)
+        except Exception as exc:
+            self._error = self.iteration.error(exc, Phase.OPTIMIZER, step)
+            self.iteration.baseline_due = True
+
+    def _count(self) -> OwnStep:
+        record, self._pending = self._pending, None
+        step = self.host.step + 1
+        loss = self._given_loss
+        if loss is None and self._losses:
+            total = torch.stack([t.float().reshape(()) for t in self._losses if t.numel() == 1])
+            loss = float(total.sum().item()) if total.numel() else None
+        lr = self._learning_rates()
+        if record is not None:
+            record = dataclasses.replace(record, loss=loss, lr=lr)
+            self.host.count_iteration(record)
+        else:
+            self.host.step = step
+        done = OwnStep(step, record, tuple(self._events), self._error)
+        self._events, self._losses, self._given_loss = [], [], None
+        self._output, self._error = None, None
+        self._started = self.forward_seen = False
+        self.iteration.reset()
+        self.on_step(done)
+        return done
+
+    def _learning_rates(self) -> tuple[float, ...]:
+        optimizer = self.optimizer
+        groups = optimizer.param_groups if optimizer is not None else []
+        return tuple(float(g["lr"]) for g in groups if isinstance(g.get("lr"), float | int))
