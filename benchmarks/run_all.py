@@ -3,21 +3,26 @@
     python benchmarks/run_all.py [--quick] [--repeat N]
 
 Every measurement is a fresh process (so its peak RSS is its own), and the commands run in turn,
-`--repeat` rounds of all of them (alternating, so a load that comes and goes hits each alike);
-each figure is the median of its rounds. Workloads (`workloads.py`): an MLP of 1.36 M parameters
-(60 steps) and 3,300 blocks of Linear(140, 140) + LayerNorm + ReLU: 13,201 modules, 66.1 M
-parameters (2 steps). The observe-hooks row is measured inside one process on one model, in
-alternating rounds (`_hooks_ratio_worker`): the no-op hooks' cost it divides by is small, far
-below what separate processes vary by. The prints row is `prints.py`'s figure (2,000,000
-lines printed at import; 200,000 with `--quick`). `--quick` uses 20 MLP steps, 330 blocks and one
-round: for trying it, its figures are not the goals'. The machine and its load average are
-printed with the table: compare ratios from one table, never milliseconds across machines.
+`--repeat` rounds of all of them (alternating, so a load that comes and goes hits each alike); each
+figure is the median of its rounds. Workloads (`workloads.py`): an MLP of 1.36 M parameters (60
+steps) and 3,300 blocks of Linear(140, 140) + LayerNorm + ReLU: 13,201 modules, 66.1 M parameters (2
+steps), the same count of modules around one Embedding(125,000, 512) (64 M of its 64.1 M parameters,
+SGD, 2 steps) and a GPT-2-shaped LM of 23.5 M parameters (2 steps). The per-step rows
+(`record_floor.py`) are measured inside one process per workload, alternating a plain iteration, a
+`run` step and the floor of an exact record: the step's ratio, and what `run` adds to a step over
+what the floor costs. The observe-hooks row is measured inside one process on one model, in
+alternating rounds (`_hooks_ratio_worker`): the no-op hooks' cost it divides by is small, far below
+what separate processes vary by. The prints row is `prints.py`'s figure (2,000,000 lines printed at
+import; 200,000 with `--quick`). `--quick` uses 20 MLP steps, 330 blocks and one round: for trying
+it, its figures are not the goals'. The machine and its load average are printed with the table:
+compare ratios from one table, never milliseconds across machines.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import platform
 import runpy
@@ -27,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -43,6 +48,8 @@ class Measured:
     wall: float
     peak_rss: int
     inner: float | None
+    figures: dict[str, float] = field(default_factory=dict)
+    """Other figures it printed, by name (`figure NAME VALUE` lines)."""
 
 
 def measure(argv: Sequence[str], env: dict[str, str]) -> Measured:
@@ -54,10 +61,14 @@ def measure(argv: Sequence[str], env: dict[str, str]) -> Measured:
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err.decode()[-2000:]}")
     inner = None
+    figures: dict[str, float] = {}
     for line in out.decode().splitlines():
         if line.startswith(("iterations ", "value ")):
             inner = float(line.split()[1])
-    return Measured(wall, _peak.pop(), inner)
+        elif line.startswith("figure "):
+            _, name, value = line.split()
+            figures[name] = float(value)
+    return Measured(wall, _peak.pop(), inner, figures)
 
 
 _peak: list[int] = []
@@ -104,6 +115,15 @@ def own_figure(m: Measured) -> float:
     return m.inner or 0.0
 
 
+def figure(name: str) -> Callable[[Measured], float]:
+    """What the process printed as `figure NAME VALUE`."""
+
+    def value(m: Measured) -> float:
+        return m.figures.get(name, math.nan)
+
+    return value
+
+
 def commands(tmp: str, quick: bool) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
     """Every process to measure, by name, with its environment changes."""
     blocks, mlp_steps = (330, 20) if quick else (3300, 60)
@@ -113,6 +133,14 @@ def commands(tmp: str, quick: bool) -> tuple[dict[str, list[str]], dict[str, dic
         f.write(workloads.MLP)
     with open(many, "w") as f:
         f.write(workloads.many(blocks, 140))
+    embedding = os.path.join(tmp, "embedding.py")
+    with open(embedding, "w") as f:
+        f.write(workloads.embedding(12_500 if quick else 125_000, 512, blocks))
+    gpt = os.path.join(tmp, "gpt.py")
+    with open(gpt, "w") as f:
+        f.write(workloads.gpt(50_257, 320, 6, 5))
+    floor = os.path.join(HERE, "record_floor.py")
+    rounds = "3" if quick else "5"
     py, me = sys.executable, os.path.abspath(__file__)
     modscope = [py, "-m", "modscope"]
     mlp_n, many_n = str(mlp_steps), "2"
@@ -129,6 +157,14 @@ def commands(tmp: str, quick: bool) -> tuple[dict[str, list[str]], dict[str, dic
             "--hooks",
             "all",
         ],
+        "plain embedding": [py, embedding],
+        "run embedding": [*modscope, "run", embedding, "--steps", "2", "--json"],
+        "plain gpt": [py, gpt],
+        "run gpt": [*modscope, "run", gpt, "--steps", "2", "--json"],
+        "per-step mlp": [py, floor, mlp, "--rounds", rounds],
+        "per-step many": [py, floor, many, "--rounds", rounds],
+        "per-step embedding": [py, floor, embedding, "--rounds", rounds],
+        "per-step gpt": [py, floor, gpt, "--rounds", rounds],
         "plain many": [py, many],
         "run many": [*modscope, "run", many, "--steps", many_n, "--json"],
         "run --hooks all many": [
@@ -161,17 +197,54 @@ def commands(tmp: str, quick: bool) -> tuple[dict[str, list[str]], dict[str, dic
     envs = {
         "plain mlp": {"STEPS": mlp_n},
         "plain many": {"STEPS": many_n},
+        "plain embedding": {"STEPS": "2"},
+        "plain gpt": {"STEPS": "2"},
         "build many": {"STEPS": "0"},
         "build+1 step many": {"STEPS": "1"},
     }
     return cmds, envs
 
 
+PER_STEP = [
+    ("mlp", "MLP"),
+    ("many", "13k modules"),
+    ("embedding", "64M embedding + 13k"),
+    ("gpt", "GPT-2 shape 23.5M"),
+]
+"""The workloads measured per step (`record_floor.py`), by command name and label."""
+
 ROWS = [
     Row("run vs plain loop, MLP: wall", ("run mlp", "plain mlp"), wall, goal=1.05),
     Row("run vs plain loop, MLP: peak RSS", ("run mlp", "plain mlp"), peak),
     Row("run vs plain loop, 13k modules: wall", ("run many", "plain many"), wall, goal=1.25),
     Row("run vs plain loop, 13k modules: peak RSS", ("run many", "plain many"), peak, goal=1.35),
+    Row(
+        "run vs plain loop, 64M embedding + 13k: wall",
+        ("run embedding", "plain embedding"),
+        wall,
+        goal=1.25,
+    ),
+    Row(
+        "run vs plain loop, 64M embedding + 13k: peak RSS",
+        ("run embedding", "plain embedding"),
+        peak,
+        goal=1.35,
+    ),
+    Row("run vs plain loop, GPT-2 shape 23.5M: wall", ("run gpt", "plain gpt"), wall),
+    Row("run vs plain loop, GPT-2 shape 23.5M: peak RSS", ("run gpt", "plain gpt"), peak),
+    *[
+        row
+        for name, label in PER_STEP
+        for row in (
+            Row(f"run step / plain step, {label}", (f"per-step {name}",), figure("per_step")),
+            Row(
+                f"run's added step time / floor's, {label}",
+                (f"per-step {name}",),
+                figure("over_floor"),
+                goal=1.5,
+            ),
+        )
+    ],
     Row("run --hooks all vs plain loop, MLP: wall", ("run --hooks all mlp", "plain mlp"), wall),
     Row(
         "run --hooks all vs plain loop, 13k modules: wall",
@@ -266,6 +339,7 @@ def main() -> None:
     print("baselines (median wall, peak RSS):")
     for name, m in medians.items():
         inner = f", its own figure {m.inner:.3f}" if m.inner is not None else ""
+        inner += "".join(f", {n} {v:.3f}" for n, v in sorted(m.figures.items()))
         print(f"  {name:24s} {m.wall:7.2f} s  {m.peak_rss / 2**20:7.0f} MiB{inner}")
     print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
@@ -283,10 +357,12 @@ def _compile_modscope() -> None:
 
 def _median(ms: list[Measured]) -> Measured:
     inner = [m.inner for m in ms if m.inner is not None]
+    names = {name for m in ms for name in m.figures}
     return Measured(
         statistics.median(m.wall for m in ms),
         int(statistics.median(m.peak_rss for m in ms)),
         statistics.median(inner) if inner else None,
+        {n: statistics.median(m.figures[n] for m in ms if n in m.figures) for n in names},
     )
 
 

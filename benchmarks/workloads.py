@@ -94,6 +94,111 @@ optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 """3,300 blocks of width 140: 13,201 modules and 66.1 M parameters (`many(3300, 140)`)."""
 
 
+EMBEDDING = '''
+"""One Embedding({rows}, {dim}) under {blocks} blocks of Linear(4, 4) + LayerNorm + ReLU (SGD)."""
+import os
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+model = nn.Sequential(
+    nn.Embedding({rows}, {dim}),
+    nn.Linear({dim}, 4),
+    *[nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.ReLU()) for _ in range({blocks})],
+)
+inputs = torch.randint({rows}, (8, 16))
+
+
+def loss_fn(output):
+    return output.pow(2).mean()
+
+
+optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+'''
+"""An LLM-shaped bulk: one table of 125,000 x 512 (64 M elements, 97% of the parameters) and
+3,300 tiny blocks: 13,204 modules (`embedding(125_000, 512, 3300)`)."""
+
+
+def embedding(rows: int, dim: int, blocks: int) -> str:
+    """The big-embedding script: a `rows` x `dim` table under `blocks` tiny blocks."""
+    return EMBEDDING.format(rows=rows, dim=dim, blocks=blocks) + _LOOP
+
+
+GPT = '''
+"""A GPT-2-shaped language model: {layers} blocks of width {width}, vocabulary {vocab}, the output
+matrix tied to the token table (AdamW, batch 4 x 64 tokens)."""
+import os
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+torch.manual_seed(0)
+
+
+class Block(nn.Module):
+    def __init__(self, width, heads):
+        super().__init__()
+        self.heads = heads
+        self.ln_1 = nn.LayerNorm(width)
+        self.c_attn = nn.Linear(width, 3 * width)
+        self.c_proj = nn.Linear(width, width)
+        self.ln_2 = nn.LayerNorm(width)
+        self.c_fc = nn.Linear(width, 4 * width)
+        self.mlp_proj = nn.Linear(4 * width, width)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.c_attn(self.ln_1(x)).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.c_proj(y.transpose(1, 2).reshape(b, t, c))
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab, context, width, layers, heads):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, width)
+        self.wpe = nn.Embedding(context, width)
+        self.h = nn.ModuleList([Block(width, heads) for _ in range(layers)])
+        self.ln_f = nn.LayerNorm(width)
+        self.lm_head = nn.Linear(width, vocab, bias=False)
+        self.lm_head.weight = self.wte.weight
+        # GPT-2's initialisation: with torch's defaults (an N(0, 1) table) the tied logits
+        # are huge, and the softmax's gradients fill with subnormal floats, slow on the CPU.
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        for block in self.h:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+
+model = GPT({vocab}, 64, {width}, {layers}, {heads})
+tokens = torch.randint({vocab}, (4, 65))
+inputs = tokens[:, :-1]
+
+
+def loss_fn(output):
+    return F.cross_entropy(output.reshape(-1, output.shape[-1]), tokens[:, 1:].reshape(-1))
+
+
+optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
+'''
+"""GPT-2's vocabulary and shape at width 320, 6 blocks of 5 heads: 23.5 M parameters, 16.1 M
+of them in the tied token table (`gpt(50_257, 320, 6, 5)`)."""
+
+
+def gpt(vocab: int, width: int, layers: int, heads: int) -> str:
+    """The GPT-2-shaped script."""
+    return GPT.format(vocab=vocab, width=width, layers=layers, heads=heads) + _LOOP
+
+
 def many(blocks: int, width: int) -> str:
     """The many-modules script with `blocks` blocks of `width` features."""
     return MANY.format(blocks=blocks, width=width) + _LOOP
