@@ -6,10 +6,14 @@ from __future__ import annotations
 import pytest
 from textual.command import CommandList, CommandPalette
 from textual.widgets import DataTable, Input
+from textual.widgets._footer import FooterKey
 
+from modscope.control.updates import InternalError
+from modscope.core.contract.steps import Phase, UserError
 from modscope.tui.app import ModscopeApp
 from modscope.tui.detail_pane import DetailPane
 from modscope.tui.diff_screen import DiffScreen
+from modscope.tui.error_panel import ErrorPanel
 from modscope.tui.filter_field import FilterField
 from modscope.tui.findings_pane import FindingsPane
 from modscope.tui.help_screen import HelpScreen
@@ -217,6 +221,32 @@ def test_a_help_reads_the_same_as_markdown(owner):
     assert [t.type for t in tokens] == ["paragraph_open", "inline", "paragraph_close"]
     children = tokens[1].children or []
     assert [(c.type, c.content) for c in children] == [("text", owner.HELP)]
+
+
+async def test_the_footer_follows_the_state_its_keys_depend_on(make_app):
+    # Nothing asks for a footer refresh: each piece of state the keys read is a reactive that
+    # refreshes the bindings when it changes.
+    app = make_app()
+
+    def footer() -> set[str]:
+        return {k.action for k in app.screen.query(FooterKey)}
+
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert "dismiss_extra" not in footer() and "traceback" not in footer()
+        await press(app, pilot, "slash")
+        assert "dismiss_extra" in footer()
+        await press(app, pilot, "escape")
+        assert "dismiss_extra" not in footer()
+        error = UserError("boom", "RuntimeError", None, None, Phase.FORWARD)
+        app.query_one(ErrorPanel).show(error, app.script)
+        await pilot.pause()
+        assert "dismiss_extra" in footer()
+        app.last_internal_error = InternalError("a bug", "Traceback ...")
+        await pilot.pause()
+        assert "traceback" in footer()
+        await press(app, pilot, "escape")
+        assert "dismiss_extra" not in footer() and "traceback" in footer()
 
 
 async def test_the_tree_s_help_explains_its_marks(make_app):
