@@ -16,8 +16,14 @@ from tests import models as M
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+# Programs with a training loop of their own, watched (docs/watch.md): run with `python`.
+OWN_LOOPS = frozenset({"own_loop.py", "lightning_nan.py", "hf_trainer_nan.py"})
 # Model scripts; examples/test_*.py are pytest files (docs/testing.md), not model scripts.
-MODEL_SCRIPTS = sorted(path for path in EXAMPLES.glob("*.py") if not path.stem.startswith("test_"))
+MODEL_SCRIPTS = sorted(
+    path
+    for path in EXAMPLES.glob("*.py")
+    if not path.stem.startswith("test_") and path.name not in OWN_LOOPS
+)
 
 
 def example(name: str) -> str:

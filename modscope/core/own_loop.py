@@ -20,6 +20,7 @@ changes no tensor.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from modscope.core.contract.steps import HookEvent, Phase, StepRecord, UserError
 from modscope.core.hooks.event_log import EventLog
 from modscope.core.iteration import Iteration
 from modscope.core.script.losses import main_output
+from modscope.core.script.warning_capture import WarningCapture
 from modscope.core.stats.summary import PendingSummary, capture, resolve
 
 
@@ -42,6 +44,9 @@ class LoopHost(Protocol):
     step: int
     model: nn.Module
     runner: nn.Module
+
+    @property
+    def shown_warnings(self) -> WarningCapture: ...
 
     def count_iteration(self, record: StepRecord) -> None: ...
 
@@ -133,6 +138,7 @@ class OwnLoop:
         self._events: list[HookEvent] = []
         self._error: UserError | None = None
         self._started = False
+        self._warnings = contextlib.ExitStack()
 
     # -- attaching ----------------------------------------------------------------------------
 
@@ -144,6 +150,8 @@ class OwnLoop:
             self._handles.append(self.optimizer.register_step_pre_hook(self._optimizer_pre))
             self._handles.append(self.optimizer.register_step_post_hook(self._optimizer_post))
         BACKWARD_CALLS.add(self)
+        # The warnings PyTorch shows while the loop runs, for the doctor, as in `run`.
+        self._warnings.enter_context(self.host.shown_warnings.capturing())
 
     def close(self) -> None:
         """Count a step the optimizer completed and nothing counted yet; drop a partial one;
@@ -152,6 +160,7 @@ class OwnLoop:
             if self._pending is not None:
                 self._count()
         finally:
+            self._warnings.close()
             BACKWARD_CALLS.remove(self)
             for handle in self._handles:
                 handle.remove()

@@ -103,6 +103,7 @@ class Watch:
             if folder is not None:
                 self._lock = open_recording_folder(folder, script, overwrite=overwrite)
                 self._run = RecordedRun(self.session, folder, None, layers=layers)
+                self.session.on_break = self._tripped  # the recorder's controller set its own
             else:
                 self._run = PlainRun(self.session, layers=layers)
             self.findings += self._run.initial
