@@ -108,6 +108,46 @@ class _BackwardCalls:
 BACKWARD_CALLS = _BackwardCalls()
 
 
+class _ScalerSteps:
+    """`torch.amp.GradScaler.step` wrapped while some `OwnLoop` is attached: a call that did
+    not step the loop's optimizer (inf/NaN gradients found) is a skipped step for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loops: list[OwnLoop] = []
+        self._original: Callable[..., Any] | None = None
+
+    def add(self, loop: OwnLoop) -> None:
+        with self._lock:
+            if not self._loops:
+                original = self._original = torch.amp.GradScaler.step
+                calls = self
+
+                def step(scaler: Any, optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+                    loops = [lp for lp in calls._loops if lp.optimizer is optimizer]
+                    before = [lp.optimizer_steps for lp in loops]
+                    result = original(scaler, optimizer, *args, **kwargs)
+                    for lp, seen in zip(loops, before, strict=True):
+                        if lp.optimizer_steps == seen:
+                            lp.skipped()
+                    return result
+
+                step.__wrapped__ = original  # type: ignore[attr-defined]
+                torch.amp.GradScaler.step = step  # type: ignore[method-assign,assignment]
+            self._loops.append(loop)
+
+    def remove(self, loop: OwnLoop) -> None:
+        with self._lock:
+            if loop in self._loops:
+                self._loops.remove(loop)
+            if not self._loops and self._original is not None:
+                torch.amp.GradScaler.step = self._original  # type: ignore[method-assign]
+                self._original = None
+
+
+SCALER_STEPS = _ScalerSteps()
+
+
 class OwnLoop:
     """The phases of the user's loop on one session (see the module docstring): `attach()`,
     then the hooks do the work; `step(loss)` counts a step by hand; `close()` removes every
@@ -126,6 +166,8 @@ class OwnLoop:
         self.log = log
         self.optimizer = optimizer
         self.on_step: Callable[[OwnStep], None] = lambda step: None
+        self.optimizer_steps = 0
+        """The optimizer's steps seen (a GradScaler's call that adds none skipped one)."""
         self.forward_seen = False
         """A forward of the watched model ran since the last step (its `backward()` counts)."""
         self._handles: list[RemovableHandle] = []
@@ -150,6 +192,8 @@ class OwnLoop:
             self._handles.append(self.optimizer.register_step_pre_hook(self._optimizer_pre))
             self._handles.append(self.optimizer.register_step_post_hook(self._optimizer_post))
         BACKWARD_CALLS.add(self)
+        if self.optimizer is not None:
+            SCALER_STEPS.add(self)
         # The warnings PyTorch shows while the loop runs, for the doctor, as in `run`.
         self._warnings.enter_context(self.host.shown_warnings.capturing())
 
@@ -162,6 +206,7 @@ class OwnLoop:
         finally:
             self._warnings.close()
             BACKWARD_CALLS.remove(self)
+            SCALER_STEPS.remove(self)
             for handle in self._handles:
                 handle.remove()
             self._handles.clear()
@@ -225,8 +270,17 @@ class OwnLoop:
         self._begin(Phase.OPTIMIZER, grads=False)
 
     def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self.optimizer_steps += 1
         self._end(Phase.OPTIMIZER)
         self._snapshot()
+
+    def skipped(self) -> None:
+        """A GradScaler found inf/NaN gradients and did not step the optimizer: the step
+        counts, its record marked `skipped`."""
+        if self._pending is not None:
+            return
+        self._close_forward(None)
+        self._snapshot(skipped=True)
 
     # -- phases -------------------------------------------------------------------------------
 
@@ -261,15 +315,17 @@ class OwnLoop:
 
     # -- the record ---------------------------------------------------------------------------
 
-    def _snapshot(self) -> None:
-        """The record of the step the optimizer completed, while its gradients are there."""
+    def _snapshot(self, *, skipped: bool = False) -> None:
+        """The record of the step the optimizer completed (or skipped), while its gradients are
+        there."""
         step = self.host.step + 1
         output = resolve([self._output])[0] if self._output is not None else None
         if self._error is not None:
             self._pending = None
             return
         try:
-            self._pending = self.iteration.record(step, loss=None, output=output)
+            record = self.iteration.record(step, loss=None, output=output)
+            self._pending = dataclasses.replace(record, skipped=True) if skipped else record
         except Exception as exc:
             self._error = self.iteration.error(exc, Phase.OPTIMIZER, step)
             self.iteration.baseline_due = True

@@ -50,8 +50,9 @@ def step_line(record: StepRecord) -> str:
         ]
     )
     diff = _dumps(record.diff.to_json())
+    skipped = ', "skipped": true' if record.skipped else ""
     return terminal_safe(
-        f'{head[:-1]}, "state": {{{state}}}, "grads": {{{grads}}}, "diff": {diff}}}'
+        f'{head[:-1]}, "state": {{{state}}}, "grads": {{{grads}}}, "diff": {diff}{skipped}}}'
     )
 
 

@@ -79,6 +79,15 @@ def test_unusual_fields_are_written_as_dumps_writes_them(changes: dict[str, obje
     assert step_line(record) == dumps(record.to_json())
 
 
+def test_a_skipped_step_is_written_as_dumps_writes_it() -> None:
+    base = summarize(torch.randn(600))
+    record = dataclasses.replace(_record({"k": base}, {"g": base}), skipped=True)
+    line = step_line(record)
+    assert line == dumps(record.to_json())
+    assert line.endswith(', "skipped": true}')
+    assert '"skipped"' not in step_line(_record({"k": base}, {"g": base}))
+
+
 def test_a_real_run_writes_the_same_lines() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1))

@@ -161,9 +161,12 @@ class StepRecord:
     grads: dict[str, TensorSummary | None]
     diff: StateDiff
     lr: tuple[float, ...] = ()
+    skipped: bool = False
+    """The optimizer step did not run (a GradScaler found inf/NaN gradients: `modscope.watch`);
+    the diff shows what the forward and backward passes changed (running statistics)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        line = {
             "event": "step",
             "step": self.step,
             "mode": self.mode,
@@ -173,6 +176,9 @@ class StepRecord:
             "grads": {k: (v.to_json() if v is not None else None) for k, v in self.grads.items()},
             "diff": self.diff.to_json(),
         }
+        if self.skipped:
+            line["skipped"] = True
+        return line
 
 
 @dataclass(frozen=True)
