@@ -523,3 +523,21 @@ def test_ranks_holding_different_models_finish_with_a_finding_not_an_abort():
     assert (
         "no two ranks hold the same structure, so no checksums are compared" in (found["message"])
     )
+
+
+def test_a_watched_ddp_loop_records_each_rank_and_names_the_divergence(tmp_path):
+    """modscope.watch() in the script's own DDP loop under torchrun: per-rank recordings, and
+    the rank comparison `run` makes (tests/watching/scripts/ddp_watch.py)."""
+    folder = tmp_path / "R"
+    result = torchrun("tests/watching/scripts/ddp_watch.py", str(folder))
+    assert result.returncode == 0, result.stderr
+    lines = sorted(
+        (json.loads(line) for line in result.stdout.splitlines()), key=lambda e: e["rank"]
+    )
+    assert [(e["rank"], e["steps"]) for e in lines] == [(0, 2), (1, 2)]
+    for e in lines:
+        assert e["found"] == [["rank-divergence", "1.running_mean", 1]]
+    assert sorted(os.listdir(folder)) == ["rank0", "rank1"]
+    for rank, recording in enumerate(read_ranks(str(folder))):
+        assert (recording.meta["rank"], recording.meta["world_size"]) == (rank, 2)
+        assert [u.step for u in recording.updates() if isinstance(u, up.PhaseDone)] == [1, 2]

@@ -1,0 +1,19 @@
+"""examples/ddp_buffers.py's own training loop, watched under torchrun: each rank records to
+DIR/rank<N> and the ranks' comparison names the BatchNorm buffers that drift apart."""
+
+import json
+import runpy
+import sys
+
+import torch.distributed as dist
+
+import modscope
+
+ns = runpy.run_path("examples/ddp_buffers.py", run_name="ddp_buffers")
+with modscope.watch(ns["model"], ns["optimizer"], record=sys.argv[1]) as watch:
+    ns["train"](2)
+found = [
+    (f.kind.value, f.path, f.step) for f in watch.findings if f.kind.value == "rank-divergence"
+]
+print(json.dumps({"rank": dist.get_rank(), "steps": watch.step_count, "found": found}))
+dist.destroy_process_group()
