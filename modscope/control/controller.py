@@ -79,6 +79,8 @@ class OwnLoopView:
     shown: tuple[up.Update, ...]
     why: str
     """What the app says to a command that would run the model."""
+    notes: tuple[str, ...] = ()
+    """How the iterations run, in words (instead of the model script's)."""
 
 
 class SessionController:
@@ -277,7 +279,8 @@ class SessionController:
         if self._break_specs:
             self._arm(session, self._break_specs)
         layout = self._relayout(session)
-        self._out.append(up.Loaded(layout, tuple(session.notes()), loaded_at))
+        notes = self._own_loop.notes if self._own_loop is not None else tuple(session.notes())
+        self._out.append(up.Loaded(layout, notes, loaded_at))
         self._summarize(session, record=None, baseline=True)
         if self._streaming:
             self._flush()  # the tree is painted while the doctor's static checks run

@@ -33,7 +33,11 @@ def own_loop_view(
     shown.append(up.BreakHit(event))
     shown.append(up.Notice(f"modscope.watch: {RETURNS}"))
     why = f"your own loop runs the iterations, not modscope: {RETURNS}"
-    return OwnLoopView(tuple(shown), why)
+    notes = (
+        f"modscope.watch: your own loop ran {session.step} step(s); the model is as the break "
+        "left it (read-only here)",
+    )
+    return OwnLoopView(tuple(shown), why, notes)
 
 
 def open_at_break(origin: str, session: Session, view: OwnLoopView) -> None:
