@@ -9,36 +9,30 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 from textual.widgets.option_list import Option
 
 from modscope.core.contract.break_spec import CONDITIONS, BreakCondition, BreakSpecError
 from modscope.core.contract.fmt import printable
 from modscope.tui.bounded_input import TEXT_LENGTH, BoundedInput
+from modscope.tui.modal import CentredModal
 from modscope.tui.option_list import OptionList
 
 
-class BreakDialog(ModalScreen["tuple[str, ...] | None"]):
+class BreakDialog(CentredModal["tuple[str, ...] | None"]):
     """The armed conditions (`delete`/`x` removes the highlighted one) and a field to add one
     (`enter`). `escape` closes and arms what the list holds; nothing changed answers None."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "close", "Close", id="close_breaks"),
         Binding("delete,x", "remove", "Remove", id="remove_break"),
     ]
 
+    AUTO_FOCUS = "#condition"
+
     DEFAULT_CSS = """
-    BreakDialog {
-        align: center middle;
-    }
     BreakDialog > Vertical {
         width: 84;
         max-width: 100%;
-        height: auto;
-        border: round $accent;
-        background: $surface;
-        padding: 0 1;
     }
     BreakDialog OptionList {
         height: auto;
@@ -70,10 +64,7 @@ class BreakDialog(ModalScreen["tuple[str, ...] | None"]):
             yield Static(id="break-error")
 
     def on_mount(self) -> None:
-        field = self.query_one(Input)
-        field.cursor_blink = not self.app.is_headless
         self._show()
-        field.focus()
 
     def _show(self) -> None:
         armed = self.query_one(OptionList)

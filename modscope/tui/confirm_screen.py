@@ -9,31 +9,28 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from modscope.tui.modal import CentredModal
 
-class ConfirmScreen(ModalScreen[bool]):
+
+class ConfirmScreen(CentredModal[bool]):
     """`y` (or the focused Yes) answers True; `n`, `q` and `escape` answer False."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "Yes", id="confirm_yes"),
-        Binding("n,escape", "answer(False)", "No", id="confirm_no"),
+        Binding("n", "answer(False)", "No", id="confirm_no"),
         Binding("q", "answer(False)", "Close", id="confirm_close"),
     ]
 
+    AUTO_FOCUS = "#no"
+
     DEFAULT_CSS = """
-    ConfirmScreen {
-        align: center middle;
-    }
     ConfirmScreen > Vertical {
         width: 72;
         max-width: 100%;
-        height: auto;
         max-height: 100%;
         border: round $warning;
-        background: $surface;
-        padding: 0 1;
     }
     ConfirmScreen #confirm-body {
         height: auto;
@@ -70,11 +67,11 @@ class ConfirmScreen(ModalScreen[bool]):
                 yield Button(self.yes, variant="warning", id="yes", compact=True)
                 yield Button(self.no, id="no", compact=True)
 
-    def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
-
     def action_answer(self, answer: bool) -> None:
         self.dismiss(answer)
+
+    def action_close(self) -> None:
+        self.dismiss(False)
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:

@@ -38,8 +38,8 @@ class DiffScreen(TableScreen[None]):
     """What the last iteration changed in the `state_dict`."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q,escape", "dismiss", "Close", id="close_diff"),
-        Binding("d", "dismiss", "Close", show=False),
+        Binding("q", "close", "Close", id="close_diff"),
+        Binding("d", "close", "Close", show=False),
         Binding("u", "toggle_unchanged", "Hide/show unchanged", id="toggle_unchanged"),
         Binding("t", "toggle_timelines", "Original timeline", id="compare_timelines"),
     ]

@@ -9,8 +9,9 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
+
+from modscope.tui.modal import CentredModal
 
 
 class KeyHelp(NamedTuple):
@@ -22,7 +23,7 @@ class KeyHelp(NamedTuple):
     where: str
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(CentredModal[None]):
     """The keys of the pane that had focus; `q` or `escape` closes.
 
     `pane` names the pane (the `where` of its keys) and `intro` starts the help: a pane's or a
@@ -31,22 +32,15 @@ class HelpScreen(ModalScreen[None]):
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q,escape", "dismiss", "Close", id="close_help"),
-        Binding("question_mark", "dismiss", "Close", show=False),
+        Binding("q", "close", "Close", id="close_help"),
+        Binding("question_mark", "close", "Close", show=False),
     ]
 
     DEFAULT_CSS = """
-    HelpScreen {
-        align: center middle;
-    }
     HelpScreen > Vertical {
         width: 80;
         max-width: 96%;
-        height: auto;
         max-height: 90%;
-        border: round $accent;
-        background: $surface;
-        padding: 0 1;
     }
     HelpScreen #help-intro {
         height: auto;

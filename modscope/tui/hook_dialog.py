@@ -12,7 +12,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
 
 from modscope.core.contract.fmt import printable
@@ -26,6 +25,7 @@ from modscope.core.contract.hook_notes import (
 from modscope.core.contract.hook_spec import HookAction, HookInfo, HookKind, HookSpec
 from modscope.report.labels import shown_path
 from modscope.tui.bounded_input import NUMBER_LENGTH, BoundedInput
+from modscope.tui.modal import CentredModal
 from modscope.tui.model_view import ModelView
 
 KINDS = tuple(HookKind)
@@ -61,7 +61,7 @@ class _ChoiceSet(RadioSet):
         self.post_message(self.Submitted())
 
 
-class HookDialog(ModalScreen["HookSpec | None"]):
+class HookDialog(CentredModal["HookSpec | None"]):
     """Kind and action (with a factor for `scale`) for one module; `q` or `escape` cancels
     (`q` types in the factor field).
 
@@ -71,22 +71,16 @@ class HookDialog(ModalScreen["HookSpec | None"]):
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q", "close", "Close", id="close_hook"),
-        Binding("escape", "cancel", "Cancel", id="cancel_hook"),
+        Binding("q", "cancel", "Close", id="close_hook"),
     ]
 
+    AUTO_FOCUS = "#kind"
+
     DEFAULT_CSS = """
-    HookDialog {
-        align: center middle;
-    }
     HookDialog > #hook-box {
         width: 76;
         max-width: 100%;
-        height: auto;
         max-height: 100%;
-        border: round $accent;
-        background: $surface;
-        padding: 0 1;
     }
     HookDialog #hook-choices {
         height: auto;
@@ -179,7 +173,6 @@ class HookDialog(ModalScreen["HookSpec | None"]):
                 yield Button("Cancel", id="cancel", compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#kind", RadioSet).focus()
         self._update()
 
     # -- what is chosen ------------------------------------------------------------------------
@@ -302,12 +295,9 @@ class HookDialog(ModalScreen["HookSpec | None"]):
     def action_cancel(self) -> None:
         self.dismiss(None)
 
-    def action_close(self) -> None:
-        self.dismiss(None)
-
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # In the factor field `q` is a key to type, not a way out.
-        if action == "close":
+        # In the factor field `q` is a key to type, not a way out (`escape` still is).
+        if action == "cancel":
             return not isinstance(self.focused, Input)
         return True
 

@@ -11,7 +11,6 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.theme import Theme
 from textual.widgets import Static
 
@@ -21,10 +20,11 @@ from modscope.core.contract.hook_spec import HookKind
 from modscope.core.contract.steps import HookEvent
 from modscope.report.labels import shown_path
 from modscope.tui.hook_sections import Palette, field_sections
+from modscope.tui.modal import CentredModal
 from modscope.tui.model_view import ModelView
 
 
-class HookEventScreen(ModalScreen[None]):
+class HookEventScreen(CentredModal[None]):
     """A modal over one event (the last firing, for a coalesced one); `q` or `escape` closes.
 
     `view` (the app's model view, when given) names the module's class and its inputs in the legacy
@@ -32,20 +32,13 @@ class HookEventScreen(ModalScreen[None]):
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q,escape,enter", "dismiss", "Close", id="close_event"),
+        Binding("q,enter", "close", "Close", id="close_event"),
     ]
 
     DEFAULT_CSS = """
-    HookEventScreen {
-        align: center middle;
-    }
     HookEventScreen > Vertical {
         width: 96%;
-        height: auto;
         max-height: 90%;
-        border: round $accent;
-        background: $surface;
-        padding: 0 1;
     }
     HookEventScreen VerticalScroll {
         height: auto;

@@ -44,8 +44,8 @@ class LayersScreen(TableScreen[str | None]):
     is dismissed with its path)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q,escape", "dismiss(None)", "Close", id="close_layers"),
-        Binding("l", "dismiss(None)", "Close", show=False),
+        Binding("q", "close", "Close", id="close_layers"),
+        Binding("l", "close", "Close", show=False),
         Binding("o", "next_sort", "Sort by next column", id="layers_sort"),
         Binding("O", "reverse_sort", "Reverse order", id="layers_reverse"),
     ]

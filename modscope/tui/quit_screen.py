@@ -15,7 +15,7 @@ class QuitScreen(ConfirmScreen):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y,q", "answer(True)", "Quit", id="quit_yes"),
-        Binding("n,escape", "answer(False)", "Stay", id="quit_no"),
+        Binding("n", "answer(False)", "Stay", id="quit_no"),
     ]
     KEYS = ("y / q / ctrl+c", "n / escape")
 

@@ -2,36 +2,24 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
 from modscope.tui.bounded_input import NUMBER_LENGTH, BoundedInput
+from modscope.tui.modal import CentredModal
 
 
-class StepScreen(ModalScreen["int | None"]):
+class StepScreen(CentredModal["int | None"]):
     """A step number from 0 to `last`; `enter` goes there, `escape` cancels."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "dismiss(None)", "Cancel", id="cancel_step"),
-    ]
+    AUTO_FOCUS = "#step"
 
     DEFAULT_CSS = """
-    StepScreen {
-        align: center middle;
-    }
     StepScreen > Vertical {
         width: 48;
-        height: auto;
-        border: round $accent;
-        background: $surface;
-        padding: 0 1;
     }
     StepScreen #step-error {
         color: $text-error;
@@ -55,10 +43,7 @@ class StepScreen(ModalScreen["int | None"]):
             yield Static(id="step-error")
 
     def on_mount(self) -> None:
-        field = self.query_one(Input)
-        field.cursor_blink = not self.app.is_headless
-        field.focus()
-        field.select_all()
+        self.query_one(Input).select_all()
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:

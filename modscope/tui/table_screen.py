@@ -9,16 +9,16 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.theme import Theme
 from textual.widgets import DataTable, Footer, Static
 
 from modscope.tui.help_screen import HelpScreen, keys_for
+from modscope.tui.modal import CentredModal
 
 T = TypeVar("T")
 
 
-class TableScreen(ModalScreen[T]):
+class TableScreen(CentredModal[T]):
     """A caption (`#NAME-caption`) over a table (`#NAME-table`) in a bordered box; `j`/`k` move.
 
     A subclass fills both in `_fill`, which runs on mount and again when the theme changes
@@ -37,15 +37,13 @@ class TableScreen(ModalScreen[T]):
         Binding("question_mark,f1", "help", "Help", show=False),
     ]
 
+    AUTO_FOCUS = "DataTable"
+
     DEFAULT_CSS = """
-    TableScreen {
-        align: center middle;
-    }
     TableScreen > Vertical {
         width: 96%;
         height: 92%;
-        border: round $accent;
-        background: $surface;
+        padding: 0;
     }
     TableScreen .table-caption {
         height: auto;
@@ -66,7 +64,6 @@ class TableScreen(ModalScreen[T]):
         if self.BORDER_TITLE:
             self.query_one(Vertical).border_title = Text(self.BORDER_TITLE)
         self._fill()
-        self.query_one(DataTable).focus()
         self.app.theme_changed_signal.subscribe(self, self._theme_changed)
 
     def _theme_changed(self, _: Theme) -> None:

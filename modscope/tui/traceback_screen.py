@@ -8,31 +8,25 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from modscope.control.updates import InternalError
 from modscope.core.contract.fmt import printable, printable_lines
+from modscope.tui.modal import CentredModal
 
 
-class TracebackScreen(ModalScreen[None]):
+class TracebackScreen(CentredModal[None]):
     """The last internal error in full; `q` or `escape` closes."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q,escape", "dismiss", "Close", id="close_traceback"),
+        Binding("q", "close", "Close", id="close_traceback"),
     ]
 
     DEFAULT_CSS = """
-    TracebackScreen {
-        align: center middle;
-    }
     TracebackScreen > Vertical {
         width: 96%;
-        height: auto;
         max-height: 90%;
         border: round $error;
-        background: $surface;
-        padding: 0 1;
     }
     TracebackScreen VerticalScroll {
         height: auto;

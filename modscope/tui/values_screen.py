@@ -11,22 +11,22 @@ from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
 from textual.reactive import var
-from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
 from modscope.control.updates import ValuesRead
 from modscope.core.contract.fmt import format_count, format_value, printable
+from modscope.tui.modal import CentredModal
 
 PAGE = 256
 INDEX_WIDTH = 14
 VALUE_WIDTH = 11
 
 
-class ValuesScreen(ModalScreen[None]):
+class ValuesScreen(CentredModal[None]):
     """Pages of a tensor's flattened values with their indices; the worker reads each page."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q,escape", "dismiss", "Close", id="close_values"),
+        Binding("q", "close", "Close", id="close_values"),
         Binding("pagedown,n,right", "page(1)", "Next page", id="next_page", priority=True),
         Binding("pageup,p,left", "page(-1)", "Previous page", id="previous_page", priority=True),
         Binding("home", "first", "First", show=False, priority=True),
@@ -35,14 +35,10 @@ class ValuesScreen(ModalScreen[None]):
     ]
 
     DEFAULT_CSS = """
-    ValuesScreen {
-        align: center middle;
-    }
     ValuesScreen > Vertical {
         width: 96%;
         height: 90%;
-        border: round $accent;
-        background: $surface;
+        padding: 0;
     }
     ValuesScreen #values-caption {
         height: 1;

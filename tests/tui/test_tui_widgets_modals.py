@@ -140,3 +140,39 @@ async def test_q_on_the_main_screen_still_quits(make_app):
         await settle(app, pilot)
         await pilot.press("q")
     assert app.return_code == 0
+
+
+async def test_every_dialog_sits_in_the_middle_and_escape_answers_its_way_out():
+    from textual.app import App
+    from textual.containers import Vertical
+
+    from modscope.control.updates import InternalError
+    from modscope.tui.break_dialog import BreakDialog
+    from modscope.tui.modal import CentredModal
+    from modscope.tui.quit_screen import QuitScreen
+    from modscope.tui.step_screen import StepScreen
+    from modscope.tui.traceback_screen import TracebackScreen
+
+    cases: list[tuple[CentredModal, object]] = [
+        (ConfirmScreen("Detach?", Text("a hook")), False),
+        (QuitScreen(), False),
+        (StepScreen(3, 10), None),
+        (BreakDialog(("nan",)), None),  # nothing changed
+        (HookDialog("fc", "fc"), None),
+        (TracebackScreen(InternalError("a bug", "Traceback ...")), None),
+        (HelpScreen("Log", "What was printed.", []), None),
+    ]
+    app: App[None] = App()
+    async with app.run_test(size=(100, 30)) as pilot:
+        for screen, answer in cases:
+            answers: list[object] = []
+            app.push_screen(screen, answers.append)
+            await pilot.pause()
+            box = screen.query_one(Vertical)
+            centre = box.region.center
+            assert abs(centre[0] - 50) <= 1 and abs(centre[1] - 15) <= 1, type(screen)
+            assert app.focused is not None
+            await pilot.press("escape")
+            await pilot.pause()
+            assert answers == [answer], type(screen)
+            assert app.screen is not screen
