@@ -184,13 +184,13 @@ class Watch:
     def _tripped(self, event: BreakEvent) -> None:
         """An armed condition tripped, inside the user's code: do what `on_break` says."""
         self.breaks.append(event)
+        if isinstance(self._run, RecordedRun):
+            self._run.record_break(event)
         mode = self.on_break
         if callable(mode):
             mode(event)
             return
         text = break_paragraph(event).plain
-        if isinstance(self._run, RecordedRun):
-            self._run.record_break(event)
         if mode == "print":
             print(text, file=sys.stderr, flush=True)
             return
