@@ -256,3 +256,32 @@ def test_a_non_finite_element_takes_the_whole_tensor_path() -> None:
     summary = summarize(t)
     assert (summary.nan, summary.inf) == (1, 1)
     assert summary.max == float(t[t.isfinite()].max())
+
+
+def test_the_summary_taken_by_the_diff_is_the_summary_taken_alone() -> None:
+    g = torch.Generator().manual_seed(5)
+    value = torch.randn(400, 100, generator=g)
+    state = {"w": value}
+    tracker = StateTracker()
+    tracker.reset(state)
+    value[3:5] += 1.0
+    alone = summarize(value)
+    tracker.diff(state)
+    assert chunked.taken_stats(value) is not None
+    tracker.diff(state)
+    assert summarize(value) == alone  # read from what the diff took, the same numbers
+
+
+def test_taken_statistics_are_not_used_once_the_tensor_changed() -> None:
+    value = torch.randn(400, 100)
+    state = {"w": value}
+    tracker = StateTracker()
+    tracker.reset(state)
+    value.add_(1.0)
+    tracker.diff(state)
+    value.mul_(2.0)  # in place, after the diff: its version counter moves
+    assert chunked.taken_stats(value) is None
+    tracker.diff(state)
+    other = value.clone()
+    assert chunked.taken_stats(other) is None  # another tensor, even with equal values
+    assert summarize(value).max == float(value.max())

@@ -17,6 +17,7 @@ two orders of summation do), never in the extremes, counts or whether a key chan
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -62,61 +63,143 @@ def host_stats(data: torch.Tensor) -> Stats | None:
     if data.is_complex():
         return None
     x, dtype = in_memory_order(data), work_dtype(data.dtype)
-    n = x.numel()
-    lo, hi, total, sumsq, nonzero = math.inf, -math.inf, 0.0, 0.0, 0
     chunks = pieces(x, chunk_numel(x))
+    summed = _Summed(dtype)
     for raw in chunks:
-        c = raw if raw.dtype == dtype else raw.to(dtype)
-        c_lo, c_hi = (float(v) for v in torch.aminmax(c))
+        summed.add(raw)
+    return summed.stats(chunks)
+
+
+class _Summed:
+    """`host_stats` taken chunk by chunk: what the chunks added so far."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+        self.lo, self.hi, self.total, self.sumsq = math.inf, -math.inf, 0.0, 0.0
+        self.n = self.nonzero = 0
+        self.finite = True
+
+    def add(self, raw: torch.Tensor) -> float:
+        """Add a chunk; its squared norm (NaN once some element is not finite)."""
+        if not self.finite:
+            return math.nan
+        c = raw if raw.dtype == self.dtype else raw.to(self.dtype)
+        lo, hi = (float(v) for v in torch.aminmax(c))
         part, norm = float(c.sum()), float(torch.linalg.vector_norm(c))
-        if not all(map(math.isfinite, (c_lo, c_hi, part, norm))):
-            return None
-        lo, hi = min(lo, c_lo), max(hi, c_hi)
-        total += part
-        sumsq += norm * norm
-        if c_lo > 0 or c_hi < 0:
-            nonzero += c.numel()
+        if not all(map(math.isfinite, (lo, hi, part, norm))):
+            self.finite = False
+            return math.nan
+        self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
+        self.total += part
+        self.sumsq += norm * norm
+        self.n += c.numel()
+        if lo > 0 or hi < 0:
+            self.nonzero += c.numel()
         else:
-            nonzero += int(c.bool().view(torch.uint8).sum(dtype=torch.int32))
-    mean = total / n
-    m2 = sumsq - n * mean * mean
-    if m2 < 1e-2 * sumsq:
-        # The mean nearly cancels the norm: deviations about it, chunk by chunk, keep the digits.
-        m2 = 0.0
-        for raw in chunks:
-            c = raw if raw.dtype == dtype else raw.to(dtype)
-            m2 += float(torch.linalg.vector_norm(c - mean)) ** 2
-    return Stats(lo, hi, mean, m2, math.sqrt(sumsq), nonzero, finite=n, nan=0)
+            self.nonzero += int(c.bool().view(torch.uint8).sum(dtype=torch.int32))
+        return norm * norm
+
+    def stats(self, chunks: list[torch.Tensor]) -> Stats | None:
+        """The statistics of `chunks`, all added; None when some element is not finite."""
+        if not self.finite or not self.n:
+            return None
+        n, sumsq = self.n, self.sumsq
+        mean = self.total / n
+        m2 = sumsq - n * mean * mean
+        if m2 < 1e-2 * sumsq:
+            # The mean nearly cancels the norm: deviations about it, chunk by chunk, keep
+            # the digits.
+            m2 = 0.0
+            for raw in chunks:
+                c = raw if raw.dtype == self.dtype else raw.to(self.dtype)
+                m2 += float(torch.linalg.vector_norm(c - mean)) ** 2
+        return Stats(self.lo, self.hi, mean, m2, math.sqrt(sumsq), self.nonzero, n, nan=0)
 
 
-def chunked_diff(new: torch.Tensor, old: torch.Tensor, *, refresh: bool) -> list[float]:
+_taken: dict[int, tuple[weakref.ref[torch.Tensor], int, Stats]] = {}
+"""Statistics `chunked_diff` took of a state tensor while it read it, by the tensor's id, for
+`taken_stats` (the summary that follows the diff in a step's record): with the tensor itself
+(weakly) and its version counter, so that they are used only while it is unchanged."""
+
+
+def taken_stats(t: torch.Tensor) -> Stats | None:
+    """The statistics `chunked_diff(t, ..., summarize=True)` took of `t`, if `t` has not
+    changed in place since (its version counter); each is given once."""
+    entry = _taken.pop(id(t), None)
+    if entry is None:
+        return None
+    ref, version, stats = entry
+    return stats if ref() is t and t._version == version else None
+
+
+def forget_taken() -> None:
+    """Drop the statistics no summary has asked for."""
+    _taken.clear()
+
+
+def chunked_diff(
+    new: torch.Tensor, old: torch.Tensor, *, refresh: bool, summarize: torch.Tensor | None = None
+) -> list[float]:
     """`segments.DIFF_COLUMNS` of `new` against its previous value `old` (same shape and dtype,
     a real dtype with values; `old` on the host or on `new`'s device), chunk by chunk, each
-    chunk of `old` overwritten with `new`'s when `refresh`.
+    chunk of `old` overwritten with `new`'s when `refresh`. On the CPU, with `summarize` (the
+    tensor `new` was detached from), the summary's statistics of each chunk are taken too,
+    for `taken_stats`.
 
     The same meaning as `key_diffs.key_diff`: NaN in both counts as equal, equal infinities
     too, integers compare in their own dtype, a NaN difference makes the largest |delta|
     NaN, and the relative change is ‖new - old‖ / ‖old‖ (`segments.FROM_ZERO` from all
     zeros). On the CPU a chunk whose difference is all finite takes `host_key_diff`'s few
-    passes; a chunk equal to its previous value takes one (`torch.equal`) and is not written.
+    passes, in a scratch buffer; a chunk equal to its previous value is not written.
     """
     if new.device.type != "cpu":
         return _device_diff(new, old, refresh=refresh)
     changed, largest, delta_sq, old_sq = False, 0.0, 0.0, 0.0
-    wide = torch.promote_types(segments.comparable(new[:0]).dtype, torch.float32)
-    for a_raw, b_raw in _pairs(new, old):
-        if torch.equal(a_raw, b_raw):
-            old_sq += _square_norm(segments.comparable(b_raw), wide)
+    compared = segments.comparable(new[:0]).dtype
+    wide = torch.promote_types(compared, torch.float32)
+    summed = None
+    # Only where the chunks are `host_stats`' own, so that a summary does not depend on
+    # whether a diff took it.
+    if summarize is not None and new.is_contiguous() and old.is_contiguous():
+        summed = _Summed(work_dtype(new.dtype))
+    scratch = torch.empty(chunk_numel(new), dtype=compared)
+    exact_ints = new.element_size() == 8 and not new.is_floating_point()
+    pairs = _pairs(new, old)
+    for a_raw, b_raw in pairs:
+        new_sq = summed.add(a_raw) if summed is not None else math.nan
+        a, b = segments.comparable(a_raw), segments.comparable(b_raw)
+        if a.numel() > scratch.numel():  # a row longer than a chunk
+            scratch = torch.empty(a.numel(), dtype=compared)
+        delta = torch.sub(a.reshape(-1), b.reshape(-1), out=scratch[: a.numel()])
+        lo, hi = torch.aminmax(delta)
+        c_largest = max(-float(lo), float(hi))
+        if c_largest == 0 and not (exact_ints and not torch.equal(a_raw, b_raw)):
+            # Unchanged: its values are the copy's, so its norm is the new values' when the
+            # summary took it in the diff's dtype.
+            same_dtype = summed is not None and summed.dtype == wide
+            old_sq += new_sq if same_dtype and not math.isnan(new_sq) else _square(b, wide)
             continue
-        c_changed, c_largest, c_delta_sq, c_old_sq = _host_chunk(a_raw, b_raw, wide)
+        if math.isfinite(c_largest) and c_largest != 0:
+            c_changed, c_delta_sq = True, _square(delta, wide)
+        else:
+            # A NaN or an infinity (or int64 past 2**53, which float64 rounds): `key_diff`'s
+            # masks.
+            same = segments.exactly_same(a_raw, b_raw, a, b).reshape(-1)
+            masked = torch.where(same, 0.0, delta)
+            c_changed, c_largest = bool((~same).any()), float(masked.abs().amax())
+            c_delta_sq = _square(masked, wide)
         changed = changed or c_changed
         # A NaN difference anywhere makes the largest NaN, as `amax` over the whole does
         # (`max` keeps a NaN that comes first).
         largest = math.nan if math.isnan(c_largest) else max(largest, c_largest)
         delta_sq += c_delta_sq
-        old_sq += c_old_sq
+        old_sq += _square(b, wide)
         if refresh:
             b_raw.copy_(a_raw)
+    if summed is not None and summarize is not None:
+        stats = summed.stats(pieces(new, chunk_numel(new)))
+        if stats is not None:
+            _taken[id(summarize)] = (weakref.ref(summarize), summarize._version, stats)
     return [float(changed), largest if changed else 0.0, _relative(delta_sq, old_sq)]
 
 
@@ -126,28 +209,9 @@ def _pairs(new: torch.Tensor, old: torch.Tensor) -> Iterator[tuple[torch.Tensor,
     return zip(pieces(new, numel, like=old), pieces(old, numel, like=new), strict=True)
 
 
-def _square_norm(x: torch.Tensor, wide: torch.dtype) -> float:
+def _square(x: torch.Tensor, wide: torch.dtype) -> float:
+    """‖x‖², the norm taken in `wide`."""
     return float(torch.linalg.vector_norm(x, dtype=wide)) ** 2
-
-
-def _host_chunk(
-    a_raw: torch.Tensor, b_raw: torch.Tensor, wide: torch.dtype
-) -> tuple[bool, float, float, float]:
-    """Whether a host chunk changed, its largest |delta|, ‖delta‖² and ‖old‖²."""
-    a, b = segments.comparable(a_raw), segments.comparable(b_raw)
-    delta = a - b
-    lo, hi = torch.aminmax(delta)
-    largest = max(-float(lo), float(hi))
-    exact_ints = a_raw.element_size() == 8 and not a_raw.is_floating_point()
-    if math.isfinite(largest) and not (largest == 0 and exact_ints):
-        if largest == 0:
-            return False, 0.0, 0.0, _square_norm(b, wide)
-        return True, largest, _square_norm(delta, wide), _square_norm(b, wide)
-    # A NaN or an infinity (or int64 past 2**53, which float64 rounds): `key_diff`'s masks.
-    same = segments.exactly_same(a_raw, b_raw, a, b)
-    masked = torch.where(same, 0.0, delta)
-    largest = float(masked.abs().amax())
-    return bool((~same).any()), largest, _square_norm(masked, wide), _square_norm(b, wide)
 
 
 def _device_diff(new: torch.Tensor, old: torch.Tensor, *, refresh: bool) -> list[float]:

@@ -217,6 +217,7 @@ class StateTracker:
         all zeros has no relative change (None: a change from zero has no ratio). `counters`
         lists the changed integer and bool keys.
         """
+        chunked.forget_taken()
         before = self._previous
         known = before.keys() | self._sampled.keys() | self._exotic.keys()
         added = tuple(k for k in state if k not in known)
@@ -267,7 +268,12 @@ class StateTracker:
                 if _chunked(new, old):
                     # Compared and refreshed chunk by chunk: the copy is updated in place,
                     # with no temporary the size of the tensor.
-                    on_host.append((key, chunked.chunked_diff(new, old, refresh=remember)))
+                    # With `remember` (a step's record), the summary's statistics of the key
+                    # are taken from the same chunks (`chunked.taken_stats`).
+                    columns = chunked.chunked_diff(
+                        new, old, refresh=remember, summarize=value if remember else None
+                    )
+                    on_host.append((key, columns))
                     if remember:
                         refreshed.add(key)
                     continue

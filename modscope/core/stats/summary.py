@@ -110,6 +110,9 @@ def capture(t: torch.Tensor) -> PendingSummary:
             if data is None or data.numel() == 0:
                 return PendingSummary(facts)
             if x.device.type in _HOST_DEVICE_TYPES:
+                taken = chunked.taken_stats(t) if data is x else None
+                if taken is not None:  # read while the diff compared it (`chunked`)
+                    return PendingSummary(facts, ready=build_summary(facts, taken, x.numel(), None))
                 return PendingSummary(facts, ready=host_summary(facts, x, data))
             if data is x and x.numel() <= COPY_LIMIT:
                 return PendingSummary(facts, data=values_copy(x))
@@ -164,10 +167,12 @@ def capture_many(tensors: Iterable[Any]) -> list[PendingSummary | None]:
         for i, t, copy in zip(members, joined, copies, strict=True):
             out[i] = PendingSummary(facts_of(t), data=copy, joins=True)
     _capture_stacked(items, out)
-    return [
+    captured = [
         p if p is not None else capture(t) if isinstance(t, torch.Tensor) else None
         for p, t in zip(out, items, strict=True)
     ]
+    chunked.forget_taken()  # those of tensors not among `tensors` would only go stale
+    return captured
 
 
 def _capture_stacked(items: Sequence[Any], out: list[PendingSummary | None]) -> None:
