@@ -164,7 +164,21 @@ first one over; earlier steps stay queued)."""
 
 QUEUED_AT_PAUSE = (ToggleTraining, ArmBreaks, CollectLayers, SwitchRank)
 """Neither served nor an answer at a pause: they wait in the queue for the iteration's end, so
-that no mode switch, break or layer watch lands halfway through one."""
+that no mode switch, break or layer statistics land halfway through one."""
+
+RUNS_THE_MODEL = (
+    Step,
+    NextPhase,
+    Continue,
+    Reload,
+    Rewind,
+    GoToStep,
+    ToggleTraining,
+    ArmBreaks,
+    CollectLayers,
+)
+"""What the app at a break in the user's own loop (`modscope.watch()`) answers with a notice:
+the user's code runs the model there, not modscope."""
 
 STEPS = (Step, NextPhase)
 """The commands that run the model: what Ctrl-C interrupts."""

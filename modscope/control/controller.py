@@ -38,19 +38,6 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: torch and textual both install typing_extensions
     from typing_extensions import assert_never
 
-_RUNS_THE_MODEL = (
-    cmd.Step,
-    cmd.NextPhase,
-    cmd.Continue,
-    cmd.Reload,
-    cmd.Rewind,
-    cmd.GoToStep,
-    cmd.ToggleTraining,
-    cmd.ArmBreaks,
-    cmd.CollectLayers,
-)
-"""Commands a watched loop's app answers with a notice: the user's code runs the model."""
-
 PauseHandler = Callable[[EventDraft], None]
 SessionFactory = Callable[[PrintSink, PauseHandler], Session]
 Emit = Callable[[Sequence[up.Update]], None]
@@ -115,7 +102,7 @@ class SessionController:
         self._layers_wanted = False  # the layers view was opened: again after a reload
         self._generation = 0
         self._version = 0
-        self._watched: set[str] = set()
+        self._shown_paths: set[str] = set()
         self._tensor_paths: tuple[str, ...] = ()
         self._fingerprint: tuple[int, ...] = ()
         self._findings: dict[tuple[FindingKind, str], Finding] = {}
@@ -211,7 +198,7 @@ class SessionController:
         s = self._session
         if s is None:
             return
-        if self._own_loop is not None and isinstance(command, _RUNS_THE_MODEL):
+        if self._own_loop is not None and isinstance(command, cmd.RUNS_THE_MODEL):
             self._out.append(up.Notice(self._own_loop.why, "warning"))
             return
         match command:
@@ -227,7 +214,7 @@ class SessionController:
             case cmd.ReadValues(path=path, offset=offset, count=count, grad=grad):
                 self._out.append(read_values(s.model, path, offset, count, grad=grad))
             case cmd.ShowTensors(paths=paths):
-                self._watch(s, paths)
+                self._show_tensors(s, paths)
             case cmd.AttachHook(spec=spec):
                 self._attach(s, spec, source="h")
             case cmd.DetachHook(hook=hook):
@@ -264,7 +251,7 @@ class SessionController:
         loaded_at = time.perf_counter()
         self._session = session
         self._version += 1
-        self._watched = set()
+        self._shown_paths = set()
         self._findings = {}
         for text in self._hook_specs:
             try:
@@ -431,7 +418,7 @@ class SessionController:
     def _summarize(self, s: Session, *, record: StepRecord | None, baseline: bool = False) -> None:
         """This version's summaries: the record's, plus what is shown and not in it."""
         everything = self._summarize_all
-        wanted = self._tensor_paths if everything else tuple(self._watched)
+        wanted = self._tensor_paths if everything else tuple(self._shown_paths)
         summaries = dict(record.state) if record is not None else {}
         grads = dict(record.grads) if record is not None else {}
         missing = [p for p in wanted if p not in summaries]
@@ -448,9 +435,9 @@ class SessionController:
     def _summarize_all(self) -> bool:
         return len(self._tensor_paths) <= SUMMARIZE_ALL_LIMIT
 
-    def _watch(self, s: Session, paths: Iterable[str]) -> None:
-        new = [p for p in paths if p not in self._watched]
-        self._watched.update(new)
+    def _show_tensors(self, s: Session, paths: Iterable[str]) -> None:
+        new = [p for p in paths if p not in self._shown_paths]
+        self._shown_paths.update(new)
         if self._summarize_all or not new:
             return
         fresh, grads = summaries_of(s.model, new, with_grads=True)

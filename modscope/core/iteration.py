@@ -253,11 +253,11 @@ class Iteration:
     @contextmanager
     def breaks_off(self) -> Iterator[None]:
         """No break condition checked within (a rewind's re-run); those armed are kept."""
-        watch, self.breaks = self.breaks, None
+        armed, self.breaks = self.breaks, None
         try:
             yield
         finally:
-            self.breaks = watch
+            self.breaks = armed
 
     def drop(self) -> None:
         """An iteration ended halfway: the model may hold part of it (`partial`)."""
@@ -275,15 +275,15 @@ class Iteration:
     @contextmanager
     def _breaks_around(self, phase: Phase) -> Iterator[None]:
         """The armed break checks before and after `phase` (none while nothing is armed)."""
-        watch = self.breaks
-        if watch is None:
+        armed = self.breaks
+        if armed is None:
             yield
             return
         grads = phase is Phase.TRAIN_STEP or (phase is Phase.FORWARD and not self.forward_only)
-        watch.before_phase(phase, grads=grads)
+        armed.before_phase(phase, grads=grads)
         yield
-        if self.breaks is watch:  # not disarmed or re-armed at a pause within the phase
-            watch.after_phase(phase, output=self.output_summary, loss=self.loss_summary)
+        if self.breaks is armed:  # not disarmed or re-armed at a pause within the phase
+            armed.after_phase(phase, output=self.output_summary, loss=self.loss_summary)
 
     def _run(self, phase: Phase) -> None:
         if phase is Phase.FORWARD:

@@ -262,14 +262,14 @@ class Session:
 
     @property
     def _breaks(self) -> ArmedBreaks | None:
-        """The armed conditions' watch, held by the iteration it watches (`Iteration.breaks`)."""
+        """The armed conditions, held by the iteration they are checked around."""
         return self._iteration.breaks
 
     @property
     def armed(self) -> tuple[BreakCondition, ...]:
         """The break conditions armed now (none: nothing is attached for them)."""
-        watch = self._iteration.breaks
-        return watch.conditions if watch is not None else ()
+        armed = self._iteration.breaks
+        return armed.conditions if armed is not None else ()
 
     def arm(self, conditions: Iterable[BreakCondition | str]) -> tuple[BreakCondition, ...]:
         """Arm these break conditions (`--break` texts or parsed), replacing those armed.
@@ -290,9 +290,9 @@ class Session:
         parsed = [
             c if isinstance(c, BreakCondition) else BreakCondition.parse(c) for c in conditions
         ]
-        watch = None
+        armed = None
         if parsed:
-            watch = ArmedBreaks(
+            armed = ArmedBreaks(
                 self.model,
                 parsed,
                 trip=self._break_tripped,
@@ -300,14 +300,14 @@ class Session:
                 loss_fn=loss_source(self.script),
             )
         self.disarm()
-        self._iteration.breaks = watch
+        self._iteration.breaks = armed
         return self.armed
 
     def disarm(self) -> None:
         """Disarm every break condition: their hooks are removed, nothing is watched."""
-        watch, self._iteration.breaks = self._iteration.breaks, None
-        if watch is not None:
-            watch.close()
+        armed, self._iteration.breaks = self._iteration.breaks, None
+        if armed is not None:
+            armed.close()
 
     def _break_tripped(self, event: BreakEvent) -> None:
         if self.on_break is None:

@@ -82,7 +82,7 @@ class ArmedBreaks(NanOriginHooks):
         self._hooked_params: set[int] = set()
         self._params_before: list[tuple[str, nn.Parameter, Flag]] | None = None
         self._finite = FinitenessCache()
-        # Set by `before_phase`: a watch armed halfway through a forward (at a pause) must not
+        # Set by `before_phase`: conditions armed halfway through a forward (at a pause) must not
         # take the next module for the first one.
         self._first_call = False
         self._grads = False
@@ -94,11 +94,11 @@ class ArmedBreaks(NanOriginHooks):
 
     @property
     def handle_ids(self) -> frozenset[int]:
-        """The ids of the module hooks the watch holds (a hook listing can tell them apart)."""
+        """The ids of the module hooks the conditions hold (a hook listing tells them apart)."""
         return frozenset(h.id for h in self._handles)
 
     def close(self) -> None:
-        """Remove every hook the watch added."""
+        """Remove every hook the armed conditions added."""
         self.end_iteration()
         for handle in self._handles:
             handle.remove()
@@ -117,7 +117,7 @@ class ArmedBreaks(NanOriginHooks):
     # -- around each phase -------------------------------------------------------------------
 
     def before_phase(self, phase: Phase, *, grads: bool) -> None:
-        """Before `phase` runs; `grads`: a backward pass follows, so watch gradients too."""
+        """Before `phase` runs; `grads`: a backward pass follows, so check gradients too."""
         step, _ = self.context()
         self._finite.clear()
         # Only a forward runs the model from its batch (a checkpointed backward reruns modules).

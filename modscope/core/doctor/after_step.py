@@ -94,11 +94,11 @@ class AfterStepRules:
     ) -> list[Finding]:
         """How the steps train (`training_signs`): `update-ratio`, `training-in-eval`,
         `grad-accumulation`, `torch-warning`."""
-        session, watch = self.session, self._training
-        found = watch.update_ratios(record, modules, named, session.optimizer)
-        found += watch.training_in_eval(record, modules, named, session.requested_training)
-        found += watch.grad_accumulation(record, named)
-        found += watch.torch_warnings(session.shown_warnings.take(), record.step)
+        session, signs = self.session, self._training
+        found = signs.update_ratios(record, modules, named, session.optimizer)
+        found += signs.training_in_eval(record, modules, named, session.requested_training)
+        found += signs.grad_accumulation(record, named)
+        found += signs.torch_warnings(session.shown_warnings.take(), record.step)
         return found
 
     def _new(self, found: Iterable[Finding], *, step: int) -> list[Finding]:

@@ -55,8 +55,8 @@ def run_checks(
     to run the original's code (a closure over its submodules), its results are dropped and
     everything runs again on the model itself, restored afterwards.
     """
-    watcher = AfterStepRules(session)
-    static = [_unstamped(f) for f in watcher.initial()]
+    rules = AfterStepRules(session)
+    static = [_unstamped(f) for f in rules.initial()]
     notes: list[str] = []
     script = session.script
     skipped = refusing_hooks(session.model)

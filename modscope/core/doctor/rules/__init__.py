@@ -1,10 +1,11 @@
 """The doctor's finding kinds, thresholds, and the words of each message and fix, by family.
 
-Detection lives in `static.py`, `watch.py` and `dynamic.py`; everything a person reads is written
-here, so that the wording stays consistent and each fix names the exact call. Callers use the
-package (`rules.nonfinite(...)`); the families are `registration` (what nn.Module registers),
-`optimizer`, `numerics` (NaN/Inf, gradient scale), `module_state` (mode, placement,
-behaviour) and `distributed` (ranks that disagree), on the shared `wording`.
+Detection lives in `static.py`, `after_step.py`, `training_signs.py` and `dynamic.py`;
+everything a person reads is written here, so that the wording stays consistent and each fix
+names the exact call. Callers use the package (`rules.nonfinite(...)`); the families are
+`registration` (what nn.Module registers), `optimizer`, `numerics` (NaN/Inf, gradient scale),
+`module_state` (mode, placement, behaviour) and `distributed` (ranks that disagree), on the
+shared `wording`.
 """
 
 from modscope.core.doctor.rules.distributed import (
