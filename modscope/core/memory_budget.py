@@ -6,6 +6,11 @@ The budget bounds what a session keeps that grows with the model: the previous `
 copy the diff compares against (`statediff`), and the step history (`Session.history`). Above
 it, a key's copy gives way to a digest and a bounded sample (`statediff`), and the history
 keeps fewer steps. Rewind has a budget of its own (`checkpoints`).
+
+Every byte it counts is host memory: the previous copy of a tensor on a GPU lives on the host
+too (`statediff`), so a model on a device never gets a second copy of itself in device memory;
+the diff's temporaries on the device are a chunk's size (`chunked`). The copy is one per key,
+overwritten in place at each step, so the budget counts each key's bytes once.
 """
 
 from __future__ import annotations

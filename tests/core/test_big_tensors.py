@@ -285,3 +285,24 @@ def test_taken_statistics_are_not_used_once_the_tensor_changed() -> None:
     other = value.clone()
     assert chunked.taken_stats(other) is None  # another tensor, even with equal values
     assert summarize(value).max == float(value.max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.int64, torch.bool])
+def test_the_device_path_gives_the_same_numbers(dtype: torch.dtype) -> None:
+    """`chunked_diff` off the CPU keeps each chunk's numbers on the device; its arithmetic is
+    device-independent, so it is checked here on host tensors."""
+    g = torch.Generator().manual_seed(6)
+    old = torch.randn(50_000, generator=g).mul(4).to(dtype)
+    new = old.clone()
+    new[::701] = (torch.randn(72, generator=g) * 4).to(dtype)
+    if dtype.is_floating_point:
+        old[10] = new[10] = math.nan
+        new[20_000] = math.inf
+    copy = old.clone()
+    got = chunked._device_diff(new, copy, refresh=True)
+    want = _reference(new, old)
+    assert got[0] == want[0]
+    assert got[1] == want[1] or (math.isnan(got[1]) and math.isnan(want[1]))
+    assert got[2] == pytest.approx(want[2], rel=1e-5, nan_ok=True)
+    kept = ~new.isnan() if dtype.is_floating_point else torch.ones_like(new, dtype=torch.bool)
+    assert torch.equal(copy[kept], new[kept])
