@@ -29,8 +29,7 @@ from modscope.core.model.walk import (
     compiled_region,
     distinct_modules,
     eager_hook,
-    refuses_hooks,
-    sealed,
+    hook_sites,
 )
 from modscope.core.stats.tensor_stats import combined_norm
 
@@ -53,12 +52,9 @@ class LayerCollector:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        compiled = compiled_region(model)
-        self.modules = [
-            (p, m)
-            for p, m in distinct_modules(model)
-            if not refuses_hooks(m) and not sealed(m, compiled)
-        ]
+        sites = hook_sites(distinct_modules(model), compiled_region(model))
+        self.modules = [(path, module) for path, module, _ in sites]
+        self._inside = [inside for _, _, inside in sites]
         self._rails = [rails_of(m) for _, m in self.modules]
         self._handles: list[RemovableHandle] = []
         self._seen: list[tuple[int, int, torch.Tensor]] = []
@@ -76,17 +72,17 @@ class LayerCollector:
         self.discard()
         if self._handles:
             return
-        compiled = compiled_region(self.model)
         try:
             for index, (_, module) in enumerate(self.modules):
-                hook = eager_hook(self._hook(index), compiled=id(module) in compiled)
+                hook = eager_hook(self._hook(index), compiled=self._inside[index])
                 self._handles.append(module.register_forward_hook(hook))
         except BaseException:
             self.detach()
             raise
 
     def detach(self) -> None:
-        """Remove every hook this watch added; what it saw since the last `take` is dropped."""
+        """Remove every hook this collector added; what it saw since the last `take` is
+        dropped."""
         handles, self._handles = self._handles, []
         for handle in handles:
             handle.remove()
