@@ -82,10 +82,13 @@ def tiny_gpt2(fault: str | None = None, at: int = FAULT_AT) -> nn.Module:
     return model
 
 
-def make_trainer(model: nn.Module, callback, data, tmp_path) -> transformers.Trainer:
+def make_trainer(
+    model: nn.Module, callback, data, tmp_path, *, steps: int = STEPS, accumulation: int = 1
+) -> transformers.Trainer:
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "out"),
-        max_steps=STEPS,
+        max_steps=steps,
+        gradient_accumulation_steps=accumulation,
         per_device_train_batch_size=2,
         report_to=[],
         use_cpu=True,
@@ -113,7 +116,7 @@ def test_a_training_is_recorded_and_replays(data, tmp_path, capsys):
     before = hook_state(model)
     callback = ModscopeCallback(breaks=["nan"], record=tmp_path / "rec", on_break="raise")
     trainer = make_trainer(model, callback, data, tmp_path)
-    trainer.train()
+    result = trainer.train()
     watch = callback.watch
     assert watch is not None and watch.closed
     # The Trainer's optimizer is accelerate's wrapper; the watch holds the torch one inside.
@@ -124,6 +127,8 @@ def test_a_training_is_recorded_and_replays(data, tmp_path, capsys):
     records = watch.records
     assert [r.step for r in records] == list(range(1, STEPS + 1))
     assert all(r.loss is not None and 3.0 < r.loss < 6.0 for r in records)  # about ln(100)
+    # The Trainer's own mean training loss is over the same values (what backward() got).
+    assert sum(r.loss for r in records) / STEPS == pytest.approx(result.training_loss, rel=1e-6)
     assert all(r.grads["transformer.wte.weight"].norm > 0 for r in records)
     # The Trainer's linear schedule decays the learning rate; each record has the one it used.
     assert [r.lr[0] for r in records] == sorted((r.lr[0] for r in records), reverse=True)
@@ -133,6 +138,15 @@ def test_a_training_is_recorded_and_replays(data, tmp_path, capsys):
     steps = [e for e in strict_lines(capsys.readouterr().out) if e["event"] == "step"]
     assert [s["step"] for s in steps] == list(range(1, STEPS + 1))
     assert [s["loss"] for s in steps] == [r.loss for r in records]
+
+
+def test_with_gradient_accumulation_a_step_is_one_optimizer_step(data, tmp_path):
+    callback = ModscopeCallback(on_break="raise")
+    result = make_trainer(tiny_gpt2(), callback, data, tmp_path, steps=2, accumulation=2).train()
+    records = callback.watch.records
+    assert [r.step for r in records] == [1, 2]
+    # Each step's loss sums the Trainer's scaled micro-batch losses, as its own tally does.
+    assert sum(r.loss for r in records) / 2 == pytest.approx(result.training_loss, rel=1e-6)
 
 
 @pytest.mark.parametrize("kind", [Phase.FORWARD, Phase.BACKWARD], ids=lambda p: p.value)
@@ -160,4 +174,19 @@ def test_another_exception_inside_a_with_block_closes_the_watch(data, tmp_path):
     with pytest.raises(ValueError, match="the fault's own error"), callback:
         trainer.train()
     assert callback.watch.closed
+    assert_unhooked(model, before, trainer.optimizer.optimizer)
+
+
+def test_after_another_exception_the_next_train_closes_the_watch_left_open(data, tmp_path):
+    model = tiny_gpt2("error", at=2)
+    before = hook_state(model)
+    callback = ModscopeCallback(on_break="raise")
+    trainer = make_trainer(model, callback, data, tmp_path)
+    with pytest.raises(ValueError, match="the fault's own error"):
+        trainer.train()
+    first = callback.watch
+    assert not first.closed  # nothing told the callback that training ended
+    trainer.train()  # the fault has fired: this one runs to the end
+    assert first.closed
+    assert [r.step for r in callback.watch.records] == list(range(1, STEPS + 1))
     assert_unhooked(model, before, trainer.optimizer.optimizer)
