@@ -85,19 +85,19 @@ class _Summed:
             return math.nan
         c = raw if raw.dtype == self.dtype else raw.to(self.dtype)
         lo, hi = (float(v) for v in torch.aminmax(c))
-        part, norm = float(c.sum()), float(torch.linalg.vector_norm(c))
-        if not all(map(math.isfinite, (lo, hi, part, norm))):
+        part, square = float(c.sum()), _square(c, self.dtype)
+        if not all(map(math.isfinite, (lo, hi, part, square))):
             self.finite = False
             return math.nan
         self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
         self.total += part
-        self.sumsq += norm * norm
+        self.sumsq += square
         self.n += c.numel()
         if lo > 0 or hi < 0:
             self.nonzero += c.numel()
         else:
             self.nonzero += int(c.bool().view(torch.uint8).sum(dtype=torch.int32))
-        return norm * norm
+        return square
 
     def stats(self, chunks: list[torch.Tensor]) -> Stats | None:
         """The statistics of `chunks`, all added; None when some element is not finite."""
@@ -210,7 +210,13 @@ def _pairs(new: torch.Tensor, old: torch.Tensor) -> Iterator[tuple[torch.Tensor,
 
 
 def _square(x: torch.Tensor, wide: torch.dtype) -> float:
-    """‖x‖², the norm taken in `wide`."""
+    """‖x‖², taken in `wide`: by a BLAS dot product where it applies (a flat float32 or
+    float64 chunk), one pass that is both faster on the CPU than `vector_norm` and summed more
+    precisely; by `vector_norm` otherwise, and where the dot product overflows."""
+    if x.dtype == wide and x.dim() == 1 and x.dtype in (torch.float32, torch.float64):
+        square = float(torch.dot(x, x))
+        if math.isfinite(square):
+            return square
     return float(torch.linalg.vector_norm(x, dtype=wide)) ** 2
 
 
