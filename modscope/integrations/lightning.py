@@ -33,9 +33,10 @@ class ModscopeCallback(pl.Callback):
 
     The forward is seen where the LightningModule itself is called: `training_step` must call
     `self(...)` (its `forward`) for the watch to see the forward and backward phases and the
-    loss; one that calls submodules directly (`self.encoder(x)`) gets records without a loss
-    and breaks placed at the optimizer step. For `lightning.pytorch` (the `lightning` package);
-    the older `pytorch_lightning` package's Trainer does not take this callback.
+    loss; one that calls submodules directly (`self.encoder(x)`) gets records without a loss,
+    a forward NaN reported in the optimizer phase and a backward NaN found only at the update.
+    For `lightning.pytorch` (the `lightning` package); the older `pytorch_lightning` package's
+    Trainer does not take this callback.
     """
 
     def __init__(

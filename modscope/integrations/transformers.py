@@ -103,6 +103,8 @@ class ClosingWatch(Watch):
     """A watch that closes itself when a break raises (`on_break` "app" or "raise"): nothing
     around the Trainer's loop would close it once the `BreakError` has left."""
 
+    # Watch hands its session this method as the break handler: every break passes through it
+    # on its way out of the hooks, whatever on_break says.
     def _tripped(self, event: BreakEvent) -> None:
         try:
             super()._tripped(event)
