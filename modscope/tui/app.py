@@ -1,7 +1,7 @@
 """The modscope app: runs the session thread, turns keys into commands, and drains updates.
 
-Painting updates lives in `update_painter.py`, the hook keys in `hook_actions.py` (mixins of
-the app), the keys in `bindings.py`.
+Painting updates lives in `update_painter.py`, the hook keys in `hook_actions.py` (plain objects
+the app holds), the keys in `bindings.py`.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from modscope.tui.update_painter import UpdatePainter
 from modscope.tui.values_screen import ValuesScreen
 
 
-class ModscopeApp(HookActions, UpdatePainter):
+class ModscopeApp(App[None]):
     """`modscope SCRIPT`: the live module tree, stepped from the keyboard.
 
     `controller(emit, wait)` builds the session controller the app's thread runs (see
@@ -79,7 +79,7 @@ class ModscopeApp(HookActions, UpdatePainter):
 
     # What the keys depend on (`check_action`) beside the screen and the focus, for which
     # Textual refreshes the footer itself, and the panes' own state (the filter field, the error
-    # panel, the hooks pane). Each one set to a new value refreshes the footer.
+    # panel, the hooks pane's module and hooks). Each one set to a new value refreshes the footer.
     loaded = var(False, bindings=True)
     """A model is loaded (not loading, not failed to load)."""
     replay = var(False, bindings=True)
@@ -94,8 +94,6 @@ class ModscopeApp(HookActions, UpdatePainter):
     """A step is recorded: the diff view has something to show."""
     paused = var(False, bindings=True)
     """A pause hook or a break condition holds the iteration."""
-    hook_target: var[str | None] = var(None, bindings=True)
-    """The module `h` attaches to: the selected one, or the one owning the selected tensor."""
     last_internal_error: var[up.InternalError | None] = var(None, bindings=True)
     """The last bug of modscope's reported; `!` shows its traceback."""
 
@@ -120,8 +118,16 @@ class ModscopeApp(HookActions, UpdatePainter):
         self._last_id = 1  # the command id of the initial load
         self._done_through = 0
         self._idle: asyncio.Event | None = None
-        self._batch = up.Batch()
-        self._go_to_on_load: str | None = None
+        self.hook_actions = HookActions(self, self.view, script=script, submit=self._submit)
+        self.painter = UpdatePainter(
+            self,
+            self.view,
+            self.hook_actions,
+            script=script,
+            show_traceback=show_traceback,
+            timings=self.timings,
+            submit=self._submit,
+        )
         self._layers_asked = False  # CollectLayers sent (once per app: reloads keep watching)
         self._quitting = False
         if not animations:
@@ -182,19 +188,18 @@ class ModscopeApp(HookActions, UpdatePainter):
     def on_modscope_app_worker_woke(self, _: WorkerWoke) -> None:
         dirty = False
         batch = self.worker.drain()
-        self._batch = batch
         self._done_through = batch.done_through
         updates = batch.updates
         # Hook events of a burst (a continuous run, `*` hooks) are logged once, newest last.
         events = [e for u in updates if isinstance(u, up.HookEventsSeen) for e in u.events]
         for update in updates:
-            dirty = self._apply(update) or dirty
+            dirty = self.painter.apply(update) or dirty
         if events:
             self.view.saw(events)
             groups = coalesce(events)
             self.query_one(LogPane).hook_events(groups, SHOWN_PER_BURST)
             self.query_one(HookEventsPane).add_events(groups)
-        self._show_status(self.view.status)
+        self.painter.show_status(self.view.status, batch)
         if dirty and self.view.loaded:
             self.query_one(ModuleTree).refresh_labels()
             self.query_one(DetailPane).refresh_detail()
@@ -213,7 +218,7 @@ class ModscopeApp(HookActions, UpdatePainter):
         self.running = status.running
         self.stepped = bool(self.view.history)
         self.paused = bool(status.paused_at)
-        self.hook_target = self._hook_target()
+        self.last_internal_error = self.painter.last_internal_error
 
     # -- what the keys do ----------------------------------------------------------------------
 
@@ -254,7 +259,7 @@ class ModscopeApp(HookActions, UpdatePainter):
         if action == "attach_hook":
             if not on_main or not self.loaded or isinstance(self.focused, Input):
                 return False
-            return self.hook_target is not None or None
+            return self.query_one(HooksPane).path is not None or None
         if action == "detach_hook":
             if not on_main or not self.loaded or isinstance(self.focused, Input):
                 return False
@@ -284,6 +289,15 @@ class ModscopeApp(HookActions, UpdatePainter):
                 self._submit(cmd.ArmBreaks(conditions))
 
         self.push_screen(BreakDialog(self.view.status.breaks), chosen)
+
+    def action_attach_hook(self) -> None:
+        self.hook_actions.attach()
+
+    def action_detach_hook(self) -> None:
+        self.hook_actions.detach()
+
+    def on_hook_events_pane_opened(self, event: HookEventsPane.Opened) -> None:
+        self.hook_actions.open_event(event.event)
 
     def action_switch_rank(self, by: int) -> None:
         self._submit(cmd.SwitchRank(by))
@@ -333,7 +347,7 @@ class ModscopeApp(HookActions, UpdatePainter):
         if field.shown:
             field.value = ""
             field.shown = False
-            self._rebuild_tree("")
+            self.painter.rebuild_tree("")
             self.query_one(ModuleTree).focus()
         elif self.query_one(ErrorPanel).error is not None:
             self.query_one(ErrorPanel).show(None, self.script)
@@ -408,25 +422,11 @@ class ModscopeApp(HookActions, UpdatePainter):
     def go_to(self, path: str) -> None:
         """Select a node by its path (a module, tensor or unregistered object) in the tree; asked
         while the script still loads, once it has loaded."""
-        if not self.view.loaded:
-            self._go_to_on_load = path
-            return
-        tree = self.query_one(ModuleTree)
-        if tree.select_path(path):
-            tree.focus()
+        self.painter.go_to(path)
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[NodeRef]) -> None:
         if event.node.data is not None and self.query_one(ModuleTree).owns(event.node):
-            self._show_detail(event.node.data)
-
-    def _show_detail(self, ref: NodeRef | None) -> None:
-        self.query_one(DetailPane).show(ref)
-        target = self._hook_target()
-        if target is not None:
-            # Listed again on every selection: hooks come and go (the script, `x`, a reload).
-            self._submit(cmd.ListHooks(target))
-        self._show_hooks()
-        self.hook_target = target
+            self.painter.show_detail(event.node.data)
 
     def on_module_tree_nodes_shown(self, event: ModuleTree.NodesShown) -> None:
         layout = self.view.layout
@@ -457,7 +457,7 @@ class ModscopeApp(HookActions, UpdatePainter):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "filter":
-            self._rebuild_tree(event.value)
+            self.painter.rebuild_tree(event.value)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.query_one(ModuleTree).focus()

@@ -1,42 +1,50 @@
 """The app's hook keys: `h` attaches, `x` detaches (asking first for a hook modscope did not
-add), and what a pause breakpoint selects and shows (a mixin of the app)."""
+add), and the hooks pane's content; a plain object the app holds and calls."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
 from rich.text import Text
 from textual.app import App
 
 from modscope.control import commands as cmd
-from modscope.core.contract.fmt import printable
 from modscope.core.contract.hook_notes import BREAK_WATCH
 from modscope.core.contract.hook_spec import HookSpec
-from modscope.core.contract.steps import BreakEvent, HookEvent
+from modscope.core.contract.steps import HookEvent
 from modscope.tui.confirm_screen import ConfirmScreen
 from modscope.tui.detail_pane import DetailPane
 from modscope.tui.hook_dialog import HookDialog
 from modscope.tui.hook_event_screen import HookEventScreen
-from modscope.tui.hook_events_pane import HookEventsPane
 from modscope.tui.hooks_pane import OWNER_WORDS, HooksPane, hook_text
 from modscope.tui.model_view import ModelView, NodeKind
 
 
-class HookActions(App[None]):
-    """`h`, `x`, the hooks pane's content, and pauses; mixed into `ModscopeApp`."""
+class HookActions:
+    """`h`, `x`, `enter` on a hook event, and the hooks pane of the selected module.
 
-    script: str
-    view: ModelView
+    `app` shows the dialogs and notifications and holds the panes; `submit` sends a command to
+    the session thread.
+    """
 
-    if TYPE_CHECKING:  # provided by ModscopeApp and its other parts
+    def __init__(
+        self,
+        app: App[Any],
+        view: ModelView,
+        *,
+        script: str,
+        submit: Callable[[cmd.Command], None],
+    ) -> None:
+        self.app = app
+        self.view = view
+        self.script = script
+        self.submit = submit
 
-        def _submit(self, command: cmd.Command) -> None: ...
-        def go_to(self, path: str) -> None: ...
-
-    def _hook_target(self) -> str | None:
+    def target(self) -> str | None:
         """The module `h` attaches to and the hooks pane lists: the selected module, or the
         module of the selected tensor."""
-        ref = self.query_one(DetailPane).ref
+        ref = self.app.query_one(DetailPane).ref
         if ref is None or not self.view.loaded:
             return None
         if ref.kind is NodeKind.MODULE:
@@ -45,43 +53,48 @@ class HookActions(App[None]):
             return self.view.owner(ref.path)
         return None
 
-    def _module_name(self, path: str) -> str:
+    def module_name(self, path: str) -> str:
+        """How the module at `path` is called: the model's name for the root."""
         layout = self.view.layout
         return (layout.model_name if layout else "model") if path == "" else path
 
-    def _show_hooks(self) -> None:
-        target = self._hook_target()
-        pane = self.query_one(HooksPane)
+    def show(self) -> None:
+        """The hooks pane: the hooks of the module `h` attaches to, as last listed."""
+        target = self.target()
+        pane = self.app.query_one(HooksPane)
         if target is None:
             pane.show(None, None)
         else:
-            pane.show(target, self.view.hooks.get(target), self._module_name(target))
+            pane.show(target, self.view.hooks.get(target), self.module_name(target))
 
-    def action_attach_hook(self) -> None:
-        target = self._hook_target()
+    def attach(self) -> None:
+        """`h`: the hook dialog for the selected module."""
+        target = self.target()
         if target is None:
             return
         dialog = HookDialog(
-            target, self._module_name(target), self.view.hooks.get(target), view=self.view
+            target, self.module_name(target), self.view.hooks.get(target), view=self.view
         )
-        self.push_screen(dialog, self._attach_chosen)
+        self.app.push_screen(dialog, self._attach_chosen)
 
     def _attach_chosen(self, choice: HookSpec | None) -> None:
         if choice is not None:
-            self._submit(cmd.AttachHook(choice))
+            self.submit(cmd.AttachHook(choice))
 
-    def action_detach_hook(self) -> None:
-        hook = self.query_one(HooksPane).selected
+    def detach(self) -> None:
+        """`x`: detach the hook highlighted in the hooks pane (asking first for one modscope
+        did not add)."""
+        hook = self.app.query_one(HooksPane).selected
         if hook is None:
             return
         if hook.hook_id.is_modscope:
-            self._submit(cmd.DetachHook(hook))
+            self.submit(cmd.DetachHook(hook))
             return
         if hook.owner == "modscope":  # a break condition's watch, the layers view's statistics
             if hook.action == BREAK_WATCH:
-                self.notify("this hook watches a break condition: b removes the condition")
+                self.app.notify("this hook watches a break condition: b removes the condition")
             else:
-                self.notify("this hook gathers the layers view's statistics (l): it stays")
+                self.app.notify("this hook gathers the layers view's statistics (l): it stays")
             return
         body = Text()
         body.append(
@@ -95,33 +108,12 @@ class HookActions(App[None]):
                 style="bold",
             )
         body.append_text(hook_text(hook, self.script))
-        self.push_screen(
+        self.app.push_screen(
             ConfirmScreen("Detach a hook modscope did not add?", body, yes="Detach", no="Keep"),
-            lambda yes: self._submit(cmd.DetachHook(hook)) if yes else None,
+            lambda yes: self.submit(cmd.DetachHook(hook)) if yes else None,
         )
 
-    def _paused(self, event: HookEvent) -> None:
-        """A pause hook holds the iteration: select its module and show what arrived."""
-        self.view.paused = event
-        if self.view.module(event.module) is not None:
-            self.go_to(event.module)
-        self.query_one(DetailPane).refresh_detail()
-
-    def _break_hit(self, event: BreakEvent) -> None:
-        """A break condition holds the iteration: select its module (the root when it concerns
-        no one module) and show the values that tripped it."""
-        self.view.broke = event
-        path = event.module or ""
-        if self.view.module(path) is not None:
-            self.go_to(path)
-        self.query_one(DetailPane).refresh_detail()
-        self.notify(
-            printable(event.message or f"break {event.condition}"),
-            title=f"Break at step {event.step}",
-            severity="warning",
-            markup=False,
-        )
-
-    def on_hook_events_pane_opened(self, event: HookEventsPane.Opened) -> None:
-        name = self._module_name(event.event.module)
-        self.push_screen(HookEventScreen(event.event, name, view=self.view))
+    def open_event(self, event: HookEvent) -> None:
+        """`enter` on a hook event: the event in full."""
+        name = self.module_name(event.module)
+        self.app.push_screen(HookEventScreen(event, name, view=self.view))

@@ -44,13 +44,14 @@ class HooksPane(OptionList):
         Binding("k", "cursor_up", "Up", show=False),
     ]
 
+    path: var[str | None] = var(None, bindings=True)
+    """The module whose hooks are listed (None: no module selected), the one `h` attaches to."""
     hooks: var[tuple[HookInfo, ...] | None] = var(None, bindings=True)
     """The hooks listed (None: not listed yet); whether one is highlighted for `x` follows."""
 
     def __init__(self, script: str, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.script = script
-        self.path: str | None = None
         self._shown: tuple[str | None, tuple[HookInfo, ...] | None, str] | None = None
 
     def on_mount(self) -> None:
