@@ -191,6 +191,19 @@ def test_a_training_step_that_calls_submodules_directly(kind):
     assert [r.loss for r in callback.watch.records] == model.losses[:2]
 
 
+def test_layers_and_hooks_pass_through_and_come_off():
+    plain = new_model()
+    fit(plain, ModscopeCallback(on_break="raise"))
+    model = new_model()
+    before = hook_state(model)
+    callback = ModscopeCallback(layers=True, hooks=["b:forward:scale=0", "a:backward"])
+    fit(model, callback)
+    assert [layer.step for layer in callback.watch.layers] == [1, 2, 3, 4]
+    # The scale hook zeroed b's output during the fit: mse(0, y) is not the plain fit's loss.
+    assert model.losses[0] != plain.losses[0]
+    assert_unhooked(model, before)
+
+
 def test_a_bad_break_spec_fails_where_the_callback_is_made():
     with pytest.raises(BreakSpecError):
         ModscopeCallback(breaks=["loss>"])
