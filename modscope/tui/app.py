@@ -111,7 +111,6 @@ class ModscopeApp(App[None]):
         super().__init__()
         self.script = script
         self.view = ModelView(script)
-        self.show_traceback = show_traceback
         self.worker = SessionThread(controller, wake=self._wake)
         self.timings: dict[str, float] = {}
         """Seconds from the model being built to the tree painted (for the benchmark)."""
