@@ -89,9 +89,23 @@ class Tiny(pl.LightningModule):
         return self.optimizer
 
 
-def fit(model: Tiny, callback: ModscopeCallback, steps: int = 4, **trainer_options) -> None:
+class Validated(Tiny):
+    """`Tiny` with a validation step: forwards without backward between the steps."""
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.mse_loss(self(x), y)
+
+
+def fit(
+    model: Tiny,
+    callback: ModscopeCallback,
+    steps: int = 4,
+    **trainer_options,
+) -> None:
     torch.manual_seed(0)
     data = torch.utils.data.TensorDataset(torch.randn(32, 8), torch.randn(32, 1))
+    loader = torch.utils.data.DataLoader(data, batch_size=8)
     trainer = pl.Trainer(
         max_steps=steps,
         accelerator="cpu",
@@ -103,7 +117,7 @@ def fit(model: Tiny, callback: ModscopeCallback, steps: int = 4, **trainer_optio
         callbacks=[callback],
         **trainer_options,
     )
-    trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=8))
+    trainer.fit(model, loader, loader if isinstance(model, Validated) else None)
 
 
 def new_model(*args, **kwargs) -> Tiny:
@@ -158,6 +172,20 @@ def test_with_gradient_accumulation_a_step_is_one_optimizer_step_its_loss_the_me
     assert len(model.losses) == 4
     for record, pair in zip(records, (model.losses[:2], model.losses[2:]), strict=True):
         assert record.loss == pytest.approx(sum(pair) / 2, rel=1e-6)
+
+
+def test_validation_forwards_between_steps_leave_the_records_as_they_are():
+    torch.manual_seed(0)
+    model = Validated()
+    before = hook_state(model)
+    callback = ModscopeCallback(breaks=["nan"], on_break="raise")
+    # The sanity check before step 1, then a validation pass after every second step.
+    fit(model, callback, steps=6, val_check_interval=2)
+    records = callback.watch.records
+    assert [r.step for r in records] == [1, 2, 3, 4, 5, 6]
+    assert [r.loss for r in records] == model.losses
+    assert {r.mode for r in records} == {"train"}
+    assert_unhooked(model, before)
 
 
 @pytest.mark.parametrize("kind", [Phase.FORWARD, Phase.BACKWARD], ids=lambda p: p.value)
