@@ -197,6 +197,22 @@ async def test_the_help_follows_the_focus_to_each_pane(make_app):
         assert isinstance(app.screen, HelpScreen) and app.screen.pane == "Filter"
 
 
+async def test_textual_s_help_panel_shows_the_focused_pane_s_help(make_app):
+    from textual.widgets import HelpPanel, Markdown
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.query_one(HooksPane).focus()
+        app.action_show_help_panel()
+        await pilot.pause()
+        shown = app.screen.query_one(HelpPanel).query_one(Markdown)
+        assert shown.source == HooksPane.HELP
+        app.query_one(ModuleTree).focus()
+        await pilot.pause()
+        assert shown.source == ModuleTree.HELP
+
+
 @pytest.mark.parametrize(
     "owner",
     [
