@@ -2,8 +2,10 @@
 
 modscope drives nothing here: the user's loop calls the model, `backward()` and the optimizer.
 `OwnLoop` sees the phases from outside and gives the session what `run_iteration` gives it:
-- forward: the model's outermost call (a forward pre-hook and a forward hook on the module the
-  user calls), outside a backward pass (activation checkpointing re-runs forwards there);
+- forward: the outermost call of the model, or of one of its direct children (forward pre- and
+  post-hooks on the module the user calls, the model inside any wrapper, and its children),
+  outside a backward pass (activation checkpointing re-runs forwards there); the calls before a
+  backward are one forward phase;
 - backward: a `Tensor.backward()` call while a forward of the watched model has run. The loss
   of a step is the sum of the values `backward()` was called on since the step before (with
   gradient accumulation and the usual `loss / k` scaling, the mean over the micro-batches), or
@@ -33,6 +35,7 @@ from torch.utils.hooks import RemovableHandle
 from modscope.core.contract.steps import HookEvent, Phase, StepRecord, UserError
 from modscope.core.hooks.event_log import EventLog
 from modscope.core.iteration import Iteration
+from modscope.core.model.walk import compiled_region, eager_hook, hook_sites
 from modscope.core.script.losses import main_output
 from modscope.core.script.warning_capture import WarningCapture
 from modscope.core.stats.summary import PendingSummary, capture, resolve
@@ -173,6 +176,7 @@ class OwnLoop:
         self._handles: list[RemovableHandle] = []
         self._depth = 0
         self._forward_open = False
+        self._forward_grads = False
         self._output: PendingSummary | None = None
         self._losses: list[torch.Tensor] = []
         self._given_loss: float | None = None
@@ -185,9 +189,11 @@ class OwnLoop:
     # -- attaching ----------------------------------------------------------------------------
 
     def attach(self) -> None:
-        runner = self.host.runner
-        self._handles.append(runner.register_forward_pre_hook(self._forward_pre))
-        self._handles.append(runner.register_forward_hook(self._forward_post))
+        for module, inside in self._forward_sites():
+            pre = eager_hook(self._forward_pre, compiled=inside)
+            post = eager_hook(self._forward_post, compiled=inside)
+            self._handles.append(module.register_forward_pre_hook(pre))
+            self._handles.append(module.register_forward_hook(post))
         if self.optimizer is not None:
             self._handles.append(self.optimizer.register_step_pre_hook(self._optimizer_pre))
             self._handles.append(self.optimizer.register_step_post_hook(self._optimizer_post))
@@ -196,6 +202,17 @@ class OwnLoop:
             SCALER_STEPS.add(self)
         # The warnings PyTorch shows while the loop runs, for the doctor, as in `run`.
         self._warnings.enter_context(self.host.shown_warnings.capturing())
+
+    def _forward_sites(self) -> list[tuple[nn.Module, bool]]:
+        """Where a forward of the watched model can begin: the module the user calls, the model
+        inside any wrapper, and its direct children (a Lightning `training_step` calls
+        `self.encoder(x)`), those PyTorch refuses hooks on and those sealed in a `fullgraph`
+        call left out."""
+        runner, model = self.host.runner, self.host.model
+        candidates = [("", runner), ("", model), *model.named_children()]
+        unique = list({id(m): (p, m) for p, m in candidates}.values())
+        compiled = compiled_region(runner)
+        return [(m, inside) for _, m, inside in hook_sites(unique, compiled)]
 
     def close(self) -> None:
         """Count a step the optimizer completed and nothing counted yet; drop a partial one;
@@ -236,9 +253,13 @@ class OwnLoop:
         if self._depth == 0 and not _in_backward():
             if self._pending is not None:
                 self._count()  # the step before ended at its optimizer step
-            self._close_forward(None)  # a forward without backward (eval, accumulation)
-            self._begin(Phase.FORWARD, grads=torch.is_grad_enabled())
-            self._forward_open = True
+            grads = torch.is_grad_enabled()
+            # Calls of the model (or of its children) before a backward are one forward
+            # phase; one under another grad mode (an eval pass under no_grad) begins another.
+            if not self._forward_open or grads != self._forward_grads:
+                self._close_forward(None)
+                self._begin(Phase.FORWARD, grads=grads)
+                self._forward_open, self._forward_grads = True, grads
             self.forward_seen = True
         self._depth += 1
 

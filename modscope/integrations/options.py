@@ -39,11 +39,11 @@ class WatchOptions:
         optimizer: Any,
         origin: tuple[str, int],
         *,
-        kind: type[Watch] = Watch,
+        close_on_break: bool = False,
     ) -> Watch:
         """A watch of `model` and `optimizer` with these options; `origin` is the `file:line`
-        the recording and the messages name."""
-        return kind(
+        the recording and the messages name; `close_on_break` as `Watch` takes it."""
+        return Watch(
             model,
             optimizer,
             breaks=self.breaks,
@@ -53,6 +53,7 @@ class WatchOptions:
             on_break=self.on_break,
             overwrite=self.overwrite,
             origin=origin,
+            close_on_break=close_on_break,
         )
 
 

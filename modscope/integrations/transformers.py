@@ -17,7 +17,6 @@ from typing import Any
 
 import transformers
 
-from modscope.core.contract.steps import BreakEvent
 from modscope.integrations.options import WatchOptions, class_origin
 from modscope.watching.handle import OnBreak, Watch
 
@@ -71,7 +70,8 @@ class ModscopeCallback(transformers.TrainerCallback):
         model, optimizer = kwargs["model"], kwargs.get("optimizer")
         optimizer = getattr(optimizer, "optimizer", optimizer)
         origin = _train_caller() or class_origin(model) or ("<trainer>", 0)
-        self.watch = self.options.open(model, optimizer, origin, kind=ClosingWatch)
+        # Nothing around the Trainer's loop closes the watch once a BreakError has left it.
+        self.watch = self.options.open(model, optimizer, origin, close_on_break=True)
 
     def on_train_end(
         self,
@@ -97,20 +97,6 @@ class ModscopeCallback(transformers.TrainerCallback):
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-class ClosingWatch(Watch):
-    """A watch that closes itself when a break raises (`on_break` "app" or "raise"): nothing
-    around the Trainer's loop would close it once the `BreakError` has left."""
-
-    # Watch hands its session this method as the break handler: every break passes through it
-    # on its way out of the hooks, whatever on_break says.
-    def _tripped(self, event: BreakEvent) -> None:
-        try:
-            super()._tripped(event)
-        except BaseException:
-            self.close()
-            raise
 
 
 def _train_caller() -> tuple[str, int] | None:

@@ -60,11 +60,15 @@ class Watch:
         on_break: OnBreak = None,
         overwrite: bool = False,
         origin: tuple[str, int] = ("<watch>", 0),
+        close_on_break: bool = False,
     ) -> None:
         _check_objects(model, optimizer)
         conditions = parse_conditions(tuple(breaks))
         specs = [HookSpec.parse(text) for text in hooks]
         self.on_break = _resolve_on_break(on_break, record)
+        self.close_on_break = close_on_break
+        """Close before a break raises out of the user's code (a loop no `with` closes: the
+        Hugging Face Trainer's)."""
         self.origin = origin
         self.records: list[StepRecord] = []
         """Each step's record (the loss, every gradient's summary, the `state_dict` diff)."""
@@ -182,7 +186,16 @@ class Watch:
             self.layers.append(it.layers)
 
     def _tripped(self, event: BreakEvent) -> None:
-        """An armed condition tripped, inside the user's code: do what `on_break` says."""
+        """An armed condition tripped, inside the user's code: do what `on_break` says; with
+        `close_on_break`, whatever raises out of it (a `BreakError`) closes the watch first."""
+        try:
+            self._break(event)
+        except BaseException:
+            if self.close_on_break:
+                self.close()
+            raise
+
+    def _break(self, event: BreakEvent) -> None:
         self.breaks.append(event)
         if isinstance(self._run, RecordedRun):
             self._run.record_break(event)

@@ -202,14 +202,9 @@ def test_a_nan_is_found_at_its_origin_and_every_hook_goes(kind):
     assert_unhooked(model, before)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="watch sees a forward only where the module given to it is called: a training_step "
-    "that calls submodules directly gives records without a loss, a forward NaN placed in the "
-    "optimizer phase and a backward NaN found only at the update (modscope.core.own_loop)",
-)
 @pytest.mark.parametrize("kind", [Phase.FORWARD, Phase.BACKWARD], ids=lambda p: p.value)
 def test_a_training_step_that_calls_submodules_directly(kind):
+    """A forward begins at the model's direct children too (`self.a(x)` in training_step)."""
     model = new_model(kind.value, call_self=False)
     callback = ModscopeCallback(breaks=["nan"], on_break="raise")
     with pytest.raises(modscope.BreakError) as caught:
