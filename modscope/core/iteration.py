@@ -78,6 +78,8 @@ class Iteration:
         """The phase running now; None between phases."""
         self.dropped = False
         """An iteration ended halfway since the last complete one (a break, an error)."""
+        self.own_loop = False
+        """The user's own loop runs the iterations (`core.own_loop`), not these phases."""
         self.batch: Any = None
         self.output: Any = None
         self.loss: torch.Tensor | None = None
@@ -125,7 +127,12 @@ class Iteration:
         """What a person should know about how iterations run, in words."""
         s = self.script
         notes = list(s.notes)
-        if s.train_step is not None:
+        if self.own_loop:
+            boundary = "optimizer.step()" if s.optimizer is not None else "watch.step(loss)"
+            notes.append(
+                f"modscope.watch: your own loop runs the iterations; a step is one {boundary}"
+            )
+        elif s.train_step is not None:
             notes.append("train_step(model) runs whole iterations (no phases)")
         elif s.compute_loss is not None:
             notes.append("forward phase: compute_loss(model, batch)")
@@ -135,7 +142,7 @@ class Iteration:
             notes.append(
                 "no loss_fn: the output is the loss when it is a scalar tensor, else forward only"
             )
-        if s.train_step is None:
+        if s.train_step is None and not self.own_loop:
             notes.append(f"inputs: {describe_inputs(s.inputs)}")
             if s.optimizer is None and not self.forward_only:
                 notes.append(

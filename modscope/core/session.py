@@ -392,6 +392,7 @@ class Session:
     def own_loop(self, optimizer: torch.optim.Optimizer | None = None) -> OwnLoop:
         """Iterations that the user's own code runs, observed at their boundaries
         (`modscope.watch()`; `core.own_loop`). Attach it; close it before the session."""
+        self._iteration.own_loop = True
         return OwnLoop(self, self._iteration, self._log, optimizer=optimizer)
 
     def count_iteration(self, record: StepRecord) -> None:

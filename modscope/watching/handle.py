@@ -103,6 +103,8 @@ class Watch:
             for spec in specs:
                 self.session.attach(spec)
             self.session.arm(conditions)
+            self._loop: OwnLoop = self.session.own_loop(optimizer)
+            self._loop.on_step = self._counted
             self._run: PlainRun | RecordedRun
             if folder is not None:
                 self._lock = open_recording_folder(folder, script, overwrite=overwrite)
@@ -111,8 +113,6 @@ class Watch:
             else:
                 self._run = PlainRun(self.session, layers=layers)
             self.findings += self._run.initial
-            self._loop: OwnLoop = self.session.own_loop(optimizer)
-            self._loop.on_step = self._counted
             self._loop.attach()
         except BaseException:
             self._release()
