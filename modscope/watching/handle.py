@@ -20,7 +20,14 @@ from modscope.core.contract.break_spec import parse_conditions
 from modscope.core.contract.findings import Finding
 from modscope.core.contract.hook_spec import HookSpec
 from modscope.core.contract.layer_types import LayerStep
-from modscope.core.contract.steps import BreakError, BreakEvent, Phase, PhaseResult, StepRecord
+from modscope.core.contract.steps import (
+    BreakError,
+    BreakEvent,
+    HookEvent,
+    Phase,
+    PhaseResult,
+    StepRecord,
+)
 from modscope.core.model.state import inspected_module
 from modscope.core.own_loop import OwnLoop, OwnStep
 from modscope.core.process_rank import launched_rank, rank_folder
@@ -149,6 +156,11 @@ class Watch:
     def step_count(self) -> int:
         """The steps counted so far."""
         return self.session.step
+
+    @property
+    def events(self) -> tuple[HookEvent, ...]:
+        """The events of the `hooks` attached (the newest 5,000), in order."""
+        return tuple(self.session.events)
 
     # -- inside ---------------------------------------------------------------------------------
 

@@ -95,6 +95,8 @@ def test_every_option_on_leaves_training_bit_identical_and_nothing_behind(tmp_pa
     ) as w:
         train(ns, 4)
     assert len(w.layers) == 4 and not w.breaks
+    kinds = {(e.step, e.kind.value) for e in w.events}
+    assert {(4, "forward"), (4, "backward"), (4, "forward-pre")} <= kinds
     for (name, a), b in zip(
         plain["model"].state_dict().items(), model.state_dict().values(), strict=True
     ):
