@@ -307,3 +307,17 @@ def test_the_example_loop_runs_with_python(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "steps watched: 12" in out.stdout
     assert (tmp_path / "rec" / "meta.json").exists()
+
+
+def test_without_a_terminal_the_default_raises_and_app_says_why(capsys):
+    ns = script_objects(example("nan_origin.py"))
+    watch = modscope.watch(ns["model"], ns["optimizer"], breaks=["nan"])
+    assert watch.on_break == "raise"  # a batch job never waits for a keyboard
+    watch.close()
+    ns = script_objects(example("nan_origin.py"))
+    with (
+        pytest.raises(modscope.BreakError, match=r"blocks\.1\.gate"),
+        modscope.watch(ns["model"], ns["optimizer"], breaks=["nan"], on_break="app"),
+    ):
+        train(ns, 5)
+    assert "is not a terminal; raising instead" in capsys.readouterr().err
