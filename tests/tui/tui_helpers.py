@@ -10,6 +10,7 @@ from textual.pilot import Pilot
 from modscope.control.controller import controller_factory
 from modscope.core.session import Session, SessionOptions
 from modscope.tui.app import ModscopeApp
+from modscope.tui.detail_pane import DetailPane
 from modscope.tui.status_line import StatusLine
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -75,6 +76,10 @@ async def until(pilot: Pilot, condition: Callable[[], bool], *, tries: int = 500
 async def select(app: ModscopeApp, pilot: Pilot, path: str) -> None:
     """Move the tree's cursor to `path` and let the app show it."""
     app.go_to(path)
+    # The tree reports the new cursor in a message: only once the app has handled it are the
+    # node's hooks asked for, and so waited for by `settle`.
+    detail = app.query_one(DetailPane)
+    await until(pilot, lambda: detail.ref is not None and detail.ref.path == path)
     await settle(app, pilot)
 
 
