@@ -4,6 +4,7 @@ shows; a plain object the app holds and calls."""
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,6 +31,11 @@ from modscope.tui.model_view import ModelView, NodeRef
 from modscope.tui.module_tree import ModuleTree
 from modscope.tui.status_line import StatusLine
 from modscope.tui.values_screen import ValuesScreen
+
+if sys.version_info >= (3, 11):
+    from typing import assert_never
+else:  # Python 3.10: textual installs typing_extensions
+    from typing_extensions import assert_never
 
 
 class UpdatePainter:
@@ -84,67 +90,76 @@ class UpdatePainter:
         self.app.notify(message, severity="error", markup=False)
 
     def apply(self, u: up.Update) -> bool:
-        """Apply one update; True when labels and details need redrawing."""
+        """Apply one update; True when labels and details need redrawing. Every kind of update
+        is named here (`assert_never`: a new one must say what the app does with it)."""
         if isinstance(u, up.Printed):
             # First, and with no query: a script can print a million lines in one burst.
             self._log_pane.printed(u.line)
             return True
         app = self.app
-        log = app.query_one(LogPane)
         view = self.view
-        if isinstance(u, up.Loaded):
-            self._loaded(u)
-        elif isinstance(u, up.Repaint):
-            # What follows is the session again from its start: drop what the panes hold.
-            log.forget()
-            app.query_one(HookEventsPane).clear_events()
-            view.back_to(u.step)
-        elif isinstance(u, up.LoadFailed):
-            self._load_failed(u.error)
-        elif isinstance(u, up.LayoutChanged):
-            view.relayout(u.layout)
-            self.rebuild_tree()
-        elif isinstance(u, up.StatusChanged):
-            view.status = u.status
-            if not u.status.paused_at:
-                view.paused = None
-                view.broke = None
-            if u.status.hooks:
-                # Shown from the first hook on, and kept: the layout does not jump back.
-                app.query_one(HookEventsPane).add_class("-active")
-        elif isinstance(u, up.Paused):
-            self._paused(u.event)
-        elif isinstance(u, up.BreakHit):
-            self._break_hit(u.event)
-        elif isinstance(u, up.PhaseDone):
-            self._phase_done(u)
-        elif isinstance(u, up.TensorsSummarized):
-            view.apply_summaries(u)
-        elif isinstance(u, up.InternalError):
-            self._internal_error(u)
-        elif isinstance(u, up.Notice):
-            message = printable_lines(u.message)
-            log.add(Text(message, style="red" if u.severity == "error" else "yellow"))
-            if u.severity != "information":
-                app.notify(message, severity=u.severity, markup=False)  # type: ignore[arg-type]
-        elif isinstance(u, up.FindingsChanged):
-            view.set_findings(u.findings)
-            app.query_one(FindingsPane).show(view.findings)
-        elif isinstance(u, up.HooksListed):
-            view.hooks[u.path] = u.hooks
-            self.hook_actions.show()
-        elif isinstance(u, up.ValuesRead) and isinstance(app.screen, ValuesScreen):
-            app.screen.show_page(u)
-        elif isinstance(u, up.TimelinesCompared) and isinstance(app.screen, DiffScreen):
-            app.screen.show_comparison(u)
-        elif isinstance(u, up.OtherTimeline):
-            view.other = u
-        elif isinstance(u, up.LayersSeen):
-            view.add_layers(u.step)
-            if isinstance(app.screen, LayersScreen):
-                app.screen.refresh_rows()
-        else:
-            return False
+        match u:
+            case up.Loaded():
+                self._loaded(u)
+            case up.Repaint(step=step):
+                # What follows is the session again from its start: drop what the panes hold.
+                app.query_one(LogPane).forget()
+                app.query_one(HookEventsPane).clear_events()
+                view.back_to(step)
+            case up.LoadFailed(error=error):
+                self._load_failed(error)
+            case up.LayoutChanged(layout=layout):
+                view.relayout(layout)
+                self.rebuild_tree()
+            case up.StatusChanged(status=status):
+                view.status = status
+                if not status.paused_at:
+                    view.paused = None
+                    view.broke = None
+                if status.hooks:
+                    # Shown from the first hook on, and kept: the layout does not jump back.
+                    app.query_one(HookEventsPane).add_class("-active")
+            case up.Paused(event=event):
+                self._paused(event)
+            case up.BreakHit(event=event):
+                self._break_hit(event)
+            case up.PhaseDone():
+                self._phase_done(u)
+            case up.TensorsSummarized():
+                view.apply_summaries(u)
+            case up.InternalError():
+                self._internal_error(u)
+            case up.Notice(message=text, severity=severity):
+                message = printable_lines(text)
+                app.query_one(LogPane).add(
+                    Text(message, style="red" if severity == "error" else "yellow")
+                )
+                if severity != "information":
+                    app.notify(message, severity=severity, markup=False)  # type: ignore[arg-type]
+            case up.FindingsChanged(findings=findings):
+                view.set_findings(findings)
+                app.query_one(FindingsPane).show(view.findings)
+            case up.HooksListed(path=path, hooks=hooks):
+                view.hooks[path] = hooks
+                self.hook_actions.show()
+            case up.ValuesRead():
+                if not isinstance(app.screen, ValuesScreen):
+                    return False  # the values view closed before its page came
+                app.screen.show_page(u)
+            case up.TimelinesCompared():
+                if not isinstance(app.screen, DiffScreen):
+                    return False
+                app.screen.show_comparison(u)
+            case up.OtherTimeline():
+                view.other = u
+            case up.LayersSeen(step=step):
+                view.add_layers(step)
+                if isinstance(app.screen, LayersScreen):
+                    app.screen.refresh_rows()
+            case up.HookEventsSeen():
+                return False  # the app hands a drain's events to the hook events pane at once
+            case _:
+                assert_never(u)
         return True
 
     # -- which node is shown ---------------------------------------------------------------------
