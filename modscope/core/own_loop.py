@@ -355,9 +355,9 @@ class OwnLoop:
         record, self._pending = self._pending, None
         step = self.host.step + 1
         loss = self._given_loss
-        if loss is None and self._losses:
-            total = torch.stack([t.float().reshape(()) for t in self._losses if t.numel() == 1])
-            loss = float(total.sum().item()) if total.numel() else None
+        scalars = [t.float().reshape(()) for t in self._losses if t.numel() == 1]
+        if loss is None and scalars:
+            loss = float(torch.stack(scalars).sum().item())
         lr = self._learning_rates()
         if record is not None:
             record = dataclasses.replace(record, loss=loss, lr=lr)

@@ -321,3 +321,17 @@ def test_without_a_terminal_the_default_raises_and_app_says_why(capsys):
     ):
         train(ns, 5)
     assert "is not a terminal; raising instead" in capsys.readouterr().err
+
+
+def test_a_backward_of_a_non_scalar_gives_a_step_without_a_loss():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(4, 3)
+    with modscope.watch(model, opt) as w:
+        opt.zero_grad()
+        out = model(x)
+        out.backward(torch.ones_like(out))  # a gradient given: no scalar loss
+        opt.step()
+    assert w.step_count == 1 and w.records[0].loss is None
+    assert w.records[0].diff.changed == ("weight", "bias")
