@@ -306,3 +306,50 @@ def test_the_device_path_gives_the_same_numbers(dtype: torch.dtype) -> None:
     assert got[2] == pytest.approx(want[2], rel=1e-5, nan_ok=True)
     kept = ~new.isnan() if dtype.is_floating_point else torch.ones_like(new, dtype=torch.bool)
     assert torch.equal(copy[kept], new[kept])
+
+
+def _numbers(diff, key: str) -> tuple[bool, float | None, float | None]:
+    return key in diff.changed, diff.max_abs_delta.get(key), diff.rel_change.get(key)
+
+
+def test_tied_keys_share_one_copy_and_give_the_same_numbers() -> None:
+    g = torch.Generator().manual_seed(7)
+    table = torch.randn(300, 64, generator=g)
+    state = {"wte.weight": table, "lm_head.weight": table}
+    tracker, alone = StateTracker(), StateTracker()
+    tracker.reset(state)
+    alone.reset({"w": table})
+    assert tracker._previous["wte.weight"] is tracker._previous["lm_head.weight"]
+    for step in range(3):
+        table[step * 10 : step * 10 + 2] += 0.5
+        got, want = tracker.diff(state), alone.diff({"w": table})
+        assert _numbers(got, "wte.weight") == _numbers(got, "lm_head.weight") == _numbers(want, "w")
+        assert tracker._previous["wte.weight"] is tracker._previous["lm_head.weight"]
+        assert torch.equal(tracker._previous["wte.weight"], table)
+
+
+def test_a_tie_broken_later_gets_copies_of_its_own() -> None:
+    g = torch.Generator().manual_seed(8)
+    table = torch.randn(300, 64, generator=g)
+    state = {"wte.weight": table, "lm_head.weight": table}
+    tracker = StateTracker()
+    tracker.reset(state)
+    before = table.clone()
+    untied = table.clone()
+    untied[7] += 1.0
+    table[3] += 0.25
+    state["lm_head.weight"] = untied  # the head now has a tensor of its own
+    diff = tracker.diff(state)
+    reference = StateTracker()
+    reference.reset({"a": before, "b": before.clone()})
+    want = reference.diff({"a": table, "b": untied})
+    assert _numbers(diff, "wte.weight") == _numbers(want, "a")
+    assert _numbers(diff, "lm_head.weight") == _numbers(want, "b")
+    first, second = tracker._previous["wte.weight"], tracker._previous["lm_head.weight"]
+    assert first is not second
+    assert torch.equal(first, table) and torch.equal(second, untied)
+    previous = untied.clone()
+    untied[9] += 2.0
+    diff = tracker.diff(state)
+    assert diff.changed == ("lm_head.weight",)
+    assert diff.max_abs_delta["lm_head.weight"] == float((untied - previous).abs().max())

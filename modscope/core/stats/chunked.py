@@ -123,9 +123,9 @@ _taken: dict[int, tuple[weakref.ref[torch.Tensor], int, Stats]] = {}
 
 
 def taken_stats(t: torch.Tensor) -> Stats | None:
-    """The statistics `chunked_diff(t, ..., summarize=True)` took of `t`, if `t` has not
-    changed in place since (its version counter); each is given once."""
-    entry = _taken.pop(id(t), None)
+    """The statistics `chunked_diff(t, ..., summarize=t)` took of `t`, if `t` has not
+    changed in place since (its version counter); for every key whose value `t` is."""
+    entry = _taken.get(id(t))
     if entry is None:
         return None
     ref, version, stats = entry

@@ -181,31 +181,44 @@ class StateTracker:
                 blocks[kind] = block
             retired = {k for b in self._blocks.values() for k in b.keys}
             exotic: dict[str, ExoticForm] = {}
+            # Keys whose value is one tensor (tied weights: `lm_head.weight` is
+            # `wte.weight`) share one copy; a copy shared before is not written for a key
+            # whose value is another tensor now.
+            copy_of: dict[int, torch.Tensor] = {}
+            taken: set[int] = set()
             for key, value in state.items():
                 if key in kept or key in sampled:
                     continue
-                if key in refreshed:
-                    kept[key] = self._previous[key]
-                    continue
                 if not isinstance(value, torch.Tensor) or value.is_meta:
+                    continue
+                if key in refreshed:
+                    kept[key] = copy_of[id(value)] = self._previous[key]
+                    taken.add(id(kept[key]))
                     continue
                 if is_exotic(value):
                     exotic[key] = fresh_exotic[key] if key in fresh_exotic else ExoticForm.of(value)
                     continue
+                shared = copy_of.get(id(value))
+                if shared is not None and shared.shape == value.shape:
+                    kept[key] = shared
+                    continue
                 # A view of a retired block's buffer would keep the whole buffer alive.
                 old = None if key in retired else self._previous.get(key)
-                value = value.detach()
+                detached = value.detach()
                 if (
                     old is not None
-                    and old.shape == value.shape
-                    and old.dtype == value.dtype
+                    and id(old) not in taken
+                    and old.shape == detached.shape
+                    and old.dtype == detached.dtype
                     and old.device == _HOST
-                    and old.layout == value.layout == torch.strided
+                    and old.layout == detached.layout == torch.strided
                 ):
-                    old.copy_(value)
+                    old.copy_(detached)
                     kept[key] = old
                 else:
-                    kept[key] = _host_copy(value)
+                    kept[key] = _host_copy(detached)
+                copy_of[id(value)] = kept[key]
+                taken.add(id(kept[key]))
         self._previous = kept
         self._blocks = blocks
         self._exotic = exotic
@@ -227,6 +240,15 @@ class StateTracker:
         fresh: dict[str, SampledState] = {}
         fresh_exotic: dict[str, ExoticForm] = {}
         refreshed: set[str] = set()
+        tied: dict[int, tuple[torch.Tensor, Sequence[float | None]]] = {}
+        # A copy shared by keys whose values are now different tensors (a tie broken) is
+        # compared by each and written by none in the diff: `_remember` gives them copies
+        # of their own.
+        values_of: dict[int, set[int]] = {}
+        for key, value in state.items():
+            if key in before:
+                values_of.setdefault(id(before[key]), set()).add(id(value))
+        untied = {copy for copy, values in values_of.items() if len(values) > 1}
         counts: dict[str, int] = {}
         on_host: list[tuple[str, Sequence[float | None]]] = []
         rows: dict[torch.device, list[tuple[Sequence[str], torch.Tensor]]] = {}
@@ -266,15 +288,25 @@ class StateTracker:
                     reshaped.append(key)  # a new tensor under the old key: changed
                     continue
                 if _chunked(new, old):
+                    seen = tied.get(id(value))
+                    if seen is not None and seen[0] is old:
+                        # The tensor of a key diffed already, sharing its copy (tied
+                        # weights), which that diff has refreshed: the same numbers.
+                        on_host.append((key, seen[1]))
+                        if remember:
+                            refreshed.add(key)
+                        continue
                     # Compared and refreshed chunk by chunk: the copy is updated in place,
                     # with no temporary the size of the tensor.
                     # With `remember` (a step's record), the summary's statistics of the key
                     # are taken from the same chunks (`chunked.taken_stats`).
+                    refresh = remember and id(old) not in untied
                     columns = chunked.chunked_diff(
-                        new, old, refresh=remember, summarize=value if remember else None
+                        new, old, refresh=refresh, summarize=value if remember else None
                     )
+                    tied[id(value)] = (old, columns)
                     on_host.append((key, columns))
-                    if remember:
+                    if refresh:
                         refreshed.add(key)
                     continue
                 if new.device.type == "cpu":
