@@ -64,7 +64,8 @@ _heads: dict[tuple[object, ...], str] = {}
 
 def _summary(s: TensorSummary) -> str:
     """`_dumps(s.to_json())`."""
-    if s.values is not None or not (type(s.numel) is type(s.nan) is type(s.inf) is int):
+    values = _values(s.values) if s.values is not None else ""
+    if values is None or not (type(s.numel) is type(s.nan) is type(s.inf) is int):
         return _dumps(s.to_json())
     key = (s.shape, s.dtype, s.device, s.numel)
     head = _heads.get(key)
@@ -88,6 +89,7 @@ def _summary(s: TensorSummary) -> str:
             f'{head}"norm": {_number(norm)}, "min": {_number(lo)}, "max": {_number(hi)}, '
             f'"mean": {_number(mean)}, "std": {_number(std)}, "nan": {s.nan}, "inf": {s.inf}'
         )
+    text += values
     if s.layout != "strided":
         text += f', "layout": {encode_basestring(s.layout)}'
     if s.grad_fn is not None:
@@ -95,6 +97,24 @@ def _summary(s: TensorSummary) -> str:
     if s.note is not None:
         text += f', "note": {encode_basestring(s.note)}'
     return text + "}"
+
+
+def _values(values: tuple[object, ...]) -> str | None:
+    """`, "values": [...]` as `to_json` then `json.dumps` write a small tensor's values (its
+    floats as `_number` writes them, ints and bools as `json` does); None for any other kind
+    of value (complex, a float subclass), which `_dumps` writes."""
+    parts = []
+    for v in values:
+        kind = type(v)
+        if kind is float:
+            parts.append(_number(v))  # type: ignore[arg-type]
+        elif kind is bool:
+            parts.append("true" if v else "false")
+        elif kind is int:
+            parts.append(int.__repr__(v))
+        else:
+            return None
+    return f', "values": [{", ".join(parts)}]'
 
 
 def _int(n: int) -> str:

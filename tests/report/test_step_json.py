@@ -70,6 +70,9 @@ def test_summaries_of_every_kind_are_written_as_dumps_writes_them() -> None:
         {"mean": numpy.float64(0.5)},  # a float subclass
         {"nan": True},  # not an int: written by json itself
         {"shape": ()},
+        {"values": (1e300, -0.0, 5e-324, math.inf, -math.nan, 7, True)},  # every kind `json` writes
+        {"values": (numpy.float64(0.5), 1.0)},  # a float subclass: written by json itself
+        {"values": ()},
     ],
 )
 def test_unusual_fields_are_written_as_dumps_writes_them(changes: dict[str, object]) -> None:
