@@ -15,5 +15,8 @@ with modscope.watch(ns["model"], ns["optimizer"], record=sys.argv[1]) as watch:
 found = [
     (f.kind.value, f.path, f.step) for f in watch.findings if f.kind.value == "rank-divergence"
 ]
-print(json.dumps({"rank": dist.get_rank(), "steps": watch.step_count, "found": found}))
+# One file a rank: two ranks printing at once may interleave their lines on the shared stdout.
+result = {"rank": dist.get_rank(), "steps": watch.step_count, "found": found}
+with open(f"{sys.argv[2]}-rank{dist.get_rank()}.json", "w") as f:
+    json.dump(result, f)
 dist.destroy_process_group()
