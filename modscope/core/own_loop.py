@@ -70,11 +70,18 @@ def _in_backward() -> bool:
     return current is not None and current() is not None
 
 
-class _BackwardCalls:
-    """`Tensor.backward` wrapped while some `OwnLoop` is attached (once, however many), each
-    call told to every attached loop; the original put back when the last one closes."""
+class _Patch:
+    """A torch method wrapped while some `OwnLoop` is attached (once, however many): `wrap(
+    original, loops)` makes the wrapper, which reads the loops attached now; the original is
+    put back when the last one closes."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        owner: type,
+        name: str,
+        wrap: Callable[[Callable[..., Any], list[OwnLoop]], Callable[..., Any]],
+    ) -> None:
+        self._owner, self._name, self._wrap = owner, name, wrap
         self._lock = threading.Lock()
         self._loops: list[OwnLoop] = []
         self._original: Callable[..., Any] | None = None
@@ -82,21 +89,10 @@ class _BackwardCalls:
     def add(self, loop: OwnLoop) -> None:
         with self._lock:
             if not self._loops:
-                original = self._original = torch.Tensor.backward
-                calls = self
-
-                def backward(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-                    loops = [lp for lp in calls._loops if lp.forward_seen]
-                    for lp in loops:
-                        lp.backward_begins(tensor)
-                    try:
-                        return original(tensor, *args, **kwargs)
-                    finally:
-                        for lp in loops:
-                            lp.backward_ends()
-
-                backward.__wrapped__ = original  # type: ignore[attr-defined]
-                torch.Tensor.backward = backward  # type: ignore[method-assign,assignment]
+                original = self._original = getattr(self._owner, self._name)
+                wrapper = self._wrap(original, self._loops)
+                wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+                setattr(self._owner, self._name, wrapper)
             self._loops.append(loop)
 
     def remove(self, loop: OwnLoop) -> None:
@@ -104,51 +100,45 @@ class _BackwardCalls:
             if loop in self._loops:
                 self._loops.remove(loop)
             if not self._loops and self._original is not None:
-                torch.Tensor.backward = self._original  # type: ignore[method-assign]
+                setattr(self._owner, self._name, self._original)
                 self._original = None
 
 
-BACKWARD_CALLS = _BackwardCalls()
+def _backward(original: Callable[..., Any], attached: list[OwnLoop]) -> Callable[..., Any]:
+    """`Tensor.backward` telling each loop that saw a forward when a backward pass begins and
+    ends."""
+
+    def backward(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        loops = [lp for lp in attached if lp.forward_seen]
+        for lp in loops:
+            lp.backward_begins(tensor)
+        try:
+            return original(tensor, *args, **kwargs)
+        finally:
+            for lp in loops:
+                lp.backward_ends()
+
+    return backward
 
 
-class _ScalerSteps:
-    """`torch.amp.GradScaler.step` wrapped while some `OwnLoop` is attached: a call that did
-    not step the loop's optimizer (inf/NaN gradients found) is a skipped step for it."""
+def _scaler_step(original: Callable[..., Any], attached: list[OwnLoop]) -> Callable[..., Any]:
+    """`GradScaler.step`: a call that did not step a loop's optimizer (inf/NaN gradients found)
+    is a skipped step for it."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loops: list[OwnLoop] = []
-        self._original: Callable[..., Any] | None = None
+    def step(scaler: Any, optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+        loops = [lp for lp in attached if lp.optimizer is optimizer]
+        before = [lp.optimizer_steps for lp in loops]
+        result = original(scaler, optimizer, *args, **kwargs)
+        for lp, seen in zip(loops, before, strict=True):
+            if lp.optimizer_steps == seen:
+                lp.skipped()
+        return result
 
-    def add(self, loop: OwnLoop) -> None:
-        with self._lock:
-            if not self._loops:
-                original = self._original = torch.amp.GradScaler.step
-                calls = self
-
-                def step(scaler: Any, optimizer: Any, *args: Any, **kwargs: Any) -> Any:
-                    loops = [lp for lp in calls._loops if lp.optimizer is optimizer]
-                    before = [lp.optimizer_steps for lp in loops]
-                    result = original(scaler, optimizer, *args, **kwargs)
-                    for lp, seen in zip(loops, before, strict=True):
-                        if lp.optimizer_steps == seen:
-                            lp.skipped()
-                    return result
-
-                step.__wrapped__ = original  # type: ignore[attr-defined]
-                torch.amp.GradScaler.step = step  # type: ignore[method-assign,assignment]
-            self._loops.append(loop)
-
-    def remove(self, loop: OwnLoop) -> None:
-        with self._lock:
-            if loop in self._loops:
-                self._loops.remove(loop)
-            if not self._loops and self._original is not None:
-                torch.amp.GradScaler.step = self._original  # type: ignore[method-assign]
-                self._original = None
+    return step
 
 
-SCALER_STEPS = _ScalerSteps()
+BACKWARD_CALLS = _Patch(torch.Tensor, "backward", _backward)
+SCALER_STEPS = _Patch(torch.amp.GradScaler, "step", _scaler_step)
 
 
 class OwnLoop:
