@@ -31,10 +31,8 @@ class ModscopeCallback(pl.Callback):
     it added is removed then. Its `records`, `findings`, `layers` and `breaks` stay readable on
     `watch` after the fit. The recording names the file of the LightningModule's class.
 
-    The forward is seen where the LightningModule itself is called: `training_step` must call
-    `self(...)` (its `forward`) for the watch to see the forward and backward phases and the
-    loss; one that calls submodules directly (`self.encoder(x)`) gets records without a loss,
-    a forward NaN reported in the optimizer phase and a backward NaN found only at the update.
+    A forward is seen where the LightningModule or one of its direct children is called:
+    `training_step` may call `self(...)` or `self.encoder(x)`.
     For `lightning.pytorch` (the `lightning` package); the older `pytorch_lightning` package's
     Trainer does not take this callback.
     """
