@@ -51,7 +51,9 @@ def script_factory(
     options = options or SessionOptions(rewind=True)
 
     def load(sink: PrintSink, pause: PauseHandler) -> Session:
-        return Session.load(script, model_name=model_name, options=options.printing_to(sink, pause))
+        return Session.load(
+            script, model_name=model_name, options=options.with_handlers(sink, pause)
+        )
 
     return load
 

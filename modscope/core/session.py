@@ -63,7 +63,7 @@ class SessionOptions:
     rewind_budget: int | float | None = None
     memory_budget: int | float | None = None
 
-    def printing_to(
+    def with_handlers(
         self, sink: PrintSink | None, pause: Callable[[EventDraft], None] | None
     ) -> SessionOptions:
         """These options with the sink and pause handler a controller gives its session."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -294,9 +294,3 @@ def _claim(key: int, where: str) -> None:
 def _release(key: int) -> None:
     with _WATCHED_LOCK:
         _WATCHED.pop(key, None)
-
-
-def watched_models() -> Sequence[str]:
-    """Where each watch open now was made (for messages and tests)."""
-    with _WATCHED_LOCK:
-        return tuple(_WATCHED.values())
