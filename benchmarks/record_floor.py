@@ -50,13 +50,20 @@ def floor_pass(tensors: list[torch.Tensor], previous: list[tuple[torch.Tensor, t
 
 def measure(names: dict[str, Any], rounds: int) -> dict[str, float]:
     """The medians, in CPU seconds, of a plain iteration, a `run` step and the floor pass."""
-    from modscope.core.session import Session
+    from modscope.core.session import Session, SessionOptions
     from modscope.report.run_command import PlainRun
     from modscope.report.run_reports import JsonReport
 
     model, optimizer = names["model"], names["optimizer"]
     inputs, loss_fn = names["inputs"], names["loss_fn"]
-    session = Session.from_objects(model, inputs=inputs, loss_fn=loss_fn, optimizer=optimizer)
+    # As `run --json` has it: no history of records (each is written, then dropped).
+    session = Session.from_objects(
+        model,
+        inputs=inputs,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        options=SessionOptions(history=0),
+    )
     run = PlainRun(session)
     report = JsonReport()
     clock = time.process_time

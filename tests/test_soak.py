@@ -12,7 +12,7 @@ from torch import nn
 
 from modscope.core import session as session_module
 from modscope.core.hooks.manager import all_hooks_specs
-from modscope.core.session import Session
+from modscope.core.session import Session, SessionOptions
 
 STEPS = 200
 
@@ -26,7 +26,6 @@ def hook_counts(model: nn.Module) -> tuple[int, ...]:
 
 def test_many_iterations_with_every_hook_leak_nothing(monkeypatch):
     monkeypatch.setattr(session_module, "EVENT_LIMIT", 500)
-    monkeypatch.setattr(session_module, "HISTORY_LIMIT", 50)
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Linear(8, 16), nn.ReLU(inplace=True), nn.Dropout(0.1), nn.Linear(16, 2)
@@ -36,6 +35,7 @@ def test_many_iterations_with_every_hook_leak_nothing(monkeypatch):
         inputs=torch.randn(4, 8),
         loss_fn=lambda out: out.square().mean(),
         optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
+        options=SessionOptions(history=50),
     )
     plain = hook_counts(model)
     for spec in all_hooks_specs():

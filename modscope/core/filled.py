@@ -2,14 +2,17 @@
 
 The `__init__` a frozen dataclass gets assigns each field through `object.__setattr__`, which is
 slow next to handing the object its `__dict__` at once. Paths that make tens of thousands a step
-(a large model's tensor summaries, its tree's snapshots, the hook events of a phase with hooks on
-every module) use `filled` while `plain_frozen` holds.
+(a large model's tree's snapshots, the hook events of a phase with hooks on every module) use
+`filled` while `plain_frozen` holds. A slotted frozen dataclass (`TensorSummary`: a third of
+the memory of one with a `__dict__`, and tens of thousands in each step's record) is made by
+`slotted_maker`.
 """
 
 from __future__ import annotations
 
-from dataclasses import MISSING, fields
-from typing import Any, TypeVar
+from collections.abc import Callable
+from dataclasses import MISSING, fields, make_dataclass
+from typing import Any, TypeVar, cast
 
 _T = TypeVar("_T")
 
@@ -33,3 +36,31 @@ def filled(cls: type[_T], values: dict[str, Any]) -> _T:
     obj = _new(cls)
     _set(obj, "__dict__", values)
     return obj
+
+
+def slotted_maker(cls: type[_T]) -> Callable[..., _T]:
+    """A function that makes an instance of the frozen, slotted dataclass `cls` from every
+    field's value (by keyword), about four times as fast as its `__init__`: a plain slotted
+    dataclass of the same fields assigns them, then the object becomes a `cls` (its slots are
+    laid out alike, so Python allows it). `cls` itself when that does not hold (no `__slots__`,
+    a `__post_init__`, default factories)."""
+    declared = fields(cast(Any, cls))
+    if (
+        "__slots__" not in vars(cls)
+        or hasattr(cls, "__post_init__")
+        or any(f.default_factory is not MISSING for f in declared)
+    ):
+        return cls
+    names = [f.name for f in declared]
+    draft = make_dataclass(f"_{cls.__name__}Draft", names, slots=True, eq=False, repr=False)
+
+    def make(**values: Any) -> _T:
+        obj: Any = draft(**values)
+        obj.__class__ = cls
+        return cast(_T, obj)
+
+    try:
+        make(**dict.fromkeys(names))
+    except TypeError:  # pragma: no cover - a layout Python refuses to share: only slower
+        return cls
+    return make

@@ -46,9 +46,10 @@ def copy_budget(budget: int | None) -> int | None:
 
 
 def history_limit(budget: int | None, record: StepRecord, most: int) -> int:
-    """How many step records like `record` the history keeps: `most`, or fewer (at least one)
-    when their summaries would take more than the history's share of `budget`."""
+    """How many step records like `record` the history keeps: `most`, or fewer (at least one,
+    unless `most` is 0) when their summaries would take more than the history's share of
+    `budget`."""
     if budget is None:
         return most
     per_record = SUMMARY_BYTES * (len(record.state) + len(record.grads) + 1)
-    return max(1, min(most, int(budget * HISTORY_SHARE) // per_record))
+    return min(most, max(1, int(budget * HISTORY_SHARE) // per_record))

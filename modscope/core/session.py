@@ -53,7 +53,10 @@ class SessionOptions:
     `sink` takes each line the script prints (None: they go to stdout); `pause` is called
     where a `pause` hook fires; `on_break` where an armed break condition trips (None raises
     `BreakStop`). `rewind` keeps checkpoints within `rewind_budget`; `memory_budget` bounds
-    the diff's previous copy and the history (`Session` says how).
+    the diff's previous copy and the history (`Session` says how). `history` is the most step
+    records the session keeps (fewer when the budget says so); 0 for a caller that takes each
+    record as it comes and never looks back (`run` without `--record`), so that no earlier
+    record is alive while the next is built.
     """
 
     sink: PrintSink | None = None
@@ -62,6 +65,7 @@ class SessionOptions:
     rewind: bool = False
     rewind_budget: int | float | None = None
     memory_budget: int | float | None = None
+    history: int = HISTORY_LIMIT
 
     def with_handlers(
         self, sink: PrintSink | None, pause: Callable[[EventDraft], None] | None
@@ -108,7 +112,8 @@ class Session:
         self.step = 0
         self._log = EventLog(EVENT_LIMIT)
         self.events = self._log.events
-        self.history: deque[StepRecord] = deque(maxlen=HISTORY_LIMIT)
+        self._history_most = options.history
+        self.history: deque[StepRecord] = deque(maxlen=options.history)
         self.hooks = HookManager(self.model, emit=self._log.add, context=self._context, pause=pause)
         self.last_output: TensorSummary | None = None
         self.last_loss: float | None = None
@@ -400,7 +405,7 @@ class Session:
         record, as `run_iteration` does for its own."""
         self.step = record.step
         self.last_loss, self.last_output = record.loss, record.output
-        limit = history_limit(self.memory_budget, record, HISTORY_LIMIT)
+        limit = history_limit(self.memory_budget, record, self._history_most)
         self.history = append_bounded(self.history, record, limit)
 
     def _finish_iteration(self, phase: Phase) -> StepRecord:
@@ -414,7 +419,7 @@ class Session:
             self.step += 1
             raise
         self.step += 1
-        limit = history_limit(self.memory_budget, record, HISTORY_LIMIT)
+        limit = history_limit(self.memory_budget, record, self._history_most)
         self.history = append_bounded(self.history, record, limit)
         return record
 

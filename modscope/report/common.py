@@ -10,12 +10,13 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.text import Text
 
+from modscope.core.contract.bounded import HISTORY_LIMIT
 from modscope.core.contract.exit_codes import ExitCode
 from modscope.core.contract.fmt import printable_lines
 from modscope.core.contract.steps import UserError
@@ -55,6 +56,15 @@ def write_json_text(text: str, stream: TextIO | None = None) -> None:
     command's report stream (`report_output`)."""
     stream = stream or _report or sys.stdout
     stream.write(text + "\n")
+    stream.flush()
+
+
+def write_json_pieces(pieces: Iterable[str], stream: TextIO | None = None) -> None:
+    """Write one JSON line given in pieces (`write_json_text`'s, never whole in memory)."""
+    stream = stream or _report or sys.stdout
+    for piece in pieces:
+        stream.write(piece)
+    stream.write("\n")
     stream.flush()
 
 
@@ -246,11 +256,15 @@ class ScriptPrints:
         stderr_sink(line)
 
 
-def load_session(args: argparse.Namespace, *, sink: PrintSink = stderr_sink) -> Session | None:
+def load_session(
+    args: argparse.Namespace, *, sink: PrintSink = stderr_sink, history: int = HISTORY_LIMIT
+) -> Session | None:
     """The session for a headless command, or None after reporting the load error (under
-    `--json`, on stdout too)."""
+    `--json`, on stdout too). `history`: the most step records it keeps (`SessionOptions`)."""
     try:
-        options = SessionOptions(sink=sink, memory_budget=getattr(args, "memory_budget", None))
+        options = SessionOptions(
+            sink=sink, memory_budget=getattr(args, "memory_budget", None), history=history
+        )
         return Session.load(args.script, model_name=args.model, options=options)
     except ScriptError as exc:
         report_failure(args, exc.error)

@@ -14,25 +14,37 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Iterator
 from json.encoder import encode_basestring  # the string encoder of ensure_ascii=False
 
 from modscope.core.contract.steps import StepRecord
 from modscope.core.contract.tensors import TensorSummary, finite_or_none
 from modscope.core.gc_pause import collector_paused
-from modscope.report.common import terminal_safe, write_json_text
+from modscope.report.common import terminal_safe, write_json_pieces
 
 _dumps = functools.partial(json.dumps, allow_nan=False, ensure_ascii=False)
 
 
 def write_step(record: StepRecord) -> None:
     """Write a step record's JSON line on stdout (`run --json`, `replay --json`). A record of a
-    large model is tens of thousands of summaries and floats: the collector is held (`gc_pause`)."""
+    large model is tens of thousands of summaries and floats: the collector is held (`gc_pause`),
+    and the line is written in pieces, so that it is never whole in memory (several MB, and as
+    many again for each copy a join, the newline and the encoding would make)."""
     with collector_paused():
-        write_json_text(step_line(record))
+        write_json_pieces(step_pieces(record))
 
 
 def step_line(record: StepRecord) -> str:
     """`report.common.dumps(record.to_json())`, character for character."""
+    return "".join(step_pieces(record))
+
+
+PIECE_SUMMARIES = 512
+"""Summaries joined into one piece of `step_pieces` (about 140 KB of text)."""
+
+
+def step_pieces(record: StepRecord) -> Iterator[str]:
+    """`step_line(record)` in pieces, each safe for a terminal (`terminal_safe`)."""
     head = _dumps(
         {
             "event": "step",
@@ -42,18 +54,25 @@ def step_line(record: StepRecord) -> str:
             "output": record.output.to_json() if record.output is not None else None,
         }
     )
-    state = ", ".join([f"{encode_basestring(k)}: {_summary(s)}" for k, s in record.state.items()])
-    grads = ", ".join(
-        [
-            f"{encode_basestring(k)}: {_summary(s) if s is not None else 'null'}"
-            for k, s in record.grads.items()
-        ]
-    )
+    yield terminal_safe(f'{head[:-1]}, "state": {{')
+    yield from _entries(list(record.state.items()))
+    yield '}, "grads": {'
+    yield from _entries(list(record.grads.items()))
     diff = _dumps(record.diff.to_json())
     skipped = ', "skipped": true' if record.skipped else ""
-    return terminal_safe(
-        f'{head[:-1]}, "state": {{{state}}}, "grads": {{{grads}}}, "diff": {diff}{skipped}}}'
-    )
+    yield terminal_safe(f'}}, "diff": {diff}{skipped}}}')
+
+
+def _entries(items: list[tuple[str, TensorSummary | None]]) -> Iterator[str]:
+    """`"key": summary` for each item, joined by ", ", `PIECE_SUMMARIES` a piece."""
+    for start in range(0, len(items), PIECE_SUMMARIES):
+        text = ", ".join(
+            [
+                f"{encode_basestring(k)}: {_summary(s) if s is not None else 'null'}"
+                for k, s in items[start : start + PIECE_SUMMARIES]
+            ]
+        )
+        yield terminal_safe(f", {text}" if start else text)
 
 
 _finite = math.isfinite

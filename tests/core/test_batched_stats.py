@@ -517,8 +517,8 @@ def test_the_previous_copy_is_one_buffer_reused_across_steps() -> None:
     state = many_keys()
     tracker = StateTracker()
     tracker.reset(state)
-    storage = {tracker._previous[k].untyped_storage().data_ptr() for k in state}
-    pointers = {k: tracker._previous[k].data_ptr() for k in state}
+    storage = {tracker.previous_of(k).untyped_storage().data_ptr() for k in state}
+    pointers = {k: tracker.previous_of(k).data_ptr() for k in state}
     assert len(storage) == 1  # every key a view of one flat buffer
     assert all(pointers[k] != state[k].data_ptr() for k in state)
     for i in range(3):
@@ -527,8 +527,8 @@ def test_the_previous_copy_is_one_buffer_reused_across_steps() -> None:
         diff = tracker.diff(state)
         assert diff.changed == ("w3",), i
         assert diff.max_abs_delta["w3"] == pytest.approx(0.5, rel=1e-5)
-        assert {k: tracker._previous[k].data_ptr() for k in state} == pointers
-        assert torch.equal(tracker._previous["w3"], state["w3"])
+        assert {k: tracker.previous_of(k).data_ptr() for k in state} == pointers
+        assert torch.equal(tracker.previous_of("w3"), state["w3"])
     assert tracker.diff(state).changed == ()
 
 
@@ -551,7 +551,7 @@ def test_a_changed_layout_is_diffed_per_key_then_joined_again(
         change(state)
         expected = per_key(monkeypatch, functools.partial(reference.diff, state))
         assert_same_diff(tracker.diff(state), expected)
-    assert len({tracker._previous[k].untyped_storage().data_ptr() for k in state}) <= 3
+    assert len({tracker.previous_of(k).untyped_storage().data_ptr() for k in state}) <= 3
 
 
 def test_diff_without_remembering_keeps_the_baseline() -> None:
@@ -578,7 +578,8 @@ def test_joined_diff_changes_nothing_and_consumes_no_random_numbers() -> None:
     assert diff.changed == ("p2",)
     assert torch.equal(rng, torch.get_rng_state())
     assert_unchanged(before, snapshot(params))
-    assert all(v.grad_fn is None and not v.requires_grad for v in tracker._previous.values())
+    copies = [tracker.previous_of(k) for k in state]
+    assert all(v is not None and v.grad_fn is None and not v.requires_grad for v in copies)
 
 
 # -- CUDA ----------------------------------------------------------------------------------

@@ -174,7 +174,7 @@ def test_the_tracker_matches_the_whole_tensor_tracker(monkeypatch: pytest.Monkey
             assert a == b or (a is not None and b is not None and math.isnan(a) and math.isnan(b))
             assert got.rel_change[key] == pytest.approx(want.rel_change[key], rel=1e-3, nan_ok=True)
         for key, value in state.items():
-            assert torch.equal(chunked_tracker._previous[key], value) or key == "half"
+            assert torch.equal(chunked_tracker.previous_of(key), value) or key == "half"
 
 
 def _storages_of(numel: int) -> set[int]:
@@ -192,14 +192,14 @@ def test_one_previous_copy_updated_in_place() -> None:
     state = {"w": value}
     tracker = StateTracker()
     tracker.reset(state)
-    copy = tracker._previous["w"]
+    copy = tracker.previous_of("w")
     pointer = copy.data_ptr()
     for _ in range(3):
         value.add_(0.01)
         diff = tracker.diff(state)
         assert diff.changed == ("w",)
-        assert tracker._previous["w"].data_ptr() == pointer
-        assert torch.equal(tracker._previous["w"], value)
+        assert tracker.previous_of("w").data_ptr() == pointer
+        assert torch.equal(tracker.previous_of("w"), value)
         # The value and one copy: no second copy kept alive.
         assert _storages_of(value.numel()) == {value.data_ptr(), pointer}
 
@@ -319,13 +319,13 @@ def test_tied_keys_share_one_copy_and_give_the_same_numbers() -> None:
     tracker, alone = StateTracker(), StateTracker()
     tracker.reset(state)
     alone.reset({"w": table})
-    assert tracker._previous["wte.weight"] is tracker._previous["lm_head.weight"]
+    assert tracker.previous_of("wte.weight") is tracker.previous_of("lm_head.weight")
     for step in range(3):
         table[step * 10 : step * 10 + 2] += 0.5
         got, want = tracker.diff(state), alone.diff({"w": table})
         assert _numbers(got, "wte.weight") == _numbers(got, "lm_head.weight") == _numbers(want, "w")
-        assert tracker._previous["wte.weight"] is tracker._previous["lm_head.weight"]
-        assert torch.equal(tracker._previous["wte.weight"], table)
+        assert tracker.previous_of("wte.weight") is tracker.previous_of("lm_head.weight")
+        assert torch.equal(tracker.previous_of("wte.weight"), table)
 
 
 def test_a_tie_broken_later_gets_copies_of_its_own() -> None:
@@ -345,7 +345,7 @@ def test_a_tie_broken_later_gets_copies_of_its_own() -> None:
     want = reference.diff({"a": table, "b": untied})
     assert _numbers(diff, "wte.weight") == _numbers(want, "a")
     assert _numbers(diff, "lm_head.weight") == _numbers(want, "b")
-    first, second = tracker._previous["wte.weight"], tracker._previous["lm_head.weight"]
+    first, second = tracker.previous_of("wte.weight"), tracker.previous_of("lm_head.weight")
     assert first is not second
     assert torch.equal(first, table) and torch.equal(second, untied)
     previous = untied.clone()

@@ -48,14 +48,14 @@ def test_the_previous_copy_is_reused_not_reallocated():
     weight = torch.nn.Parameter(torch.randn(64, 64))
     tracker = StateTracker()
     tracker.reset({"w": weight})
-    pointer = tracker._previous["w"].data_ptr()
+    pointer = tracker.previous_of("w").data_ptr()
     assert pointer != weight.data_ptr()  # a copy, not the live tensor
     for _ in range(3):
         with torch.no_grad():
             weight.add_(0.1)
         diff = tracker.diff({"w": weight})
         assert diff.changed == ("w",) and diff.max_abs_delta["w"] == pytest.approx(0.1, rel=1e-5)
-        assert tracker._previous["w"].data_ptr() == pointer
+        assert tracker.previous_of("w").data_ptr() == pointer
     assert tracker.diff({"w": weight}).changed == ()
 
 

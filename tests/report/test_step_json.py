@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import math
 
 import numpy
@@ -14,6 +16,7 @@ from modscope.core.contract.steps import StateDiff, StepRecord
 from modscope.core.contract.tensors import TensorSummary
 from modscope.core.session import Session
 from modscope.core.stats.summary import summarize
+from modscope.report import step_json
 from modscope.report.common import dumps
 from modscope.report.step_json import step_line
 
@@ -104,3 +107,22 @@ def test_a_real_run_writes_the_same_lines() -> None:
         record = session.run_iteration().record
         assert record is not None
         assert step_line(record) == dumps(record.to_json())
+
+
+def test_a_record_of_many_pieces_is_written_as_one_line_as_dumps_writes_it() -> None:
+    # More keys than one piece holds (`PIECE_SUMMARIES`), with a key that must be escaped for a
+    # terminal in the second piece and a None gradient on a piece's border.
+    torch.manual_seed(0)
+    count = 2 * step_json.PIECE_SUMMARIES + 3
+    state = {f"blocks.{i}.weight": summarize(torch.randn(i % 20 + 1)) for i in range(count)}
+    state["blocks[\x1b]\u0085.bias"] = summarize(torch.randn(3))
+    grads: dict[str, TensorSummary | None] = dict(state)
+    grads[f"blocks.{step_json.PIECE_SUMMARIES - 1}.weight"] = None
+    record = _record(state, grads)
+    expected = dumps(record.to_json())
+    assert step_line(record) == expected
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        step_json.write_step(record)
+    assert out.getvalue() == expected + "\n"
+    assert "\x1b" not in out.getvalue() and "\\u001b" in out.getvalue()

@@ -94,6 +94,8 @@ class StateTracker:
 
     def __init__(self, budget: int | None = None) -> None:
         self.budget = budget
+        # The copies of the keys outside the blocks. A block's keys have no view each: tens of
+        # thousands of views would take more memory than the values (`previous_of`).
         self._previous: dict[str, torch.Tensor] = {}
         self._blocks: dict[_Kind, _Block] = {}
         self._sampled: dict[str, SampledState] = {}
@@ -117,6 +119,14 @@ class StateTracker:
         self._exotic = {}
         sampled = self._over_budget(state)
         self._remember(state, _groups(state, sampled), {}, sampled, {}, {}, set())
+
+    def previous_of(self, key: str) -> torch.Tensor | None:
+        """The copy kept of `key`'s value (a view of its block's buffer for a joined key);
+        None for a key kept as a digest or in another form, or not known."""
+        for block in self._blocks.values():
+            if key in block.keys:
+                return block.views()[key]
+        return self._previous.get(key)
 
     @property
     def sampled_keys(self) -> tuple[str, ...]:
@@ -174,12 +184,10 @@ class StateTracker:
                 block = self._blocks.get(kind)
                 if block is not None and group.matches(block):
                     block.previous.copy_(flats[kind])
-                    kept.update((key, self._previous[key]) for key in block.keys)
                 else:
                     block = _new_block(group)
-                    kept.update(block.views())
                 blocks[kind] = block
-            retired = {k for b in self._blocks.values() for k in b.keys}
+            in_blocks = {k for b in blocks.values() for k in b.keys}
             exotic: dict[str, ExoticForm] = {}
             # Keys whose value is one tensor (tied weights: `lm_head.weight` is
             # `wte.weight`) share one copy; a copy shared before is not written for a key
@@ -187,7 +195,7 @@ class StateTracker:
             copy_of: dict[int, torch.Tensor] = {}
             taken: set[int] = set()
             for key, value in state.items():
-                if key in kept or key in sampled:
+                if key in in_blocks or key in sampled:
                     continue
                 if not isinstance(value, torch.Tensor) or value.is_meta:
                     continue
@@ -202,8 +210,7 @@ class StateTracker:
                 if shared is not None and shared.shape == value.shape:
                     kept[key] = shared
                     continue
-                # A view of a retired block's buffer would keep the whole buffer alive.
-                old = None if key in retired else self._previous.get(key)
+                old = self._previous.get(key)
                 detached = value.detach()
                 if (
                     old is not None
@@ -231,12 +238,24 @@ class StateTracker:
         lists the changed integer and bool keys.
         """
         chunked.forget_taken()
-        before = self._previous
-        known = before.keys() | self._sampled.keys() | self._exotic.keys()
-        added = tuple(k for k in state if k not in known)
-        removed = tuple(k for k in (*before, *self._sampled, *self._exotic) if k not in state)
         over = self._over_budget(state)
         groups = _groups(state, over)
+        # The keys of a block that the state's group still matches are compared together;
+        # those of the others, key by key, against views of their block.
+        matched = {
+            kind
+            for kind, group in groups.items()
+            if (block := self._blocks.get(kind)) is not None and group.matches(block)
+        }
+        before: dict[str, torch.Tensor] = {}
+        for kind, block in self._blocks.items():
+            if kind not in matched:
+                before.update(block.views())
+        before.update(self._previous)
+        compared = {k for kind in matched for k in self._blocks[kind].keys}
+        known = before.keys() | compared | self._sampled.keys() | self._exotic.keys()
+        added = tuple(k for k in state if k not in known)
+        removed = tuple(k for k in (*before, *self._sampled, *self._exotic) if k not in state)
         fresh: dict[str, SampledState] = {}
         fresh_exotic: dict[str, ExoticForm] = {}
         refreshed: set[str] = set()
@@ -253,20 +272,18 @@ class StateTracker:
         on_host: list[tuple[str, Sequence[float | None]]] = []
         rows: dict[torch.device, list[tuple[Sequence[str], torch.Tensor]]] = {}
         flats: dict[_Kind, torch.Tensor] = {}
-        joined: set[str] = set()
         reshaped: list[str] = []
         with torch.no_grad():
             for kind, group in groups.items():
-                block = self._blocks.get(kind)
-                if block is None or not group.matches(block):
+                if kind not in matched:
                     continue
+                block = self._blocks[kind]
                 flat = flats[kind] = segments.flatten(group.tensors)
                 previous = block.previous.to(flat.device, non_blocking=True)
                 stats = segments.diff_stats(flat, previous, block.segments)
                 rows.setdefault(flat.device, []).append((group.keys, stats))
-                joined.update(group.keys)
             for key, value in state.items():
-                if key in joined or key not in known:
+                if key in compared or key not in known:
                     continue
                 if not isinstance(value, torch.Tensor) or value.is_meta:
                     continue

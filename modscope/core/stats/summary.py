@@ -50,8 +50,11 @@ _HOST_DEVICE_TYPES = frozenset({"cpu"})
 class PendingSummary:
     """What `capture` saw: the host facts, and the statistics wherever they are.
 
-    A small tensor's whole data is copied into `data`; when `joins`, `resolve` may summarize
-    it together with others of its device and dtype (see `segments`). Otherwise, on the CPU
+    A small tensor's whole data is copied into `data`, or (by `capture_many`, with many
+    others) into one `joint` copy, from `start`: `copied()` is its view, made only when
+    wanted, since tens of thousands of views take more memory than their data. When `joins`,
+    `resolve` may summarize it together with others of its device and dtype (see `segments`).
+    Otherwise, on the CPU
     `ready` holds the finished summary, and elsewhere `parts` holds the statistics, small
     tensors still on its device, with `values` a copy of at most `MAX_VALUES` elements. The
     copies are private, so a later in-place change to the original does not alter what was
@@ -62,6 +65,8 @@ class PendingSummary:
     facts: TensorFacts
     ready: TensorSummary | None = None
     data: torch.Tensor | None = None
+    joint: torch.Tensor | None = None
+    start: int = 0
     parts: tuple[torch.Tensor, ...] = ()
     values: torch.Tensor | None = None
     counted: int = 0
@@ -70,10 +75,17 @@ class PendingSummary:
     batch: StackedBatch | None = None
     row: int = 0
 
+    def copied(self) -> torch.Tensor | None:
+        """The private copy of the whole data (flat when a piece of `joint`), if one was taken."""
+        if self.joint is not None:
+            return self.joint[self.start : self.start + self.facts.numel]
+        return self.data
+
     def _on_device(self) -> tuple[torch.Tensor, ...]:
         """The tensors `resolve` brings to the host, in order."""
-        if self.data is not None:
-            return (self.data,)
+        copy = self.copied()
+        if copy is not None:
+            return (copy,)
         return self.parts if self.values is None else (*self.parts, self.values)
 
 
@@ -163,9 +175,11 @@ def capture_many(tensors: Iterable[Any]) -> list[PendingSummary | None]:
             continue
         joined = [items[i] for i in members]
         with torch.no_grad():
-            copies = segments.flatten(joined).split([t.numel() for t in joined])
-        for i, t, copy in zip(members, joined, copies, strict=True):
-            out[i] = PendingSummary(facts_of(t), data=copy, joins=True)
+            joint = segments.flatten(joined)
+        start = 0
+        for i, t in zip(members, joined, strict=True):
+            out[i] = PendingSummary(facts_of(t), joint=joint, start=start, joins=True)
+            start += t.numel()
     _capture_stacked(items, out)
     captured = [
         p if p is not None else capture(t) if isinstance(t, torch.Tensor) else None
@@ -276,8 +290,12 @@ def _to_host(entries: Sequence[Sequence[torch.Tensor]]) -> list[list[torch.Tenso
     return out
 
 
-_Member = tuple[int, PendingSummary, torch.Tensor]
-"""A pending summary that `resolve` joins: its index, itself and its copied data."""
+_Member = tuple[int, PendingSummary]
+"""A pending summary that `resolve` joins: its index and itself (its data copied)."""
+
+FINISH_ROWS = 4096
+"""`_Joined.finish` reads its table into Python this many members at a time, so that its lists
+of numbers stay small next to the summaries made from them."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -293,13 +311,15 @@ class _Joined:
     def of(cls, members: list[_Member]) -> _Joined | None:
         """The members' statistics, or None when some op refuses them (each member then takes
         the per-tensor path, which reports its own errors)."""
-        copies = [copy for _, _, copy in members]
         try:
             with torch.no_grad():
-                flat = _back_to_back(copies)
+                flat = _back_to_back(members)
                 if flat is None:
-                    flat = segments.flatten(copies)
-                segs = Segments.of([c.numel() for c in copies], flat.device)
+                    # `resolve` joins only members with a copy.
+                    flat = segments.flatten(
+                        [c for _, p in members if (c := p.copied()) is not None]
+                    )
+                segs = Segments.of([p.facts.numel for _, p in members], flat.device)
                 stats = segments.summary_stats(flat, segs)
                 values = segs.gather_small(flat, MAX_VALUES)
         except (RuntimeError, NotImplementedError, TypeError):
@@ -309,43 +329,47 @@ class _Joined:
     def finish(self, on_host: Sequence[torch.Tensor]) -> Iterator[tuple[int, TensorSummary]]:
         """Each member's index and summary, from the host copy of `on_device`."""
         stats, values = on_host
-        # By column: 8 lists rather than one per member, which the garbage collector tracks.
-        columns = stats.reshape(len(self.members), len(segments.SUMMARY_COLUMNS)).T.tolist()
-        listed = values.tolist()
+        table = stats.reshape(len(self.members), len(segments.SUMMARY_COLUMNS))
         offset = 0
-        for (i, p, _), *row in zip(self.members, *columns, strict=True):
-            lo, hi, total, m2, sumsq, nonzero, finite, nan = row
-            size = p.facts.numel
-            shown = None
-            if size <= MAX_VALUES:
-                shown = listed[offset : offset + size]
-                offset += size
-            mean = total / finite if finite else math.nan
-            norm = math.sqrt(sumsq)
-            numbers = Stats(lo, hi, mean, m2, norm, int(nonzero), int(finite), int(nan))
-            yield i, build_summary(p.facts, numbers, size, shown)
+        for begin in range(0, len(self.members), FINISH_ROWS):
+            block = self.members[begin : begin + FINISH_ROWS]
+            # By column: 8 lists rather than one per member, which the garbage collector tracks.
+            columns = table[begin : begin + len(block)].T.tolist()
+            shown_count = sum(p.facts.numel for _, p in block if p.facts.numel <= MAX_VALUES)
+            listed = values[offset : offset + shown_count].tolist()
+            offset += shown_count
+            at = 0
+            for (i, p), *row in zip(block, *columns, strict=True):
+                lo, hi, total, m2, sumsq, nonzero, finite, nan = row
+                size = p.facts.numel
+                shown = None
+                if size <= MAX_VALUES:
+                    shown = listed[at : at + size]
+                    at += size
+                mean = total / finite if finite else math.nan
+                norm = math.sqrt(sumsq)
+                numbers = Stats(lo, hi, mean, m2, norm, int(nonzero), int(finite), int(nan))
+                yield i, build_summary(p.facts, numbers, size, shown)
 
 
-def _back_to_back(copies: Sequence[torch.Tensor]) -> torch.Tensor | None:
-    """The one buffer `copies` lie in, back to back and in order, as a view; None when they
-    do not. `capture_many` copies a device and dtype's small tensors by one `flatten` and
-    hands out pieces of it, which `resolve` would otherwise join again (a copy of 19,800
-    pieces a step for a 13,200-module model). Nothing writes to the copies or the view."""
-    base = copies[0]._base
-    if base is None or base.dim() != 1 or not base.is_contiguous():
+def _back_to_back(members: Sequence[_Member]) -> torch.Tensor | None:
+    """The members' data as one view, when they are pieces of one `joint` copy, back to back
+    and in order (as `capture_many` takes them); None when they are not. Nothing writes to
+    the copy or the view."""
+    joint = members[0][1].joint
+    if joint is None:
         return None
-    start = stop = copies[0].storage_offset()
-    for c in copies:
-        if c._base is not base or c.storage_offset() != stop or c.stride() != (1,):
+    start = stop = members[0][1].start
+    for _, p in members:
+        if p.joint is not joint or p.start != stop:
             return None
-        stop += c.numel()
-    begin = start - base.storage_offset()
-    return base[begin : begin + stop - start]
+        stop += p.facts.numel
+    return joint[start:stop]
 
 
 def _finish(p: PendingSummary, on_host: list[torch.Tensor]) -> TensorSummary:
     """The summary of one pending from the host copies of its device tensors."""
-    if p.data is not None:
+    if p.data is not None or p.joint is not None:
         (copy,) = on_host
         try:
             return host_summary(p.facts, copy, copy)
@@ -375,18 +399,18 @@ def resolve(pending: Sequence[PendingSummary | None]) -> list[TensorSummary | No
             out[i] = p.ready
         elif p.batch is not None:
             out[i] = p.batch.summary(p.row)
-        elif p.joins and p.data is not None:
-            by_kind.setdefault((p.facts.device, p.facts.dtype), []).append((i, p, p.data))
+        elif p.joins and (p.data is not None or p.joint is not None):
+            by_kind.setdefault((p.facts.device, p.facts.dtype), []).append((i, p))
         elif not p._on_device():
             out[i] = build_summary(p.facts, None, 0, None)
         else:
             alone.append((i, p))
     batches: list[_Joined] = []
     for same_kind in by_kind.values():
-        for members in segments.bounded(same_kind, lambda m: m[2].numel()):
+        for members in segments.bounded(same_kind, lambda m: m[1].facts.numel):
             batch = _Joined.of(members) if len(members) >= segments.MIN_TENSORS else None
             if batch is None:
-                alone.extend((i, p) for i, p, _ in members)
+                alone.extend(members)
             else:
                 batches.append(batch)
     host = _to_host([p._on_device() for _, p in alone] + [b.on_device for b in batches])

@@ -6,13 +6,13 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import torch
 
 from modscope.core.contract.tensors import TensorSummary
-from modscope.core.filled import filled, plain_frozen
+from modscope.core.filled import slotted_maker
 
 _SPARSE_LAYOUTS = frozenset(
     {torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc}
@@ -317,16 +317,9 @@ def build_summary(
     )
 
 
-_new_summary: Callable[..., TensorSummary]
-if plain_frozen(TensorSummary):
-
-    def _new_summary(**values: Any) -> TensorSummary:
-        """A `TensorSummary` of every field's value, without its `__init__` (`core.filled`),
-        which is slow on this hot path: a large model's step makes tens of thousands."""
-        return filled(TensorSummary, values)
-
-else:  # pragma: no cover - the type changed shape; stay correct, only slower
-    _new_summary = TensorSummary
+_new_summary = slotted_maker(TensorSummary)
+"""A `TensorSummary` of every field's value, without its frozen `__init__` (`core.filled`),
+which is slow on this hot path: a large model's step makes tens of thousands."""
 
 
 def combined_norm(norms: Iterable[float | None]) -> float | None:

@@ -10,7 +10,9 @@ import torch.distributed as dist
 import modscope
 
 ns = runpy.run_path("examples/ddp_buffers.py", run_name="ddp_buffers")
-with modscope.watch(ns["model"], ns["optimizer"], record=sys.argv[1]) as watch:
+# `overwrite`: the test's `torchrun` runs this again after a gloo teardown abort, and the
+# second run's recording replaces the first's.
+with modscope.watch(ns["model"], ns["optimizer"], record=sys.argv[1], overwrite=True) as watch:
     ns["train"](2)
 found = [
     (f.kind.value, f.path, f.step) for f in watch.findings if f.kind.value == "rank-divergence"
