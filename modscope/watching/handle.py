@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
+from modscope.core.contract.bounded import HISTORY_LIMIT
 from modscope.core.contract.break_spec import parse_conditions
 from modscope.core.contract.findings import Finding
 from modscope.core.contract.hook_spec import HookSpec
@@ -52,6 +54,11 @@ _WATCHED: dict[int, str] = {}
 _WATCHED_LOCK = threading.Lock()
 
 
+RECORDS_KEPT = HISTORY_LIMIT
+"""The most steps whose records and layer statistics a watch keeps: a loop runs for as many
+steps as it likes, and each record holds a summary of every tensor."""
+
+
 class Watch:
     """A watched loop (see `modscope.watch`): a context manager, or `close()` when done."""
 
@@ -77,12 +84,9 @@ class Watch:
         """Close before a break raises out of the user's code (a loop no `with` closes: the
         Hugging Face Trainer's)."""
         self.origin = origin
-        self.records: list[StepRecord] = []
-        """Each step's record (the loss, every gradient's summary, the `state_dict` diff)."""
         self.findings: list[Finding] = []
         """The doctor's findings, as they came (the static ones first)."""
-        self.layers: list[LayerStep] = []
-        """Each step's layer statistics (with `layers=True`)."""
+        self._layers: deque[LayerStep] = deque(maxlen=RECORDS_KEPT)
         self.breaks: list[BreakEvent] = []
         """The breaks that tripped."""
         self.closed = False
@@ -101,7 +105,7 @@ class Watch:
                 model,
                 optimizer=optimizer,
                 origin=script,
-                options=SessionOptions(on_break=self._tripped),
+                options=SessionOptions(on_break=self._tripped, history=RECORDS_KEPT),
             )
         except BaseException:
             _release(self._key)
@@ -126,6 +130,19 @@ class Watch:
             raise
 
     # -- the handle ---------------------------------------------------------------------------
+
+    @property
+    def records(self) -> list[StepRecord]:
+        """The newest steps' records (the loss, every gradient's summary, the `state_dict`
+        diff), oldest first: the session's history, at most `RECORDS_KEPT`, fewer when the
+        memory budget says so (a record of a model of 13,000 modules is about 15 MB)."""
+        return list(self.session.history)
+
+    @property
+    def layers(self) -> list[LayerStep]:
+        """The newest steps' layer statistics (with `layers=True`), oldest first, at most
+        `RECORDS_KEPT`."""
+        return list(self._layers)
 
     def __enter__(self) -> Watch:
         return self
@@ -191,11 +208,9 @@ class Watch:
             error=own.error,
         )
         it = self._run.observed(result)
-        if it.record is not None:
-            self.records.append(it.record)
         self.findings += it.findings
         if it.layers is not None:
-            self.layers.append(it.layers)
+            self._layers.append(it.layers)
 
     def _tripped(self, event: BreakEvent) -> None:
         """An armed condition tripped, inside the user's code: do what `on_break` says; with
@@ -226,7 +241,7 @@ class Watch:
 
             reason = why_no_app()
             if reason is None:
-                last = self.layers[-1] if self.layers else None
+                last = self._layers[-1] if self._layers else None
                 view = own_loop_view(self.session, event, self.findings, last)
                 open_at_break(f"{self.origin[0]}:{self.origin[1]}", self.session, view)
             else:

@@ -18,6 +18,7 @@ from modscope.core.contract.findings import FindingKind
 from modscope.core.contract.hook_spec import HookSpecError
 from modscope.core.contract.steps import Phase
 from modscope.core.script.outputs import OutputError
+from modscope.watching import handle
 from tests.helpers import ARTICLE_TABLE, POWLOG, example, strict_lines
 from tests.watching.loops import script_objects, train
 
@@ -61,6 +62,19 @@ def test_a_watched_loop_follows_the_articles_table_and_keeps_what_run_keeps():
         assert record.diff.changed == ("powModel.powParam", "logModel.logParam")
     assert w.records[0].loss == pytest.approx((4.8283 - 10) ** 2, abs=1e-3)
     assert w.records[0].lr == (0.01,)
+
+
+def test_a_long_loop_keeps_the_newest_records_and_layers_only(monkeypatch):
+    # A loop runs as long as it likes: what a watch keeps of each step is bounded.
+    monkeypatch.setattr(handle, "RECORDS_KEPT", 4)
+    ns = script_objects(POWLOG)
+    with modscope.watch(ns["model"], ns["optimizer"], layers=True) as w:
+        train(ns, 10)
+    assert w.step_count == 10
+    assert [r.step for r in w.records] == [7, 8, 9, 10]
+    assert [layer.step for layer in w.layers] == [7, 8, 9, 10]
+    pow_param, _ = ARTICLE_TABLE[9]
+    assert w.records[-1].state["powModel.powParam"].values[0] == pytest.approx(pow_param, abs=5e-5)
 
 
 @pytest.mark.parametrize(
