@@ -108,6 +108,8 @@ def test_the_history_keeps_fewer_steps_when_records_are_large() -> None:
     # 1,000 summaries of about 600 bytes: a quarter of a 40 MB budget holds 16 such records.
     assert history_limit(40_000_000, record, 1000) == 16
     assert history_limit(1, record, 1000) == 1
+    # `run` without `--record` keeps no history (SessionOptions.history=0), whatever the budget.
+    assert history_limit(None, record, 0) == history_limit(40_000_000, record, 0) == 0
 
 
 def test_a_session_diffs_past_its_budget_and_says_which_keys(tmp_path: Path) -> None:
