@@ -40,9 +40,9 @@ def filled(cls: type[_T], values: dict[str, Any]) -> _T:
 
 def slotted_maker(cls: type[_T]) -> Callable[..., _T]:
     """A function that makes an instance of the frozen, slotted dataclass `cls` from every
-    field's value (by keyword), about four times as fast as its `__init__`: a plain slotted
-    dataclass of the same fields assigns them, then the object becomes a `cls` (its slots are
-    laid out alike, so Python allows it). `cls` itself when that does not hold (no `__slots__`,
+    field's value, faster than its `__init__`: a plain slotted dataclass of the same fields
+    assigns them, then its `__post_init__` makes the object a `cls` (their slots are laid
+    out alike, so Python allows it). `cls` itself when that does not hold (no `__slots__`,
     a `__post_init__`, default factories)."""
     declared = fields(cast(Any, cls))
     if (
@@ -52,15 +52,20 @@ def slotted_maker(cls: type[_T]) -> Callable[..., _T]:
     ):
         return cls
     names = [f.name for f in declared]
-    draft = make_dataclass(f"_{cls.__name__}Draft", names, slots=True, eq=False, repr=False)
 
-    def make(**values: Any) -> _T:
-        obj: Any = draft(**values)
+    def become(obj: Any) -> None:
         obj.__class__ = cls
-        return cast(_T, obj)
 
+    draft = make_dataclass(
+        f"_{cls.__name__}Draft",
+        names,
+        namespace={"__post_init__": become},
+        slots=True,
+        eq=False,
+        repr=False,
+    )
     try:
-        make(**dict.fromkeys(names))
+        draft(**dict.fromkeys(names))
     except TypeError:  # pragma: no cover - a layout Python refuses to share: only slower
         return cls
-    return make
+    return cast("Callable[..., _T]", draft)

@@ -54,12 +54,11 @@ class PendingSummary:
     others) into one `joint` copy, from `start`: `copied()` is its view, made only when
     wanted, since tens of thousands of views take more memory than their data. When `joins`,
     `resolve` may summarize it together with others of its device and dtype (see `segments`).
-    Otherwise, on the CPU
-    `ready` holds the finished summary, and elsewhere `parts` holds the statistics, small
-    tensors still on its device, with `values` a copy of at most `MAX_VALUES` elements. The
-    copies are private, so a later in-place change to the original does not alter what was
-    seen. A hook's capture of a mid-sized host tensor is a row of a `batch` instead, whose
-    summaries are computed together (`StackedBatch`).
+    Otherwise, on the CPU `ready` holds the finished summary, and elsewhere `parts` holds the
+    statistics, small tensors still on its device, with `values` a copy of at most
+    `MAX_VALUES` elements. The copies are private, so a later in-place change to the original
+    does not alter what was seen. A hook's capture of a mid-sized host tensor is a row of a
+    `batch` instead, whose summaries are computed together (`StackedBatch`).
     """
 
     facts: TensorFacts
@@ -354,8 +353,9 @@ class _Joined:
 
 def _back_to_back(members: Sequence[_Member]) -> torch.Tensor | None:
     """The members' data as one view, when they are pieces of one `joint` copy, back to back
-    and in order (as `capture_many` takes them); None when they are not. Nothing writes to
-    the copy or the view."""
+    and in order (as `capture_many` takes them), which would otherwise be joined again (a copy
+    of 19,800 pieces a step for a model of 13,200 modules); None when they are not. Nothing
+    writes to the copy or the view."""
     joint = members[0][1].joint
     if joint is None:
         return None
