@@ -13,6 +13,7 @@ from torch import nn
 from modscope.cli import main
 from modscope.core.contract.steps import Phase
 from tests.helpers import hook_state, strict_lines
+from tests.integrations.faults import NanGrad
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -26,18 +27,6 @@ FAULT_AT = 3
 FAULT = "transformer.h.1.mlp.act"
 
 BACKWARD = torch.Tensor.backward
-
-
-class NanGrad(torch.autograd.Function):
-    """The identity forward, a NaN gradient backward."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * float("nan")
 
 
 class Fault(nn.Module):

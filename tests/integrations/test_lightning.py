@@ -15,6 +15,7 @@ from modscope.cli import main
 from modscope.core.contract.break_spec import BreakSpecError
 from modscope.core.contract.steps import Phase
 from tests.helpers import hook_state, strict_lines
+from tests.integrations.faults import NanGrad
 
 pl = pytest.importorskip("lightning.pytorch")
 
@@ -26,18 +27,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")
 
 NAN_AT = 2
 """The fault fires in the training step that starts with this `global_step`: modscope's step 3."""
-
-
-class NanGrad(torch.autograd.Function):
-    """The identity forward, a NaN gradient backward."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * float("nan")
 
 
 class Fault(nn.Module):
