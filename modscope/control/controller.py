@@ -193,15 +193,15 @@ class SessionController:
             self._out.append(internal_error(exc))
 
     def _execute(self, command: cmd.Command) -> None:
+        if self._own_loop is not None and isinstance(command, cmd.RUNS_THE_MODEL):
+            self._out.append(up.Notice(self._own_loop.why, "warning"))
+            return
         if isinstance(command, cmd.Reload):
             self._close_session()
             self._load()
             return
         s = self._session
         if s is None:
-            return
-        if self._own_loop is not None and isinstance(command, cmd.RUNS_THE_MODEL):
-            self._out.append(up.Notice(self._own_loop.why, "warning"))
             return
         match command:
             case cmd.Step():

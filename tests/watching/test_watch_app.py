@@ -31,6 +31,8 @@ def test_the_app_at_a_break_shows_the_break_reads_live_values_and_runs_nothing()
         seen["notes"] = next(u.notes for u in loaded if isinstance(u, up.Loaded))
         stepped = controller.handle(cmd.Step())
         seen["refused"] = [u.message for u in stepped if isinstance(u, up.Notice)]
+        reloaded = controller.handle(cmd.Reload())
+        seen["reload_refused"] = [u.message for u in reloaded if isinstance(u, up.Notice)]
         seen["step_after"] = w.session.step
         page = controller.handle(cmd.ReadValues("blocks.1.gate.offset", 0, 8))
         seen["offset"] = next(u for u in page if isinstance(u, up.ValuesRead)).values
@@ -48,6 +50,8 @@ def test_the_app_at_a_break_shows_the_break_reads_live_values_and_runs_nothing()
     assert seen["break"] == ["blocks.1.gate"]
     assert "your own loop ran 2 step(s)" in seen["notes"][0]
     assert any("your own loop runs the iterations" in m for m in seen["refused"])
+    # Reload would close the watch's session (its breaks and hooks): refused the same way.
+    assert any("your own loop runs the iterations" in m for m in seen["reload_refused"])
     assert seen["step_after"] == 2
     assert min(seen["offset"]) < 0  # the offset the update of step 2 pushed below zero
     assert seen["still_armed"]  # closing the app left the watch's session as it was
