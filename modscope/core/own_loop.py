@@ -85,12 +85,13 @@ class _Patch:
         self._lock = threading.Lock()
         self._loops: list[OwnLoop] = []
         self._original: Callable[..., Any] | None = None
+        self._wrapper: Callable[..., Any] | None = None
 
     def add(self, loop: OwnLoop) -> None:
         with self._lock:
             if not self._loops:
                 original = self._original = getattr(self._owner, self._name)
-                wrapper = self._wrap(original, self._loops)
+                wrapper = self._wrapper = self._wrap(original, self._loops)
                 wrapper.__wrapped__ = original  # type: ignore[attr-defined]
                 setattr(self._owner, self._name, wrapper)
             self._loops.append(loop)
@@ -100,8 +101,11 @@ class _Patch:
             if loop in self._loops:
                 self._loops.remove(loop)
             if not self._loops and self._original is not None:
-                setattr(self._owner, self._name, self._original)
-                self._original = None
+                # Put back only what is still ours: a library that wrapped the method after
+                # us keeps its wrapper (ours under it, with no loop, only passes calls on).
+                if getattr(self._owner, self._name) is self._wrapper:
+                    setattr(self._owner, self._name, self._original)
+                self._original = self._wrapper = None
 
 
 def _backward(original: Callable[..., Any], attached: list[OwnLoop]) -> Callable[..., Any]:
@@ -170,7 +174,10 @@ class OwnLoop:
         self._output: PendingSummary | None = None
         self._losses: list[torch.Tensor] = []
         self._given_loss: float | None = None
+        self._done = False
+        """An optimizer step completed (or was skipped) that is not counted yet."""
         self._pending: StepRecord | None = None
+        """Its record (None when modscope could not build it: `_error` says why)."""
         self._events: list[HookEvent] = []
         self._error: UserError | None = None
         self._started = False
@@ -179,19 +186,26 @@ class OwnLoop:
     # -- attaching ----------------------------------------------------------------------------
 
     def attach(self) -> None:
-        for module, inside in self._forward_sites():
-            pre = eager_hook(self._forward_pre, compiled=inside)
-            post = eager_hook(self._forward_post, compiled=inside)
-            self._handles.append(module.register_forward_pre_hook(pre))
-            self._handles.append(module.register_forward_hook(post))
-        if self.optimizer is not None:
-            self._handles.append(self.optimizer.register_step_pre_hook(self._optimizer_pre))
-            self._handles.append(self.optimizer.register_step_post_hook(self._optimizer_post))
-        BACKWARD_CALLS.add(self)
-        if self.optimizer is not None:
-            SCALER_STEPS.add(self)
-        # The warnings PyTorch shows while the loop runs, for the doctor, as in `run`.
-        self._warnings.enter_context(self.host.shown_warnings.capturing())
+        """Put the hooks on; when one cannot be put on, those that were are removed."""
+        try:
+            for module, inside in self._forward_sites():
+                pre = eager_hook(self._forward_pre, compiled=inside)
+                post = eager_hook(self._forward_post, compiled=inside)
+                self._handles.append(module.register_forward_pre_hook(pre))
+                # Also when the forward raises: a loop that catches the error (a batch-size
+                # search after an out-of-memory) goes on at depth 0.
+                self._handles.append(module.register_forward_hook(post, always_call=True))
+            if self.optimizer is not None:
+                self._handles.append(self.optimizer.register_step_pre_hook(self._optimizer_pre))
+                self._handles.append(self.optimizer.register_step_post_hook(self._optimizer_post))
+            BACKWARD_CALLS.add(self)
+            if self.optimizer is not None:
+                SCALER_STEPS.add(self)
+            # The warnings PyTorch shows while the loop runs, for the doctor, as in `run`.
+            self._warnings.enter_context(self.host.shown_warnings.capturing())
+        except BaseException:
+            self.close()
+            raise
 
     def _forward_sites(self) -> list[tuple[nn.Module, bool]]:
         """Where a forward of the watched model can begin: the module the user calls, the model
@@ -208,7 +222,7 @@ class OwnLoop:
         """Count a step the optimizer completed and nothing counted yet; drop a partial one;
         remove every hook."""
         try:
-            if self._pending is not None:
+            if self._done:
                 self._count()
         finally:
             self._warnings.close()
@@ -231,7 +245,7 @@ class OwnLoop:
             self._given_loss = (
                 float(loss.detach().float().item()) if torch.is_tensor(loss) else float(loss)
             )
-        if self._pending is None:
+        if not self._done:
             if not self.forward_seen:
                 self._given_loss = None
                 return None
@@ -241,7 +255,7 @@ class OwnLoop:
 
     def _forward_pre(self, module: nn.Module, args: Any) -> None:
         if self._depth == 0 and not _in_backward():
-            if self._pending is not None:
+            if self._done:
                 self._count()  # the step before ended at its optimizer step
             grads = torch.is_grad_enabled()
             # Calls of the model (or of its children) before a backward are one forward
@@ -260,7 +274,7 @@ class OwnLoop:
             self._output = capture(out) if isinstance(out, torch.Tensor) else None
 
     def backward_begins(self, loss: torch.Tensor) -> None:
-        if self._pending is not None:
+        if self._done:
             return  # a backward after the optimizer step and before the next forward
         self._losses.append(loss.detach())
         self._close_forward(capture(loss) if loss.numel() == 1 else None)
@@ -275,7 +289,7 @@ class OwnLoop:
             self.iteration.hooks.end_backward()
 
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self._pending is not None:
+        if self._done:
             self._count()  # two optimizer steps with no forward between
         self._close_forward(None)
         self._begin(Phase.OPTIMIZER, grads=False)
@@ -288,7 +302,7 @@ class OwnLoop:
     def skipped(self) -> None:
         """A GradScaler found inf/NaN gradients and did not step the optimizer: the step
         counts, its record marked `skipped`."""
-        if self._pending is not None:
+        if self._done:
             return
         self._close_forward(None)
         self._snapshot(skipped=True)
@@ -329,11 +343,12 @@ class OwnLoop:
     def _snapshot(self, *, skipped: bool = False) -> None:
         """The record of the step the optimizer completed (or skipped), while its gradients are
         there."""
+        self._done = True
         step = self.host.step + 1
-        output = resolve([self._output])[0] if self._output is not None else None
-        if self._error is not None:
+        if self._error is not None:  # the baseline could not be taken
             self._pending = None
             return
+        output = resolve([self._output])[0] if self._output is not None else None
         try:
             record = self.iteration.record(step, loss=None, output=output)
             self._pending = dataclasses.replace(record, skipped=True) if skipped else record
@@ -342,7 +357,7 @@ class OwnLoop:
             self.iteration.baseline_due = True
 
     def _count(self) -> OwnStep:
-        record, self._pending = self._pending, None
+        record, self._pending, self._done = self._pending, None, False
         step = self.host.step + 1
         loss = self._given_loss
         scalars = [t.float().reshape(()) for t in self._losses if t.numel() == 1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -207,6 +208,13 @@ class Watch:
             record=own.record,
             error=own.error,
         )
+        if own.error is not None:
+            # The loop is the user's: it goes on, the step counted with no record.
+            warnings.warn(
+                f"modscope.watch: step {own.step} has no record: {own.error.describe()}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         it = self._run.observed(result)
         self.findings += it.findings
         if it.layers is not None:

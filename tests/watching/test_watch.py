@@ -13,10 +13,12 @@ from torch import nn
 
 import modscope
 from modscope.cli import main
+from modscope.core import own_loop
 from modscope.core.contract.break_spec import BreakSpecError
 from modscope.core.contract.findings import FindingKind
 from modscope.core.contract.hook_spec import HookSpecError
 from modscope.core.contract.steps import Phase
+from modscope.core.iteration import Iteration
 from modscope.core.script.outputs import OutputError
 from modscope.watching import handle
 from tests.helpers import ARTICLE_TABLE, POWLOG, example, strict_lines
@@ -349,3 +351,84 @@ def test_a_backward_of_a_non_scalar_gives_a_step_without_a_loss():
         opt.step()
     assert w.step_count == 1 and w.records[0].loss is None
     assert w.records[0].diff.changed == ("weight", "bias")
+
+
+def test_a_step_whose_record_fails_counts_and_the_loop_goes_on(monkeypatch):
+    ns = script_objects(POWLOG)
+    real = Iteration.record
+    calls = []
+
+    def second_fails(self, step, **kwargs):
+        calls.append(step)
+        if len(calls) == 2:
+            raise RuntimeError("no record this time")
+        return real(self, step, **kwargs)
+
+    monkeypatch.setattr(Iteration, "record", second_fails)
+    with (
+        pytest.warns(RuntimeWarning, match="step 2 has no record"),
+        modscope.watch(ns["model"], ns["optimizer"]) as w,
+    ):
+        train(ns, 5)
+    assert w.step_count == 5
+    assert [r.step for r in w.records] == [1, 3, 4, 5]
+    pow_param, _ = ARTICLE_TABLE[4]
+    assert w.records[-1].state["powModel.powParam"].values[0] == pytest.approx(pow_param, abs=5e-5)
+
+
+def test_a_forward_that_raises_inside_the_loop_does_not_blind_the_watch():
+    ns = script_objects(POWLOG)
+    model, opt = ns["model"], ns["optimizer"]
+    calls = {"n": 0}
+
+    def flaky(module, args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ValueError("a batch that does not fit")
+
+    # On a child, before the watch's own hook there: it raises inside the model's forward.
+    model.powModel.register_forward_pre_hook(flaky)
+    with modscope.watch(model, opt) as w:
+        train(ns, 1)
+        with pytest.raises(ValueError):
+            model(*ns["inputs"])  # the loop catches it and goes on
+        opt.zero_grad()
+        train(ns, 2)
+    assert w.step_count == 3
+    assert all(r.loss is not None for r in w.records)  # each forward and its loss seen
+
+
+def test_a_watch_that_cannot_attach_leaves_nothing_behind(monkeypatch):
+    ns = script_objects(POWLOG)
+    model, opt = ns["model"], ns["optimizer"]
+    before, backward = hook_dicts(model), torch.Tensor.backward
+
+    def refuse(loop):
+        raise RuntimeError("cannot wrap")
+
+    monkeypatch.setattr(own_loop.SCALER_STEPS, "add", refuse)
+    with pytest.raises(RuntimeError, match="cannot wrap"):
+        modscope.watch(model, opt)
+    assert hook_dicts(model) == before
+    assert optimizer_hooks(opt) == (0, 0)
+    assert torch.Tensor.backward is backward
+    monkeypatch.undo()
+    with modscope.watch(model, opt) as w:  # the model is not left claimed
+        train(ns, 1)
+    assert w.step_count == 1
+
+
+def test_a_wrapper_put_on_backward_after_the_watch_is_kept_when_it_closes():
+    ns = script_objects(POWLOG)
+    original = torch.Tensor.backward
+    with modscope.watch(ns["model"], ns["optimizer"]):
+        watched = torch.Tensor.backward
+
+        def theirs(self, *args, **kwargs):
+            return watched(self, *args, **kwargs)
+
+        torch.Tensor.backward = theirs
+    try:
+        assert torch.Tensor.backward is theirs  # another library's wrapper stays
+    finally:
+        torch.Tensor.backward = original
