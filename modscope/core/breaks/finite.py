@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import cmath
 import math
-import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,6 +16,7 @@ import torch
 
 from modscope.core.contract.tensors import TensorSummary
 from modscope.core.stats.summary import PendingSummary, capture, flatten_tensors, resolve
+from modscope.core.stats.tensor_memo import TensorMemo
 
 # Device types whose flags are on the host already: reading one back is no sync, so a check
 # there is decided at once. Tests empty this to run the deferred path on the CPU.
@@ -132,7 +132,7 @@ class FinitenessCache:
     both. Cleared before each phase and with the iteration."""
 
     def __init__(self) -> None:
-        self._known: dict[int, tuple[weakref.ref[torch.Tensor], int, Flag]] = {}
+        self._known: TensorMemo[Flag] = TensorMemo()
 
     def clear(self) -> None:
         """Forget every answer."""
@@ -142,17 +142,10 @@ class FinitenessCache:
         """Whether some tensor holds NaN/Inf (call under `torch.no_grad()`)."""
         found: Flag = False
         for t in tensors:
-            try:
-                version = t._version
-            except RuntimeError:  # an inference tensor keeps no version counter
-                version = -1
-            known = self._known.get(id(t))
-            if known is not None and known[0]() is t and known[1] == version >= 0:
-                bad = known[2]
-            else:
+            bad = self._known.get(t)
+            if bad is None:
                 bad = any_bad([t])
-                if version >= 0:
-                    self._known[id(t)] = (weakref.ref(t), version, bad)
+                self._known.put(t, bad)
             if bad is True:
                 return True
             found = or_(found, bad)

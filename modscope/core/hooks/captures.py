@@ -3,12 +3,11 @@ mid-sized host tensors copied then summarised many at a time, stacked, when they
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 
 from modscope.core.stats.stacked import stackable
 from modscope.core.stats.summary import PendingSummary, StackedBatch, capture
+from modscope.core.stats.tensor_memo import TensorMemo, version_of
 from modscope.core.stats.tensor_stats import host_facts_of
 
 
@@ -26,19 +25,17 @@ class CaptureMemo:
     """
 
     def __init__(self) -> None:
-        self._seen: dict[int, tuple[weakref.ref[torch.Tensor], int, PendingSummary]] = {}
+        self._seen: TensorMemo[PendingSummary] = TensorMemo()
         self._batches: dict[tuple[int, torch.dtype], StackedBatch] = {}
 
     def capture(self, t: torch.Tensor) -> PendingSummary:
-        try:
-            version = t._version
-        except RuntimeError:  # inference tensors keep no version counter
+        if version_of(t) is None:  # an inference tensor: nothing is remembered of it
             return capture(t)
-        hit = self._seen.get(id(t))
-        if hit is not None and hit[0]() is t and hit[1] == version:
-            return hit[2]
+        hit = self._seen.get(t)
+        if hit is not None:
+            return hit
         pending = self._stacked(t) if stackable(t) else capture(t)
-        self._seen[id(t)] = (weakref.ref(t), version, pending)
+        self._seen.put(t, pending)
         return pending
 
     def _stacked(self, t: torch.Tensor) -> PendingSummary:

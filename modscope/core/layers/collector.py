@@ -5,7 +5,6 @@ one transfer per device (docs/design.md section 2, `run --layers`)."""
 from __future__ import annotations
 
 import math
-import weakref
 from typing import Any
 
 import torch
@@ -31,6 +30,7 @@ from modscope.core.model.walk import (
     eager_hook,
     hook_sites,
 )
+from modscope.core.stats.tensor_memo import TensorMemo
 from modscope.core.stats.tensor_stats import combined_norm
 
 
@@ -60,7 +60,7 @@ class LayerCollector:
         self._seen: list[tuple[int, int, torch.Tensor]] = []
         # The parts of each output tensor seen in this iteration, by id: a container's output
         # is often its last child's very tensor (Sequential), whose parts are reused then.
-        self._parts: dict[int, tuple[weakref.ref[torch.Tensor], int, torch.Tensor]] = {}
+        self._parts: TensorMemo[torch.Tensor] = TensorMemo()
         self._small: list[Small] = []
 
     @property
@@ -91,7 +91,7 @@ class LayerCollector:
     def discard(self) -> None:
         """Forget what was seen since the last `take` (an iteration abandoned or rewound)."""
         self._seen = []
-        self._parts = {}
+        self._parts.clear()
         self._small = []
 
     def __enter__(self) -> LayerCollector:
@@ -128,11 +128,11 @@ class LayerCollector:
         `_version`), was seen by a module with no rails (the rails column then differs)."""
         if rails is not None:
             return output_parts(x, rails)
-        known = self._parts.get(id(x))
-        if known is not None and known[0]() is x and known[1] == x._version:
-            return known[2]
+        known = self._parts.get(x)
+        if known is not None:
+            return known
         parts = output_parts(x, None)
-        self._parts[id(x)] = (weakref.ref(x), x._version, parts)
+        self._parts.put(x, parts)
         return parts
 
     def take(self, record: StepRecord) -> LayerStep:
@@ -141,7 +141,7 @@ class LayerCollector:
         one transfer per device."""
         seen, self._seen = self._seen, []
         small, self._small = self._small, []
-        self._parts = {}
+        self._parts.clear()
         outputs = combine_calls([*seen, *joined_parts(small)])
         stats = []
         unchanged = frozenset(record.diff.unchanged)

@@ -17,12 +17,12 @@ two orders of summation do), never in the extremes, counts or whether a key chan
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Iterator
 
 import torch
 
 from modscope.core.stats import segments
+from modscope.core.stats.tensor_memo import TensorMemo
 from modscope.core.stats.tensor_stats import Stats, in_memory_order, work_dtype
 
 HOST_CHUNK_BYTES = 2**18
@@ -116,20 +116,15 @@ class _Summed:
         return Stats(self.lo, self.hi, mean, m2, math.sqrt(sumsq), self.nonzero, n, nan=0)
 
 
-_taken: dict[int, tuple[weakref.ref[torch.Tensor], int, Stats]] = {}
-"""Statistics `chunked_diff` took of a state tensor while it read it, by the tensor's id, for
-`taken_stats` (the summary that follows the diff in a step's record): with the tensor itself
-(weakly) and its version counter, so that they are used only while it is unchanged."""
+_taken: TensorMemo[Stats] = TensorMemo()
+"""Statistics `chunked_diff` took of a state tensor while it read it, for `taken_stats` (the
+summary that follows the diff in a step's record), used only while the tensor is unchanged."""
 
 
 def taken_stats(t: torch.Tensor) -> Stats | None:
     """The statistics `chunked_diff(t, ..., summarize=t)` took of `t`, if `t` has not
     changed in place since (its version counter); for every key whose value `t` is."""
-    entry = _taken.get(id(t))
-    if entry is None:
-        return None
-    ref, version, stats = entry
-    return stats if ref() is t and t._version == version else None
+    return _taken.get(t)
 
 
 def forget_taken() -> None:
@@ -199,7 +194,7 @@ def chunked_diff(
     if summed is not None and summarize is not None:
         stats = summed.stats(pieces(new, chunk_numel(new)))
         if stats is not None:
-            _taken[id(summarize)] = (weakref.ref(summarize), summarize._version, stats)
+            _taken.put(summarize, stats)
     return [float(changed), largest if changed else 0.0, _relative(delta_sq, old_sq)]
 
 
