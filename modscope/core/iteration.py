@@ -380,10 +380,12 @@ class Iteration:
         try:
             record = self.record(step, loss=loss, output=output)
         except Exception as exc:
+            # Either way the diff's copy may be half overwritten (keys are refreshed as they
+            # are compared): the next iteration takes a new baseline.
+            self.baseline_due = True
             if user_frame(exc.__traceback__) is not None:
                 raise  # the user's code raised (a `state_dict` hook, a tensor subclass)
             self.dropped = False
-            self.baseline_due = True  # the diff's copy may be half overwritten
             self.reset()
             error = modscope_fault(
                 exc,

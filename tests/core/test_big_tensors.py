@@ -15,8 +15,10 @@ import math
 
 import pytest
 import torch
+from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
+from modscope.core.session import Session
 from modscope.core.stats import chunked, segments
 from modscope.core.stats.key_diffs import key_diff
 from modscope.core.stats.statediff import StateTracker
@@ -353,3 +355,47 @@ def test_a_tie_broken_later_gets_copies_of_its_own() -> None:
     diff = tracker.diff(state)
     assert diff.changed == ("lm_head.weight",)
     assert diff.max_abs_delta["lm_head.weight"] == float((untied - previous).abs().max())
+
+
+class _Touchy(torch.Tensor):
+    """A buffer that refuses every op while `failing` (the user's tensor subclass)."""
+
+    failing = False
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if cls.failing:
+            raise RuntimeError("touchy buffer refuses")
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+class _HalfRefreshed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.big = nn.Parameter(torch.randn(100_000) * 0.01)  # refreshed as it is compared
+        self.register_buffer("touchy", torch.zeros(3).as_subclass(_Touchy))
+        self.small = nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.small(x).sum() + self.big.sum()
+
+
+def test_a_record_the_users_tensor_broke_is_followed_by_a_new_baseline(monkeypatch) -> None:
+    # The step-2 diff refreshes `big`'s copy, then the user's buffer raises: the copies are
+    # half step 1's, half step 2's, so step 3 must diff against a baseline taken anew.
+    torch.manual_seed(0)
+    model = _HalfRefreshed()
+    session = Session.from_objects(
+        model,
+        inputs=torch.randn(4, 3),
+        loss_fn=lambda out: out.pow(2),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
+    )
+    assert session.run_iteration().error is None
+    monkeypatch.setattr(_Touchy, "failing", True)
+    assert session.run_iteration().error.message == "touchy buffer refuses"
+    monkeypatch.setattr(_Touchy, "failing", False)
+    before = model.small.weight.detach().clone()
+    third = session.run_iteration()
+    change = float((model.small.weight.detach() - before).abs().max())
+    assert third.record.diff.max_abs_delta["small.weight"] == pytest.approx(change, rel=1e-6)
