@@ -358,8 +358,7 @@ class SessionController:
         self._version += 1
         layout = self._relayout(s)
         self._out += [up.Repaint(step), up.Loaded(layout, tuple(s.notes()), time.perf_counter())]
-        kept = s.history.maxlen
-        self._out += [up.PhaseDone(r.step, Phase.OPTIMIZER, r, kept=kept) for r in s.history]
+        self._out += up.history_shown(s.history, s.history.maxlen)
         self._summarize(s, record=None, baseline=True)
         if self._onlookers is not None:
             self._out.append(up.FindingsChanged(tuple(self._findings.values())))

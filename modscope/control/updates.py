@@ -8,7 +8,7 @@ tensor or imports torch: this stream is what a recording persists and a replay p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from modscope.core.contract.findings import Finding
@@ -135,6 +135,12 @@ class PhaseDone:
     kept: int | None = None
     """How many step records the session keeps (fewer for a large model under
     `--memory-budget`); the app's history keeps no more. None: not said (an older recording)."""
+
+
+def history_shown(history: Iterable[StepRecord], kept: int | None) -> list[PhaseDone]:
+    """The iterations a session's history holds, as the app is told of them (after a load, a
+    rewind, or at a break in the user's own loop)."""
+    return [PhaseDone(r.step, Phase.OPTIMIZER, r, kept=kept) for r in history]
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,14 @@ _set = object.__setattr__
 def plain_frozen(cls: type) -> bool:
     """True when an instance with a given `__dict__` equals one `__init__` makes: the type has
     no `__slots__`, `__post_init__` or default factories."""
-    return (
-        "__slots__" not in vars(cls)
-        and not hasattr(cls, "__post_init__")
-        and all(f.default_factory is MISSING for f in fields(cls))
+    return "__slots__" not in vars(cls) and _assigns_only(cls)
+
+
+def _assigns_only(cls: type) -> bool:
+    """True when the dataclass `cls`'s `__init__` does nothing but assign the values given
+    (or the defaults): no `__post_init__`, no default factories."""
+    return not hasattr(cls, "__post_init__") and all(
+        f.default_factory is MISSING for f in fields(cls)
     )
 
 
@@ -44,14 +48,9 @@ def slotted_maker(cls: type[_T]) -> Callable[..., _T]:
     assigns them, then its `__post_init__` makes the object a `cls` (their slots are laid
     out alike, so Python allows it). `cls` itself when that does not hold (no `__slots__`,
     a `__post_init__`, default factories)."""
-    declared = fields(cast(Any, cls))
-    if (
-        "__slots__" not in vars(cls)
-        or hasattr(cls, "__post_init__")
-        or any(f.default_factory is not MISSING for f in declared)
-    ):
+    if "__slots__" not in vars(cls) or not _assigns_only(cls):
         return cls
-    names = [f.name for f in declared]
+    names = [f.name for f in fields(cast(Any, cls))]
 
     def become(obj: Any) -> None:
         obj.__class__ = cls

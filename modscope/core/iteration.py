@@ -416,12 +416,7 @@ class Iteration:
         grads = [p.grad if p.grad is not None and not is_lazy(p) else None for _, p in named]
         summaries = resolve(capture_many([v for _, v in state_items] + grads))
         n = len(state_items)
-        optimizer = self.script.optimizer
-        lr = tuple(
-            float(g["lr"])
-            for g in (optimizer.param_groups if optimizer else [])
-            if isinstance(g.get("lr"), float | int)
-        )
+        lr = learning_rates(self.script.optimizer)
         return StepRecord(
             step=step,
             mode="train" if self.model.training else "eval",
@@ -436,6 +431,13 @@ class Iteration:
             diff=diff,
             lr=lr,
         )
+
+
+def learning_rates(optimizer: torch.optim.Optimizer | None) -> tuple[float, ...]:
+    """Each parameter group's learning rate, as a step's record carries them (a group whose
+    `lr` is no number, a tensor for one, left out)."""
+    groups = optimizer.param_groups if optimizer is not None else []
+    return tuple(float(g["lr"]) for g in groups if isinstance(g.get("lr"), float | int))
 
 
 class RecordFailed(Exception):

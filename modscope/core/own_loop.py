@@ -34,8 +34,8 @@ from torch.utils.hooks import RemovableHandle
 
 from modscope.core.contract.steps import HookEvent, Phase, StepRecord, UserError
 from modscope.core.hooks.event_log import EventLog
-from modscope.core.iteration import Iteration
-from modscope.core.model.walk import compiled_region, eager_hook, hook_sites
+from modscope.core.iteration import Iteration, learning_rates
+from modscope.core.model.walk import compiled_region, eager_hook, hook_sites, in_backward
 from modscope.core.script.losses import main_output
 from modscope.core.script.warning_capture import WarningCapture
 from modscope.core.stats.summary import PendingSummary, capture, resolve
@@ -63,11 +63,6 @@ class OwnStep:
     record: StepRecord | None
     events: tuple[HookEvent, ...]
     error: UserError | None = None
-
-
-def _in_backward() -> bool:
-    current = getattr(torch._C, "_current_autograd_node", None)
-    return current is not None and current() is not None
 
 
 class _Patch:
@@ -254,7 +249,7 @@ class OwnLoop:
         return self._count()
 
     def _forward_pre(self, module: nn.Module, args: Any) -> None:
-        if self._depth == 0 and not _in_backward():
+        if self._depth == 0 and not in_backward():
             if self._done:
                 self._count()  # the step before ended at its optimizer step
             grads = torch.is_grad_enabled()
@@ -269,7 +264,7 @@ class OwnLoop:
 
     def _forward_post(self, module: nn.Module, args: Any, output: Any) -> None:
         self._depth = max(0, self._depth - 1)
-        if self._depth == 0 and self._forward_open and not _in_backward():
+        if self._depth == 0 and self._forward_open and not in_backward():
             out = main_output(output)
             self._output = capture(out) if isinstance(out, torch.Tensor) else None
 
@@ -363,7 +358,7 @@ class OwnLoop:
         scalars = [t.float().reshape(()) for t in self._losses if t.numel() == 1]
         if loss is None and scalars:
             loss = float(torch.stack(scalars).sum().item())
-        lr = self._learning_rates()
+        lr = learning_rates(self.optimizer)
         if record is not None:
             record = dataclasses.replace(record, loss=loss, lr=lr)
             self.host.count_iteration(record)
@@ -376,8 +371,3 @@ class OwnLoop:
         self.iteration.reset()
         self.on_step(done)
         return done
-
-    def _learning_rates(self) -> tuple[float, ...]:
-        optimizer = self.optimizer
-        groups = optimizer.param_groups if optimizer is not None else []
-        return tuple(float(g["lr"]) for g in groups if isinstance(g.get("lr"), float | int))

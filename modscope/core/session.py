@@ -405,8 +405,7 @@ class Session:
         record, as `run_iteration` does for its own."""
         self.step = record.step
         self.last_loss, self.last_output = record.loss, record.output
-        limit = history_limit(self.memory_budget, record, self._history_most)
-        self.history = append_bounded(self.history, record, limit)
+        self._keep(record)
 
     def _finish_iteration(self, phase: Phase) -> StepRecord:
         """Count the iteration that ran and keep its record (`Iteration.finish`: raises what
@@ -419,9 +418,13 @@ class Session:
             self.step += 1
             raise
         self.step += 1
+        self._keep(record)
+        return record
+
+    def _keep(self, record: StepRecord) -> None:
+        """Keep `record` in the history, as many as the budget allows (`history_limit`)."""
         limit = history_limit(self.memory_budget, record, self._history_most)
         self.history = append_bounded(self.history, record, limit)
-        return record
 
     def _record(self, step: int | None = None) -> StepRecord:
         """The record of the iteration `step` (the last one counted, by default)."""

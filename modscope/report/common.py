@@ -54,9 +54,7 @@ def write_json_line(obj: Any, stream: TextIO | None = None) -> None:
 def write_json_text(text: str, stream: TextIO | None = None) -> None:
     """Write one JSON line already encoded (by `dumps`, or as `dumps` would), by default on the
     command's report stream (`report_output`)."""
-    stream = stream or _report or sys.stdout
-    stream.write(text + "\n")
-    stream.flush()
+    write_json_pieces((text,), stream)
 
 
 def write_json_pieces(pieces: Iterable[str], stream: TextIO | None = None) -> None:

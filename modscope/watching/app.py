@@ -8,7 +8,7 @@ from modscope.control import updates as up
 from modscope.control.controller import OwnLoopView
 from modscope.core.contract.findings import Finding
 from modscope.core.contract.layer_types import LayerStep
-from modscope.core.contract.steps import BreakEvent, Phase
+from modscope.core.contract.steps import BreakEvent
 from modscope.core.session import Session
 from modscope.launch import make_app, run_app
 
@@ -23,10 +23,7 @@ def own_loop_view(
 ) -> OwnLoopView:
     """What the app shows at `event`: the steps counted so far, the last layer statistics,
     the findings, the break."""
-    kept = session.history.maxlen
-    shown: list[up.Update] = [
-        up.PhaseDone(r.step, Phase.OPTIMIZER, r, kept=kept) for r in session.history
-    ]
+    shown: list[up.Update] = [*up.history_shown(session.history, session.history.maxlen)]
     if layers is not None:
         shown.append(up.LayersSeen(layers))
     shown.append(up.FindingsChanged(tuple(findings)))

@@ -19,6 +19,7 @@ from modscope.core.model.walk import (
     distinct_modules,
     eager_hook,
     hook_sites,
+    in_backward,
     subtree_tensors,
 )
 from modscope.core.script.batches import BatchSource, spread
@@ -30,12 +31,6 @@ if TYPE_CHECKING:
 # Two seeds for the eval-mode passes; the first is run twice to tell random draws from other
 # non-determinism (GPU atomics, time).
 SEEDS = (20240501, 77777)
-
-
-def _in_backward() -> bool:
-    # Activation checkpointing re-runs module forwards during backward: not a second call.
-    current = getattr(torch._C, "_current_autograd_node", None)
-    return current is not None and current() is not None
 
 
 def _parametrization_ids(model: nn.Module) -> set[int]:
@@ -121,7 +116,7 @@ class ForwardProbe:
                 if self._depth == 0:
                     self._calls = {}
                 self._depth += 1
-            if self._depth > 0 and counted and not _in_backward():
+            if self._depth > 0 and counted and not in_backward():
                 self._calls[key] = self._calls.get(key, 0) + 1
 
         return pre

@@ -29,15 +29,10 @@ from modscope.core.model.walk import (
     distinct_modules,
     eager_hook,
     hook_sites,
+    in_backward,
 )
 from modscope.core.stats.tensor_memo import TensorMemo
 from modscope.core.stats.tensor_stats import combined_norm
-
-
-def _in_backward() -> bool:
-    # Activation checkpointing re-runs module forwards during backward: not another output.
-    current = getattr(torch._C, "_current_autograd_node", None)
-    return current is not None and current() is not None
 
 
 class LayerCollector:
@@ -105,7 +100,7 @@ class LayerCollector:
         rails = self._rails[index]
 
         def note_output(module: nn.Module, args: Any, output: Any) -> None:
-            if _in_backward():
+            if in_backward():
                 return
             x = first_floating(output)
             if x is None:

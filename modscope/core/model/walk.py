@@ -217,6 +217,13 @@ def sealed_note(model: nn.Module) -> str | None:
     )
 
 
+def in_backward() -> bool:
+    """True while autograd runs a backward node: activation checkpointing re-runs module
+    forwards during backward, which are not another call of the forward."""
+    current = getattr(torch._C, "_current_autograd_node", None)
+    return current is not None and current() is not None
+
+
 def eager_hook(hook: HookFn, *, compiled: bool) -> HookFn:
     """`hook` as it must be registered on a module: on one inside a compiled call
     (`compiled_region`), wrapped by `torch.compiler.disable`, so that TorchDynamo calls it
