@@ -268,8 +268,11 @@ def _check_objects(model: Any, optimizer: Any) -> None:
             "torch.optim.Optimizer"
         )
     own = {id(p) for p in model.parameters()}
-    foreign = [p for g in optimizer.param_groups for p in g["params"] if id(p) not in own]
-    if foreign:
+    held = [p for g in optimizer.param_groups for p in g["params"]]
+    foreign = [p for p in held if id(p) not in own]
+    # Some of them not the model's is the doctor's to report (a layer kept in a plain list,
+    # a loss with parameters of its own); none of them is another model's optimizer.
+    if held and len(foreign) == len(held):
         shapes = ", ".join(str(tuple(p.shape)) for p in foreign[:3])
         raise ValueError(
             f"modscope.watch: the optimizer holds {len(foreign)} parameter(s) that are not the "

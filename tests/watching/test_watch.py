@@ -432,3 +432,34 @@ def test_a_wrapper_put_on_backward_after_the_watch_is_kept_when_it_closes():
         assert torch.Tensor.backward is theirs  # another library's wrapper stays
     finally:
         torch.Tensor.backward = original
+
+
+class _PlainList(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Linear(4, 4)
+        self.rest = [nn.Linear(4, 4), nn.Linear(4, 1)]  # a plain list: never registered
+
+    def forward(self, x):
+        x = self.first(x)
+        for layer in self.rest:
+            x = layer(x)
+        return x
+
+
+def test_an_optimizer_over_a_layer_the_model_never_registered_is_watched_and_reported():
+    # The article's bug in the user's own loop: the optimizer was given the list's parameters
+    # by hand, so they train, yet the model neither saves nor moves them. The watch goes on
+    # and the doctor names the list.
+    torch.manual_seed(0)
+    model = _PlainList()
+    params = [*model.parameters(), *(p for layer in model.rest for p in layer.parameters())]
+    opt = torch.optim.SGD(params, lr=0.1)
+    x = torch.randn(8, 4)
+    with modscope.watch(model, opt) as w:
+        for _ in range(2):
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+    assert w.step_count == 2
+    assert [(f.kind, f.path) for f in w.findings] == [(FindingKind.UNREGISTERED_MODULE, "rest")]
