@@ -29,11 +29,11 @@ class CaptureMemo:
         self._batches: dict[tuple[int, torch.dtype], StackedBatch] = {}
 
     def capture(self, t: torch.Tensor) -> PendingSummary:
-        if version_of(t) is None:  # an inference tensor: nothing is remembered of it
-            return capture(t)
         hit = self._seen.get(t)
         if hit is not None:
             return hit
+        if version_of(t) is None:  # an inference tensor: nothing is remembered of it
+            return capture(t)
         pending = self._stacked(t) if stackable(t) else capture(t)
         self._seen.put(t, pending)
         return pending

@@ -37,8 +37,8 @@ class TensorMemo(Generic[_V]):
         known = self._known.get(id(t))
         if known is None or known[0]() is not t:
             return None
-        version = version_of(t)
-        return known[2] if version is not None and version == known[1] else None
+        # A kept tensor is no inference tensor: it has a version counter.
+        return known[2] if t._version == known[1] else None
 
     def put(self, t: torch.Tensor, value: _V) -> None:
         """Keep `value` for `t` as it is now (not for an inference tensor)."""
